@@ -1,0 +1,201 @@
+"""Sweep folder -> summary.md (mean +- std over seeds per strategy) and plots.
+
+  python -m experiments.report --workdir=runs/folding
+
+Plots (PNG): bars of recall@K and cross_group@K per strategy with std error bars; recall vs
+cross-group scatter (quality vs folding); and, where runs saved embeddings, a PCA picture of
+item and query embeddings coloured by group for chosen strategies (the picture of folding).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from typing import Sequence
+
+import numpy as np
+
+QUALITY = "recall@20"
+FOLDING = "cross_group@20"
+
+
+def read_results(sweep_dir: str) -> list[dict]:
+  with open(os.path.join(sweep_dir, "results.csv")) as f:
+    rows = list(csv.DictReader(f))
+  for r in rows:
+    for k, v in r.items():
+      if k in ("strategy", "overrides", "workdir"):
+        continue
+      try:
+        r[k] = float(v)
+      except (TypeError, ValueError):
+        pass
+  return rows
+
+
+def summarize(rows: list[dict]) -> dict[str, dict]:
+  """strategy -> {metric: (mean, std, n)}, plus 'overrides'. std is the sample std (ddof=1)."""
+  out: dict[str, dict] = {}
+  for r in rows:
+    out.setdefault(r["strategy"], {"_rows": []})["_rows"].append(r)
+  for s, d in out.items():
+    rs = d.pop("_rows")
+    d["overrides"] = rs[0]["overrides"]
+    d["n"] = len(rs)
+    for k in rs[0]:
+      vals = [r[k] for r in rs if isinstance(r.get(k), float) and not math.isnan(r[k])]
+      if vals and k not in ("seed",):
+        d[k] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
+  return out
+
+
+def _fmt(ms):
+  m, s = ms
+  return f"{m:.3f} ± {s:.3f}"
+
+
+def write_summary(sweep_dir: str, summary: dict, *, title: str, metrics: Sequence[str],
+                  notes: Sequence[str] = ()) -> str:
+  order = sorted(summary, key=lambda s: -summary[s].get(metrics[0], (-1, 0))[0])
+  lines = [f"# {title}", "",
+           f"Mean ± std over seeds (n per row in the last column), sorted by {metrics[0]}. "
+           "Full-ranking metrics over the whole catalogue, training items masked.", ""]
+  cols = [m for m in metrics if any(m in summary[s] for s in order)]
+  lines.append("| strategy | " + " | ".join(cols) + " | steps/s | n |")
+  lines.append("|---|" + "---|" * (len(cols) + 2))
+  for s in order:
+    d = summary[s]
+    cells = [_fmt(d[m]) if m in d else "–" for m in cols]
+    sps = f"{d['steps_per_second'][0]:.0f}" if "steps_per_second" in d else "–"
+    lines.append(f"| {s} | " + " | ".join(cells) + f" | {sps} | {d['n']} |")
+  lines += ["", "Config overrides per strategy (on top of the base config):", ""]
+  for s in order:
+    lines.append(f"- `{s}`: `{summary[s]['overrides']}`")
+  if notes:
+    lines += ["", "## Checks", ""] + [f"- {n}" for n in notes]
+  path = os.path.join(sweep_dir, "summary.md")
+  with open(path + ".tmp", "w") as f:
+    f.write("\n".join(lines) + "\n")
+  os.replace(path + ".tmp", path)
+  return path
+
+
+def plot_bars(sweep_dir: str, summary: dict, metric_names: Sequence[str], fname: str,
+              order: Sequence[str] | None = None) -> str:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  order = list(order or sorted(summary))
+  fig, axes = plt.subplots(1, len(metric_names), figsize=(5.5 * len(metric_names), 4.2 +
+                                                          0.12 * len(order)))
+  axes = np.atleast_1d(axes)
+  for ax, m in zip(axes, metric_names):
+    means = [summary[s].get(m, (np.nan, 0))[0] for s in order]
+    stds = [summary[s].get(m, (np.nan, 0))[1] for s in order]
+    y = np.arange(len(order))
+    ax.barh(y, means, xerr=stds, color="tab:blue", alpha=0.8, capsize=3)
+    ax.set_yticks(y, order, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel(m)
+    ax.grid(axis="x", alpha=0.3)
+  fig.tight_layout()
+  path = os.path.join(sweep_dir, fname)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_scatter(sweep_dir: str, summary: dict, x: str = FOLDING, y: str = QUALITY,
+                 fname: str = "quality_vs_folding.png") -> str:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, ax = plt.subplots(figsize=(7, 5))
+  for s, d in sorted(summary.items()):
+    if x in d and y in d:
+      ax.errorbar(d[x][0], d[y][0], xerr=d[x][1], yerr=d[y][1], fmt="o", capsize=3)
+      ax.annotate(s, (d[x][0], d[y][0]), fontsize=7, xytext=(4, 3),
+                  textcoords="offset points")
+  ax.set_xlabel(f"{x} (folding: lower is better)")
+  ax.set_ylabel(f"{y} (quality: higher is better)")
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  path = os.path.join(sweep_dir, fname)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def plot_embeddings(sweep_dir: str, panels: Sequence[tuple[str, str]],
+                    fname: str = "embeddings_pca.png") -> str | None:
+  """panels: (title, run workdir relative to sweep_dir) with an embeddings.npz inside.
+
+  Items and queries of each run are projected together onto the top-2 principal axes of
+  the items; colour = group, dots = items, crosses = queries."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  found = [(t, os.path.join(sweep_dir, wd, "embeddings.npz")) for t, wd in panels]
+  found = [(t, p) for t, p in found if os.path.exists(p)]
+  if not found:
+    return None
+  fig, axes = plt.subplots(1, len(found), figsize=(4.6 * len(found), 4.4))
+  axes = np.atleast_1d(axes)
+  cmap = plt.get_cmap("tab10")
+  for ax, (title, p) in zip(axes, found):
+    z = np.load(p)
+    items, query = z["items"], z["query"]
+    ig, ug = z["item_groups"], z["user_groups"]
+    mean = items.mean(0)
+    _, _, vt = np.linalg.svd(items - mean, full_matrices=False)
+    pi, pq = (items - mean) @ vt[:2].T, (query - mean) @ vt[:2].T
+    # normalise each cloud's scale so both are visible on one plot
+    pq = pq * (np.abs(pi).max() / max(np.abs(pq).max(), 1e-9))
+    for g in np.unique(ig):
+      ax.scatter(*pi[ig == g].T, s=4, color=cmap(int(g) % 10), alpha=0.6)
+      sel = ug == g
+      ax.scatter(*pq[sel][:200].T, s=10, marker="x", color=cmap(int(g) % 10), alpha=0.5)
+    ax.set_title(title, fontsize=10)
+    ax.set_xticks([])
+    ax.set_yticks([])
+  fig.suptitle("PCA of item (dots) and query (x) embeddings, coloured by group", fontsize=10)
+  fig.tight_layout()
+  path = os.path.join(sweep_dir, fname)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def report(sweep_dir: str, *, title: str = "Sweep summary",
+           metrics: Sequence[str] = (QUALITY, "ndcg@20", FOLDING, "folding_auc"),
+           notes: Sequence[str] = (), pca_panels: Sequence[tuple[str, str]] = ()) -> dict:
+  rows = read_results(sweep_dir)
+  summary = summarize(rows)
+  write_summary(sweep_dir, summary, title=title, metrics=metrics, notes=notes)
+  order = sorted(summary, key=lambda s: -summary[s].get(QUALITY, (-1, 0))[0])
+  shown = [m for m in (QUALITY, FOLDING) if any(m in d for d in summary.values())]
+  plot_bars(sweep_dir, summary, shown, "metrics_bars.png", order)
+  if len(shown) == 2:
+    plot_scatter(sweep_dir, summary)
+  if pca_panels:
+    plot_embeddings(sweep_dir, pca_panels)
+  return summary
+
+
+if __name__ == "__main__":
+  from absl import app, flags
+
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder holding results.csv.")
+
+  def main(argv):
+    del argv
+    report(_WORKDIR.value)
+    print(f"wrote {os.path.join(_WORKDIR.value, 'summary.md')}")
+
+  flags.mark_flag_as_required("workdir")
+  app.run(main)
