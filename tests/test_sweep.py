@@ -1,0 +1,81 @@
+"""Sweeps: resumable, gathered into results.csv, reported as mean +- std."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from experiments import report, sweep
+from experiments.configs import synthetic
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config.data.num_users=300", "--config.data.num_items=200",
+        "--config.model.dim=8", "--config.model.hidden=(16,)", "--config.train.steps=60",
+        "--config.train.log_every=30", "--config.train.checkpoint_every=0",
+        "--config.train.batch_size=32", "--config.sampler.num_negatives=8"]
+
+
+def _sweep_cmd(workdir):
+  return [sys.executable, "-m", "experiments.sweep", f"--workdir={workdir}",
+          "--grid=sampler.name=uniform,unigram,log_uniform", "--seeds=0,1", *TINY]
+
+
+def test_killed_sweep_reruns_only_the_missing_runs(tmp_path):
+  wd = tmp_path / "sw"
+  p = subprocess.Popen(_sweep_cmd(wd), cwd=REPO, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+  # kill as soon as two runs have finished (their results.json exist)
+  deadline = time.time() + 240
+  while time.time() < deadline:
+    done = [r for r, _, fs in os.walk(wd) if "results.json" in fs]
+    if len(done) >= 2:
+      break
+    time.sleep(0.02)
+  os.kill(p.pid, signal.SIGKILL)
+  p.wait()
+  finished_before = {os.path.relpath(r, wd) for r, _, fs in os.walk(wd) if "results.json" in fs}
+  assert 2 <= len(finished_before) < 6, finished_before
+  mtimes = {r: os.path.getmtime(wd / r / "results.json") for r in finished_before}
+
+  out = subprocess.run(_sweep_cmd(wd), cwd=REPO, capture_output=True, text=True, check=True)
+  skipped = out.stdout.count("done earlier, skipped")
+  assert skipped == len(finished_before), out.stdout
+  for r, t in mtimes.items():  # untouched
+    assert os.path.getmtime(wd / r / "results.json") == t
+  with open(wd / "results.csv") as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 6
+  assert {(r["strategy"], r["seed"]) for r in rows} == {
+      (f"name={s}", str(seed)) for s in ("uniform", "unigram", "log_uniform") for seed in (0, 1)}
+  assert all(0.0 <= float(r["recall@20"]) <= 1.0 for r in rows)
+
+
+def test_report_mean_and_std_match_numpy(tmp_path):
+  rows = [("a", 0, 0.30, 0.1), ("a", 1, 0.34, 0.3), ("a", 2, 0.35, 0.2), ("b", 0, 0.1, 0.7),
+          ("b", 1, 0.2, 0.9)]
+  with open(tmp_path / "results.csv", "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["strategy", "seed", "overrides", "recall@20", "cross_group@20",
+                "steps_per_second"])
+    for s, seed, r, c in rows:
+      w.writerow([s, seed, "{}", r, c, 100.0])
+  summary = report.report(str(tmp_path))
+  a = np.array([0.30, 0.34, 0.35])
+  np.testing.assert_allclose(summary["a"]["recall@20"], (a.mean(), a.std(ddof=1)))
+  np.testing.assert_allclose(summary["b"]["cross_group@20"], (0.8, np.std([0.7, 0.9], ddof=1)))
+  text = (tmp_path / "summary.md").read_text()
+  # sorted by recall@20: a before b
+  assert text.index("| a |") < text.index("| b |")
+  assert f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" in text
+  assert (tmp_path / "metrics_bars.png").stat().st_size > 10_000
+  assert (tmp_path / "quality_vs_folding.png").stat().st_size > 10_000
+
+
+def test_overrides_reject_unknown_keys():
+  with pytest.raises(sweep.train.ConfigError, match="unknown config key 'loss.nope'"):
+    sweep.apply_overrides(synthetic.get_config(), (("loss.nope", 1),))
