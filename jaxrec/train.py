@@ -29,7 +29,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jaxrec import losses, metrics, models, samplers, tables
+from jaxrec import losses, metrics, models, samplers, sharding, tables
 
 MODELS = ("mf", "dnn", "wals")
 LOSSES = ("full", "sampled", "positive_only")
@@ -583,6 +583,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   ckpt = _Checkpointer(workdir, int(config.train.checkpoint_every))
   state, start = ckpt.restore(state)
+  mesh = sharding.make_mesh(tuple(config.mesh.shape) or None)
+  if mesh is not None:  # tables row-sharded over the devices, the rest replicated
+    state, ddata = sharding.place_state(state, mesh), sharding.place_data(ddata, mesh)
   if start and verbose:
     _log("resumed from the checkpoint at step %d", start)
 

@@ -75,6 +75,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500     # 0: no checkpoints
   c.train.skip_nonfinite = False     # skip a step whose loss is NaN/inf instead of stopping
 
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = ()                  # devices on the 'data' axis; () = all devices
+
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 0                   # 0: only at the end
   c.eval.ks = (10, 20)
