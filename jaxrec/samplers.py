@@ -1,0 +1,675 @@
+"""Negative samplers for sampled-softmax training: each returns `Negatives(ids, log_q)`.
+
+`log_q` is the log probability that ONE draw returns that id. `losses.sampled_softmax`
+subtracts log(K * q) (the log expected count of the id among the K draws) from each
+negative logit, as `tf.nn.sampled_softmax_loss` does (Bengio & Senecal 2008; Jean et al.
+2015). With that correction
+
+    sum_k exp(s_k - log(K q_k))  is an unbiased estimate of  sum_j exp(s_j) = Z,
+
+for any proposal q with q_j > 0 wherever exp(s_j) > 0, which is what makes the sampled loss
+approach the full softmax as K grows.
+
+Shared samplers (`SHARED`) return `[K]` negatives used by every row of the batch;
+per-example samplers (`PER_EXAMPLE`) return `[B,K]`. None of them removes the row's
+positive: a sampled negative equal to the positive is an "accidental hit" that
+`sampled_softmax(..., remove_accidental_hits=True)` masks (it compares neg_ids with pos_ids).
+
+All samplers are pure and jit-able with `num_samples`, `pool_size`, `chunk_size`,
+`num_items` and `num_uniform` static (python ints). Random draws use float32 uniforms (23
+random mantissa bits); the inverse-CDF samplers therefore use two-level tables (blocks of
+~sqrt(N) entries) so that an item's probability is resolved to ~sqrt(N) * 2^-23 relative
+error instead of N * 2^-23. ids are int32, log_q float32.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+SHARED = ("uniform", "unigram", "log_uniform", "in_batch", "mixed")
+PER_EXAMPLE = ("hard_exact", "hard_pool", "hard_topk")
+SAMPLERS = SHARED + PER_EXAMPLE
+
+
+class Negatives(NamedTuple):
+  """Sampled negatives: ids [K] or [B,K] int32 and log_q of the same shape (float32)."""
+  ids: Array
+  log_q: Array
+
+
+# ---------------------------------------------------------------------------------------
+# Validation helpers.
+# ---------------------------------------------------------------------------------------
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+  if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+    raise ValueError(f"{name} must be a python int >= {minimum} (static under jit), "
+                     f"got {value!r}")
+  return int(value)
+
+
+def _check_temperature(temperature) -> None:
+  if isinstance(temperature, (int, float)) and not temperature > 0:
+    raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+
+def _check_embeddings(query_BxD, items_NxD) -> tuple[int, int, int]:
+  if jnp.ndim(query_BxD) != 2 or jnp.ndim(items_NxD) != 2:
+    raise ValueError(f"query_BxD and items_NxD must be 2-D, got shapes "
+                     f"{jnp.shape(query_BxD)} and {jnp.shape(items_NxD)}")
+  (batch, dim), (num_items, dim_items) = jnp.shape(query_BxD), jnp.shape(items_NxD)
+  if dim != dim_items:
+    raise ValueError(f"query_BxD has dim {dim} but items_NxD has dim {dim_items}")
+  if num_items < 1:
+    raise ValueError("items_NxD must have at least one row")
+  return batch, dim, num_items
+
+
+def _is_concrete(x) -> bool:
+  return not isinstance(x, jax.core.Tracer)
+
+
+# ---------------------------------------------------------------------------------------
+# Inverse-CDF machinery (shared by unigram, hard_exact, hard_pool).
+# ---------------------------------------------------------------------------------------
+
+
+def _cdf_and_last(w_xS: Array) -> tuple[Array, Array]:
+  """Cumulative weights along the last axis, made exactly flat over zero weights.
+
+  cummax() of the cumsum restricted to positive-weight entries guarantees cum[j] ==
+  cum[j-1] bit-for-bit whenever w[j] == 0 (a parallel-prefix cumsum need not), so a
+  `searchsorted(side="right")` can never land on a zero-weight entry. Also returns the
+  index of the last positive-weight entry (the clamp for a target that rounds up to the
+  total).
+  """
+  cum = jnp.cumsum(w_xS, axis=-1)
+  cum = jax.lax.cummax(jnp.where(w_xS > 0, cum, 0.0), axis=w_xS.ndim - 1)
+  size = w_xS.shape[-1]
+  last = size - 1 - jnp.argmax(jnp.flip(w_xS > 0, axis=-1), axis=-1)
+  return cum, last.astype(jnp.int32)
+
+
+def _searchsorted_rows(cum_RxS: Array, target_RxK: Array, method: str = "compare_all"
+                       ) -> Array:
+  """Row-wise searchsorted(side='right'): first j with cum[r, j] > target[r, k].
+
+  "compare_all" (O(S) per target, cheap to compile) suits short rows (hard_exact's choice
+  of a chunk); "scan" (binary search) long ones.
+  """
+  return jax.vmap(lambda c, t: jnp.searchsorted(c, t, side="right", method=method))(
+      cum_RxS, target_RxK)
+
+
+def _draw_rows(u_RxK: Array, w_RxS: Array, method: str = "compare_all") -> Array:
+  """Index j with probability w[r, j] / sum_j w[r, j], from uniforms u in [0, 1)."""
+  cum_RxS, last_R = _cdf_and_last(w_RxS)
+  idx = _searchsorted_rows(cum_RxS, u_RxK * cum_RxS[:, -1:], method)
+  return jnp.minimum(idx, last_R[:, None]).astype(jnp.int32)
+
+
+def _block_size(n: int) -> int:
+  return max(1, math.isqrt(n - 1) + 1)  # ceil(sqrt(n))
+
+
+def _search_in_block(cum_flat: Array, offset: Array, target: Array, size: int) -> Array:
+  """First j in [0, size) with cum_flat[offset + j] > target (size if none).
+
+  Binary search over one block of a flattened [.., size] cumulative table: O(log size)
+  gathers per target and no per-draw copy of the block.
+  """
+  lo = jnp.zeros(target.shape, jnp.int32)
+  hi = jnp.full(target.shape, size, jnp.int32)
+
+  def body(_, lo_hi):
+    lo, hi = lo_hi
+    mid = (lo + hi) // 2
+    right = cum_flat[offset + jnp.minimum(mid, size - 1)] <= target
+    active = lo < hi
+    return jnp.where(active & right, mid + 1, lo), jnp.where(active & ~right, mid, hi)
+
+  lo, _ = jax.lax.fori_loop(0, size.bit_length(), body, (lo, hi))
+  return lo
+
+
+def _draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
+  """K i.i.d. draws per row from softmax(logits_BxN) -> positions [B,K], exactly.
+
+  Two-level inverse CDF: the row is cut into C blocks of S = ceil(sqrt(N)) entries; a
+  block c is drawn with probability exp(lse_c - lse) and an entry j inside it with
+  exp(l_j - lse_c), whose product is exp(l_j - lse) = softmax(l)_j. Memory O(B*N),
+  O(log N) per draw.
+  """
+  batch, n = logits_BxN.shape
+  size = _block_size(n)
+  blocks = -(-n // size)
+  padded = jnp.pad(logits_BxN, ((0, 0), (0, blocks * size - n)), constant_values=-jnp.inf)
+  logits_BxCxS = padded.reshape(batch, blocks, size)
+  lse_BxC = jax.nn.logsumexp(logits_BxCxS, axis=2)
+  lse_B = jax.nn.logsumexp(lse_BxC, axis=1)
+  u_2xBxK = jax.random.uniform(key, (2, batch, num_samples))  # one RNG call: cheaper to jit
+  block_BxK = _draw_rows(u_2xBxK[0], jnp.exp(lse_BxC - lse_B[:, None]), "scan")
+  cum_BxCxS, last_BxC = _cdf_and_last(jnp.exp(logits_BxCxS - lse_BxC[:, :, None]))
+  offset_BxK = (jnp.arange(batch, dtype=jnp.int32)[:, None] * blocks + block_BxK) * size
+  cum_flat = cum_BxCxS.reshape(-1)
+  target_BxK = u_2xBxK[1] * cum_flat[offset_BxK + size - 1]
+  j = _search_in_block(cum_flat, offset_BxK, target_BxK, size)
+  j = jnp.minimum(j, jnp.take_along_axis(last_BxC, block_BxK, axis=1))
+  return block_BxK * size + j
+
+
+# ---------------------------------------------------------------------------------------
+# Shared samplers over the catalogue.
+# ---------------------------------------------------------------------------------------
+
+
+def uniform(key: Array, num_items: int, num_samples: int, *, replace: bool = True
+            ) -> Negatives:
+  """K ids uniform over the catalogue [0, N) -> Negatives [K], log_q = -log N.
+
+  replace=True: i.i.d. draws, q_j = 1/N exactly.
+  replace=False: K distinct ids (a uniformly random K-subset, via jax.random.choice, which
+  costs a permutation of N). Each id is then included with probability K/N; by symmetry
+  every one of the K slots is marginally uniform, so the per-draw probability is still
+  1/N and log(K q) = log(K/N) is exactly the log inclusion probability. With K = N every
+  item appears once and log(K q) = 0: the sampled softmax equals the full softmax.
+  Raises ValueError if K > N without replacement.
+  """
+  num_items = _check_int("num_items", num_items, 1)
+  num_samples = _check_int("num_samples", num_samples, 1)
+  if replace:
+    ids = jax.random.randint(key, (num_samples,), 0, num_items, dtype=jnp.int32)
+  else:
+    if num_samples > num_items:
+      raise ValueError(f"num_samples={num_samples} > num_items={num_items}: cannot draw "
+                       "that many distinct ids without replacement (use replace=True)")
+    ids = jax.random.choice(key, num_items, (num_samples,), replace=False).astype(jnp.int32)
+  return Negatives(ids, jnp.full((num_samples,), -math.log(num_items), jnp.float32))
+
+
+class UnigramTable(NamedTuple):
+  """Two-level inverse-CDF table for q_j proportional to w_j (see `unigram_table`)."""
+  block_cum_C: Array     # [C] cumulative block totals (flat over empty blocks)
+  last_block: Array      # () index of the last non-empty block
+  cum_CxS: Array         # [C,S] cumulative weights inside each block
+  last_in_block_C: Array  # [C] index of the last positive weight in each block
+  log_q_N: Array         # [N] log q_j (-inf for weight 0)
+
+
+def unigram_weights(counts: Array, alpha=1.0) -> Array:
+  """w_j = counts_j ** alpha for counts_j > 0; 0 for zero counts unless alpha == 0 (then 1).
+
+  alpha = 0 is the uniform distribution over the whole catalogue, alpha = 1 popularity,
+  alpha = 0.75 the word2vec choice (Mikolov et al. 2013).
+  """
+  counts = jnp.asarray(counts, jnp.float32)
+  alpha = jnp.asarray(alpha, jnp.float32)
+  safe = jnp.where(counts > 0, counts, 1.0)
+  return jnp.where(counts > 0, safe ** alpha, jnp.where(alpha == 0, 1.0, 0.0))
+
+
+def unigram_table(counts: Array, alpha=1.0) -> UnigramTable:
+  """Builds the O(N) table of `unigram` once (e.g. outside the train step)."""
+  if jnp.ndim(counts) != 1 or jnp.shape(counts)[0] < 1:
+    raise ValueError(f"counts must be a non-empty 1-D array, got shape {jnp.shape(counts)}")
+  if isinstance(alpha, (int, float)) and not alpha >= 0:
+    raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+  if _is_concrete(counts):
+    c = np.asarray(counts, np.float64)
+    if np.any(c < 0) or not np.all(np.isfinite(c)):
+      raise ValueError("counts must be finite and >= 0")
+    if isinstance(alpha, (int, float)) and alpha > 0 and not np.any(c > 0):
+      raise ValueError(f"counts has no positive entry: q = counts**{alpha} is undefined")
+  w_N = unigram_weights(counts, alpha)
+  n = w_N.shape[0]
+  size = _block_size(n)
+  blocks = -(-n // size)
+  w_CxS = jnp.pad(w_N, (0, blocks * size - n)).reshape(blocks, size)
+  cum_CxS, last_in_block_C = _cdf_and_last(w_CxS)
+  block_cum, last_block = _cdf_and_last(cum_CxS[:, -1])
+  log_q_N = jnp.log(w_N) - jnp.log(jnp.sum(w_N))
+  return UnigramTable(block_cum, last_block, cum_CxS, last_in_block_C, log_q_N)
+
+
+def unigram_sample(key: Array, table: UnigramTable, num_samples: int) -> Negatives:
+  """K i.i.d. draws from a prebuilt `UnigramTable` -> Negatives [K]; O(log N) per draw."""
+  num_samples = _check_int("num_samples", num_samples, 1)
+  u_2xK = jax.random.uniform(key, (2, num_samples))
+  block = jnp.searchsorted(table.block_cum_C, u_2xK[0] * table.block_cum_C[-1], side="right")
+  block = jnp.minimum(block, table.last_block).astype(jnp.int32)
+  size = table.cum_CxS.shape[1]
+  cum_flat = table.cum_CxS.reshape(-1)
+  offset = block * size
+  j = _search_in_block(cum_flat, offset, u_2xK[1] * cum_flat[offset + size - 1], size)
+  j = jnp.minimum(j, table.last_in_block_C[block])
+  ids = (offset + j).astype(jnp.int32)
+  return Negatives(ids, table.log_q_N[ids])
+
+
+def unigram(key: Array, counts: Array, num_samples: int, *, alpha=1.0) -> Negatives:
+  """K i.i.d. ids with q_j = counts_j^alpha / sum_i counts_i^alpha -> Negatives [K].
+
+  Inverse CDF with a two-level table (blocks of ceil(sqrt(N)) items: a block by its total
+  weight, then an item inside it; binary search at both levels), O(log N) per draw after
+  an O(N) build; in
+  float32 a flat CDF over all N items would blur an item's probability by ~N * 2^-24
+  relative, the two-level table by ~sqrt(N) * 2^-24. Zero-count items have q = 0
+  (log_q = -inf) when alpha > 0 and are never drawn; alpha = 0 is uniform over all N.
+  The table is rebuilt per call (O(N)); inside a train step prefer `unigram_table` once
+  and `unigram_sample` per step. Reference: Mikolov et al. 2013 (alpha = 0.75).
+  """
+  return unigram_sample(key, unigram_table(counts, alpha), num_samples)
+
+
+def log_uniform(key: Array, num_items: int, num_samples: int) -> Negatives:
+  """Zipfian ids (0 most popular): P(k) = (log(k+2) - log(k+1)) / log(N+1) -> [K].
+
+  As `tf.random.log_uniform_candidate_sampler` (unique=False): k = floor(exp(u log(N+1)))
+  - 1 with u ~ U[0,1), since P(k+1 <= exp(u L) < k+2) = (log(k+2) - log(k+1)) / L. Ids
+  must be sorted by decreasing popularity for this to approximate the data's unigram.
+  float32 limits: u has 2^-23 resolution and exp() ~2^-24 relative error, so P(k) is
+  exact to ~k * 2^-23 relative (e.g. < 1e-3 for k < 1e4).
+  """
+  num_items = _check_int("num_items", num_items, 1)
+  num_samples = _check_int("num_samples", num_samples, 1)
+  log_n1 = math.log1p(num_items)
+  u = jax.random.uniform(key, (num_samples,))
+  ids = jnp.floor(jnp.exp(u * log_n1)).astype(jnp.int32) - 1
+  ids = jnp.clip(ids, 0, num_items - 1)
+  k = ids.astype(jnp.float32)
+  log_q = jnp.log(jnp.log1p(1.0 / (k + 1.0))) - math.log(log_n1)
+  return Negatives(ids, log_q)
+
+
+# ---------------------------------------------------------------------------------------
+# Streaming frequency estimation (Yi et al. 2019) and in-batch / mixed negatives.
+# ---------------------------------------------------------------------------------------
+
+
+class FreqState(NamedTuple):
+  """Yi et al. 2019 Algorithm 2/3 arrays, [num_hashes, H] float32 each.
+
+  a: last step at which the bucket was hit (-1: never).
+  b: running estimate of the number of steps between two hits (0: never hit).
+  """
+  a: Array
+  b: Array
+
+
+_GOLDEN = 0x9E3779B1
+_WEYL = 0x7F4A7C15
+
+
+def _hash_buckets(ids: Array, num_hashes: int, num_buckets: int) -> Array:
+  """[num_hashes, *ids.shape] int32 buckets; fixed, deterministic hash functions.
+
+  Hash 0 is id mod H: collision-free for the dense ids 0..N-1 when H >= N. Hash k >= 1 is
+  a multiplicative (Knuth) hash with an odd multiplier and offset per k, finished with the
+  murmur3 32-bit mixer, mod H. All arithmetic wraps mod 2^32 (uint32).
+  """
+  x = jnp.asarray(ids).astype(jnp.uint32)
+  out = [(x % jnp.uint32(num_buckets)).astype(jnp.int32)]
+  for k in range(1, num_hashes):
+    mult = jnp.uint32(((_GOLDEN * (2 * k + 1)) % 2**32) | 1)
+    add = jnp.uint32((_WEYL * k) % 2**32)
+    h = x * mult + add
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    h = h ^ (h >> 16)
+    out.append((h % jnp.uint32(num_buckets)).astype(jnp.int32))
+  return jnp.stack(out)
+
+
+def freq_init(num_buckets: int, num_hashes: int = 1) -> FreqState:
+  """Empty estimator: a = -1 ("never hit"), b = 0 ("no gap estimate yet")."""
+  num_buckets = _check_int("num_buckets", num_buckets, 1)
+  num_hashes = _check_int("num_hashes", num_hashes, 1)
+  shape = (num_hashes, num_buckets)
+  return FreqState(jnp.full(shape, -1.0, jnp.float32), jnp.zeros(shape, jnp.float32))
+
+
+def freq_update(state: FreqState, ids_B: Array, step, *, alpha) -> FreqState:
+  """One step of Yi et al. 2019, Algorithm 2 (per hash function, Algorithm 3):
+
+    for y in batch:  b[h(y)] <- (1 - alpha) b[h(y)] + alpha (t - a[h(y)]);  a[h(y)] <- t
+
+  so b tracks the mean gap (in steps) between hits of a bucket, ~1/p with p the
+  probability that the item appears in a batch. Choices made here (documented deviations
+  from the paper's pseudo-code, which leaves them open):
+    * A bucket is hit at most once per step: duplicates of an id (and colliding ids) in
+      one batch all read the old (a, b) and write the same new values, so the scatter is
+      deterministic and the estimate is of P(item in the batch), not of the count.
+    * First hit of a bucket (b == 0): b <- t - a = t + 1 (the item was absent for the
+      t + 1 steps 0..t); the literal recursion from b = 0 would give alpha * (t + 1), a
+      warm-up bias of a factor 1/alpha. Afterwards the recursion is exactly the paper's.
+  Call once per step with increasing integer `step` (0-based); steps are stored in
+  float32, exact up to 2^24. `alpha` in (0, 1] is the EMA rate (paper: 0.01 to 0.1).
+  """
+  if isinstance(alpha, (int, float)) and not 0 < alpha <= 1:
+    raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
+  num_hashes, num_buckets = state.a.shape
+  ids_B = jnp.asarray(ids_B).reshape(-1)
+  buckets_HxB = _hash_buckets(ids_B, num_hashes, num_buckets)
+  rows_HxB = jnp.broadcast_to(jnp.arange(num_hashes)[:, None], buckets_HxB.shape)
+  t = jnp.asarray(step, jnp.float32)
+  a_old = state.a[rows_HxB, buckets_HxB]
+  b_old = state.b[rows_HxB, buckets_HxB]
+  gap = t - a_old
+  b_new = jnp.where(b_old > 0, (1.0 - alpha) * b_old + alpha * gap, gap)
+  a = state.a.at[rows_HxB, buckets_HxB].set(jnp.broadcast_to(t, a_old.shape))
+  b = state.b.at[rows_HxB, buckets_HxB].set(b_new)
+  return FreqState(a, b)
+
+
+def freq_log_q(state: FreqState, ids: Array) -> Array:
+  """log p_hat(id) = -log max_k b_k[h_k(id)]: log per-step probability that id is in a batch.
+
+  Algorithm 3 of Yi et al.: collisions only shorten a bucket's gaps (inflate p), so the
+  largest gap over the hash functions is the least contaminated estimate. An id with any
+  never-hit bucket has certainly never been seen: p_hat = 0, log = -inf. b is clamped to
+  >= 1 (at most one hit per step, so p <= 1).
+  """
+  num_hashes, num_buckets = state.b.shape
+  ids = jnp.asarray(ids)
+  buckets = _hash_buckets(ids, num_hashes, num_buckets)
+  rows = jnp.arange(num_hashes).reshape((num_hashes,) + (1,) * ids.ndim)
+  b = state.b[rows, buckets]
+  b = jnp.where(b > 0, b, jnp.inf)
+  return -jnp.log(jnp.maximum(jnp.max(b, axis=0), 1.0))
+
+
+def in_batch(pos_ids_B: Array, freq_state: FreqState) -> Negatives:
+  """The batch's positives as shared negatives [B], with Yi et al.'s logQ correction.
+
+  Yi et al. 2019 (eq. 3) correct each in-batch logit by s_ij - log(p_j), p_j = probability
+  that item j is in a batch (from `freq_log_q`). `sampled_softmax` subtracts log(K q) with
+  K = B here, so we return log_q = log(p_j) - log(B), making log(K q) = log(p_j): p_j is
+  read as the expected count of j among the B in-batch negatives, which is accurate when
+  B q_j << 1 (P(j in batch) = 1 - (1 - q_j)^B ~ B q_j) and underestimates the count of
+  very popular items. Call after `freq_update` with these ids (as the train step does);
+  an id the estimator never saw gets log_q = -inf. Row i's own positive is among the
+  negatives: `sampled_softmax` masks it as an accidental hit (neg_ids == pos_ids).
+  """
+  ids = jnp.asarray(pos_ids_B).astype(jnp.int32)
+  if ids.ndim != 1:
+    raise ValueError(f"pos_ids_B must be 1-D, got shape {ids.shape}")
+  return Negatives(ids, freq_log_q(freq_state, ids) - math.log(ids.shape[0]))
+
+
+def mixed(key: Array, pos_ids_B: Array, freq_state: FreqState, num_items: int,
+          num_uniform: int) -> Negatives:
+  """Mixed negative sampling (Yang et al., WWW 2020): B in-batch + B' uniform ids [B+B'].
+
+  The K = B + B' negatives are one multiset drawn from two sources; the expected number
+  of copies of item j in it is
+
+    E_j = p_j + B'/N,   p_j = in-batch expected count (Yi estimate, as in `in_batch`),
+
+  and the logQ correction must use this mixture count for EVERY copy of j, whichever part
+  drew it (sum over copies of exp(s_j)/E_j then has expectation exp(s_j)). We return
+  log_q = log(E_j / K) so that `sampled_softmax`'s log(K q) = log(E_j). Ids never seen by
+  the estimator have p_j = 0 and E_j = B'/N > 0 (finite).
+  """
+  num_items = _check_int("num_items", num_items, 1)
+  num_uniform = _check_int("num_uniform", num_uniform, 0)
+  pos = jnp.asarray(pos_ids_B).astype(jnp.int32)
+  if pos.ndim != 1:
+    raise ValueError(f"pos_ids_B must be 1-D, got shape {pos.shape}")
+  extra = jax.random.randint(key, (num_uniform,), 0, num_items, dtype=jnp.int32)
+  ids = jnp.concatenate([pos, extra])
+  expected = jnp.exp(freq_log_q(freq_state, ids)) + num_uniform / num_items
+  return Negatives(ids, jnp.log(expected) - math.log(ids.shape[0]))
+
+
+def simulate_frequency_estimation(key: Array, num_items: int, batch_size: int,
+                                  num_buckets: int, steps: int, switch_step: int, alpha,
+                                  num_hashes: int = 1) -> Array:
+  """Yi et al. 2019 (Sec. 6.1) simulation: estimator error per step -> [steps].
+
+  Items i in [0, M) are drawn (batch_size per step, i.i.d.) with q_i proportional to i^2
+  before `switch_step` and to (M-1-i)^2 from then on. After each `freq_update` the error
+  is the normalised L1 distance between the estimate p_hat_i = exp(freq_log_q) and the
+  truth p_i = 1 - (1 - q_i)^batch_size (probability of appearing in the batch):
+    err_t = sum_i |p_hat_i - p_i| / sum_i p_i.
+  Jit-able (lax.scan); alpha may be traced (vmap over alphas).
+  """
+  num_items = _check_int("num_items", num_items, 2)
+  batch_size = _check_int("batch_size", batch_size, 1)
+  steps = _check_int("steps", steps, 1)
+  i = jnp.arange(num_items, dtype=jnp.float32)
+  q_before = i**2 / jnp.sum(i**2)
+  q_after = q_before[::-1]
+  p_before = -jnp.expm1(batch_size * jnp.log1p(-q_before))
+  p_after = p_before[::-1]
+  cdf_before, last_before = _cdf_and_last(q_before)
+  cdf_after, last_after = _cdf_and_last(q_after)
+  all_ids = jnp.arange(num_items, dtype=jnp.int32)
+
+  def step_fn(state, t):
+    after = t >= switch_step
+    cdf = jnp.where(after, cdf_after, cdf_before)
+    last = jnp.where(after, last_after, last_before)
+    u = jax.random.uniform(jax.random.fold_in(key, t), (batch_size,))
+    ids = jnp.minimum(jnp.searchsorted(cdf, u * cdf[-1], side="right"), last)
+    state = freq_update(state, ids, t, alpha=alpha)
+    p_hat = jnp.exp(freq_log_q(state, all_ids))
+    p = jnp.where(after, p_after, p_before)
+    return state, jnp.sum(jnp.abs(p_hat - p)) / jnp.sum(p)
+
+  _, err = jax.lax.scan(step_fn, freq_init(num_buckets, num_hashes), jnp.arange(steps))
+  return err
+
+
+# ---------------------------------------------------------------------------------------
+# Per-example (score-dependent) samplers.
+# ---------------------------------------------------------------------------------------
+
+
+def _block_scores_fn(scaled_BxD: Array, items_NxD: Array, chunk: int):
+  """c -> (scores [B,chunk] with -inf on overlap, global ids [chunk]) for item chunk c.
+
+  The last chunk is shifted to end at N (no padded copy of the table); its entries that
+  the previous chunk already covered are masked to -inf.
+  """
+  num_items = items_NxD.shape[0]
+
+  def block(c):
+    start = jnp.minimum(c * chunk, num_items - chunk)
+    ids_S = start + jnp.arange(chunk, dtype=jnp.int32)
+    rows_SxD = jax.lax.dynamic_slice_in_dim(items_NxD, start, chunk, 0)
+    scores = jnp.dot(scaled_BxD, rows_SxD.T)
+    return jnp.where((ids_S >= c * chunk)[None, :], scores, -jnp.inf), ids_S
+
+  return block
+
+
+def hard_exact(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, *,
+               temperature=1.0, chunk_size: Optional[int] = None) -> Negatives:
+  """K i.i.d. draws per row from q_bj = softmax_j(s_bj / T) over the catalogue -> [B,K].
+
+  Exact, with replacement: log_q = s_bj/T - logsumexp_j(s_bj/T). With this q the
+  corrected logits s/T - log(K q) all equal log(Z/K): the zero-variance proposal that the
+  cheaper samplers approximate (Bengio & Senecal 2008; Blanc & Rendle 2018). Sampling is
+  two-level inverse CDF: a chunk c with probability exp(lse_c - lse), then an item inside
+  it with exp(s_j/T - lse_c); the product is exactly softmax(s/T)_j. (With replacement is
+  used instead of Gumbel-top-k, which samples without replacement and whose per-draw
+  probabilities are not q after the first draw.)
+
+  chunk_size=None materializes the [B,N] scores (blocks of ceil(sqrt N) for precision).
+  With chunk_size the items are streamed in chunks twice (per-chunk log-sum-exp, then the
+  within-chunk draws), so no [B,N] array exists: memory O(B*chunk + B*K*N/chunk).
+  The row's positive can be drawn; `sampled_softmax` masks it as an accidental hit.
+  """
+  batch, _, num_items = _check_embeddings(query_BxD, items_NxD)
+  num_samples = _check_int("num_samples", num_samples, 1)
+  _check_temperature(temperature)
+  scaled_BxD = query_BxD / jnp.asarray(temperature, query_BxD.dtype)
+  if chunk_size is None:
+    scores_BxN = jnp.dot(scaled_BxD, items_NxD.T)
+    ids = _draw_from_logits(key, scores_BxN, num_samples)
+    lse_B = jax.nn.logsumexp(scores_BxN, axis=1)
+  else:
+    chunk = min(_check_int("chunk_size", chunk_size, 1), num_items)
+    num_chunks = -(-num_items // chunk)
+    block = _block_scores_fn(scaled_BxD, items_NxD, chunk)
+    lse_CxB = jax.lax.map(lambda c: jax.nn.logsumexp(block(c)[0], axis=1),
+                          jnp.arange(num_chunks))
+    lse_B = jax.nn.logsumexp(lse_CxB, axis=0)
+    u_chunk, u_item = jax.random.uniform(key, (2, batch, num_samples))
+    chunk_BxK = _draw_rows(u_chunk, jnp.exp(lse_CxB.T - lse_B[:, None]))
+
+    def body(ids_BxK, c):
+      scores_BxS, ids_S = block(c)
+      j = _draw_rows(u_item, jnp.exp(scores_BxS - lse_CxB[c][:, None]), "scan")
+      return jnp.where(chunk_BxK == c, ids_S[j], ids_BxK), None
+
+    ids, _ = jax.lax.scan(body, jnp.zeros((batch, num_samples), jnp.int32),
+                          jnp.arange(num_chunks))
+  ids = ids.astype(jnp.int32)
+  scores_BxK = jnp.einsum("bd,bkd->bk", scaled_BxD, items_NxD[ids])
+  return Negatives(ids, scores_BxK - lse_B[:, None])
+
+
+def hard_pool(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, *,
+              pool_size: int, temperature=1.0) -> Negatives:
+  """Uniform pool of M ids (with replacement, shared by the batch), then K draws per row
+  with replacement from softmax(s/T) inside the pool -> Negatives [B,K].
+
+  Given the pool P (c_j = number of copies of j in it, Z_P = sum_{m in P} exp(s_m/T)), a
+  draw returns j with probability exactly  c_j exp(s_j/T) / Z_P. That conditional q is NOT
+  the right correction: with it the corrected sum_k exp(s_k/T)/(K q_k) equals Z_P, which
+  estimates M/N of the full Z (a log(N/M) bias in every negative logit). We return
+
+    log_q_j = log(M/N) + s_j/T - log Z_P = s_j/T - log Z_hat,   Z_hat = (N/M) Z_P,
+
+  i.e. the conditional probability with c_j replaced by its expectation M/N, or the
+  softmax over the catalogue with Z replaced by its unbiased pool estimate Z_hat. Then:
+    * sum_k exp(s_k/T)/(K q_k) = Z_hat exactly, and E_P[Z_hat] = Z: the denominator
+      estimate is unbiased (as with the true marginal q) and has no within-pool variance;
+    * for any g, E[g(J)/q_J] = sum_j g(j): q is a valid importance weight (the property the
+      tests check: mean over draws of 1{J=j}/q_J -> 1 for every j);
+    * E_P[q_j] = the true marginal P(J = j) up to relative error ~ (N/M) exp(s_j/T)/Z
+      (j's share of a typical pool's mass); the marginal itself has no closed form.
+  As M -> infinity this becomes `hard_exact`. The row's positive can be drawn; the loss
+  masks it as an accidental hit.
+  """
+  batch, _, num_items = _check_embeddings(query_BxD, items_NxD)
+  num_samples = _check_int("num_samples", num_samples, 1)
+  pool_size = _check_int("pool_size", pool_size, 1)
+  _check_temperature(temperature)
+  k_pool, k_draw = jax.random.split(key)
+  pool_M = jax.random.randint(k_pool, (pool_size,), 0, num_items, dtype=jnp.int32)
+  scaled_BxD = query_BxD / jnp.asarray(temperature, query_BxD.dtype)
+  scores_BxM = jnp.dot(scaled_BxD, items_NxD[pool_M].T)
+  pos_BxK = _draw_from_logits(k_draw, scores_BxM, num_samples)
+  log_z_hat_B = jax.nn.logsumexp(scores_BxM, axis=1) + math.log(num_items / pool_size)
+  log_q = jnp.take_along_axis(scores_BxM, pos_BxK, axis=1) - log_z_hat_B[:, None]
+  return Negatives(pool_M[pos_BxK], log_q)
+
+
+def hard_topk(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, *,
+              pool_size: int, pos_ids: Optional[Array] = None) -> Negatives:
+  """Deterministic hard mining: the K highest-scoring distinct ids of a uniform pool of M.
+
+  As TFRS `num_hard_negatives` / RecBole dynamic negatives. The pool (drawn with
+  replacement, shared by the batch) is de-duplicated before the per-row top-K. Optional
+  `pos_ids` [B] (an addition to the contract signature) excludes each row's positive;
+  without it the positive, if in the pool, is likely among the top-K and is then masked by
+  the loss as an accidental hit (leaving K-1 negatives). If fewer than K eligible distinct
+  candidates exist, the remaining slots repeat ids with -inf score (duplicates/positive).
+
+  There is no proper q: selection is deterministic given the pool. log_q = -log N (the
+  uniform pool's per-draw probability) is returned only for shape compatibility; log(K q)
+  is then the same constant for every negative, so the "correction" just up-weights all
+  negatives by N/K relative to the positive. Train hard_topk without the logQ correction.
+  """
+  batch, _, num_items = _check_embeddings(query_BxD, items_NxD)
+  num_samples = _check_int("num_samples", num_samples, 1)
+  pool_size = _check_int("pool_size", pool_size, 1)
+  if num_samples > pool_size:
+    raise ValueError(f"num_samples={num_samples} must be <= pool_size={pool_size}")
+  pool_M = jax.random.randint(key, (pool_size,), 0, num_items, dtype=jnp.int32)
+  order = jnp.argsort(pool_M)
+  sorted_ids = pool_M[order]
+  dup_sorted = jnp.concatenate([jnp.zeros((1,), bool), sorted_ids[1:] == sorted_ids[:-1]])
+  dup_M = jnp.zeros((pool_size,), bool).at[order].set(dup_sorted)
+  scores_BxM = jnp.dot(query_BxD, items_NxD[pool_M].T)
+  excluded_BxM = jnp.broadcast_to(dup_M[None, :], scores_BxM.shape)
+  if pos_ids is not None:
+    pos_ids = jnp.asarray(pos_ids)
+    if pos_ids.shape != (batch,):
+      raise ValueError(f"pos_ids must have shape [B]=({batch},), got {pos_ids.shape}")
+    excluded_BxM = excluded_BxM | (pool_M[None, :] == pos_ids[:, None])
+  scores_BxM = jnp.where(excluded_BxM, -jnp.inf, scores_BxM)
+  _, pos_BxK = jax.lax.top_k(scores_BxM, num_samples)
+  return Negatives(pool_M[pos_BxK],
+                   jnp.full((batch, num_samples), -math.log(num_items), jnp.float32))
+
+
+# ---------------------------------------------------------------------------------------
+# One calling convention for all samplers.
+# ---------------------------------------------------------------------------------------
+
+SampleFn = Callable[..., Negatives]
+
+
+def make_sampler(name: str, *, num_items: int, num_samples: int, counts=None,
+                 unigram_alpha=1.0, replace: bool = True, temperature=1.0,
+                 pool_size: Optional[int] = None, chunk_size: Optional[int] = None,
+                 num_uniform: Optional[int] = None) -> SampleFn:
+  """-> sample(key, query_BxD, items_NxD, pos_ids_B, freq_state=None) -> Negatives.
+
+  One signature for every sampler in `SAMPLERS` (arguments a sampler does not use are
+  ignored). num_samples is K (for "mixed", the uniform part B' unless num_uniform is
+  given; "in_batch" uses K = B). "unigram" needs `counts` (its table is built here, once);
+  "in_batch"/"mixed" need `freq_state` at call time; the pool samplers need `pool_size`.
+  """
+  if name not in SAMPLERS:
+    raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+  num_items = _check_int("num_items", num_items, 1)
+  num_samples = _check_int("num_samples", num_samples, 1)
+  if name in ("hard_pool", "hard_topk") and pool_size is None:
+    raise ValueError(f"sampler {name!r} needs pool_size")
+  if name == "unigram":
+    if counts is None:
+      raise ValueError("sampler 'unigram' needs counts")
+    table = unigram_table(counts, unigram_alpha)
+
+  def needs_freq(freq_state):
+    if freq_state is None:
+      raise ValueError(f"sampler {name!r} needs freq_state (see freq_init/freq_update)")
+
+  def sample(key, query_BxD=None, items_NxD=None, pos_ids_B=None, freq_state=None):
+    if name == "uniform":
+      return uniform(key, num_items, num_samples, replace=replace)
+    if name == "unigram":
+      return unigram_sample(key, table, num_samples)
+    if name == "log_uniform":
+      return log_uniform(key, num_items, num_samples)
+    if name == "in_batch":
+      needs_freq(freq_state)
+      return in_batch(pos_ids_B, freq_state)
+    if name == "mixed":
+      needs_freq(freq_state)
+      return mixed(key, pos_ids_B, freq_state, num_items,
+                   num_samples if num_uniform is None else num_uniform)
+    if name == "hard_exact":
+      return hard_exact(key, query_BxD, items_NxD, num_samples, temperature=temperature,
+                        chunk_size=chunk_size)
+    if name == "hard_pool":
+      return hard_pool(key, query_BxD, items_NxD, num_samples, pool_size=pool_size,
+                       temperature=temperature)
+    return hard_topk(key, query_BxD, items_NxD, num_samples, pool_size=pool_size,
+                     pos_ids=pos_ids_B)
+
+  return sample
