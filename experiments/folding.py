@@ -101,8 +101,8 @@ def checks(summary: dict, groups: int) -> list[str]:
 
 def quick_overrides(config):
   with config.unlocked():
-    config.train.steps = min(config.train.steps, 600)
-    config.train.log_every = min(config.train.log_every, 300)
+    config.train.steps = min(config.train.steps, 1000)
+    config.train.log_every = min(config.train.log_every, 500)
     config.train.checkpoint_every = 0
   return config
 

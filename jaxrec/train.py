@@ -167,18 +167,23 @@ class DeviceData(NamedTuple):
   e_users: jax.Array     # [E] int32, interactions sorted by user
   e_items: jax.Array     # [E] int32
   offsets: jax.Array     # [U+1] int32, user u's interactions are e[offsets[u]:offsets[u+1]]
-  item_counts: jax.Array  # [N] float32 train counts (unigram sampler, popularity)
+  item_counts: jax.Array  # [N] float32 train counts
+  pop_order: jax.Array    # [N] int32 item ids by decreasing train count (log_uniform ranks)
+  unigram: Any            # samplers.UnigramTable built once (unigram sampler), or None
 
 
-def device_data(train) -> DeviceData:
+def device_data(train, unigram_alpha: float | None = None) -> DeviceData:
   order = np.lexsort((train.item_ids, train.user_ids))
   users = train.user_ids[order].astype(np.int32)
   items = train.item_ids[order].astype(np.int32)
   offsets = np.zeros(train.num_users + 1, np.int64)
   np.cumsum(np.bincount(users, minlength=train.num_users), out=offsets[1:])
   counts = np.bincount(items, minlength=train.num_items).astype(np.float32)
+  pop_order = np.argsort(-counts, kind="stable").astype(np.int32)
+  table = None if unigram_alpha is None else samplers.unigram_table(counts, unigram_alpha)
   return DeviceData(jnp.asarray(users), jnp.asarray(items),
-                    jnp.asarray(offsets.astype(np.int32)), jnp.asarray(counts))
+                    jnp.asarray(offsets.astype(np.int32)), jnp.asarray(counts),
+                    jnp.asarray(pop_order), table)
 
 
 # --------------------------------------------------------------------------------------
@@ -231,6 +236,14 @@ class StepSpec:
   @property
   def uses_freq(self) -> bool:
     return self.loss == "sampled" and self.sampler in ("in_batch", "mixed")
+
+  @property
+  def use_logq(self) -> bool:
+    """log-Q correction of the negatives' logits: Z ~ e^{s_pos} + sum_j e^{s_j - log(K q_j)}
+    (Bengio & Senecal 2008; Jean et al. 2015). The positive is not corrected, so with every
+    item drawn once under uniform q this is exactly the full softmax. hard_topk has no
+    proper q (deterministic mining), so it is never corrected."""
+    return self.logq and self.sampler != "hard_topk"
 
   @property
   def dense_items(self) -> bool:
@@ -316,40 +329,28 @@ def _sample_bag(spec: StepSpec, data: DeviceData, key, e, users):
 
 
 def _negatives(spec: StepSpec, key, data: DeviceData, freq, pos_ids, query_sg, items,
-               num_items):
-  """-> (Negatives, pos_log_q or None)."""
+               num_items) -> samplers.Negatives:
   K = spec.num_negatives
   name = spec.sampler
   if name == "uniform":
-    neg = samplers.uniform(key, num_items, K, replace=spec.replace)
-    pos_lq = jnp.full(pos_ids.shape, -jnp.log(float(num_items)))
-  elif name == "unigram":
-    neg = samplers.unigram(key, data.item_counts, K, alpha=spec.unigram_alpha)
-    w = data.item_counts ** spec.unigram_alpha
-    pos_lq = jnp.log(w[pos_ids]) - jnp.log(jnp.sum(w))
-  elif name == "log_uniform":
+    return samplers.uniform(key, num_items, K, replace=spec.replace)
+  if name == "unigram":
+    return samplers.unigram_sample(key, data.unigram, K)
+  if name == "log_uniform":  # Zipf over popularity ranks, mapped back to item ids
     neg = samplers.log_uniform(key, num_items, K)
-    p = pos_ids.astype(jnp.float32)
-    pos_lq = jnp.log(jnp.log((p + 2) / (p + 1)) / jnp.log(num_items + 1.0))
-  elif name in ("in_batch", "mixed"):
-    if name == "in_batch":
-      neg = samplers.in_batch(pos_ids, freq)
-    else:
-      neg = samplers.mixed(key, pos_ids, freq, num_items, spec.num_uniform)
-    # the positive is one of the batch's items: it gets the same correction (Yi et al.)
-    pos_lq = neg.log_q[: pos_ids.shape[0]]
-  elif name == "hard_exact":
-    neg = samplers.hard_exact(key, query_sg, items, K, temperature=spec.hard_temperature,
-                              chunk_size=spec.chunk_size)
-    pos_lq = None
-  elif name == "hard_pool":
-    neg = samplers.hard_pool(key, query_sg, items, K, pool_size=spec.pool_size,
-                             temperature=spec.hard_temperature)
-    pos_lq = None
-  else:
-    neg = samplers.hard_topk(key, query_sg, items, K, pool_size=spec.pool_size)
-    pos_lq = None
-  return neg, pos_lq
+    return neg._replace(ids=data.pop_order[neg.ids])
+  if name == "in_batch":
+    return samplers.in_batch(pos_ids, freq)
+  if name == "mixed":
+    return samplers.mixed(key, pos_ids, freq, num_items, spec.num_uniform)
+  if name == "hard_exact":
+    return samplers.hard_exact(key, query_sg, items, K, temperature=spec.hard_temperature,
+                               chunk_size=spec.chunk_size)
+  if name == "hard_pool":
+    return samplers.hard_pool(key, query_sg, items, K, pool_size=spec.pool_size,
+                              temperature=spec.hard_temperature)
+  return samplers.hard_topk(key, query_sg, items, K, pool_size=spec.pool_size,
+                            pos_ids=pos_ids)
 
 
 def _query(spec: StepSpec, dense, query_rows, bag_mask):
@@ -378,11 +379,11 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   if spec.uses_freq:
     freq = samplers.freq_update(freq, pos_ids, state.step, alpha=spec.freq_alpha)
 
-  neg, pos_lq = None, None
+  neg = None
   if spec.loss == "sampled":
     query_sg = jax.lax.stop_gradient(_query(spec, state.dense, query_rows, bag_mask))
-    neg, pos_lq = _negatives(spec, k_neg, data, freq, pos_ids, query_sg,
-                             state.tables["item"], num_items)
+    neg = _negatives(spec, k_neg, data, freq, pos_ids, query_sg, state.tables["item"],
+                     num_items)
     neg = neg._replace(ids=jax.lax.stop_gradient(neg.ids),
                        log_q=jax.lax.stop_gradient(neg.log_q))
 
@@ -409,8 +410,7 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
     else:
       per_ex = losses.sampled_softmax(
           query, pos_rows, neg_rows, pos_ids=pos_ids, neg_ids=neg.ids,
-          neg_log_q=neg.log_q if spec.logq else None,
-          pos_log_q=pos_lq if spec.logq else None, temperature=spec.temperature)
+          neg_log_q=neg.log_q if spec.use_logq else None, temperature=spec.temperature)
     loss = jnp.mean(per_ex)
     total = loss
     if spec.gravity > 0:
@@ -577,7 +577,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return _wals_run(config, workdir, train, test, verbose)
 
   spec = StepSpec.from_config(config)
-  ddata = device_data(train)
+  ddata = device_data(train, spec.unigram_alpha if spec.sampler == "unigram" else None)
   freq_buckets = int(config.sampler.freq_buckets) or 2 * train.num_items
   state = init_state(spec, config, train.num_users, train.num_items, seed, freq_buckets)
 
