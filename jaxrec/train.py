@@ -195,6 +195,7 @@ class StepSpec:
   """The static (hashable) settings that shape the compiled step. Runs with equal specs
   and shapes share one compilation (a sweep over seeds compiles once)."""
   model: str
+  normalize: bool
   hidden: tuple[int, ...]
   max_bag: int
   loss: str
@@ -222,7 +223,8 @@ class StepSpec:
   def from_config(cls, config) -> "StepSpec":
     m, lo, s, t = config.model, config.loss, config.sampler, config.train
     return cls(
-        model=m.name, hidden=tuple(int(h) for h in m.hidden), max_bag=int(m.max_bag),
+        model=m.name, normalize=bool(m.normalize),
+        hidden=tuple(int(h) for h in m.hidden), max_bag=int(m.max_bag),
         loss=lo.name, temperature=float(lo.temperature), gravity=float(lo.gravity),
         l2=float(lo.l2), positive_only_kind=lo.positive_only_kind,
         chunk_size=int(lo.chunk_size) or None, sampler=s.name,
@@ -353,11 +355,21 @@ def _negatives(spec: StepSpec, key, data: DeviceData, freq, pos_ids, query_sg, i
                             pos_ids=pos_ids)
 
 
+def _l2_normalize(x):
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
+
+
+def _maybe_normalize(spec: StepSpec, x):
+  return _l2_normalize(x) if spec.normalize else x
+
+
 def _query(spec: StepSpec, dense, query_rows, bag_mask):
   if spec.model == "mf":
-    return query_rows
-  pooled = models.pool_rows(query_rows, bag_mask)
-  return _tower(spec, query_rows.shape[-1]).apply(dense, pooled)
+    q = query_rows
+  else:
+    pooled = models.pool_rows(query_rows, bag_mask)
+    q = _tower(spec, query_rows.shape[-1]).apply(dense, pooled)
+  return _maybe_normalize(spec, q)
 
 
 def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
@@ -382,8 +394,9 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   neg = None
   if spec.loss == "sampled":
     query_sg = jax.lax.stop_gradient(_query(spec, state.dense, query_rows, bag_mask))
-    neg = _negatives(spec, k_neg, data, freq, pos_ids, query_sg, state.tables["item"],
-                     num_items)
+    items_sg = (_maybe_normalize(spec, state.tables["item"])
+                if spec.sampler in PER_EXAMPLE_SAMPLERS else None)
+    neg = _negatives(spec, k_neg, data, freq, pos_ids, query_sg, items_sg, num_items)
     neg = neg._replace(ids=jax.lax.stop_gradient(neg.ids),
                        log_q=jax.lax.stop_gradient(neg.log_q))
 
@@ -396,6 +409,7 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
 
   def loss_fn(dense, query_rows, item_in):
     query = _query(spec, dense, query_rows, bag_mask)
+    item_in = _maybe_normalize(spec, item_in)
     if spec.dense_items:
       pos_rows = item_in[pos_ids]
       neg_rows = None if neg is None else item_in[neg.ids]
@@ -465,18 +479,23 @@ def jitted_train_step(spec: StepSpec, state: TrainState, data: DeviceData):
 def query_embeddings(spec: StepSpec, state: TrainState, data: DeviceData):
   """[U, D] query embeddings: MF user rows, or the DNN over each user's full train bag."""
   if spec.model == "mf":
-    return state.tables["query"]
+    return _maybe_normalize(spec, state.tables["query"])
   num_users = data.offsets.shape[0] - 1
   rows = state.tables["query"][data.e_items]
   summed = jax.ops.segment_sum(rows, data.e_users, num_segments=num_users)
   counts = (data.offsets[1:] - data.offsets[:-1]).astype(jnp.float32)
   pooled = summed / jnp.maximum(counts, 1.0)[:, None]
-  return _tower(spec, rows.shape[-1]).apply(state.dense, pooled)
+  return _maybe_normalize(spec, _tower(spec, rows.shape[-1]).apply(state.dense, pooled))
+
+
+def item_embeddings(spec: StepSpec, state: TrainState):
+  """[N, D] item embeddings as the model scores them."""
+  return _maybe_normalize(spec, state.tables["item"])
 
 
 def evaluate_state(spec, state, data, train, test, eval_cfg) -> dict[str, float]:
   query = query_embeddings(spec, state, data)
-  return metrics.evaluate(query, state.tables["item"], train, test,
+  return metrics.evaluate(query, item_embeddings(spec, state), train, test,
                           ks=tuple(eval_cfg.ks), chunk_size=int(eval_cfg.chunk_size))
 
 
@@ -634,7 +653,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   final = evaluate_state(spec, state, ddata, train, test, config.eval)
   eval_seconds = time.time() - t_eval
   if config.eval.save_embeddings:
-    save_embeddings(workdir, query_embeddings(spec, state, ddata), state.tables["item"], train)
+    save_embeddings(workdir, query_embeddings(spec, state, ddata), item_embeddings(spec, state),
+                    train)
   _append_jsonl(mpath, {"step": steps, **final})
   trained = steps - start
   results = {

@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.hidden = (64,)             # DNN query tower hidden sizes
   c.model.max_bag = 32               # items sampled from the user's history as DNN input
   c.model.init_scale = 0.1
+  c.model.normalize = False          # L2-normalise query and item embeddings (cosine scores)
   # WALS (model.name=wals).
   c.model.unobserved_weight = 0.1
   c.model.regularization = 0.1
