@@ -747,9 +747,12 @@ class _Checkpointer:
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
         restored = self._mngr.restore(step, args=self._ocp.args.StandardRestore(abstract))
         return type(state)(*restored) if isinstance(restored, (list, tuple)) else restored, step
-      except Exception as err:  # a damaged checkpoint: fall back to the previous one
-        logging.warning("checkpoint at step %d is unreadable (%s); trying an older one",
-                        step, err)
+      except Exception as err:  # a damaged checkpoint: set it aside, try the previous one
+        aside = os.path.join(self.directory, f"{step}.unreadable-{int(time.time())}")
+        os.replace(os.path.join(self.directory, str(step)), aside)
+        self._mngr.reload()
+        logging.warning("checkpoint at step %d is unreadable (%s); moved to %s, trying an "
+                        "older one", step, err, aside)
     return state, 0
 
   def maybe_save(self, step, state, final=False):
