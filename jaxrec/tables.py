@@ -92,8 +92,24 @@ def _prepare(table_NxD: Array, ids_M: Array, grads_MxD: Array) -> tuple[Array, A
     raise ValueError(
         f"grads must be [M,{table_NxD.shape[1]}] for a table of shape "
         f"{table_NxD.shape}; got {grads_MxD.shape}")
+  if ids_M.shape[0] >= num_rows:
+    return _dense_combine(ids_M, grads_MxD, num_rows)
   unique_M, summed_MxD = dedup_sum(ids_M, grads_MxD, num_rows)
   return _scatter_ids(unique_M, num_rows), summed_MxD
+
+
+def _dense_combine(ids_M: Array, grads_MxD: Array, num_rows: int) -> tuple[Array, Array]:
+  """`_prepare` when M >= N ids touch the table (full softmax, long DNN bags): a dense
+  scatter-add into [N, D] costs O((M + N) D) and beats sorting M ids. Untouched rows get
+  out-of-range ids, so they are dropped exactly as on the sparse path."""
+  ids_M = jnp.asarray(ids_M, jnp.int32)
+  valid_M = (ids_M >= 0) & (ids_M < num_rows)
+  ids_M = jnp.where(valid_M, ids_M, num_rows)
+  summed_NxD = jnp.zeros((num_rows, grads_MxD.shape[1]), grads_MxD.dtype).at[ids_M].add(
+      grads_MxD, mode="drop")
+  touched_N = jnp.zeros((num_rows,), bool).at[ids_M].set(True, mode="drop")
+  slot_N = jnp.arange(num_rows, dtype=jnp.int32)
+  return jnp.where(touched_N, slot_N, num_rows + slot_N), summed_NxD
 
 
 def row_sgd(learning_rate: float) -> RowOptimizer:

@@ -214,3 +214,29 @@ def test_donated_update_is_in_place():
   assert "input_output_alias" in hlo
   # ... and XLA inserted no full-table copy before scattering into it.
   assert not re.search(rf"f32\[{N},{D}\]\S* copy\(", hlo), hlo
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "adam"])
+def test_many_ids_take_the_dense_combine_path_with_the_same_result(name):
+  """With M >= N ids (full softmax, long DNN bags) `_prepare` combines duplicates with a
+  dense scatter-add instead of sorting; the update must equal the sorted sparse path's
+  on touched rows and leave the untouched rows (and their state) bit-identical."""
+  n = 9
+  ids = np.array([1, 4, 1, 1, n, 8, 4, -1, 0, 1, 8, n], np.int32)  # M = 12 >= N = 9
+  rng = np.random.default_rng(3)
+  table = rng.normal(size=(n, D)).astype(np.float32)
+  grads = rng.normal(size=(len(ids), D)).astype(np.float32)
+  opt = tables.get_row_optimizer(name, 0.1)
+  state0 = opt.init(jnp.asarray(table))
+  dense_t, dense_s = opt.update(jnp.asarray(table), state0, jnp.asarray(ids),
+                                jnp.asarray(grads), 2)
+  # reference: the numpy-summed gradients of the 4 unique ids (M' = 4 < N: sparse path)
+  touched = _touched(ids, n)
+  summed = _dense_grad(ids, grads, n)[touched]
+  sparse_t, sparse_s = opt.update(jnp.asarray(table), opt.init(jnp.asarray(table)),
+                                  jnp.asarray(touched.astype(np.int32)), jnp.asarray(summed), 2)
+  np.testing.assert_allclose(np.asarray(dense_t), np.asarray(sparse_t), rtol=1e-6, atol=1e-7)
+  for a, b in zip(jax.tree.leaves(dense_s), jax.tree.leaves(sparse_s)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+  untouched = _untouched(ids, n)
+  np.testing.assert_array_equal(np.asarray(dense_t)[untouched], table[untouched])
