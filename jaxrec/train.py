@@ -734,7 +734,7 @@ class _Checkpointer:
       self._mngr = ocp.CheckpointManager(
           self.directory,
           options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
-                                               enable_async_checkpointing=False))
+                                               enable_async_checkpointing=True))
 
   def latest_step(self):
     return self._mngr.latest_step() if self._mngr else None
