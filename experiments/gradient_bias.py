@@ -1,0 +1,589 @@
+"""Gradient fidelity of sampled softmax on trained models: bias and variance vs K.
+
+  python -m experiments.gradient_bias --workdir=runs/gradient_bias
+      [--datasets=synthetic,movielens] [--data_path=../shared/data/ml-latest-small]
+      [--ks=1,4,16,64,256,1024] [--samplers=uniform,unigram,in_batch,mixed,hard_exact,hard_pool]
+      [--draws=64] [--train_steps=1000] [--batch_size=64] [--quick]
+
+Writes WORKDIR/gradient_bias.csv and WORKDIR/gradient_bias.png (bias vs K per sampler, one
+panel per dataset, solid = logQ, dashed = no logQ) and prints the table. The measured
+table and wall time are in BUILD_NOTES.md.
+
+What is measured. For each dataset the launcher's config (configs/synthetic.py: softmax
+DNN, D=32; configs/movielens.py: softmax DNN, D=64) is trained briefly with the FULL
+softmax loss (no checkpoints, embeddings saved); its query embeddings [U,D] and item
+embeddings [N,D] are read back from embeddings.npz. A fixed batch of B (user, positive)
+pairs is drawn uniformly from the training interactions. With L the mean full-softmax loss
+of that batch and g* = grad_{Q,V} L (Q = the B query rows, V = the whole item table), a
+sampler's one-draw sampled-softmax gradient g (`diagnostics.sampled_gradient`'s loss:
+accidental hits masked, positive uncorrected, logQ on or off) is compared with g*:
+
+  one_minus_cos = 1 - cos(E g, g*),  rel_norm_err = ||E g - g*|| / ||g*||,
+  variance      = E ||g - E g||^2 / ||g*||^2            (the definitions of diagnostics.py)
+
+Two choices make this affordable and precise (both tested in tests/test_gradient_bias.py):
+  * Nested draws. Every draw takes K_max negatives; the estimate at K uses the first K of
+    them (a prefix of i.i.d. draws is K i.i.d. draws; for hard_pool, K draws in the same
+    pool), the others masked out of the loss. All K and both logQ settings share the draws
+    (common random numbers) and one compilation per (dataset, sampler).
+  * A control variate for E g - g*. With the same negatives, the importance-sampling
+    gradient g_IS = mean_b [sum_k p_bk / (K q_k) grad s_bk (hits excluded) +
+    (p_b,pos - 1) grad s_b,pos] (p = the exact softmax, Z known) has a closed-form mean
+    E g_IS (= g* restricted to the items q can draw). The bias is estimated as
+    mean_r (g_r - beta g_IS,r) + beta E g_IS - g*, unbiased for any fixed beta; beta in
+    [0, 1] minimises the estimate's variance (fitted on the same draws). Its Monte-Carlo
+    error is much smaller than that of the raw mean_r g_r - g* (beta = 0, error ~
+    sqrt(variance / R), which swamps the O(1/K) bias beyond small K). `noise` is the RMS
+    error of the bias vector relative to ||g*||; bias below ~2x noise is not resolved.
+    The raw estimate is kept in the CSV (raw_rel_norm_err, raw_one_minus_cos).
+
+Samplers, as the diagnostic sees them (q = the per-draw probability):
+  uniform     q_j = 1/N.
+  unigram     q_j proportional to count_j^alpha (--unigram_alpha, default 0.75; train counts).
+  log_uniform Zipf over popularity ranks (not in the default list).
+  in_batch    K = the batch size whose positives serve as negatives. The "batch" is K other
+              training positives drawn i.i.d. from the data (what random batching gives), so
+              q_j = f_j, the empirical item frequency. The logQ correction is the one the
+              in_batch sampler applies at the streaming estimator's fixed point (Yi et al.
+              2019; b -> 1/p): log p_j, p_j = P(j in a batch of K) = 1 - (1 - f_j)^K, not
+              log(K f_j): it under-corrects items with K f_j not << 1.
+  mixed       K in-batch positives (as in_batch) + K uniform ids (train's default
+              num_uniform = batch size): 2K negatives. logQ as `samplers.mixed` at the
+              estimator's fixed point: log(p_j + K/N).
+  hard_exact  q_b = softmax(s_b / T) over the catalogue, T = the loss temperature: the
+              model's own softmax, the zero-variance proposal for the normaliser.
+  hard_pool   a uniform pool of --pool_size ids per draw, then K draws from the softmax
+              inside it, with the sampler's q (an unbiased importance weight).
+K larger than the catalogue is skipped. hard_topk has no proper q and is not offered.
+
+Expected (Bengio & Senecal 2008; Blanc & Rendle, ICML 2018): with logQ, bias falls with K;
+the closer q is to the model's softmax the lower the bias at small K (hard_exact lowest);
+uncorrected popularity / in-batch sampling stays biased.
+
+Found with the default flags (seed 0; numbers in BUILD_NOTES.md):
+  * hard_exact + logQ is lowest by 1-2 orders of magnitude at every K (<= 0.04 at K=1),
+    and its bias is below the Monte-Carlo noise throughout.
+  * Without logQ, unigram, in_batch, mixed, hard_exact and hard_pool plateau at a
+    relative error of 0.2-0.4 that K does not remove. Uniform without logQ is the
+    exception: its missing correction is the constant log(K/N), which only over-weights
+    the positive (by ~p_pos (N/K - 1)); that bias falls with K and is small when p_pos is.
+  * With logQ, uniform / unigram fall with K, but unigram levels off at the mass of the
+    items it can never draw (zero training count: ~0.006 on ml-latest-small).
+  * in_batch and mixed with the estimator's correction log P(j in batch) fall until
+    K ~ 64 and then RISE (K = 256, 1024): popular items have K f_j > 1 expected copies
+    but are corrected by log P <= 0. The same draws with log(K f_j) keep falling.
+  * hard_pool + logQ sits at ~0.03-0.06 for every K, set by its pool (M = 256), not by K
+    (not resolved from its noise at R = 64).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, NamedTuple, Sequence
+
+from absl import app, flags, logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import sweep
+from experiments.configs import movielens as movielens_config
+from experiments.configs import synthetic as synthetic_config
+from jaxrec import diagnostics, losses, samplers, train
+
+DATASETS = ("synthetic", "movielens")
+SAMPLERS = ("uniform", "unigram", "log_uniform", "in_batch", "mixed", "hard_exact",
+            "hard_pool")
+CSV_FIELDS = ("dataset", "sampler", "K", "logq", "one_minus_cos", "rel_norm_err", "variance",
+              "num_negatives", "noise", "raw_rel_norm_err", "raw_one_minus_cos")
+_MASKED = 1e30  # neg_log_q of a masked-out (beyond-K) slot: its logit becomes ~ -1e30
+
+_WORKDIR = flags.DEFINE_string("workdir", "runs/gradient_bias", "Output folder.")
+_DATASETS = flags.DEFINE_list("datasets", ["synthetic", "movielens"],
+                              f"Datasets, from {', '.join(DATASETS)}.")
+_DATA_PATH = flags.DEFINE_string("data_path", "../shared/data/ml-latest-small",
+                                 "MovieLens folder (movielens is skipped if missing).")
+_KS = flags.DEFINE_list("ks", ["1", "4", "16", "64", "256", "1024"],
+                        "Numbers of negatives K (for in_batch/mixed: the batch size).")
+_SAMPLERS = flags.DEFINE_list(
+    "samplers", ["uniform", "unigram", "in_batch", "mixed", "hard_exact", "hard_pool"],
+    f"Samplers, from {', '.join(SAMPLERS)}.")
+_DRAWS = flags.DEFINE_integer("draws", 64, "R: independent draws per (sampler, K).")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 1000, "Full-softmax training steps.")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "B: (user, positive) pairs in the batch.")
+_POOL = flags.DEFINE_integer("pool_size", 256, "hard_pool's uniform pool size M.")
+_ALPHA = flags.DEFINE_float("unigram_alpha", 0.75, "unigram's exponent on the counts.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the data, the model and the draws.")
+_QUICK = flags.DEFINE_bool("quick", False,
+                           "Smaller run: K in 1,16,256, R=16, 300 training steps.")
+
+
+# --------------------------------------------------------------------------------------
+# Nested samplers: K_max draws, any prefix K of them a valid K-sample.
+
+
+class NestedSampler(NamedTuple):
+  """A sampler drawing K_max negatives at once, read at any K <= K_max.
+
+  draw(key, query_BxD, items_NxD) -> (ids, log_q): [S] shared or [B,S] per example.
+  corrections(ids, log_q, k) -> (active, c_loss, c_true), shaped like ids: which slots
+    make up the K-sample, the logit correction the sampler applies (log expected count as
+    the loss uses it) and the true log expected count of the id among the active slots.
+  support_N: bool [N], the items with q > 0.
+  negatives_per_k: number of negatives a K-sample holds (2 for mixed, else 1).
+  """
+  draw: Callable
+  corrections: Callable
+  support_N: np.ndarray
+  negatives_per_k: int
+
+
+def _slots(ids):
+  return jnp.arange(ids.shape[-1], dtype=jnp.float32)
+
+
+def _iid_corrections(ids, log_q, k):
+  """K i.i.d. draws: the first K slots; expected count K q for the loss and for IS."""
+  active = jnp.broadcast_to(_slots(ids) < k, ids.shape)
+  c = jnp.log(k) + log_q
+  return active, c, c
+
+
+def _in_batch_corrections(ids, log_q, k):
+  """q = f (data frequency); the in_batch sampler corrects by log P(j in batch of K)."""
+  active = jnp.broadcast_to(_slots(ids) < k, ids.shape)
+  c_loss = jnp.log(-jnp.expm1(k * jnp.log1p(-jnp.exp(log_q))))
+  return active, c_loss, jnp.log(k) + log_q
+
+
+def make_nested(name: str, *, num_items: int, k_max: int, counts_N: np.ndarray,
+                unigram_alpha: float = 0.75, pool_size: int = 256,
+                temperature: float = 1.0) -> NestedSampler:
+  """The diagnostic's version of sampler `name` (see the module docstring)."""
+  if name not in SAMPLERS:
+    raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
+  counts_N = np.asarray(counts_N, np.float32)
+  everywhere = np.ones(num_items, bool)
+  if name == "uniform":
+    return NestedSampler(lambda key, q, v: samplers.uniform(key, num_items, k_max),
+                         _iid_corrections, everywhere, 1)
+  if name in ("unigram", "in_batch", "mixed"):
+    alpha = unigram_alpha if name == "unigram" else 1.0
+    table = samplers.unigram_table(counts_N, alpha)
+    support = np.asarray(samplers.unigram_weights(counts_N, alpha)) > 0
+    if name == "unigram":
+      return NestedSampler(lambda key, q, v: samplers.unigram_sample(key, table, k_max),
+                           _iid_corrections, support, 1)
+    if name == "in_batch":
+      return NestedSampler(lambda key, q, v: samplers.unigram_sample(key, table, k_max),
+                           _in_batch_corrections, support, 1)
+    log_f_N = table.log_q_N
+
+    def draw_mixed(key, q, v):
+      k_batch, k_uniform = jax.random.split(key)
+      batch = samplers.unigram_sample(k_batch, table, k_max).ids
+      extra = samplers.uniform(k_uniform, num_items, k_max).ids
+      ids = jnp.concatenate([batch, extra])
+      return ids, log_f_N[ids]
+
+    def mixed_corrections(ids, log_f, k):
+      slot = _slots(ids)
+      active = (slot < k) | ((slot >= k_max) & (slot - k_max < k))
+      uniform_count = k / num_items
+      c_loss = jnp.log(-jnp.expm1(k * jnp.log1p(-jnp.exp(log_f))) + uniform_count)
+      c_true = jnp.log(k * jnp.exp(log_f) + uniform_count)
+      return active, c_loss, c_true
+
+    return NestedSampler(draw_mixed, mixed_corrections, everywhere, 2)
+  if name == "log_uniform":
+    pop_order = jnp.asarray(np.argsort(-counts_N, kind="stable").astype(np.int32))
+
+    def draw_log_uniform(key, q, v):
+      neg = samplers.log_uniform(key, num_items, k_max)
+      return pop_order[neg.ids], neg.log_q
+
+    return NestedSampler(draw_log_uniform, _iid_corrections, everywhere, 1)
+  if name == "hard_exact":
+    return NestedSampler(
+        lambda key, q, v: samplers.hard_exact(key, q, v, k_max, temperature=temperature),
+        _iid_corrections, everywhere, 1)
+  return NestedSampler(
+      lambda key, q, v: samplers.hard_pool(key, q, v, k_max, pool_size=pool_size,
+                                           temperature=temperature),
+      _iid_corrections, everywhere, 1)
+
+
+# --------------------------------------------------------------------------------------
+# The estimator: all (K, logQ) settings of one sampler from the same R draws.
+
+
+def _flat(grads):
+  return jnp.concatenate([grads[0].reshape(-1), grads[1].reshape(-1)])
+
+
+def _gather_scores(query_BxD, items_NxD, ids, inv_t):
+  """s_bk = q_b . v_ids / T for shared ids [S] or per-example ids [B,S] -> [B,S]."""
+  if ids.ndim == 1:
+    return jnp.dot(query_BxD, items_NxD[ids].T) * inv_t
+  return jnp.einsum("bd,bsd->bs", query_BxD, items_NxD[ids]) * inv_t
+
+
+def nested_fidelity(key, query_BxD, items_NxD, pos_ids_B, nested: NestedSampler,
+                    ks: Sequence[int], *, num_draws: int, temperature: float = 1.0
+                    ) -> dict[str, np.ndarray]:
+  """Bias and variance of the sampled-softmax gradient for every K in `ks`, logQ on and off.
+
+  Draw r uses fold_in(key, r) (as `diagnostics.gradient_fidelity`). Returns arrays [2*len(ks)]
+  in the order (K_1, logQ), (K_1, no logQ), (K_2, logQ), ... under keys "K", "logq",
+  "one_minus_cos", "rel_norm_err", "variance", "noise", "raw_one_minus_cos",
+  "raw_rel_norm_err" (see the module docstring).
+  """
+  num_draws = samplers._check_int("num_draws", num_draws, 2)
+  ks = [samplers._check_int("K", int(k), 1) for k in ks]
+  ks_C = jnp.asarray(np.repeat(ks, 2), jnp.float32)
+  logq_C = jnp.asarray(np.tile([True, False], len(ks)))
+  support_N = jnp.asarray(nested.support_N)
+  out = _run(key, jnp.asarray(query_BxD, jnp.float32), jnp.asarray(items_NxD, jnp.float32),
+             jnp.asarray(pos_ids_B, jnp.int32), ks_C, logq_C, support_N, draw=nested.draw,
+             corrections=nested.corrections, num_draws=num_draws,
+             temperature=float(temperature))
+  out = {k: np.asarray(v, np.float64) for k, v in out.items()}
+  out["K"] = np.repeat(ks, 2)
+  out["logq"] = np.tile([True, False], len(ks))
+  return out
+
+
+def _run_impl(key, query_BxD, items_NxD, pos_ids_B, ks_C, logq_C, support_N, *, draw,
+              corrections, num_draws, temperature):
+  inv_t = 1.0 / temperature
+  batch = query_BxD.shape[0]
+  rows_B = jnp.arange(batch)
+  g_star = _flat(diagnostics.exact_gradient(query_BxD, items_NxD, pos_ids_B,
+                                            temperature=temperature))
+  norm2 = jnp.sum(jnp.square(g_star))
+
+  # The exact softmax (constants of every surrogate below).
+  scores_BxN = jnp.dot(query_BxD, items_NxD.T) * inv_t
+  log_z_B = jax.nn.logsumexp(scores_BxN, axis=1)
+  p_BxN = jnp.exp(scores_BxN - log_z_B[:, None])
+  p_pos_B = p_BxN[rows_B, pos_ids_B]
+
+  def pos_term(q, v):
+    return (p_pos_B - 1.0) * jnp.sum(q * v[pos_ids_B], axis=1) * inv_t
+
+  # E[g_IS] in closed form: sum over the drawable non-positive items of p_bj grad s_bj.
+  not_pos_BxN = jnp.arange(items_NxD.shape[0])[None, :] != pos_ids_B[:, None]
+  w_BxN = jnp.where(support_N[None, :] & not_pos_BxN, p_BxN, 0.0)
+
+  def expected_is(q, v):
+    return jnp.mean(jnp.sum(w_BxN * jnp.dot(q, v.T) * inv_t, axis=1) + pos_term(q, v))
+
+  e_gis = _flat(jax.grad(expected_is, argnums=(0, 1))(query_BxD, items_NxD))
+
+  def one_draw(r):
+    ids, log_q = draw(jax.random.fold_in(key, r), query_BxD, items_NxD)
+    ids, log_q = jax.lax.stop_gradient(ids), jax.lax.stop_gradient(log_q)
+    num_slots = ids.shape[-1]
+    hit_BxS = (ids[None, :] if ids.ndim == 1 else ids) == pos_ids_B[:, None]
+    scores_BxS = _gather_scores(query_BxD, items_NxD, ids, inv_t)
+
+    def one_setting(k, logq):
+      active, c_loss, c_true = corrections(ids, log_q, k)
+      neg_log_q = jnp.where(active, jnp.where(logq, c_loss, 0.0) - math.log(num_slots),
+                            _MASKED)
+
+      def sampled(q, v):
+        return jnp.mean(losses.sampled_softmax(
+            q, v[pos_ids_B], v[ids], pos_ids=pos_ids_B, neg_ids=ids, neg_log_q=neg_log_q,
+            temperature=temperature))
+
+      w_BxS = jnp.where(active & ~hit_BxS,
+                        jnp.exp(scores_BxS - log_z_B[:, None] - c_true), 0.0)
+
+      def importance(q, v):
+        s = _gather_scores(q, v, ids, inv_t)
+        return jnp.mean(jnp.sum(w_BxS * s, axis=1) + pos_term(q, v))
+
+      g = _flat(jax.grad(sampled, argnums=(0, 1))(query_BxD, items_NxD))
+      g_is = _flat(jax.grad(importance, argnums=(0, 1))(query_BxD, items_NxD))
+      return g, g - g_is
+
+    return jax.vmap(one_setting)(ks_C, logq_C)
+
+  def body(carry, r):  # Welford's running means and co-moments of g and d = g - g_IS
+    mean_g, mean_d, m2_g, m2_d, c_gd = carry
+    g_CxP, d_CxP = one_draw(r)
+    n = (r + 1).astype(jnp.float32)
+    delta_g, delta_d = g_CxP - mean_g, d_CxP - mean_d
+    mean_g = mean_g + delta_g / n
+    mean_d = mean_d + delta_d / n
+    m2_g = m2_g + jnp.sum(delta_g * (g_CxP - mean_g), axis=1)
+    m2_d = m2_d + jnp.sum(delta_d * (d_CxP - mean_d), axis=1)
+    c_gd = c_gd + jnp.sum(delta_g * (d_CxP - mean_d), axis=1)
+    return (mean_g, mean_d, m2_g, m2_d, c_gd), None
+
+  num_settings = ks_C.shape[0]
+  zeros_CxP = jnp.zeros((num_settings, g_star.shape[0]), jnp.float32)
+  zeros_C = jnp.zeros((num_settings,), jnp.float32)
+  (mean_g, mean_d, m2_g, m2_d, c_gd), _ = jax.lax.scan(
+      body, (zeros_CxP, zeros_CxP, zeros_C, zeros_C, zeros_C), jnp.arange(num_draws))
+
+  # Control variate: b(beta) = mean(g - beta g_IS) + beta E[g_IS] - g*
+  #                           = (1 - beta) (mean g - g*) + beta (mean d + E[g_IS] - g*)
+  # is unbiased for any fixed beta (0: the raw estimate, 1: via d = g - g_IS). The beta
+  # minimising tr Var((1 - beta) g + beta d) is taken from the same draws (an O(1/R)
+  # effect); everything is written in g and d so nothing cancels when g ~ g_IS.
+  m2_i = jnp.maximum(m2_g - 2 * c_gd + m2_d, 1e-30)  # tr Var(g_IS) * R
+  beta_C = jnp.clip((m2_g - c_gd) / m2_i, 0.0, 1.0)
+  m2_e = jnp.maximum((1 - beta_C) ** 2 * m2_g + 2 * beta_C * (1 - beta_C) * c_gd
+                     + beta_C ** 2 * m2_d, 0.0)
+  norm = jnp.sqrt(norm2)
+
+  def one_minus_cos(g_CxP):  # = ||u - u*||^2 / 2 for unit vectors: no cancellation near 0
+    unit_CxP = g_CxP / jnp.linalg.norm(g_CxP, axis=1, keepdims=True)
+    return 0.5 * jnp.sum(jnp.square(unit_CxP - g_star / norm), axis=1)
+
+  b = beta_C[:, None]
+  bias_CxP = (1 - b) * (mean_g - g_star) + b * (mean_d + e_gis - g_star)
+  return {
+      "one_minus_cos": one_minus_cos(g_star + bias_CxP),
+      "rel_norm_err": jnp.linalg.norm(bias_CxP, axis=1) / norm,
+      "variance": m2_g / num_draws / norm2,
+      "noise": jnp.sqrt(m2_e / (num_draws - 1) / num_draws) / norm,
+      "beta": beta_C,
+      "raw_one_minus_cos": one_minus_cos(mean_g),
+      "raw_rel_norm_err": jnp.linalg.norm(mean_g - g_star, axis=1) / norm,
+  }
+
+
+_run = jax.jit(_run_impl, static_argnames=("draw", "corrections", "num_draws", "temperature"))
+
+
+# --------------------------------------------------------------------------------------
+# The experiment.
+
+
+def base_config(dataset: str, *, data_path: str, train_steps: int, seed: int):
+  """The launcher's config for `dataset`, set to train briefly with the full softmax."""
+  if dataset == "synthetic":
+    config = synthetic_config.get_config()
+  elif dataset == "movielens":
+    config = movielens_config.get_config()
+    config.data.path = data_path
+  else:
+    raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
+  config.seed = seed
+  config.loss.name = "full"
+  config.train.steps = train_steps
+  config.train.log_every = train_steps
+  config.train.checkpoint_every = 0
+  config.eval.every = 0
+  config.eval.save_embeddings = True
+  return config
+
+
+def _fmt(x: float) -> str:
+  return f"{x:.3g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def markdown_table(rows: Sequence[dict]) -> str:
+  head = ("| dataset | sampler | K | logQ | negatives | 1 - cos | rel. norm err | noise "
+          "| variance | raw rel. err |")
+  lines = [head, "|" + "---|" * 10]
+  for r in rows:
+    lines.append(
+        f"| {r['dataset']} | {r['sampler']} | {r['K']} | {'on' if r['logq'] else 'off'} "
+        f"| {r['num_negatives']} | {_fmt(r['one_minus_cos'])} | {_fmt(r['rel_norm_err'])} "
+        f"| {_fmt(r['noise'])} | {_fmt(r['variance'])} | {_fmt(r['raw_rel_norm_err'])} |")
+  return "\n".join(lines)
+
+
+def pivot_table(rows: Sequence[dict]) -> str:
+  """rel_norm_err with one row per (dataset, sampler, logQ) and one column per K; a value
+  marked * is below 2x its Monte-Carlo noise (an upper bound, not a measurement)."""
+  ks = sorted({r["K"] for r in rows})
+  lines = ["| dataset | sampler | logQ | " + " | ".join(f"K={k}" for k in ks) + " |",
+           "|" + "---|" * (3 + len(ks))]
+  cells: dict = {}
+  for r in rows:
+    mark = "" if r["rel_norm_err"] > 2 * r["noise"] else "*"
+    cells.setdefault((r["dataset"], r["sampler"], r["logq"]), {})[r["K"]] = (
+        _fmt(r["rel_norm_err"]) + mark)
+  for (dataset, sampler, logq), by_k in cells.items():
+    lines.append(f"| {dataset} | {sampler} | {'on' if logq else 'off'} | "
+                 + " | ".join(by_k.get(k, "-") for k in ks) + " |")
+  return "\n".join(lines)
+
+
+def write_csv(path: str, rows: Sequence[dict]) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+    writer.writeheader()
+    for r in rows:
+      writer.writerow({k: r[k] for k in CSV_FIELDS})
+  os.replace(tmp, path)
+
+
+_COLORS = {"uniform": "tab:blue", "unigram": "tab:orange", "log_uniform": "tab:brown",
+           "in_batch": "tab:green", "mixed": "tab:purple", "hard_exact": "tab:red",
+           "hard_pool": "tab:pink"}
+
+
+def plot(path: str, rows: Sequence[dict], datasets: Sequence[str]) -> None:
+  """rel_norm_err vs K (log-log), one panel per dataset; solid logQ, dashed without;
+  hollow markers where the bias is below 2x its Monte-Carlo noise (not resolved)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
+  for ax, dataset in zip(axes[0], datasets):
+    for sampler in dict.fromkeys(r["sampler"] for r in rows if r["dataset"] == dataset):
+      for logq, style in ((True, "-"), (False, "--")):
+        rs = sorted((r for r in rows if r["dataset"] == dataset and r["sampler"] == sampler
+                     and r["logq"] == logq), key=lambda r: r["K"])
+        if not rs:
+          continue
+        ks = [r["K"] for r in rs]
+        ys = [max(r["rel_norm_err"], 1e-6) for r in rs]
+        color = _COLORS.get(sampler, "k")
+        ax.plot(ks, ys, style, color=color,
+                label=f"{sampler} {'logQ' if logq else 'no logQ'}")
+        resolved = [r["rel_norm_err"] > 2 * r["noise"] for r in rs]
+        ax.scatter(ks, ys, color=[color if ok else "white" for ok in resolved],
+                   edgecolors=color, s=18, zorder=3)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("K (negatives; in_batch/mixed: batch size)")
+    ax.set_ylabel("||E g - g*|| / ||g*||")
+    ax.set_title(f"{dataset}: sampled-softmax gradient bias")
+    ax.grid(True, which="both", alpha=0.3)
+  axes[0][-1].legend(fontsize=7, ncol=2, loc="lower left")
+  fig.tight_layout()
+  tmp = path + ".tmp.png"
+  fig.savefig(tmp, dpi=110)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
+        data_path: str = "../shared/data/ml-latest-small",
+        ks: Sequence[int] = (1, 4, 16, 64, 256, 1024),
+        sampler_names: Sequence[str] = ("uniform", "unigram", "in_batch", "mixed",
+                                        "hard_exact", "hard_pool"),
+        draws: int = 64, train_steps: int = 1000, batch_size: int = 64,
+        pool_size: int = 256, unigram_alpha: float = 0.75, seed: int = 0,
+        overrides: Sequence[tuple[str, Any]] = (), log: Callable[[str], None] = print
+        ) -> list[dict]:
+  """Trains one model per dataset and measures every sampler x K x logQ; writes
+  gradient_bias.csv and gradient_bias.png into `workdir`; returns the rows.
+
+  `overrides` are (dotted config key, value) pairs applied to every dataset's config.
+  """
+  for d in datasets:
+    if d not in DATASETS:
+      raise ValueError(f"unknown dataset {d!r}; valid: {', '.join(DATASETS)}")
+  for s in sampler_names:
+    if s not in SAMPLERS:
+      raise ValueError(f"unknown sampler {s!r}; valid: {', '.join(SAMPLERS)}")
+  ks = sorted({samplers._check_int("K", int(k), 1) for k in ks})
+  samplers._check_int("draws", draws, 2)
+  samplers._check_int("batch_size", batch_size, 1)
+  os.makedirs(workdir, exist_ok=True)
+  rows: list[dict] = []
+  done: list[str] = []
+  for dataset in datasets:
+    if dataset == "movielens" and not os.path.exists(data_path):
+      log(f"movielens: skipped, --data_path={data_path!r} does not exist")
+      continue
+    t0 = time.time()
+    config = sweep.apply_overrides(
+        base_config(dataset, data_path=data_path, train_steps=train_steps, seed=seed),
+        overrides)
+    data = train.load_data(config.data, seed)
+    wd = os.path.join(workdir, f"model_{dataset}")
+    res = train.train_and_evaluate(config, wd, data=data, overwrite=True, verbose=False)
+    emb = np.load(os.path.join(wd, "embeddings.npz"))
+    query_UxD, items_NxD = jnp.asarray(emb["query"]), jnp.asarray(emb["items"])
+    train_set = data[0]
+    num_items = train_set.num_items
+    recall = sorted((int(k.split("@")[1]), k) for k in res["metrics"]
+                    if k.startswith("recall@"))
+    shown = f"{recall[-1][1]} {res['metrics'][recall[-1][1]]:.3f}" if recall else "done"
+    log(f"{dataset}: {train_set.num_users} users, {num_items} items; full softmax "
+        f"{train_steps} steps -> {shown} ({time.time() - t0:.1f}s)")
+
+    rng = np.random.default_rng(seed)
+    e = rng.choice(len(train_set.item_ids), size=min(batch_size, len(train_set.item_ids)),
+                   replace=False)
+    query_BxD = query_UxD[train_set.user_ids[e]]
+    pos_ids_B = jnp.asarray(train_set.item_ids[e].astype(np.int32))
+    counts_N = np.bincount(train_set.item_ids, minlength=num_items).astype(np.float32)
+    ks_here = [k for k in ks if k <= num_items]
+    if len(ks_here) < len(ks):
+      log(f"{dataset}: K > N = {num_items} skipped: {[k for k in ks if k > num_items]}")
+    if not ks_here:
+      continue
+    temperature = float(config.loss.temperature)
+    for s_idx, name in enumerate(sampler_names):
+      t1 = time.time()
+      nested = make_nested(name, num_items=num_items, k_max=max(ks_here), counts_N=counts_N,
+                           unigram_alpha=unigram_alpha, pool_size=pool_size,
+                           temperature=temperature)
+      out = nested_fidelity(jax.random.fold_in(jax.random.PRNGKey(seed), s_idx), query_BxD,
+                            items_NxD, pos_ids_B, nested, ks_here, num_draws=draws,
+                            temperature=temperature)
+      for i in range(len(out["K"])):
+        rows.append({"dataset": dataset, "sampler": name, "K": int(out["K"][i]),
+                     "logq": bool(out["logq"][i]),
+                     "num_negatives": int(out["K"][i]) * nested.negatives_per_k,
+                     **{k: float(out[k][i]) for k in
+                        ("one_minus_cos", "rel_norm_err", "variance", "noise",
+                         "raw_rel_norm_err", "raw_one_minus_cos")}})
+      log(f"{dataset}: {name} done ({time.time() - t1:.1f}s)")
+    done.append(dataset)
+  write_csv(os.path.join(workdir, "gradient_bias.csv"), rows)
+  if done:
+    plot(os.path.join(workdir, "gradient_bias.png"), rows, done)
+  return rows
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)
+  quick = _QUICK.value
+  ks = [int(k) for k in _KS.value]
+  draws, steps = _DRAWS.value, _TRAIN_STEPS.value
+  if quick:
+    ks = [k for k in ks if k in (1, 16, 256)] or ks
+    draws, steps = min(draws, 16), min(steps, 300)
+  t0 = time.time()
+  try:
+    rows = run(_WORKDIR.value, datasets=_DATASETS.value, data_path=_DATA_PATH.value, ks=ks,
+               sampler_names=_SAMPLERS.value, draws=draws, train_steps=steps,
+               batch_size=_BATCH.value, pool_size=_POOL.value,
+               unigram_alpha=_ALPHA.value, seed=_SEED.value)
+  except (ValueError, train.ConfigError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)
+  if not rows:
+    print("error: no dataset was measured (see the messages above)", file=sys.stderr)
+    sys.exit(1)
+  print()
+  print(markdown_table(rows))
+  print("\nrel_norm_err = ||E g - g*|| / ||g*|| (* : below 2x Monte-Carlo noise, an upper "
+        "bound)\n")
+  print(pivot_table(rows))
+  print(f"\nR = {draws} draws, B = {_BATCH.value}; wrote "
+        f"{os.path.join(_WORKDIR.value, 'gradient_bias.csv')} and gradient_bias.png "
+        f"({time.time() - t0:.1f}s)")
+
+
+if __name__ == "__main__":
+  app.run(main)
