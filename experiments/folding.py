@@ -57,10 +57,14 @@ def strategies() -> list[sweep.Run]:
       R("hard_exact", (("loss.name", S), ("sampler.name", "hard_exact"))),
       R("hard_pool", (("loss.name", S), ("sampler.name", "hard_pool"))),
       R("hard_topk", (("loss.name", S), ("sampler.name", "hard_topk"))),
+      # matrix factorisation by weighted ALS, without and with the unobserved weight w0
+      R("wals_w0=0", (("model.name", "wals"), ("model.unobserved_weight", 0.0))),
+      R("wals_w0=0.1", (("model.name", "wals"), ("model.unobserved_weight", 0.1))),
   ]
 
 # Strategies whose sampler gives a proper q with log-Q on: the "<= 0.05" prediction covers
-# these and full softmax. in_batch-nologq and hard_topk (no proper q) are shown, not judged.
+# these and full softmax. in_batch-nologq, hard_topk (no proper q) and WALS are shown, not
+# judged.
 JUDGED = ("full_softmax", "uniform", "unigram0.75", "in_batch+logq", "mixed", "hard_exact",
           "hard_pool")
 
