@@ -12,7 +12,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxrec import train
+from jaxrec import sharding, train
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/synthetic.py", "Config file with get_config().",
@@ -23,6 +23,7 @@ _OVERWRITE = flags.DEFINE_bool(
 
 
 def main(argv):
+  sharding.maybe_initialize_distributed()  # multi-host launch: before any device use
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)

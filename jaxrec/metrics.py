@@ -322,7 +322,7 @@ def _groups(name, explicit, train, test, size):
 def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
              eval_users=None, chunk_size=DEFAULT_CHUNK_SIZE,
              query_batch=DEFAULT_QUERY_BATCH, relatedness=None, user_groups=None,
-             item_groups=None) -> dict[str, float]:
+             item_groups=None, topk_fn=None) -> dict[str, float]:
     """Full-ranking metrics over the whole catalogue with each user's train items masked.
 
     Users: those with >= 1 test item (restricted to `eval_users` if given); a test pair
@@ -389,8 +389,9 @@ def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
     ex_cols = train_keys[keep] % num_items
 
     query_users = query[jnp.asarray(users, jnp.int32)]
-    _, ids = topk(query_users, items, max_k, exclude_rows=ex_rows, exclude_cols=ex_cols,
-                  chunk_size=chunk_size, query_batch=query_batch)
+    _, ids = (topk_fn or topk)(query_users, items, max_k, exclude_rows=ex_rows,
+                               exclude_cols=ex_cols, chunk_size=chunk_size,
+                               query_batch=query_batch)
     valid = ids >= 0
     hits = valid & np.isin(users[:, None] * num_items + ids, test_keys)   # [U', Kmax]
 

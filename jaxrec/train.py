@@ -346,8 +346,9 @@ def _negatives(spec: StepSpec, key, data: DeviceData, freq, pos_ids, query_sg, i
   if name == "mixed":
     return samplers.mixed(key, pos_ids, freq, num_items, spec.num_uniform)
   if name == "hard_exact":
-    return samplers.hard_exact(key, query_sg, items, K, temperature=spec.hard_temperature,
-                               chunk_size=spec.chunk_size)
+    return sharding.sharded_hard_exact(key, query_sg, items, K,
+                                       temperature=spec.hard_temperature,
+                                       chunk_size=spec.chunk_size)
   if name == "hard_pool":
     return samplers.hard_pool(key, query_sg, items, K, pool_size=spec.pool_size,
                               temperature=spec.hard_temperature)
@@ -385,7 +386,9 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
     query_ids, bag_mask = users, None
   else:
     query_ids, bag_mask = _sample_bag(spec, data, k_bag, e, users)
-  query_rows = state.tables["query"][query_ids]
+  # Each device gathers the batch's rows it holds; a reduce-scatter leaves each device its
+  # part of the batch, so the tower and the loss run batch-parallel.
+  query_rows = sharding.gather_rows(state.tables["query"], query_ids, split_batch=True)
 
   freq = state.freq
   if spec.uses_freq:
@@ -405,20 +408,21 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
     item_in = state.tables["item"]
   else:
     item_ids = pos_ids if neg is None else jnp.concatenate([pos_ids, neg.ids.reshape(-1)])
-    item_in = state.tables["item"][item_ids]
+    item_in = sharding.gather_rows(state.tables["item"], item_ids)
 
   def loss_fn(dense, query_rows, item_in):
     query = _query(spec, dense, query_rows, bag_mask)
     item_in = _maybe_normalize(spec, item_in)
     if spec.dense_items:
-      pos_rows = item_in[pos_ids]
-      neg_rows = None if neg is None else item_in[neg.ids]
+      pos_rows = sharding.gather_rows(item_in, pos_ids)
+      neg_rows = None if neg is None else sharding.gather_rows(item_in, neg.ids)
     else:
       pos_rows = item_in[:B]
       neg_rows = None if neg is None else item_in[B:].reshape(neg.ids.shape + (-1,))
     if spec.loss == "full":
-      per_ex = losses.full_softmax(query, item_in, pos_ids, temperature=spec.temperature,
-                                   chunk_size=spec.chunk_size)
+      per_ex = sharding.sharded_full_softmax(query, item_in, pos_ids,
+                                             temperature=spec.temperature,
+                                             chunk_size=spec.chunk_size)
     elif spec.loss == "positive_only":
       per_ex = losses.positive_only(query, pos_rows, kind=spec.positive_only_kind)
     else:
@@ -442,10 +446,17 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   q_ids = query_ids.reshape(-1)
   if bag_mask is not None:  # padding slots update nothing: the out-of-range id is dropped
     q_ids = jnp.where(bag_mask.reshape(-1), q_ids, num_query_rows)
-  new_q, new_q_opt = row_opt.update(state.tables["query"], state.table_opt["query"], q_ids,
-                                    g_query.reshape(-1, D), state.step)
-  new_i, new_i_opt = row_opt.update(state.tables["item"], state.table_opt["item"], item_ids,
-                                    g_item.reshape(-1, D), state.step)
+  # Each device updates the rows it holds (sharding.update_rows: the table never moves).
+  new_q, new_q_opt = sharding.update_rows(row_opt, state.tables["query"],
+                                          state.table_opt["query"], q_ids,
+                                          g_query.reshape(-1, D), state.step)
+  if spec.dense_items:  # every row touched: each device updates its own rows
+    new_i, new_i_opt = sharding.update_all_rows(row_opt, state.tables["item"],
+                                                state.table_opt["item"], g_item, state.step)
+  else:
+    new_i, new_i_opt = sharding.update_rows(row_opt, state.tables["item"],
+                                            state.table_opt["item"], item_ids,
+                                            g_item.reshape(-1, D), state.step)
   if spec.model == "dnn":
     upd, new_dense_opt = dense_opt.update(g_dense, state.dense_opt, state.dense)
     new_dense = optax.apply_updates(state.dense, upd)
@@ -496,7 +507,8 @@ def item_embeddings(spec: StepSpec, state: TrainState):
 def evaluate_state(spec, state, data, train, test, eval_cfg) -> dict[str, float]:
   query = query_embeddings(spec, state, data)
   return metrics.evaluate(query, item_embeddings(spec, state), train, test,
-                          ks=tuple(eval_cfg.ks), chunk_size=int(eval_cfg.chunk_size))
+                          ks=tuple(eval_cfg.ks), chunk_size=int(eval_cfg.chunk_size),
+                          topk_fn=sharding.sharded_topk)
 
 
 # --------------------------------------------------------------------------------------
@@ -560,8 +572,16 @@ class NonFiniteLossError(FloatingPointError):
 # The whole run.
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       overwrite: bool = False, data=None, verbose: bool = True) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, **kwargs) -> dict:
+  """`_train_and_evaluate` under `config.mesh` as the ambient mesh (jax.set_mesh), which
+  the sharded kernels of jaxrec.sharding read inside jit; one device: no mesh."""
+  mesh = sharding.make_mesh(tuple(config.mesh.shape) or None)
+  with sharding.mesh_context(mesh):
+    return _train_and_evaluate(config, workdir, mesh=mesh, **kwargs)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh=None,
+                        overwrite: bool = False, data=None, verbose: bool = True) -> dict:
   """Trains and evaluates one config; writes config.json, metrics.jsonl, results.json and
   checkpoints to `workdir`; resumes from the last checkpoint when rerun. Returns results.
 
@@ -602,7 +622,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
   ckpt = _Checkpointer(workdir, int(config.train.checkpoint_every))
   state, start = ckpt.restore(state)
-  mesh = sharding.make_mesh(tuple(config.mesh.shape) or None)
   if mesh is not None:  # tables row-sharded over the devices, the rest replicated
     state, ddata = sharding.place_state(state, mesh), sharding.place_data(ddata, mesh)
   if start and verbose:
@@ -620,8 +639,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   t0 = time.time()
   t_log, s_log = t0, start
   loss = None
+  throttle = sharding.DispatchThrottle()  # <= 8 steps queued (XLA:CPU multi-device hang)
   for step in range(start, steps):
     state, loss = jitted_train_step(spec, state, ddata)
+    throttle(loss)
     done = step + 1
     if done % log_every == 0 or done == steps:
       loss_v = float(loss)  # the only host sync
@@ -704,7 +725,8 @@ def _wals_run(config, workdir, train, test, verbose) -> dict:
   if config.eval.save_embeddings:
     save_embeddings(workdir, state.users_UxD, state.items_NxD, train)
   final = metrics.evaluate(state.users_UxD, state.items_NxD, train, test,
-                           ks=tuple(config.eval.ks), chunk_size=int(config.eval.chunk_size))
+                           ks=tuple(config.eval.ks), chunk_size=int(config.eval.chunk_size),
+                           topk_fn=sharding.sharded_topk)
   results = {
       "metrics": final,
       "run": {**run_facts(), "steps": int(m.iterations), "resumed_from_step": 0,
@@ -766,6 +788,8 @@ class _Checkpointer:
 
 
 def _append_jsonl(path, row):
+  if jax.process_index() != 0:  # several hosts: one writer
+    return
   with open(path, "a") as f:
     f.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
     f.flush()

@@ -58,6 +58,8 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
 import numpy as np
 
+from jaxrec import sharding
+
 Array = jax.Array
 
 SOLVERS = ("cholesky", "cg")
@@ -491,6 +493,8 @@ def wals_fit(train, *, dim: int, unobserved_weight: float, regularization: float
   p = _prepare(train)
   state = wals_init(jax.random.PRNGKey(seed), train.num_users, train.num_items, int(dim),
                     init_scale)
+  mesh = sharding.ambient_mesh()  # set by sharding.mesh_context(); None on one device
+  state = sharding.place_rows(state, mesh)  # factors split by rows over the devices
   kw = dict(w0=float(unobserved_weight), reg=float(regularization), alpha=float(alpha),
             reg_exponent=float(reg_exponent), solver=solver, cg_steps=int(cg_steps),
             reg_scaling=reg_scaling, confidence=confidence)
@@ -501,7 +505,7 @@ def wals_fit(train, *, dim: int, unobserved_weight: float, regularization: float
     items = solve_rows(users, p.item_blocks, state.items_NxD, **kw)
     items.block_until_ready()
     seconds = time.perf_counter() - t0
-    state = WALSState(users, items)
+    state = sharding.place_rows(WALSState(users, items), mesh)
     record = {"objective": _objective_of(state, p, kw["w0"], kw["reg"], kw["alpha"],
                                          kw["reg_exponent"], reg_scaling, confidence),
               "seconds": seconds}
