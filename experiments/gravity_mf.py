@@ -58,12 +58,11 @@ from __future__ import annotations
 import csv
 import os
 import sys
-import time
 from typing import Sequence
 
 import numpy as np
 
-from experiments import report as report_lib
+from experiments import ablation_common, report as report_lib
 from experiments import sweep
 from experiments.configs import movielens
 from jaxrec import train
@@ -284,7 +283,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, variants: Sequence[str] |
   if not os.path.isfile(movies):
     raise train.ConfigError(f"{movies} not found: the genre silhouette needs the movies.csv "
                             "of a MovieLens 'latest' folder beside ratings.csv")
-  clock = _Clock()
+  clock = ablation_common.Clock()
   runs = strategies()
   if variants is not None:
     unknown = set(variants) - {r.strategy for r in runs}
@@ -308,7 +307,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, variants: Sequence[str] |
     rows.append({"strategy": RANDOM, "seed": int(seed), "overrides": "{}", "workdir": "",
                  **random_reference(inter_by_seed[int(seed)][1], int(config.model.dim),
                                     int(seed))})
-  _write_csv(os.path.join(workdir, "results.csv"), rows)
+  sweep.write_csv_atomic(os.path.join(workdir, "results.csv"), rows)
   summary = report_lib.summarize(report_lib.read_results(workdir))
   notes = checks(summary)
   order = [r.strategy for r in runs if r.strategy in summary] + [RANDOM]
@@ -320,12 +319,12 @@ def run(config, workdir: str, seeds: Sequence[int], *, variants: Sequence[str] |
             movies, min_count=genre_min_ratings)
   facts = clock.facts()
   n_items = int(np.sum(inter_by_seed[int(seeds[0])][1] >= 0))
-  _append(os.path.join(workdir, "summary.md"), [
+  ablation_common.append_lines(os.path.join(workdir, "summary.md"), [
       "", f"Genre metrics over the {n_items} items with >= {genre_min_ratings} train ratings "
       "(seed " + str(seeds[0]) + "), labelled by their first genre in movies.csv (MovieLens "
       "lists genres alphabetically, so 'first' favours Action/Adventure/Animation); "
       f"genre_knn@{KNN} = share of an item's {KNN} nearest items (cosine) with its genre.",
-      *_facts_lines(facts, seeds, config)])
+      *ablation_common.facts_lines(facts, seeds, config)])
   for n in notes:
     log(n)
   log(f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see "
@@ -371,61 +370,6 @@ def _plot_pca(workdir, panels, train_inter, movies, top_genres=6, min_count=20):
   return path
 
 
-# --------------------------------------------------------------------------------------
-# Small shared helpers (kept local: each ablation script stands alone).
-
-
-class _Clock:
-  """Wall and process CPU time (all threads) since construction."""
-
-  def __init__(self):
-    self.wall, self.cpu = time.time(), time.process_time()
-
-  def facts(self) -> dict:
-    return {"wall_seconds": time.time() - self.wall,
-            "cpu_seconds": time.process_time() - self.cpu,
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "cpu_count": os.cpu_count()}
-
-
-def _facts_lines(facts, seeds, config) -> list[str]:
-  load = facts["load_average"]
-  return ["", "## Run", "",
-          f"- seeds: {', '.join(str(s) for s in seeds)}; data: `{config.data.path}`; "
-          f"steps: {config.train.steps}",
-          f"- wall {facts['wall_seconds']:.0f} s, process CPU {facts['cpu_seconds']:.0f} s "
-          f"(all threads) on {facts['cpu_count']} cores"
-          + (f", 1-min load average {load:.1f} at the end" if load is not None else "")
-          + " (runs found finished in the workdir are not retrained and not timed)"]
-
-
-def _append(path, lines):
-  with open(path, "a") as f:
-    f.write("\n".join(lines) + "\n")
-
-
-def _write_csv(path, rows):
-  fields: list[str] = []
-  for r in rows:
-    fields += [k for k in r if k not in fields]
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-  os.replace(tmp, path)
-
-
-def check_data_path(path: str) -> None:
-  """Exit 2 with a clear message when the MovieLens folder is missing."""
-  if not os.path.exists(path):
-    print(f"error: --data_path={path!r} does not exist. This ablation needs MovieLens "
-          "ml-latest-small (ratings.csv and movies.csv); get it with `python -m "
-          "jaxrec.data.download --name=ml-latest-small --dest=DIR` and pass "
-          "--data_path=DIR/ml-latest-small", file=sys.stderr)
-    sys.exit(2)
-
-
 def quick_overrides(config):
   with config.unlocked():
     config.train.steps = min(int(config.train.steps), 1500)
@@ -434,7 +378,7 @@ def quick_overrides(config):
 
 
 def main(config, workdir, data_path, seeds, quick, genre_min_ratings=GENRE_MIN_RATINGS):
-  check_data_path(data_path)
+  ablation_common.check_data_path(data_path, "ml-latest-small (ratings.csv and movies.csv)")
   with config.unlocked():
     config.data.path = data_path
   if quick:

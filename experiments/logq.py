@@ -51,7 +51,7 @@ from typing import Sequence
 
 import numpy as np
 
-from experiments import report as report_lib
+from experiments import ablation_common, report as report_lib
 from experiments import sweep
 from experiments.configs import movielens
 from jaxrec import train
@@ -244,7 +244,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, sim_steps: int = SIM["ste
   """Trains every (temperature, log-Q) x seed (resumable), runs the simulation (keyword
   arguments of `simulate` in sim_options), writes summary.md, logq_recall.png and
   freq_estimation.png. Returns the summary dict (plus "_simulation": the curves)."""
-  clock = _Clock()
+  clock = ablation_common.Clock()
   ks = tuple(int(k) for k in config.eval.ks)
   runs = strategies(temperatures)
   log(f"logq: {len(runs)} runs x {len(seeds)} seeds -> {workdir}")
@@ -260,7 +260,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, sim_steps: int = SIM["ste
   plot_simulation(workdir, sim)
   sim_seconds = time.time() - t_sim
   facts = clock.facts()
-  _append(os.path.join(workdir, "summary.md"), [
+  ablation_common.append_lines(os.path.join(workdir, "summary.md"), [
       "", "## Table 1 form", "",
       f"Yi et al. report the same comparison on their data; here ml-latest-small, MF towers "
       f"D={config.model.dim}, normalised, {config.train.steps} steps of batch "
@@ -271,56 +271,13 @@ def run(config, workdir: str, seeds: Sequence[int], *, sim_steps: int = SIM["ste
       f"{sim['switch']}, H=2M for the alpha curves and H={sim['colliding_buckets']} with "
       f"alpha={sim['hash_alpha']} for the hash curves; error = sum_i |p_hat_i - p_i| / "
       f"sum_i p_i ({sim_seconds:.0f} s).", "",
-      *simulation_lines(sim), *_facts_lines(facts, seeds, config)])
+      *simulation_lines(sim), *ablation_common.facts_lines(facts, seeds, config)])
   for n in notes:
     log(n)
   log(f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see "
       f"{os.path.join(workdir, 'summary.md')}")
   summary["_simulation"] = sim
   return summary
-
-
-# --------------------------------------------------------------------------------------
-# Small shared helpers (kept local: each ablation script stands alone).
-
-
-class _Clock:
-  """Wall and process CPU time (all threads) since construction."""
-
-  def __init__(self):
-    self.wall, self.cpu = time.time(), time.process_time()
-
-  def facts(self) -> dict:
-    return {"wall_seconds": time.time() - self.wall,
-            "cpu_seconds": time.process_time() - self.cpu,
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "cpu_count": os.cpu_count()}
-
-
-def _facts_lines(facts, seeds, config) -> list[str]:
-  load = facts["load_average"]
-  return ["", "## Run", "",
-          f"- seeds: {', '.join(str(s) for s in seeds)}; data: `{config.data.path}`; "
-          f"steps: {config.train.steps}",
-          f"- wall {facts['wall_seconds']:.0f} s, process CPU {facts['cpu_seconds']:.0f} s "
-          f"(all threads) on {facts['cpu_count']} cores"
-          + (f", 1-min load average {load:.1f} at the end" if load is not None else "")
-          + " (runs found finished in the workdir are not retrained and not timed)"]
-
-
-def _append(path, lines):
-  with open(path, "a") as f:
-    f.write("\n".join(lines) + "\n")
-
-
-def check_data_path(path: str) -> None:
-  """Exit 2 with a clear message when the MovieLens folder is missing."""
-  if not os.path.exists(path):
-    print(f"error: --data_path={path!r} does not exist. This ablation needs MovieLens "
-          "ml-latest-small; get it with `python -m jaxrec.data.download "
-          "--name=ml-latest-small --dest=DIR` and pass --data_path=DIR/ml-latest-small",
-          file=sys.stderr)
-    sys.exit(2)
 
 
 def quick_overrides(config):
@@ -331,7 +288,7 @@ def quick_overrides(config):
 
 
 def main(config, workdir, data_path, seeds, quick):
-  check_data_path(data_path)
+  ablation_common.check_data_path(data_path)
   with config.unlocked():
     config.data.path = data_path
   if quick:

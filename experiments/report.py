@@ -10,7 +10,6 @@ item and query embeddings coloured by group for chosen strategies (the picture o
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 from typing import Sequence

@@ -50,16 +50,14 @@ metric measures.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import os
 import sys
-import time
 from typing import Sequence
 
 import numpy as np
 
-from experiments import report as report_lib
+from experiments import ablation_common, report as report_lib
 from experiments import sweep
 from experiments.configs import movielens
 from jaxrec import train
@@ -255,7 +253,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, num_negatives: int = 100,
         mf_dims: Sequence[int] = MF_DIMS, log=print) -> dict:
   """Trains the models x seeds (resumable), adds popularity and the sampled metric,
   writes results.csv, summary.md, metrics_bars.png and full_vs_sampled.png."""
-  clock = _Clock()
+  clock = ablation_common.Clock()
   runs = strategies(mf_dims)
   log(f"sampled_metrics: {len(runs)} trained models + popularity x {len(seeds)} seeds "
       f"-> {workdir}")
@@ -273,7 +271,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, num_negatives: int = 100,
     if int(seed) not in data:
       data[int(seed)] = train.load_data(config.data, int(seed))
     rows.append(popularity_row(config, int(seed), num_negatives, data[int(seed)]))
-  _write_csv(os.path.join(workdir, "results.csv"), rows)
+  sweep.write_csv_atomic(os.path.join(workdir, "results.csv"), rows)
   rows = report_lib.read_results(workdir)
   summary = report_lib.summarize(rows)
   notes = reorder_notes(summary, rows, FULL) + reorder_notes(summary, rows, FULL_HR)
@@ -283,7 +281,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, num_negatives: int = 100,
   report_lib.plot_bars(workdir, summary, [FULL, FULL_HR, SAMPLED], "metrics_bars.png", order)
   _plot_scatter(workdir, summary)
   facts = clock.facts()
-  _append(os.path.join(workdir, "summary.md"), [
+  ablation_common.append_lines(os.path.join(workdir, "summary.md"), [
       "", "## Rankings", "",
       f"sampled_hr@10: each test pair against {num_negatives} uniform unseen items (same "
       f"draws for every model of a seed); {FULL_HR}: the same test pairs against all unseen "
@@ -291,7 +289,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, num_negatives: int = 100,
       "isolates the effect of sampling); recall@10: per user, full ranking. Never read a "
       "sampled metric without the full ones beside it.",
       "", *ranking_table(summary, [FULL, FULL_HR, SAMPLED]),
-      *_facts_lines(facts, seeds, config)])
+      *ablation_common.facts_lines(facts, seeds, config, show_steps=False)])
   for n in notes:
     log(n)
   log(f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see "
@@ -322,60 +320,6 @@ def _plot_scatter(workdir, summary) -> str:
   return path
 
 
-# --------------------------------------------------------------------------------------
-# Small shared helpers (kept local: each ablation script stands alone).
-
-
-class _Clock:
-  """Wall and process CPU time (all threads) since construction."""
-
-  def __init__(self):
-    self.wall, self.cpu = time.time(), time.process_time()
-
-  def facts(self) -> dict:
-    return {"wall_seconds": time.time() - self.wall,
-            "cpu_seconds": time.process_time() - self.cpu,
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "cpu_count": os.cpu_count()}
-
-
-def _facts_lines(facts, seeds, config) -> list[str]:
-  load = facts["load_average"]
-  return ["", "## Run", "",
-          f"- seeds: {', '.join(str(s) for s in seeds)}; data: `{config.data.path}`",
-          f"- wall {facts['wall_seconds']:.0f} s, process CPU {facts['cpu_seconds']:.0f} s "
-          f"(all threads) on {facts['cpu_count']} cores"
-          + (f", 1-min load average {load:.1f} at the end" if load is not None else "")
-          + " (runs found finished in the workdir are not retrained and not timed)"]
-
-
-def _append(path, lines):
-  with open(path, "a") as f:
-    f.write("\n".join(lines) + "\n")
-
-
-def _write_csv(path, rows):
-  fields: list[str] = []
-  for r in rows:
-    fields += [k for k in r if k not in fields]
-  tmp = f"{path}.tmp.{os.getpid()}"
-  with open(tmp, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=fields)
-    w.writeheader()
-    w.writerows(rows)
-  os.replace(tmp, path)
-
-
-def check_data_path(path: str) -> None:
-  """Exit 2 with a clear message when the MovieLens folder is missing."""
-  if not os.path.exists(path):
-    print(f"error: --data_path={path!r} does not exist. This ablation needs MovieLens "
-          "ml-latest-small; get it with `python -m jaxrec.data.download "
-          "--name=ml-latest-small --dest=DIR` and pass --data_path=DIR/ml-latest-small",
-          file=sys.stderr)
-    sys.exit(2)
-
-
 def quick_overrides(config):
   with config.unlocked():
     config.train.steps = min(int(config.train.steps), 1000)
@@ -384,7 +328,7 @@ def quick_overrides(config):
 
 
 def main(config, workdir, data_path, seeds, quick, num_negatives):
-  check_data_path(data_path)
+  ablation_common.check_data_path(data_path)
   with config.unlocked():
     config.data.path = data_path
   if quick:

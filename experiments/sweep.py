@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from absl import app, flags, logging
+from absl import app, flags
 import ml_collections
 from ml_collections import config_flags
 
@@ -136,6 +136,13 @@ def gather(sweep_dir: str, runs: Sequence[Run], seeds: Sequence[int]) -> str:
              "workdir": os.path.relpath(os.path.dirname(path), sweep_dir)}
       row.update(res["metrics"])
       rows.append(row)
+  out = os.path.join(sweep_dir, "results.csv")
+  write_csv_atomic(out, rows)
+  return out
+
+
+def write_csv_atomic(path: str, rows: Sequence[dict]) -> None:
+  """rows (dicts; columns in first-seen order) -> CSV at `path`, via a temp file + rename."""
   fields: list[str] = []
   for r in rows:
     fields += [k for k in r if k not in fields]
@@ -143,12 +150,10 @@ def gather(sweep_dir: str, runs: Sequence[Run], seeds: Sequence[int]) -> str:
   w = csv.DictWriter(buf, fieldnames=fields)
   w.writeheader()
   w.writerows(rows)
-  out = os.path.join(sweep_dir, "results.csv")
-  tmp = out + f".tmp.{os.getpid()}"
-  with open(tmp, "w") as f:
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w", newline="") as f:
     f.write(buf.getvalue())
-  os.replace(tmp, out)
-  return out
+  os.replace(tmp, path)
 
 
 def _parse_value(text: str):

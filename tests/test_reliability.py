@@ -2,11 +2,9 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from experiments.configs import synthetic

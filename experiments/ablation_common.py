@@ -1,0 +1,46 @@
+"""Helpers shared by the paper-ablation scripts (timing facts, summary lines, data check)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+class Clock:
+  """Wall and process CPU time (all threads) since construction."""
+
+  def __init__(self):
+    self.wall, self.cpu = time.time(), time.process_time()
+
+  def facts(self) -> dict:
+    return {"wall_seconds": time.time() - self.wall,
+            "cpu_seconds": time.process_time() - self.cpu,
+            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "cpu_count": os.cpu_count()}
+
+
+def facts_lines(facts, seeds, config, *, show_steps: bool = True) -> list[str]:
+  load = facts["load_average"]
+  data = f"- seeds: {', '.join(str(s) for s in seeds)}; data: `{config.data.path}`"
+  if show_steps:
+    data += f"; steps: {config.train.steps}"
+  return ["", "## Run", "", data,
+          f"- wall {facts['wall_seconds']:.0f} s, process CPU {facts['cpu_seconds']:.0f} s "
+          f"(all threads) on {facts['cpu_count']} cores"
+          + (f", 1-min load average {load:.1f} at the end" if load is not None else "")
+          + " (runs found finished in the workdir are not retrained and not timed)"]
+
+
+def append_lines(path, lines):
+  with open(path, "a") as f:
+    f.write("\n".join(lines) + "\n")
+
+
+def check_data_path(path: str, what: str = "ml-latest-small") -> None:
+  """Exit 2 with a clear message when the MovieLens folder is missing."""
+  if not os.path.exists(path):
+    print(f"error: --data_path={path!r} does not exist. This ablation needs MovieLens "
+          f"{what}; get it with `python -m jaxrec.data.download --name=ml-latest-small "
+          "--dest=DIR` and pass --data_path=DIR/ml-latest-small", file=sys.stderr)
+    sys.exit(2)
