@@ -44,3 +44,24 @@ def check_data_path(path: str, what: str = "ml-latest-small") -> None:
           f"{what}; get it with `python -m jaxrec.data.download --name=ml-latest-small "
           "--dest=DIR` and pass --data_path=DIR/ml-latest-small", file=sys.stderr)
     sys.exit(2)
+
+
+def movielens_base(data_path: str):
+  """The MovieLens base config of the ablations, pinned here so that retuning
+  `experiments/configs/movielens.py` does not silently change them: the synthetic config's
+  defaults with MovieLens data, a 64-d softmax DNN (one ReLU layer of 256, bags of 64),
+  dot-product scores at temperature 1, full softmax, row-wise Adagrad lr 0.1, 3000 steps."""
+  from experiments.configs import synthetic
+  c = synthetic.get_config()
+  c.data.name = "movielens"
+  c.data.path = data_path
+  c.model.dim = 64
+  c.model.hidden = (256,)
+  c.model.max_bag = 64
+  c.loss.name = "full"
+  c.train.steps = 3000
+  c.train.batch_size = 256
+  c.train.learning_rate = 0.1
+  c.train.log_every = 500
+  c.train.checkpoint_every = 1000
+  return c

@@ -90,8 +90,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import sweep
-from experiments.configs import movielens as movielens_config
+from experiments import ablation_common, sweep
 from experiments.configs import synthetic as synthetic_config
 from jaxrec import diagnostics, losses, samplers, train
 
@@ -372,8 +371,7 @@ def base_config(dataset: str, *, data_path: str, train_steps: int, seed: int):
   if dataset == "synthetic":
     config = synthetic_config.get_config()
   elif dataset == "movielens":
-    config = movielens_config.get_config()
-    config.data.path = data_path
+    config = ablation_common.movielens_base(data_path)
   else:
     raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
   config.seed = seed

@@ -64,7 +64,6 @@ import numpy as np
 
 from experiments import ablation_common, report as report_lib
 from experiments import sweep
-from experiments.configs import movielens
 from jaxrec import train
 
 DEFAULT_DATA = "../shared/data/ml-latest-small"
@@ -79,7 +78,7 @@ NO_GENRE = "(no genres listed)"
 
 def get_config():
   """Base config: MF, D = 35, squared error to 1 on observed pairs (no negatives)."""
-  c = movielens.get_config()
+  c = ablation_common.movielens_base(DEFAULT_DATA)
   c.data.path = DEFAULT_DATA
   c.model.name = "mf"
   c.model.dim = 35

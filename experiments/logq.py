@@ -53,7 +53,6 @@ import numpy as np
 
 from experiments import ablation_common, report as report_lib
 from experiments import sweep
-from experiments.configs import movielens
 from jaxrec import train
 
 DEFAULT_DATA = "../shared/data/ml-latest-small"
@@ -69,7 +68,7 @@ SIM_HASH_ALPHA = 0.01
 
 def get_config():
   """Base config: normalised two-tower MF, in-batch softmax."""
-  c = movielens.get_config()
+  c = ablation_common.movielens_base(DEFAULT_DATA)
   c.data.path = DEFAULT_DATA
   c.model.name = "mf"
   c.model.dim = 64

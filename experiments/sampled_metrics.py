@@ -59,7 +59,6 @@ import numpy as np
 
 from experiments import ablation_common, report as report_lib
 from experiments import sweep
-from experiments.configs import movielens
 from jaxrec import train
 
 DEFAULT_DATA = "../shared/data/ml-latest-small"
@@ -74,7 +73,7 @@ def get_config():
   """Base config of the trained models: L2-normalised towers, in-batch softmax with log-Q
   at temperature 0.14 (the best setting of experiments/logq.py), 3000 steps. Each model
   adds its own overrides (`strategies`); `--config.*` flags change the base for all."""
-  c = movielens.get_config()
+  c = ablation_common.movielens_base(DEFAULT_DATA)
   c.data.path = DEFAULT_DATA
   c.model.normalize = True
   c.loss.name = "sampled"
