@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from experiments import sweep
 from experiments.configs import synthetic
 from jaxrec import train
 from jaxrec.data import DataError
@@ -26,13 +27,7 @@ def cfg(**over):
   c.train.log_every = 20
   c.train.checkpoint_every = 0
   c.sampler.num_negatives = 8
-  for k, v in over.items():
-    node = c
-    *ps, leaf = k.split(".")
-    for p in ps:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return sweep.apply_overrides(c, tuple(over.items()))
 
 
 @pytest.mark.parametrize("over,message", [

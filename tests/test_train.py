@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from experiments import sweep
 from experiments.configs import synthetic
 from jaxrec import metrics, train
 
@@ -29,13 +30,7 @@ def small_config(**over):
   c.train.checkpoint_every = 0
   c.sampler.num_negatives = 32
   c.sampler.pool_size = 64
-  for k, v in over.items():
-    node = c
-    *ps, leaf = k.split(".")
-    for p in ps:
-      node = node[p]
-    node[leaf] = v
-  return c
+  return sweep.apply_overrides(c, tuple(over.items()))
 
 
 @pytest.fixture(scope="module")
