@@ -319,6 +319,19 @@ def _groups(name, explicit, train, test, size):
     return value.astype(np.int64)
 
 
+def _pair_keys(train, test, num_users: int, num_items: int):
+    """Validated (user, item) pairs as sorted unique keys u * N + i: (train_keys,
+    test_keys), with test pairs that also occur in train dropped."""
+    tr_u, tr_i = _pairs(train, "train")
+    te_u, te_i = _pairs(test, "test")
+    for ids, upper, what in ((tr_u, num_users, "train user"), (tr_i, num_items, "train item"),
+                             (te_u, num_users, "test user"), (te_i, num_items, "test item")):
+        _check_range(ids, upper, what)
+    train_keys = np.unique(tr_u * num_items + tr_i)
+    test_keys = np.unique(te_u * num_items + te_i)
+    return train_keys, test_keys[~np.isin(test_keys, train_keys, assume_unique=True)]
+
+
 def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
              eval_users=None, chunk_size=DEFAULT_CHUNK_SIZE,
              query_batch=DEFAULT_QUERY_BATCH, relatedness=None, user_groups=None,
@@ -361,15 +374,7 @@ def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
         raise ValueError(f"max(ks)={max_k} exceeds the number of items N={num_items}")
     for data, name in ((train, "train"), (test, "test")):
         _check_sizes(data, name, num_users, num_items)
-    tr_u, tr_i = _pairs(train, "train")
-    te_u, te_i = _pairs(test, "test")
-    for ids, upper, what in ((tr_u, num_users, "train user"), (tr_i, num_items, "train item"),
-                             (te_u, num_users, "test user"), (te_i, num_items, "test item")):
-        _check_range(ids, upper, what)
-
-    train_keys = np.unique(tr_u * num_items + tr_i)
-    test_keys = np.unique(te_u * num_items + te_i)
-    test_keys = test_keys[~np.isin(test_keys, train_keys, assume_unique=True)]
+    train_keys, test_keys = _pair_keys(train, test, num_users, num_items)
     test_users = test_keys // num_items
     users = np.unique(test_users)
     if eval_users is not None:
@@ -513,14 +518,7 @@ def sampled_hit_rate(query_UxD, items_NxD, train, test, *, num_negatives=100, k=
     if k > num_negatives:
         raise ValueError(f"k={k} must be <= num_negatives={num_negatives} "
                          "(otherwise every test item is a hit)")
-    tr_u, tr_i = _pairs(train, "train")
-    te_u, te_i = _pairs(test, "test")
-    for ids, upper, what in ((tr_u, num_users, "train user"), (tr_i, num_items, "train item"),
-                             (te_u, num_users, "test user"), (te_i, num_items, "test item")):
-        _check_range(ids, upper, what)
-    train_keys = np.unique(tr_u * num_items + tr_i)
-    test_keys = np.unique(te_u * num_items + te_i)
-    test_keys = test_keys[~np.isin(test_keys, train_keys, assume_unique=True)]
+    train_keys, test_keys = _pair_keys(train, test, num_users, num_items)
     if test_keys.size == 0:
         raise ValueError("test has no (user, item) pair outside train")
     seen = np.union1d(train_keys, test_keys)
