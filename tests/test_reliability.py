@@ -153,3 +153,48 @@ def test_torn_checkpoint_is_skipped_for_the_previous_one(tmp_path):
   res = train.train_and_evaluate(c, str(wd), verbose=False)
   assert res["run"]["resumed_from_step"] == 40
   assert res["metrics"] == ref
+
+
+_KILL_DURING_SAVE = r"""
+import os, signal, sys, threading, time
+wd = sys.argv[1]
+ck = os.path.join(wd, "checkpoints")
+
+def watch():  # SIGKILL ourselves while a checkpoint is being written (its tmp folder exists),
+  while True:  # once an earlier checkpoint is complete
+    try:
+      names = os.listdir(ck)
+    except OSError:
+      names = []
+    if any(n.isdigit() for n in names) and any("tmp" in n for n in names):
+      os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.0002)
+
+threading.Thread(target=watch, daemon=True).start()
+from experiments import sweep
+from experiments.configs import synthetic
+from jaxrec import train
+c = synthetic.get_config()
+over = dict(eval(sys.argv[2]))
+train.train_and_evaluate(sweep.apply_overrides(c, tuple(over.items())), wd, verbose=False)
+"""
+
+
+def test_sigkill_during_checkpoint_write_then_rerun_matches(tmp_path):
+  """Kill -9 while orbax is writing a checkpoint: the half-written step is never restored,
+  the rerun resumes from the last complete one and ends with the uninterrupted metrics."""
+  over = {"data.num_users": 300, "data.num_items": 200, "data.interactions_per_user": 10,
+          "model.dim": 8, "model.hidden": (16,), "train.steps": 400, "train.batch_size": 32,
+          "train.log_every": 50, "train.checkpoint_every": 50, "sampler.num_negatives": 8}
+  wd = tmp_path / "killed"
+  r = subprocess.run([sys.executable, "-c", _KILL_DURING_SAVE, str(wd), repr(over)], cwd=REPO,
+                     capture_output=True, text=True, timeout=300)
+  assert r.returncode == -9, r.stderr[-1500:]  # it really died by SIGKILL ...
+  names = os.listdir(wd / "checkpoints")
+  assert any("tmp" in n for n in names), names  # ... in the middle of a save
+  assert not (wd / "results.json").exists()
+  done = max(int(n) for n in names if n.isdigit())
+  res = train.train_and_evaluate(cfg(**over), str(wd), verbose=False)
+  assert res["run"]["resumed_from_step"] == done
+  ref = train.train_and_evaluate(cfg(**over), str(tmp_path / "ref"), verbose=False)
+  assert res["metrics"] == ref["metrics"]
