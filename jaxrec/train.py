@@ -504,11 +504,15 @@ def item_embeddings(spec: StepSpec, state: TrainState):
   return _maybe_normalize(spec, state.tables["item"])
 
 
+def evaluate_embeddings(query_UxD, items_NxD, train, test, eval_cfg) -> dict[str, float]:
+  """Full-ranking metrics of given embeddings (per-shard top-K on several devices)."""
+  return metrics.evaluate(query_UxD, items_NxD, train, test, ks=tuple(eval_cfg.ks),
+                          chunk_size=int(eval_cfg.chunk_size), topk_fn=sharding.sharded_topk)
+
+
 def evaluate_state(spec, state, data, train, test, eval_cfg) -> dict[str, float]:
-  query = query_embeddings(spec, state, data)
-  return metrics.evaluate(query, item_embeddings(spec, state), train, test,
-                          ks=tuple(eval_cfg.ks), chunk_size=int(eval_cfg.chunk_size),
-                          topk_fn=sharding.sharded_topk)
+  return evaluate_embeddings(query_embeddings(spec, state, data), item_embeddings(spec, state),
+                             train, test, eval_cfg)
 
 
 # --------------------------------------------------------------------------------------
@@ -671,11 +675,11 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh
   ckpt.close()
 
   t_eval = time.time()
-  final = evaluate_state(spec, state, ddata, train, test, config.eval)
+  query, items = query_embeddings(spec, state, ddata), item_embeddings(spec, state)
+  final = evaluate_embeddings(query, items, train, test, config.eval)
   eval_seconds = time.time() - t_eval
   if config.eval.save_embeddings:
-    save_embeddings(workdir, query_embeddings(spec, state, ddata), item_embeddings(spec, state),
-                    train)
+    save_embeddings(workdir, query, items, train)
   _append_jsonl(mpath, {"step": steps, **final})
   trained = steps - start
   results = {
@@ -724,9 +728,7 @@ def _wals_run(config, workdir, train, test, verbose) -> dict:
   t_eval = time.time()
   if config.eval.save_embeddings:
     save_embeddings(workdir, state.users_UxD, state.items_NxD, train)
-  final = metrics.evaluate(state.users_UxD, state.items_NxD, train, test,
-                           ks=tuple(config.eval.ks), chunk_size=int(config.eval.chunk_size),
-                           topk_fn=sharding.sharded_topk)
+  final = evaluate_embeddings(state.users_UxD, state.items_NxD, train, test, config.eval)
   results = {
       "metrics": final,
       "run": {**run_facts(), "steps": int(m.iterations), "resumed_from_step": 0,
