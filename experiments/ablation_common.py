@@ -65,3 +65,27 @@ def movielens_base(data_path: str):
   c.train.log_every = 500
   c.train.checkpoint_every = 1000
   return c
+
+
+def prepare(config, data_path: str, seeds, quick: bool, *, quick_steps: int,
+            what: str = "ml-latest-small"):
+  """The common start of an ablation's main: check the data path (exit 2), point the config
+  at it, and for --quick cap the steps (and log interval); seeds default to 0,1,2 (--quick:
+  0). Returns (config, seeds as ints)."""
+  check_data_path(data_path, what)
+  with config.unlocked():
+    config.data.path = data_path
+    if quick:
+      config.train.steps = min(int(config.train.steps), quick_steps)
+      config.train.log_every = min(int(config.train.log_every), 500)
+  return config, [int(s) for s in (seeds or (["0"] if quick else ["0", "1", "2"]))]
+
+
+def exit_on_config_error(fn, *args, **kwargs):
+  """Runs fn; a ConfigError becomes one 'error: ...' line on stderr and exit status 2."""
+  from jaxrec import train
+  try:
+    return fn(*args, **kwargs)
+  except train.ConfigError as err:
+    print(f"error: {err}", file=sys.stderr)
+    sys.exit(2)

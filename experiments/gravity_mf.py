@@ -57,7 +57,6 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 from typing import Sequence
 
 import numpy as np
@@ -369,25 +368,12 @@ def _plot_pca(workdir, panels, train_inter, movies, top_genres=6, min_count=20):
   return path
 
 
-def quick_overrides(config):
-  with config.unlocked():
-    config.train.steps = min(int(config.train.steps), 1500)
-    config.train.log_every = min(int(config.train.log_every), 500)
-  return config
-
-
 def main(config, workdir, data_path, seeds, quick, genre_min_ratings=GENRE_MIN_RATINGS):
-  ablation_common.check_data_path(data_path, "ml-latest-small (ratings.csv and movies.csv)")
-  with config.unlocked():
-    config.data.path = data_path
-  if quick:
-    config = quick_overrides(config)
-  seeds = [int(s) for s in (seeds or (["0"] if quick else ["0", "1", "2"]))]
-  try:
-    run(config, workdir, seeds, genre_min_ratings=genre_min_ratings)
-  except train.ConfigError as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+  config, seeds = ablation_common.prepare(
+      config, data_path, seeds, quick, quick_steps=1500,
+      what="ml-latest-small (ratings.csv and movies.csv)")
+  ablation_common.exit_on_config_error(run, config, workdir, seeds,
+                                       genre_min_ratings=genre_min_ratings)
 
 
 if __name__ == "__main__":

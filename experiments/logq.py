@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from typing import Sequence
 
@@ -53,7 +52,6 @@ import numpy as np
 
 from experiments import ablation_common, report as report_lib
 from experiments import sweep
-from jaxrec import train
 
 DEFAULT_DATA = "../shared/data/ml-latest-small"
 TEMPERATURES = (0.05, 0.07, 0.14)
@@ -279,25 +277,10 @@ def run(config, workdir: str, seeds: Sequence[int], *, sim_steps: int = SIM["ste
   return summary
 
 
-def quick_overrides(config):
-  with config.unlocked():
-    config.train.steps = min(int(config.train.steps), 1000)
-    config.train.log_every = min(int(config.train.log_every), 500)
-  return config
-
-
 def main(config, workdir, data_path, seeds, quick):
-  ablation_common.check_data_path(data_path)
-  with config.unlocked():
-    config.data.path = data_path
-  if quick:
-    config = quick_overrides(config)
-  seeds = [int(s) for s in (seeds or (["0"] if quick else ["0", "1", "2"]))]
-  try:
-    run(config, workdir, seeds, sim_steps=4000 if quick else SIM["steps"])
-  except train.ConfigError as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+  config, seeds = ablation_common.prepare(config, data_path, seeds, quick, quick_steps=1000)
+  ablation_common.exit_on_config_error(run, config, workdir, seeds,
+                                       sim_steps=4000 if quick else SIM["steps"])
 
 
 if __name__ == "__main__":

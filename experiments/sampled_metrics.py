@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import sys
 from typing import Sequence
 
 import numpy as np
@@ -319,25 +318,10 @@ def _plot_scatter(workdir, summary) -> str:
   return path
 
 
-def quick_overrides(config):
-  with config.unlocked():
-    config.train.steps = min(int(config.train.steps), 1000)
-    config.train.log_every = min(int(config.train.log_every), 500)
-  return config
-
-
 def main(config, workdir, data_path, seeds, quick, num_negatives):
-  ablation_common.check_data_path(data_path)
-  with config.unlocked():
-    config.data.path = data_path
-  if quick:
-    config = quick_overrides(config)
-  seeds = [int(s) for s in (seeds or (["0"] if quick else ["0", "1", "2"]))]
-  try:
-    run(config, workdir, seeds, num_negatives=num_negatives)
-  except train.ConfigError as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+  config, seeds = ablation_common.prepare(config, data_path, seeds, quick, quick_steps=1000)
+  ablation_common.exit_on_config_error(run, config, workdir, seeds,
+                                       num_negatives=num_negatives)
 
 
 if __name__ == "__main__":
