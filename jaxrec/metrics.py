@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "topk",
     "evaluate",
+    "heldout_softmax_loss",
     "sampled_hit_rate",
     "sample_unseen_items",
     "popularity_scores",
@@ -462,6 +463,57 @@ def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
     out["folding_auc"] = float(np.mean(auc_num[ok] / pairs[ok])) if ok.any() else math.nan
     out["folding_score"] = float(np.mean(fold_sum / np.maximum(n_unseen, 1)))
     return out
+
+
+# ----------------------------------------------------------------------------------
+# Held-out full-softmax loss
+# ----------------------------------------------------------------------------------
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _softmax_nll_batch(query_PxD, items_NxD, pos_P, inv_t, *, chunk_size):
+    """-log softmax(q_p . V / T)[pos_p] for each pair, streaming the items in chunks."""
+    n = items_NxD.shape[0]
+    q = query_PxD * inv_t
+    pos_logit = jnp.sum(q * items_NxD[pos_P], axis=1)
+    lse = jnp.full(q.shape[:1], -jnp.inf, jnp.float32)
+    for start in range(0, n, chunk_size):
+        block = jnp.dot(q, items_NxD[start:start + chunk_size].T, precision=_HIGHEST)
+        lse = jnp.logaddexp(lse, jax.nn.logsumexp(block, axis=1))
+    return lse - pos_logit
+
+
+def heldout_softmax_loss(query_UxD, items_NxD, test, *, temperature=1.0,
+                         chunk_size=DEFAULT_CHUNK_SIZE, pair_batch=1024) -> float:
+    """Mean full-softmax cross-entropy of the held-out pairs (the objective that every
+    sampled softmax estimates, Bengio & Senecal 2008):
+
+      loss = mean_{(u,i) in test} [ logsumexp_j (q_u . v_j / T) - q_u . v_i / T ]
+
+    over all N items (train items are not masked: this is the model's own softmax, not a
+    ranking). Float32 throughout; items streamed in chunks of `chunk_size` rows."""
+    query, items = _embeddings(query_UxD, items_NxD)
+    users, pos = _pairs(test, "test")
+    _check_range(users, query.shape[0], "test user")
+    _check_range(pos, items.shape[0], "test item")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0; got {temperature!r}")
+    if users.size == 0:
+        return math.nan
+    chunk = min(_positive_int(chunk_size, "chunk_size"), items.shape[0])
+    pair_batch = _positive_int(pair_batch, "pair_batch")
+    inv_t = jnp.float32(1.0 / temperature)
+    total = 0.0
+    for start in range(0, users.size, pair_batch):
+        u = users[start:start + pair_batch]
+        p = pos[start:start + pair_batch]
+        real = u.size
+        if real < pair_batch and users.size > pair_batch:  # one compiled shape
+            u, p = np.pad(u, (0, pair_batch - real)), np.pad(p, (0, pair_batch - real))
+        nll = _softmax_nll_batch(query[jnp.asarray(u)], items, jnp.asarray(p), inv_t,
+                                 chunk_size=chunk)
+        total += float(jnp.sum(nll[:real]))
+    return total / users.size
 
 
 # ----------------------------------------------------------------------------------

@@ -388,47 +388,83 @@ def freq_log_q(state: FreqState, ids: Array) -> Array:
   return -jnp.log(jnp.maximum(jnp.max(b, axis=0), 1.0))
 
 
-def in_batch(pos_ids_B: Array, freq_state: FreqState) -> Negatives:
-  """The batch's positives as shared negatives [B], with Yi et al.'s logQ correction.
+def in_batch(pos_ids_B: Array, freq_state: FreqState,
+             num_negatives: Optional[int] = None) -> Negatives:
+  """The batch's positives as shared negatives [K], with Yi et al.'s logQ correction.
 
   Yi et al. 2019 (eq. 3) correct each in-batch logit by s_ij - log(p_j), p_j = probability
-  that item j is in a batch (from `freq_log_q`). `sampled_softmax` subtracts log(K q) with
-  K = B here, so we return log_q = log(p_j) - log(B), making log(K q) = log(p_j): p_j is
-  read as the expected count of j among the B in-batch negatives, which is accurate when
-  B q_j << 1 (P(j in batch) = 1 - (1 - q_j)^B ~ B q_j) and underestimates the count of
-  very popular items. Call after `freq_update` with these ids (as the train step does);
-  an id the estimator never saw gets log_q = -inf. Row i's own positive is among the
-  negatives: `sampled_softmax` masks it as an accidental hit (neg_ids == pos_ids).
+  that item j is in a batch of B (from `freq_log_q`). With K = num_negatives <= B (default
+  B) the negatives are the first K positives of the batch (a uniformly random K of them
+  when the batch is i.i.d. pairs), so j's expected count among them is p_j K / B.
+  `sampled_softmax` subtracts log(K q), so we return log_q = log(p_j) - log(B), making
+  log(K q) = log(p_j K / B). p_j is read as the expected count of j in the batch, which is
+  accurate when B q_j << 1 (P(j in batch) = 1 - (1 - q_j)^B ~ B q_j) and underestimates the
+  count of very popular items. Call after `freq_update` with the whole batch (as the train
+  step does); an id the estimator never saw gets log_q = -inf. Row i's own positive may be
+  among the negatives: `sampled_softmax` masks it as an accidental hit.
   """
   ids = jnp.asarray(pos_ids_B).astype(jnp.int32)
   if ids.ndim != 1:
     raise ValueError(f"pos_ids_B must be 1-D, got shape {ids.shape}")
-  return Negatives(ids, freq_log_q(freq_state, ids) - math.log(ids.shape[0]))
+  batch = ids.shape[0]
+  k = batch if num_negatives is None else _check_int("num_negatives", num_negatives, 1)
+  if k > batch:
+    raise ValueError(f"num_negatives={k} exceeds the batch size {batch}")
+  ids = ids[:k]
+  return Negatives(ids, freq_log_q(freq_state, ids) - math.log(batch))
 
 
 def mixed(key: Array, pos_ids_B: Array, freq_state: FreqState, num_items: int,
-          num_uniform: int) -> Negatives:
-  """Mixed negative sampling (Yang et al., WWW 2020): B in-batch + B' uniform ids [B+B'].
+          num_uniform: int, num_batch: Optional[int] = None) -> Negatives:
+  """Mixed negative sampling (Yang et al., WWW 2020): K_b in-batch + B' uniform ids.
 
-  The K = B + B' negatives are one multiset drawn from two sources; the expected number
-  of copies of item j in it is
+  K_b = num_batch <= B (default B) of the batch's positives (the first K_b, as in
+  `in_batch`) and B' uniform ids form one multiset of K = K_b + B' negatives; the expected
+  number of copies of item j in it is
 
-    E_j = p_j + B'/N,   p_j = in-batch expected count (Yi estimate, as in `in_batch`),
+    E_j = p_j K_b / B + B'/N,   p_j = in-batch expected count (Yi estimate, as in `in_batch`),
 
   and the logQ correction must use this mixture count for EVERY copy of j, whichever part
   drew it (sum over copies of exp(s_j)/E_j then has expectation exp(s_j)). We return
   log_q = log(E_j / K) so that `sampled_softmax`'s log(K q) = log(E_j). Ids never seen by
-  the estimator have p_j = 0 and E_j = B'/N > 0 (finite).
+  the estimator have p_j = 0 and E_j = B'/N (finite when B' > 0).
   """
   num_items = _check_int("num_items", num_items, 1)
   num_uniform = _check_int("num_uniform", num_uniform, 0)
   pos = jnp.asarray(pos_ids_B).astype(jnp.int32)
   if pos.ndim != 1:
     raise ValueError(f"pos_ids_B must be 1-D, got shape {pos.shape}")
+  batch = pos.shape[0]
+  k_b = batch if num_batch is None else _check_int("num_batch", num_batch, 1)
+  if k_b > batch:
+    raise ValueError(f"num_batch={k_b} exceeds the batch size {batch}")
   extra = jax.random.randint(key, (num_uniform,), 0, num_items, dtype=jnp.int32)
-  ids = jnp.concatenate([pos, extra])
-  expected = jnp.exp(freq_log_q(freq_state, ids)) + num_uniform / num_items
+  ids = jnp.concatenate([pos[:k_b], extra])
+  expected = jnp.exp(freq_log_q(freq_state, ids)) * (k_b / batch) + num_uniform / num_items
   return Negatives(ids, jnp.log(expected) - math.log(ids.shape[0]))
+
+
+def with_uniform(key: Array, hard: Negatives, num_items: int, num_uniform: int) -> Negatives:
+  """Stratified mixture: per-row hard negatives [B,K_h] plus K_u uniform ids -> [B,K].
+
+  Each negative keeps the log q of the sampler that drew it. With K = K_h + K_u,
+  `sampled_softmax` then estimates the partition function by
+
+    sum_{j in hard} e^{s_j}/(K q_h(j)) + sum_{j in unif} e^{s_j}/(K/N)
+      = (K_h/K) Z_hat_hard + (K_u/K) Z_hat_unif,
+
+  a convex combination of two unbiased estimates of Z: unbiased (stratified importance
+  sampling; Owen 2013, ch. 9). The uniform ids are shared by the batch (broadcast)."""
+  num_items = _check_int("num_items", num_items, 1)
+  num_uniform = _check_int("num_uniform", num_uniform, 1)
+  if hard.ids.ndim != 2:
+    raise ValueError(f"hard negatives must be [B,K_h], got shape {hard.ids.shape}")
+  batch = hard.ids.shape[0]
+  uni = uniform(key, num_items, num_uniform)
+  ids = jnp.concatenate([hard.ids, jnp.broadcast_to(uni.ids, (batch, num_uniform))], axis=1)
+  log_q = jnp.concatenate(
+      [hard.log_q, jnp.broadcast_to(uni.log_q, (batch, num_uniform))], axis=1)
+  return Negatives(ids, log_q)
 
 
 def simulate_frequency_estimation(key: Array, num_items: int, batch_size: int,

@@ -114,6 +114,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _positive(m.regularization, "model.regularization", allow_zero=True)
   if lo.name == "sampled":
     _positive(s.num_negatives, "sampler.num_negatives")
+    _positive(s.batch_negatives, "sampler.batch_negatives", allow_zero=True)
+    if s.batch_negatives > t.batch_size:
+      raise ConfigError(f"sampler.batch_negatives={s.batch_negatives} exceeds "
+                        f"train.batch_size={t.batch_size} (in-batch negatives come from the "
+                        "batch)")
+    if not (isinstance(s.hard_fraction, (int, float)) and 0.0 <= s.hard_fraction <= 1.0):
+      raise ConfigError(f"sampler.hard_fraction={s.hard_fraction!r} must be in [0, 1]")
+    if s.hard_fraction != 1.0 and s.name not in PER_EXAMPLE_SAMPLERS:
+      raise ConfigError(f"sampler.hard_fraction={s.hard_fraction} applies to the hard "
+                        f"samplers {PER_EXAMPLE_SAMPLERS}, not sampler.name={s.name}")
+    if s.batch_negatives and s.name not in ("in_batch", "mixed"):
+      raise ConfigError(f"sampler.batch_negatives={s.batch_negatives} applies to in_batch "
+                        f"and mixed, not sampler.name={s.name}")
     if s.name in ("hard_pool", "hard_topk"):
       _positive(s.pool_size, "sampler.pool_size")
       if s.num_negatives > s.pool_size:
@@ -213,6 +226,8 @@ class StepSpec:
   hard_temperature: float
   freq_alpha: float
   num_uniform: int
+  batch_negatives: int
+  hard_fraction: float
   batch_size: int
   batching: str
   optimizer: str
@@ -231,7 +246,9 @@ class StepSpec:
         num_negatives=int(s.num_negatives), logq=bool(s.logq), replace=bool(s.replace),
         unigram_alpha=float(s.alpha), pool_size=int(s.pool_size),
         hard_temperature=float(s.temperature), freq_alpha=float(s.freq_alpha),
-        num_uniform=int(s.num_uniform) or int(t.batch_size), batch_size=int(t.batch_size),
+        num_uniform=int(s.num_uniform) or int(t.batch_size),
+        batch_negatives=int(s.batch_negatives) or int(t.batch_size),
+        hard_fraction=float(s.hard_fraction), batch_size=int(t.batch_size),
         batching=t.batching, optimizer=t.optimizer, learning_rate=float(t.learning_rate),
         skip_nonfinite=bool(t.skip_nonfinite))
 
@@ -342,18 +359,29 @@ def _negatives(spec: StepSpec, key, data: DeviceData, freq, pos_ids, query_sg, i
     neg = samplers.log_uniform(key, num_items, K)
     return neg._replace(ids=data.pop_order[neg.ids])
   if name == "in_batch":
-    return samplers.in_batch(pos_ids, freq)
+    return samplers.in_batch(pos_ids, freq, spec.batch_negatives)
   if name == "mixed":
-    return samplers.mixed(key, pos_ids, freq, num_items, spec.num_uniform)
+    return samplers.mixed(key, pos_ids, freq, num_items, spec.num_uniform,
+                          spec.batch_negatives)
+  # Hard samplers: round(hard_fraction * K) hard negatives per row, the rest uniform.
+  k_hard = int(round(spec.hard_fraction * K))
+  if k_hard == 0:
+    return samplers.uniform(key, num_items, K)
+  # (all hard: the step's key as it is, so f = 1 reproduces the plain hard sampler)
+  k_hard_key, k_uni_key = jax.random.split(key) if k_hard < K else (key, None)
   if name == "hard_exact":
-    return sharding.sharded_hard_exact(key, query_sg, items, K,
+    hard = sharding.sharded_hard_exact(k_hard_key, query_sg, items, k_hard,
                                        temperature=spec.hard_temperature,
                                        chunk_size=spec.chunk_size)
-  if name == "hard_pool":
-    return samplers.hard_pool(key, query_sg, items, K, pool_size=spec.pool_size,
+  elif name == "hard_pool":
+    hard = samplers.hard_pool(k_hard_key, query_sg, items, k_hard, pool_size=spec.pool_size,
                               temperature=spec.hard_temperature)
-  return samplers.hard_topk(key, query_sg, items, K, pool_size=spec.pool_size,
-                            pos_ids=pos_ids)
+  else:
+    hard = samplers.hard_topk(k_hard_key, query_sg, items, k_hard, pool_size=spec.pool_size,
+                              pos_ids=pos_ids)
+  if k_hard == K:
+    return hard
+  return samplers.with_uniform(k_uni_key, hard, num_items, K - k_hard)
 
 
 def _l2_normalize(x):
@@ -510,9 +538,19 @@ def evaluate_embeddings(query_UxD, items_NxD, train, test, eval_cfg) -> dict[str
                           chunk_size=int(eval_cfg.chunk_size), topk_fn=sharding.sharded_topk)
 
 
+def evaluate_model(spec, query_UxD, items_NxD, train, test, eval_cfg) -> dict[str, float]:
+  """Full-ranking metrics plus test_softmax_loss: the held-out pairs' cross-entropy under
+  the full softmax at the training temperature (what every sampled loss estimates)."""
+  out = evaluate_embeddings(query_UxD, items_NxD, train, test, eval_cfg)
+  out["test_softmax_loss"] = metrics.heldout_softmax_loss(
+      query_UxD, items_NxD, test, temperature=spec.temperature,
+      chunk_size=int(eval_cfg.chunk_size))
+  return out
+
+
 def evaluate_state(spec, state, data, train, test, eval_cfg) -> dict[str, float]:
-  return evaluate_embeddings(query_embeddings(spec, state, data), item_embeddings(spec, state),
-                             train, test, eval_cfg)
+  return evaluate_model(spec, query_embeddings(spec, state, data), item_embeddings(spec, state),
+                        train, test, eval_cfg)
 
 
 # --------------------------------------------------------------------------------------
@@ -676,7 +714,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh
 
   t_eval = time.time()
   query, items = query_embeddings(spec, state, ddata), item_embeddings(spec, state)
-  final = evaluate_embeddings(query, items, train, test, config.eval)
+  final = evaluate_model(spec, query, items, train, test, config.eval)
   eval_seconds = time.time() - t_eval
   if config.eval.save_embeddings:
     save_embeddings(workdir, query, items, train)

@@ -3,6 +3,7 @@ size: their metric helpers against brute force, and each script end to end on a 
 MovieLens-format folder written to tmp_path (no test reads ../shared/data)."""
 
 import csv
+import json
 import itertools
 import os
 import subprocess
@@ -264,7 +265,8 @@ def test_sampled_metrics_end_to_end(tmp_path):
     assert os.path.getsize(os.path.join(wd, f)) > 0
 
 
-@pytest.mark.parametrize("module", ["logq", "gravity_mf", "sampled_metrics"])
+@pytest.mark.parametrize("module", ["logq", "gravity_mf", "sampled_metrics",
+                                    "negatives_vs_quality", "hard_negatives"])
 def test_missing_data_exits_2_with_a_message(tmp_path, module):
   out = subprocess.run([sys.executable, "-m", f"experiments.{module}",
                         f"--workdir={tmp_path / 'w'}", f"--data_path={tmp_path / 'none'}"],
@@ -272,3 +274,56 @@ def test_missing_data_exits_2_with_a_message(tmp_path, module):
   assert out.returncode == 2, out.stderr[-2000:]
   assert "does not exist" in out.stderr and "jaxrec.data.download" in out.stderr
   assert not os.path.exists(tmp_path / "w")
+
+
+def test_negatives_vs_quality_end_to_end(tmp_path):
+  from experiments import negatives_vs_quality as nvq
+  data = write_tiny_movielens(tmp_path / "ml")
+  wd = str(tmp_path / "n")
+  config = tiny(nvq.get_config(), data, **{"model.dim": 8, "sampler.pool_size": 64})
+  summary = nvq.run(config, wd, [0], ks=(1, 48), sampler_names=("uniform", "in_batch", "mixed"),
+                    log=lambda *_: None)
+  rows = {r["strategy"]: r for r in read_csv(os.path.join(wd, "results.csv"))}
+  # in-batch K=48 > B=32 and mixed K=1 are not defined: 1 + 4 + 2 + 2 runs
+  assert set(rows) == {nvq.FULL, "uniform,K=1,logq", "uniform,K=1,no_logq",
+                       "uniform,K=48,logq", "uniform,K=48,no_logq", "in_batch,K=1,logq",
+                       "in_batch,K=1,no_logq", "mixed,K=48,logq", "mixed,K=48,no_logq"}
+  cfg = json.load(open(os.path.join(wd, rows["mixed,K=48,logq"]["workdir"], "config.json")))
+  assert (cfg["sampler"]["batch_negatives"], cfg["sampler"]["num_uniform"]) == (24, 24)
+  assert cfg["sampler"]["logq"] is True and cfg["loss"]["name"] == "sampled"
+  cfg = json.load(open(os.path.join(wd, rows["in_batch,K=1,no_logq"]["workdir"],
+                                    "config.json")))
+  assert cfg["sampler"]["batch_negatives"] == 1 and cfg["sampler"]["logq"] is False
+  for r in rows.values():  # every run reports the held-out full-softmax loss
+    assert 0 < float(r["test_softmax_loss"]) < 20
+  text = open(os.path.join(wd, "summary.md")).read()
+  assert "### test_softmax_loss (full softmax:" in text
+  assert "| in_batch | on | " in text and "n/a" in text
+  want = summary["uniform,K=48,logq"]["recall@20"][0]
+  assert f"{want:.4f} ± 0.0000" in text
+  assert "held-out loss gap to full softmax" in text and "log-Q matters for mixed" in text
+  assert os.path.getsize(os.path.join(wd, "negatives_vs_quality.png")) > 0
+
+
+def test_hard_negatives_end_to_end(tmp_path):
+  from experiments import hard_negatives as hn
+  data = write_tiny_movielens(tmp_path / "ml")
+  wd = str(tmp_path / "h")
+  config = tiny(hn.get_config(), data, **{"model.dim": 8, "sampler.pool_size": 64,
+                                          "sampler.num_negatives": 16})
+  hn.run(config, wd, [0, 1], fractions=(0.5,), temperatures=(2.0,), log=lambda *_: None)
+  rows = read_csv(os.path.join(wd, "results.csv"))
+  assert sorted({r["strategy"] for r in rows}) == sorted(
+      [hn.UNIFORM, "hard_exact,f=0.5,T=2", "hard_pool,f=0.5,T=2", "hard_topk,f=0.5"])
+  assert len(rows) == 8
+  for r in rows:
+    cfg = json.load(open(os.path.join(wd, r["workdir"], "config.json")))
+    assert cfg["data"]["language_split"] == 4
+    if r["strategy"] != hn.UNIFORM:
+      assert cfg["sampler"]["hard_fraction"] == 0.5
+      assert cfg["sampler"]["temperature"] == (1.0 if "topk" in r["strategy"] else 2.0)
+    assert 0.0 <= float(r["cross_group@20"]) <= 1.0
+  text = open(os.path.join(wd, "summary.md")).read()
+  assert "best recall@20:" in text and "/2 seeds" in text
+  assert "### cross_group@20 (f = 0, all uniform:" in text
+  assert os.path.getsize(os.path.join(wd, "hard_negatives.png")) > 0

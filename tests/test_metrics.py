@@ -202,6 +202,21 @@ def test_evaluate_matches_bruteforce(chunk_size, query_batch):
         np.testing.assert_allclose(got[key], want[key], rtol=1e-6, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.parametrize("chunk_size,pair_batch", [(1 << 16, 1024), (7, 5)])
+def test_heldout_softmax_loss_matches_numpy(chunk_size, pair_batch):
+    query, items, train, test = make_world(seed=4)
+    temp = 0.7
+    s = np.asarray(query, np.float64) @ np.asarray(items, np.float64).T / temp
+    m = s.max(1, keepdims=True)
+    log_p = s - m - np.log(np.exp(s - m).sum(1, keepdims=True))
+    want = -np.mean(log_p[test.user_ids, test.item_ids])
+    got = metrics.heldout_softmax_loss(query, items, test, temperature=temp,
+                                       chunk_size=chunk_size, pair_batch=pair_batch)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        metrics.heldout_softmax_loss(query, items, test, temperature=0.0)
+
+
 def test_evaluate_eval_users_relatedness_and_plain_pairs():
     query, items, train, test = make_world(seed=3)
     rel = np.random.default_rng(3).uniform(size=(3, 3)).astype(np.float32)

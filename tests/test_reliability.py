@@ -46,6 +46,12 @@ def cfg(**over):
     ({"data.name": "csv", "data.path": ""}, "data.path is required for data.name=csv"),
     ({"sampler.replace": False, "sampler.num_negatives": 200},
      "sampler.num_negatives=200 must be < the number of items \\(200\\)"),
+    ({"sampler.name": "hard_exact", "sampler.hard_fraction": 1.5},
+     "sampler.hard_fraction=1.5 must be in \\[0, 1\\]"),
+    ({"sampler.hard_fraction": 0.5}, "applies to the hard samplers"),
+    ({"sampler.name": "in_batch", "sampler.batch_negatives": 64},
+     "sampler.batch_negatives=64 exceeds train.batch_size=32"),
+    ({"sampler.batch_negatives": 4}, "applies to in_batch and mixed, not sampler.name=uniform"),
 ])
 def test_bad_config_names_the_problem(tmp_path, over, message):
   with pytest.raises(train.ConfigError, match=message):

@@ -327,6 +327,59 @@ def test_freq_log_q_unseen_in_batch_and_mixed_formulas():
                      np.full(n, 1 / n), "mixed-uniform-part") > P_MIN
 
 
+def test_in_batch_and_mixed_with_part_of_the_batch():
+  """K of the B batch positives: j's expected count among them is p_j K / B."""
+  n, h = 100, 128
+  state = samplers.freq_init(h)
+  state = samplers.freq_update(state, np.array([1, 2, 3, 4]), 0, alpha=0.1)  # p = 1 each
+  pos = np.array([4, 2, 1, 3], np.int32)
+  ib = samplers.in_batch(pos, state, num_negatives=3)
+  np.testing.assert_array_equal(ib.ids, pos[:3])
+  # log(K q) = log(p K / B) = log(3/4)
+  np.testing.assert_allclose(math.log(3) + np.asarray(ib.log_q), np.log(0.75), rtol=1e-6)
+  mx = samplers.mixed(jax.random.PRNGKey(17), pos, state, n, 5, num_batch=2)
+  ids = np.asarray(mx.ids)
+  assert ids.shape == (7,)
+  np.testing.assert_array_equal(ids[:2], pos[:2])
+  want = np.log([(1.0 if j in (1, 2, 3, 4) else 0.0) * 2 / 4 + 5 / n for j in ids])
+  np.testing.assert_allclose(math.log(7) + np.asarray(mx.log_q), want, rtol=1e-5)
+  with pytest.raises(ValueError, match="exceeds the batch size 4"):
+    samplers.in_batch(pos, state, num_negatives=5)
+
+
+def test_hard_plus_uniform_mixture_estimates_the_partition_function_unbiasedly():
+  """E[sum_k e^{s_k} / (K q_k)] = Z = sum_j e^{s_j} for K_h hard (q = softmax(s/T_h))
+  plus K_u uniform negatives, each with its own sampler's q and K = K_h + K_u.
+
+  R = 20000 independent draws; z = (mean - Z) / (sd / sqrt R) ~ N(0, 1) per row (CLT);
+  |z| < 4.5 over 2 rows fails by chance with probability ~1e-5. Power: correcting each
+  stratum with its own size (K_h, K_u: both strata as full estimates) sums to ~2Z."""
+  b, n, d, k_h, k_u, draws, t_hard = 2, 30, 4, 3, 5, 20_000, 2.0
+  q, v = _embeddings(12, b, n, d)
+  s = np.asarray(q, np.float64) @ np.asarray(v, np.float64).T           # [B, N], T = 1
+  z_true = np.exp(s).sum(1)
+
+  def one(key):
+    k1, k2 = jax.random.split(key)
+    hard = samplers.hard_exact(k1, q, v, k_h, temperature=t_hard)
+    return samplers.with_uniform(k2, hard, n, k_u)
+
+  neg = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(13), draws))
+  ids, log_q = np.asarray(neg.ids), np.asarray(neg.log_q, np.float64)    # [R, B, K]
+  assert ids.shape == (draws, b, k_h + k_u)
+  # The uniform part is shared by the rows; its log q is -log N.
+  np.testing.assert_array_equal(ids[:, 0, k_h:], ids[:, 1, k_h:])
+  np.testing.assert_allclose(log_q[:, :, k_h:], -math.log(n), rtol=1e-6)
+  es = np.exp(np.take_along_axis(np.broadcast_to(s, (draws, b, n)), ids, axis=2))
+  w = es / np.exp(log_q)
+  est = w.sum(2) / (k_h + k_u)                                           # [R, B]
+  z = (est.mean(0) - z_true) / (est.std(0, ddof=1) / math.sqrt(draws))
+  print(f"hard+uniform mixture: Z {z_true}, mean estimate {est.mean(0)}, z {z}")
+  assert np.abs(z).max() < 4.5
+  wrong = w[:, :, :k_h].sum(2) / k_h + w[:, :, k_h:].sum(2) / k_u
+  assert np.all(np.abs(wrong.mean(0) / z_true - 2.0) < 0.1)
+
+
 def test_frequency_estimator_reproduces_yi_et_al_simulation():
   """Yi et al. 2019 Fig. (simulation): q_i ~ i^2, switching to (M-1-i)^2 at step 10k."""
   alphas = jnp.array([0.01, 0.1])

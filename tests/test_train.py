@@ -169,3 +169,47 @@ def test_sigkill_then_rerun_resumes_with_identical_metrics(tmp_path):
     b = json.load(f)
   assert a["run"]["resumed_from_step"] >= 300, ref_out[-500:]
   assert a["metrics"] == b["metrics"]
+
+
+@pytest.mark.parametrize("name", ["hard_exact", "hard_pool", "hard_topk"])
+def test_hard_fraction_mixes_hard_and_uniform_negatives(name):
+  """round(f K) per-row hard negatives (with the hard sampler's own log q) then K - f K
+  uniform ids shared by the rows (log q = -log N); f = 0 is the uniform sampler."""
+  import jax
+  import jax.numpy as jnp
+  from jaxrec import samplers
+  b, n, d, k, temp = 6, 50, 4, 8, 0.7
+  rng = np.random.default_rng(0)
+  query = jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
+  items = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+  pos = jnp.asarray(rng.integers(0, n, b), jnp.int32)
+  key = jax.random.PRNGKey(3)
+
+  def negs(f):
+    c = small_config(**{"loss.name": "sampled", "sampler.name": name,
+                        "sampler.num_negatives": k, "sampler.pool_size": 16,
+                        "sampler.temperature": temp, "sampler.hard_fraction": f})
+    spec = train.StepSpec.from_config(c)
+    return train._negatives(spec, key, None, (), pos, query, items, n)
+
+  mix = negs(0.25)                        # 2 hard + 6 uniform
+  ids, log_q = np.asarray(mix.ids), np.asarray(mix.log_q)
+  assert ids.shape == log_q.shape == (b, k)
+  np.testing.assert_array_equal(ids[:, 2:], np.broadcast_to(ids[0, 2:], (b, k - 2)))
+  np.testing.assert_allclose(log_q[:, 2:], -np.log(n), rtol=1e-6)
+  k_hard, k_uni = jax.random.split(key)
+  want = {"hard_exact": lambda: samplers.hard_exact(k_hard, query, items, 2, temperature=temp),
+          "hard_pool": lambda: samplers.hard_pool(k_hard, query, items, 2, pool_size=16,
+                                                  temperature=temp),
+          "hard_topk": lambda: samplers.hard_topk(k_hard, query, items, 2, pool_size=16,
+                                                  pos_ids=pos)}[name]()
+  np.testing.assert_array_equal(ids[:, :2], want.ids)
+  np.testing.assert_allclose(log_q[:, :2], want.log_q, rtol=1e-6)
+  np.testing.assert_array_equal(ids[0, 2:], samplers.uniform(k_uni, n, 6).ids)
+  all_hard = negs(1.0)                    # f = 1: the plain hard sampler, same key
+  assert np.asarray(all_hard.ids).shape == (b, k)
+  if name == "hard_exact":
+    np.testing.assert_array_equal(
+        all_hard.ids, samplers.hard_exact(key, query, items, k, temperature=temp).ids)
+  only_uniform = negs(0.0)
+  np.testing.assert_array_equal(only_uniform.ids, samplers.uniform(key, n, k).ids)

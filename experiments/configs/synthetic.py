@@ -65,6 +65,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampler.freq_buckets = 0         # in_batch / mixed hash buckets (0: 2 * num_items)
   c.sampler.freq_alpha = 0.01        # in_batch / mixed estimator learning rate
   c.sampler.num_uniform = 0          # mixed: uniform negatives beside the batch (0: batch size)
+  c.sampler.batch_negatives = 0      # in_batch / mixed: first K of the batch's positives (0: all)
+  c.sampler.hard_fraction = 1.0      # hard samplers: this share of K is hard, the rest uniform
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1500
