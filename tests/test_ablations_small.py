@@ -310,7 +310,7 @@ def test_hard_negatives_end_to_end(tmp_path):
   data = write_tiny_movielens(tmp_path / "ml")
   wd = str(tmp_path / "h")
   config = tiny(hn.get_config(), data, **{"model.dim": 8, "sampler.pool_size": 64,
-                                          "sampler.num_negatives": 16})
+                                          "sampler.num_negatives": 16, "data.k_core": 0})
   hn.run(config, wd, [0, 1], fractions=(0.5,), temperatures=(2.0,), log=lambda *_: None)
   rows = read_csv(os.path.join(wd, "results.csv"))
   assert sorted({r["strategy"] for r in rows}) == sorted(
