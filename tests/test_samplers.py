@@ -195,6 +195,23 @@ def test_hard_exact_matches_softmax(chunk_size):
                              rtol=1e-5, atol=1e-5)
 
 
+def test_hard_exact_few_draws_path_matches_softmax():
+  """K * 32 < N: the draws search only the chosen 32-wide blocks (the fast path)."""
+  b, n, d, k, reps, temp = 2, 300, 4, 4, 15_000, 0.8
+  q, v = _embeddings(14, b, n, d)
+  keys = jax.random.split(jax.random.PRNGKey(15), reps)
+  neg = jax.jit(jax.vmap(lambda key: samplers.hard_exact(key, q, v, k, temperature=temp)))(keys)
+  ids = np.asarray(neg.ids)                                        # [R, B, K]
+  log_p = _np_log_softmax(np.asarray(q, np.float64) @ np.asarray(v, np.float64).T / temp)
+  for row in range(b):
+    counts = np.bincount(ids[:, row].reshape(-1), minlength=n)
+    probs = np.exp(log_p[row])
+    assert chi2_pvalue(counts, probs, f"hard_exact-few-row{row}") > P_MIN
+    assert chi2_pvalue(counts, _perturbed(probs), "hard_exact-few-wrong-q") < 1e-6
+  np.testing.assert_allclose(neg.log_q, log_p[np.arange(b)[None, :, None], ids],
+                             rtol=1e-5, atol=1e-5)
+
+
 def test_hard_pool_log_q_is_a_valid_importance_weight():
   """E[1{J=j} / q_J] = 1 for every item j, over pools and draws.
 
