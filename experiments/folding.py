@@ -32,6 +32,9 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", "runs/folding", "Sweep folder.")
 _QUICK = flags.DEFINE_bool("quick", False, "A smaller run (one seed, fewer steps): < 1 min.")
 _SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2; --quick: 0).")
+_STRATEGIES = flags.DEFINE_list(
+    "strategies", None, "Train only these strategies (labels as in the table; default all). "
+    "The report still covers every finished run in --workdir for --seeds.")
 
 GRAVITY = 1.0
 
@@ -122,14 +125,25 @@ def main(argv):
     config = quick_overrides(config)
   seeds = [int(s) for s in (_SEEDS.value or (["0"] if _QUICK.value else ["0", "1", "2"]))]
   runs = strategies()
-  print(f"folding ablation: {len(runs)} strategies x {len(seeds)} seeds -> {_WORKDIR.value}",
-        flush=True)
+  if _STRATEGIES.value:
+    known = [r.strategy for r in runs]
+    unknown = [s for s in _STRATEGIES.value if s not in known]
+    if unknown:
+      print(f"error: --strategies: unknown {', '.join(unknown)}; choose from "
+            f"{', '.join(known)}", file=sys.stderr)
+      sys.exit(2)
+    train_runs = [r for r in runs if r.strategy in _STRATEGIES.value]
+  else:
+    train_runs = runs
+  print(f"folding ablation: {len(train_runs)} strategies x {len(seeds)} seeds -> "
+        f"{_WORKDIR.value}", flush=True)
   t0 = time.time()
   try:
-    sweep.run_sweep(config, runs, seeds, _WORKDIR.value)
+    sweep.run_sweep(config, train_runs, seeds, _WORKDIR.value)
   except sweep.train.ConfigError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
+  sweep.gather(_WORKDIR.value, runs, seeds)  # every finished run, trained now or before
   summary = report_lib.summarize(report_lib.read_results(_WORKDIR.value))
   notes = checks(summary, num_groups(config))
   s0 = seeds[0]

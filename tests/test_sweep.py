@@ -79,3 +79,20 @@ def test_report_mean_and_std_match_numpy(tmp_path):
 def test_overrides_reject_unknown_keys():
   with pytest.raises(sweep.train.ConfigError, match="unknown config key 'loss.nope'"):
     sweep.apply_overrides(synthetic.get_config(), (("loss.nope", 1),))
+
+
+def test_folding_strategies_flag_trains_a_subset_and_reports_every_finished_run(tmp_path):
+  wd = tmp_path / "f"
+  base = [sys.executable, "-m", "experiments.folding", f"--workdir={wd}", "--seeds=0", *TINY]
+  for subset in ("uniform", "positive_only"):
+    out = subprocess.run(base + [f"--strategies={subset}"], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+  assert "1 strategies x 1 seeds" in out.stdout
+  with open(wd / "results.csv") as f:
+    assert sorted(r["strategy"] for r in csv.DictReader(f)) == ["positive_only", "uniform"]
+  summary = (wd / "summary.md").read_text()
+  assert "| uniform |" in summary and "| positive_only |" in summary
+  bad = subprocess.run(base + ["--strategies=nope"], cwd=REPO, capture_output=True, text=True,
+                       timeout=120)
+  assert bad.returncode == 2 and "unknown nope" in bad.stderr
