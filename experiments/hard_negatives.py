@@ -22,6 +22,13 @@ another language) by full ranking.
 No paper anchors score-proportional hard negatives at these settings: the summary states
 which setting wins, by how much over all-uniform, and the per-seed spread.
 
+Found (3 seeds; table in BUILD_NOTES.md): hard_exact with f = 1 and T_h = 0.5 wins,
+recall@20 0.204 ± 0.002 vs 0.150 ± 0.004 all-uniform (+36%, better on 3/3 seeds); for the
+corrected samplers more hard negatives is better at every T_h, and T_h matters little.
+hard_topk alone (f = 1) collapses and folds (recall 0.048, cross_group@20 0.73); mixed
+with uniform (f = 0.25) it is second best (0.188). Every other setting keeps
+cross_group@20 <= 0.001.
+
 Size. hard_exact scores every item for every query at every step, which on 2 CPU cores
 costs ~0.1-0.2 s per step over the 38,896 items of the unfiltered split (batch 128-256):
 9 such runs would take most of an hour. The 10-core filter and batch 128 make the default
