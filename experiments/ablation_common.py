@@ -89,3 +89,30 @@ def exit_on_config_error(fn, *args, **kwargs):
   except train.ConfigError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
+
+
+def run_cli(get_config, main, *, workdir: str, default_data: str, seeds_help: str,
+            quick_help: str, data_help: str = "MovieLens folder (ratings.csv).",
+            define_extra=None):
+  """The command line every ablation script shares, then `app.run`:
+  --config (the script's get_config(), overridable with --config.x=y), --workdir,
+  --data_path, --seeds, --quick, and the script's own flags: define_extra(flags) returns
+  {keyword: flag holder}, passed to main(config, workdir, data_path, seeds, quick, **...)."""
+  from absl import app, flags
+  from ml_collections import config_flags
+
+  config = config_flags.DEFINE_config_dict("config", get_config(),
+                                           "Base config; override with --config.x=y.")
+  wd = flags.DEFINE_string("workdir", workdir, "Output folder.")
+  data = flags.DEFINE_string("data_path", default_data, data_help)
+  seeds = flags.DEFINE_list("seeds", None, seeds_help)
+  quick = flags.DEFINE_bool("quick", False, quick_help)
+  extra = define_extra(flags) if define_extra else {}
+
+  def _main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    main(config.value, wd.value, data.value, seeds.value, quick.value,
+         **{k: v.value for k, v in extra.items()})
+
+  app.run(_main)

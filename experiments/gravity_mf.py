@@ -377,22 +377,11 @@ def main(config, workdir, data_path, seeds, quick, genre_min_ratings=GENRE_MIN_R
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  _CONFIG = config_flags.DEFINE_config_dict("config", get_config(),
-                                            "Base config; override with --config.x=y.")
-  _WORKDIR = flags.DEFINE_string("workdir", "runs/gravity_mf", "Output folder.")
-  _DATA = flags.DEFINE_string("data_path", DEFAULT_DATA,
-                              "MovieLens folder with ratings.csv and movies.csv.")
-  _SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2; --quick: 0).")
-  _QUICK = flags.DEFINE_bool("quick", False, "One seed, 1500 steps (about a minute).")
-  _MIN = flags.DEFINE_integer("genre_min_ratings", GENRE_MIN_RATINGS,
-                              "Genre metrics over items with at least this many train ratings.")
-
-  def _main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    main(_CONFIG.value, _WORKDIR.value, _DATA.value, _SEEDS.value, _QUICK.value, _MIN.value)
-
-  app.run(_main)
+  ablation_common.run_cli(
+      get_config, main, workdir="runs/gravity_mf", default_data=DEFAULT_DATA,
+      data_help="MovieLens folder with ratings.csv and movies.csv.",
+      seeds_help="Seeds (default 0,1,2; --quick: 0).",
+      quick_help="One seed, 1500 steps (about a minute).",
+      define_extra=lambda flags: {"genre_min_ratings": flags.DEFINE_integer(
+          "genre_min_ratings", GENRE_MIN_RATINGS,
+          "Genre metrics over items with at least this many train ratings.")})

@@ -218,19 +218,6 @@ def main(config, workdir, data_path, seeds, quick):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  _CONFIG = config_flags.DEFINE_config_dict("config", get_config(),
-                                            "Base config; override with --config.x=y.")
-  _WORKDIR = flags.DEFINE_string("workdir", "runs/hard_negatives", "Output folder.")
-  _DATA = flags.DEFINE_string("data_path", DEFAULT_DATA, "MovieLens folder (ratings.csv).")
-  _SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default 0).")
-  _QUICK = flags.DEFINE_bool("quick", False, "500 steps, f in {0, 0.5, 1}, T_h = 1.")
-
-  def _main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    main(_CONFIG.value, _WORKDIR.value, _DATA.value, _SEEDS.value, _QUICK.value)
-
-  app.run(_main)
+  ablation_common.run_cli(get_config, main, workdir="runs/hard_negatives",
+                          default_data=DEFAULT_DATA, seeds_help="Seeds (default 0).",
+                          quick_help="500 steps, f in {0, 0.5, 1}, T_h = 1.")

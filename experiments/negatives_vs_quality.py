@@ -36,6 +36,7 @@ everywhere: uniform's is not monotone in K (0.17 at K <= 4, 0.13 at K = 64, 0.17
 from __future__ import annotations
 
 import os
+import sys
 from typing import Sequence
 
 import numpy as np
@@ -239,40 +240,30 @@ def run(config, workdir: str, seeds: Sequence[int], *, ks: Sequence[int] = KS,
   return summary
 
 
-def main(config, workdir, data_path, seeds, quick, ks, sampler_names):
+def main(config, workdir, data_path, seeds, quick, ks=None, sampler_names=SAMPLERS):
+  """ks: list of str or int (default KS; --quick: 4, 64); seeds default to 0."""
+  try:
+    ks = [int(k) for k in (ks or ((4, 64) if quick else KS))]
+  except ValueError:
+    ks = []
+  if not ks or min(ks) < 1:
+    print("error: --ks must be positive integers", file=sys.stderr)
+    raise SystemExit(2)
   for s in sampler_names:
     if s not in SAMPLERS:
       print(f"error: --samplers: unknown sampler {s!r}; choose from {', '.join(SAMPLERS)}",
-            file=__import__("sys").stderr)
+            file=sys.stderr)
       raise SystemExit(2)
-  config, seeds = ablation_common.prepare(config, data_path, seeds, quick, quick_steps=500)
+  config, seeds = ablation_common.prepare(config, data_path, seeds or ["0"], quick,
+                                          quick_steps=500)
   ablation_common.exit_on_config_error(run, config, workdir, seeds, ks=ks,
                                        sampler_names=sampler_names)
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-
-  _CONFIG = config_flags.DEFINE_config_dict("config", get_config(),
-                                            "Base config; override with --config.x=y.")
-  _WORKDIR = flags.DEFINE_string("workdir", "runs/negatives_vs_quality", "Output folder.")
-  _DATA = flags.DEFINE_string("data_path", DEFAULT_DATA, "MovieLens folder (ratings.csv).")
-  _SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default 0; --quick: 0).")
-  _QUICK = flags.DEFINE_bool("quick", False, "500 steps and K in {4, 64}.")
-  _KS = flags.DEFINE_list("ks", None, f"Numbers of negatives (default {KS}).")
-  _SAMPLERS = flags.DEFINE_list("samplers", list(SAMPLERS), "Samplers to sweep.")
-
-  def _main(argv):
-    if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    try:
-      ks = [int(k) for k in (_KS.value or ((4, 64) if _QUICK.value else KS))]
-    except ValueError:
-      raise app.UsageError(f"--ks must be integers, got {_KS.value}")
-    if not ks or min(ks) < 1:
-      raise app.UsageError(f"--ks must be positive integers, got {ks}")
-    main(_CONFIG.value, _WORKDIR.value, _DATA.value, _SEEDS.value or ["0"], _QUICK.value, ks,
-         _SAMPLERS.value)
-
-  app.run(_main)
+  ablation_common.run_cli(
+      get_config, main, workdir="runs/negatives_vs_quality", default_data=DEFAULT_DATA,
+      seeds_help="Seeds (default 0).", quick_help="500 steps and K in {4, 64}.",
+      define_extra=lambda flags: {
+          "ks": flags.DEFINE_list("ks", None, f"Numbers of negatives (default {KS})."),
+          "sampler_names": flags.DEFINE_list("samplers", list(SAMPLERS), "Samplers to sweep.")})
