@@ -154,7 +154,8 @@ def _draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
     (O(B N) work, O(log N) per draw).
   - Few draws (K S < N): S = 32; only the K chosen blocks are gathered and searched, so
     beyond the row's block log-sum-exps the work is O(B K S), not a cumulative sum over
-    all N entries (3-10x faster on CPU for K <= 64 and N ~ 10^4-10^5).
+    all N entries (2-5x faster on a 2-core CPU for K <= 64 and N ~ 10^4-10^5:
+    `python -m benchmarks.hard_exact_draws`).
   Both paths draw from the same distribution (tests); they consume the key differently.
   """
   batch, n = logits_BxN.shape
