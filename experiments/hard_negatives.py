@@ -98,7 +98,7 @@ def tables(summary: dict, fractions, temperatures, hard=HARD) -> list[str]:
   out = []
   base = summary.get(UNIFORM, {})
   for metric in METRICS:
-    ref = f"{base[metric][0]:.4f} ± {base[metric][1]:.4f}" if metric in base else "–"
+    ref = report_lib.fmt(base[metric], 4) if metric in base else "–"
     out += ["", f"### {metric} (f = 0, all uniform: {ref})", "",
             "| hard sampler | T_h | " + " | ".join(f"f={f:g}" for f in fractions) + " |",
             "|---|---|" + "---|" * len(fractions)]
@@ -107,7 +107,7 @@ def tables(summary: dict, fractions, temperatures, hard=HARD) -> list[str]:
         cells = []
         for f in fractions:
           v = _m(summary, label(s, f, t), metric)
-          cells.append("–" if v is None else f"{v[0]:.4f} ± {v[1]:.4f}")
+          cells.append("–" if v is None else report_lib.fmt(v, 4))
         out.append(f"| {s} | {'–' if t is None else f'{t:g}'} | " + " | ".join(cells) + " |")
   return out
 

@@ -109,7 +109,7 @@ def table1(summary: dict, temperatures: Sequence[float], ks: Sequence[int]) -> l
       key = f"recall@{k}"
       (m0, s0), (m1, s1) = off[key], on[key]
       gain = (m1 / m0 - 1.0) * 100 if m0 > 0 else math.inf
-      cells += [f"{m0:.4f} ± {s0:.4f}", f"{m1:.4f} ± {s1:.4f}", f"{gain:+.0f}%"]
+      cells += [report_lib.fmt((m0, s0), 4), report_lib.fmt((m1, s1), 4), f"{gain:+.0f}%"]
     lines.append(f"| {t} | " + " | ".join(cells) + f" | {min(off['n'], on['n'])} |")
   return lines
 

@@ -122,7 +122,7 @@ def tables(summary: dict, ks, sampler_names, metrics=METRICS) -> list[str]:
   out = []
   full = summary.get(FULL, {})
   for m in metrics:
-    ref = f"{full[m][0]:.4f} ± {full[m][1]:.4f}" if m in full else "–"
+    ref = report_lib.fmt(full[m], 4) if m in full else "–"
     out += ["", f"### {m} (full softmax: {ref})", "",
             "| sampler | log-Q | " + " | ".join(f"K={k}" for k in ks) + " |",
             "|---|---|" + "---|" * len(ks)]
@@ -131,7 +131,7 @@ def tables(summary: dict, ks, sampler_names, metrics=METRICS) -> list[str]:
         cells = []
         for k in ks:
           v = _get(summary, s, k, q, m)
-          cells.append("n/a" if v is None else f"{v[0]:.4f} ± {v[1]:.4f}")
+          cells.append("n/a" if v is None else report_lib.fmt(v, 4))
         out.append(f"| {s} | {'on' if q else 'off'} | " + " | ".join(cells) + " |")
   return out
 

@@ -50,9 +50,10 @@ def summarize(rows: list[dict]) -> dict[str, dict]:
   return out
 
 
-def _fmt(ms):
-  m, s = ms
-  return f"{m:.3f} ± {s:.3f}"
+def fmt(ms, digits: int = 3) -> str:
+  """(mean, std) -> 'mean ± std' with `digits` decimals."""
+  m, s = ms[:2]
+  return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def write_summary(sweep_dir: str, summary: dict, *, title: str, metrics: Sequence[str],
@@ -66,7 +67,7 @@ def write_summary(sweep_dir: str, summary: dict, *, title: str, metrics: Sequenc
   lines.append("|---|" + "---|" * (len(cols) + 2))
   for s in order:
     d = summary[s]
-    cells = [_fmt(d[m]) if m in d else "–" for m in cols]
+    cells = [fmt(d[m]) if m in d else "–" for m in cols]
     sps = f"{d['steps_per_second'][0]:.0f}" if "steps_per_second" in d else "–"
     lines.append(f"| {s} | " + " | ".join(cells) + f" | {sps} | {d['n']} |")
   lines += ["", "Config overrides per strategy (on top of the base config):", ""]
