@@ -1,6 +1,6 @@
 """The folding ablation's model on language-split ml-latest-small.
 
-Command (the folding ablation on real data; every strategy, 3 seeds, ~1 h on 2 CPU cores):
+Command (the folding ablation on real data; every strategy, 3 seeds, 73 min on 2 idle CPU cores):
   python -m experiments.folding --config=experiments/configs/folding_movielens.py \
       --workdir=runs/folding_ml
 
