@@ -156,10 +156,14 @@ def plot_embeddings(sweep_dir: str, panels: Sequence[tuple[str, str]],
     pi, pq = (items - mean) @ vt[:2].T, (query - mean) @ vt[:2].T
     # normalise each cloud's scale so both are visible on one plot
     pq = pq * (np.abs(pi).max() / max(np.abs(pq).max(), 1e-9))
-    for g in np.unique(ig):
-      ax.scatter(*pi[ig == g].T, s=4, color=cmap(int(g) % 10), alpha=0.6)
-      sel = ug == g
-      ax.scatter(*pq[sel][:200].T, s=10, marker="x", color=cmap(int(g) % 10), alpha=0.5)
+    # one scatter per cloud in a fixed random order: drawing group by group would bury the
+    # earlier groups under the last one wherever they overlap
+    order = np.random.default_rng(0).permutation(len(pi))
+    ax.scatter(*pi[order].T, s=4, c=[cmap(int(g) % 10) for g in ig[order]], alpha=0.6)
+    shown = np.concatenate([np.flatnonzero(ug == g)[:200] for g in np.unique(ug)])
+    shown = np.random.default_rng(1).permutation(shown)
+    ax.scatter(*pq[shown].T, s=10, marker="x", c=[cmap(int(g) % 10) for g in ug[shown]],
+               alpha=0.5)
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
