@@ -96,3 +96,29 @@ def test_folding_strategies_flag_trains_a_subset_and_reports_every_finished_run(
   bad = subprocess.run(base + ["--strategies=nope"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
   assert bad.returncode == 2 and "unknown nope" in bad.stderr
+
+
+def _summary(rows):
+  """strategy -> (cross_group@20, recall@20), in report.summarize's format (n = 1)."""
+  return {s: {report.FOLDING: (c, 0.0), report.QUALITY: (r, 0.0), "n": 1}
+          for s, (c, r) in rows.items()}
+
+
+def test_folding_checks_pass_fail_and_the_undertrained_note():
+  from experiments import folding
+  good = _summary({"positive_only": (0.70, 0.01), "positive_only+gravity": (0.30, 0.3),
+                   "full_softmax": (0.01, 0.60), "uniform": (0.04, 0.46),
+                   "unigram0.75": (0.02, 0.44)})
+  lines = folding.checks(good, groups=4)
+  # 0.70 >= 0.8 x 3/4 = 0.6; uniform 0.46 >= 0.45 = 0.75 x 0.60; unigram 0.44 < 0.45;
+  # gravity 0.30 <= 0.35 = 0.70 / 2.
+  verdicts = [line.split(":")[0] for line in lines]
+  assert verdicts == ["PASS", "PASS", "PASS", "FAIL", "PASS"], lines
+  assert "unigram0.75" in lines[3]
+  assert not any(line.startswith("NOTE") for line in lines)
+  # A full softmax that itself mixes the groups (the undertrained case) is said plainly.
+  bad = dict(good, full_softmax=good["positive_only"])
+  lines = folding.checks(bad, groups=4)
+  assert lines[1].startswith("FAIL: full_softmax")
+  assert lines[-1].startswith("NOTE: the full softmax itself mixes the groups (")
+  assert folding.checks(good, groups=1) == ["only one group: folding is not defined here"]
