@@ -31,14 +31,21 @@ from ml_collections import config_flags
 from experiments import report as report_lib
 from experiments import sweep
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/synthetic.py", "Base config (the synthetic world).")
-_WORKDIR = flags.DEFINE_string("workdir", "runs/folding", "Sweep folder.")
-_QUICK = flags.DEFINE_bool("quick", False, "A smaller run (one seed, fewer steps): < 1 min.")
-_SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2; --quick: 0).")
-_STRATEGIES = flags.DEFINE_list(
-    "strategies", None, "Train only these strategies (labels as in the table; default all). "
-    "The report still covers every finished run in --workdir for --seeds.")
+
+def define_flags() -> dict:
+  """The command line, defined only when run as a script (so tests can import `checks`
+  beside other experiment modules without absl's duplicate-flag error)."""
+  return dict(
+      config=config_flags.DEFINE_config_file(
+          "config", "experiments/configs/synthetic.py", "Base config (the synthetic world)."),
+      workdir=flags.DEFINE_string("workdir", "runs/folding", "Sweep folder."),
+      quick=flags.DEFINE_bool("quick", False,
+                              "A smaller run (one seed, fewer steps): < 1 min."),
+      seeds=flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2; --quick: 0)."),
+      strategies=flags.DEFINE_list(
+          "strategies", None, "Train only these strategies (labels as in the table; default "
+          "all). The report still covers every finished run in --workdir for --seeds."))
+
 
 GRAVITY = 1.0
 
@@ -125,47 +132,49 @@ def quick_overrides(config):
   return config
 
 
-def main(argv):
+def main(argv, fl: dict):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
+  config, workdir, quick = fl["config"].value, fl["workdir"].value, fl["quick"].value
+  chosen = fl["strategies"].value
   with config.unlocked():
     config.eval.save_embeddings = True
-  if _QUICK.value:
+  if quick:
     config = quick_overrides(config)
-  seeds = [int(s) for s in (_SEEDS.value or (["0"] if _QUICK.value else ["0", "1", "2"]))]
+  seeds = [int(s) for s in (fl["seeds"].value or (["0"] if quick else ["0", "1", "2"]))]
   runs = strategies()
-  if _STRATEGIES.value:
+  if chosen:
     known = [r.strategy for r in runs]
-    unknown = [s for s in _STRATEGIES.value if s not in known]
+    unknown = [s for s in chosen if s not in known]
     if unknown:
       print(f"error: --strategies: unknown {', '.join(unknown)}; choose from "
             f"{', '.join(known)}", file=sys.stderr)
       sys.exit(2)
-    train_runs = [r for r in runs if r.strategy in _STRATEGIES.value]
+    train_runs = [r for r in runs if r.strategy in chosen]
   else:
     train_runs = runs
   print(f"folding ablation: {len(train_runs)} strategies x {len(seeds)} seeds -> "
-        f"{_WORKDIR.value}", flush=True)
+        f"{workdir}", flush=True)
   t0 = time.time()
   try:
-    sweep.run_sweep(config, train_runs, seeds, _WORKDIR.value)
+    sweep.run_sweep(config, train_runs, seeds, workdir)
   except sweep.train.ConfigError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
-  sweep.gather(_WORKDIR.value, runs, seeds)  # every finished run, trained now or before
-  summary = report_lib.summarize(report_lib.read_results(_WORKDIR.value))
+  sweep.gather(workdir, runs, seeds)  # every finished run, trained now or before
+  summary = report_lib.summarize(report_lib.read_results(workdir))
   notes = checks(summary, num_groups(config))
   s0 = seeds[0]
   report_lib.report(
-      _WORKDIR.value, title="Folding ablation", notes=notes,
-      pca_panels=[(t, os.path.relpath(sweep.run_dir(_WORKDIR.value, t, s0), _WORKDIR.value))
+      workdir, title="Folding ablation", notes=notes,
+      pca_panels=[(t, os.path.relpath(sweep.run_dir(workdir, t, s0), workdir))
                   for t in ("positive_only", "uniform", "full_softmax")])
   print("\n".join(notes))
-  print(f"done in {time.time() - t0:.0f}s: see {os.path.join(_WORKDIR.value, 'summary.md')} "
+  print(f"done in {time.time() - t0:.0f}s: see {os.path.join(workdir, 'summary.md')} "
         "and the PNGs beside it", flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _flags = define_flags()
+  app.run(lambda argv: main(argv, _flags))
