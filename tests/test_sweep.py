@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from experiments import report, sweep
+from experiments import folding, report, sweep
 from experiments.configs import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,7 +105,6 @@ def _summary(rows):
 
 
 def test_folding_checks_pass_fail_and_the_undertrained_note():
-  from experiments import folding
   good = _summary({"positive_only": (0.70, 0.01), "positive_only+gravity": (0.30, 0.3),
                    "full_softmax": (0.01, 0.60), "uniform": (0.04, 0.46),
                    "unigram0.75": (0.02, 0.44)})
