@@ -32,21 +32,6 @@ from experiments import report as report_lib
 from experiments import sweep
 
 
-def define_flags() -> dict:
-  """The command line, defined only when run as a script (so tests can import `checks`
-  beside other experiment modules without absl's duplicate-flag error)."""
-  return dict(
-      config=config_flags.DEFINE_config_file(
-          "config", "experiments/configs/synthetic.py", "Base config (the synthetic world)."),
-      workdir=flags.DEFINE_string("workdir", "runs/folding", "Sweep folder."),
-      quick=flags.DEFINE_bool("quick", False,
-                              "A smaller run (one seed, fewer steps): < 1 min."),
-      seeds=flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2; --quick: 0)."),
-      strategies=flags.DEFINE_list(
-          "strategies", None, "Train only these strategies (labels as in the table; default "
-          "all). The report still covers every finished run in --workdir for --seeds."))
-
-
 GRAVITY = 1.0
 
 
@@ -114,9 +99,10 @@ def checks(summary: dict, groups: int) -> list[str]:
   pg = m("positive_only+gravity", cg)
   out.append(f"{'PASS' if pg <= 0.5 * po else 'FAIL'}: gravity halves folding: {cg} "
              f"{po:.3f} -> {pg:.3f} (<= {0.5 * po:.3f})")
-  if m("full_softmax", cg) > 0.05:
+  full_c = m("full_softmax", cg)
+  if full_c > 0.05:
     out.append(f"NOTE: the full softmax itself mixes the groups ({cg} = "
-               f"{m('full_softmax', cg):.3f}, {rc} = {full_r:.3f}): the model is undertrained "
+               f"{full_c:.3f}, {rc} = {full_r:.3f}): the model is undertrained "
                "for this data, so the checks above say little about the losses. Train longer "
                "or with a faster optimizer (--config.train.steps, --config.train.optimizer); "
                "for the language-split MovieLens use "
@@ -132,49 +118,57 @@ def quick_overrides(config):
   return config
 
 
-def main(argv, fl: dict):
+def main(argv):
+  """The flags (_CONFIG, ...) are defined in the __main__ block below, as in sweep.py, so
+  that tests can import this module beside other experiment modules."""
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
-  config, workdir, quick = fl["config"].value, fl["workdir"].value, fl["quick"].value
-  chosen = fl["strategies"].value
+  config = _CONFIG.value
   with config.unlocked():
     config.eval.save_embeddings = True
-  if quick:
+  if _QUICK.value:
     config = quick_overrides(config)
-  seeds = [int(s) for s in (fl["seeds"].value or (["0"] if quick else ["0", "1", "2"]))]
+  seeds = [int(s) for s in (_SEEDS.value or (["0"] if _QUICK.value else ["0", "1", "2"]))]
   runs = strategies()
-  if chosen:
+  if _STRATEGIES.value:
     known = [r.strategy for r in runs]
-    unknown = [s for s in chosen if s not in known]
+    unknown = [s for s in _STRATEGIES.value if s not in known]
     if unknown:
       print(f"error: --strategies: unknown {', '.join(unknown)}; choose from "
             f"{', '.join(known)}", file=sys.stderr)
       sys.exit(2)
-    train_runs = [r for r in runs if r.strategy in chosen]
+    train_runs = [r for r in runs if r.strategy in _STRATEGIES.value]
   else:
     train_runs = runs
   print(f"folding ablation: {len(train_runs)} strategies x {len(seeds)} seeds -> "
-        f"{workdir}", flush=True)
+        f"{_WORKDIR.value}", flush=True)
   t0 = time.time()
   try:
-    sweep.run_sweep(config, train_runs, seeds, workdir)
+    sweep.run_sweep(config, train_runs, seeds, _WORKDIR.value)
   except sweep.train.ConfigError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
-  sweep.gather(workdir, runs, seeds)  # every finished run, trained now or before
-  summary = report_lib.summarize(report_lib.read_results(workdir))
+  sweep.gather(_WORKDIR.value, runs, seeds)  # every finished run, trained now or before
+  summary = report_lib.summarize(report_lib.read_results(_WORKDIR.value))
   notes = checks(summary, num_groups(config))
   s0 = seeds[0]
   report_lib.report(
-      workdir, title="Folding ablation", notes=notes,
-      pca_panels=[(t, os.path.relpath(sweep.run_dir(workdir, t, s0), workdir))
+      _WORKDIR.value, title="Folding ablation", notes=notes,
+      pca_panels=[(t, os.path.relpath(sweep.run_dir(_WORKDIR.value, t, s0), _WORKDIR.value))
                   for t in ("positive_only", "uniform", "full_softmax")])
   print("\n".join(notes))
-  print(f"done in {time.time() - t0:.0f}s: see {os.path.join(workdir, 'summary.md')} "
+  print(f"done in {time.time() - t0:.0f}s: see {os.path.join(_WORKDIR.value, 'summary.md')} "
         "and the PNGs beside it", flush=True)
 
 
 if __name__ == "__main__":
-  _flags = define_flags()
-  app.run(lambda argv: main(argv, _flags))
+  _CONFIG = config_flags.DEFINE_config_file(
+      "config", "experiments/configs/synthetic.py", "Base config (the synthetic world).")
+  _WORKDIR = flags.DEFINE_string("workdir", "runs/folding", "Sweep folder.")
+  _QUICK = flags.DEFINE_bool("quick", False, "A smaller run (one seed, fewer steps): < 1 min.")
+  _SEEDS = flags.DEFINE_list("seeds", None, "Seeds (default 0,1,2; --quick: 0).")
+  _STRATEGIES = flags.DEFINE_list(
+      "strategies", None, "Train only these strategies (labels as in the table; default all). "
+      "The report still covers every finished run in --workdir for --seeds.")
+  app.run(main)

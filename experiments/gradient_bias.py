@@ -101,24 +101,6 @@ CSV_FIELDS = ("dataset", "sampler", "K", "logq", "one_minus_cos", "rel_norm_err"
               "num_negatives", "noise", "raw_rel_norm_err", "raw_one_minus_cos")
 _MASKED = 1e30  # neg_log_q of a masked-out (beyond-K) slot: its logit becomes ~ -1e30
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/gradient_bias", "Output folder.")
-_DATASETS = flags.DEFINE_list("datasets", ["synthetic", "movielens"],
-                              f"Datasets, from {', '.join(DATASETS)}.")
-_DATA_PATH = flags.DEFINE_string("data_path", "../shared/data/ml-latest-small",
-                                 "MovieLens folder (movielens is skipped if missing).")
-_KS = flags.DEFINE_list("ks", ["1", "4", "16", "64", "256", "1024"],
-                        "Numbers of negatives K (for in_batch/mixed: the batch size).")
-_SAMPLERS = flags.DEFINE_list(
-    "samplers", ["uniform", "unigram", "in_batch", "mixed", "hard_exact", "hard_pool"],
-    f"Samplers, from {', '.join(SAMPLERS)}.")
-_DRAWS = flags.DEFINE_integer("draws", 64, "R: independent draws per (sampler, K).")
-_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 1000, "Full-softmax training steps.")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "B: (user, positive) pairs in the batch.")
-_POOL = flags.DEFINE_integer("pool_size", 256, "hard_pool's uniform pool size M.")
-_ALPHA = flags.DEFINE_float("unigram_alpha", 0.75, "unigram's exponent on the counts.")
-_SEED = flags.DEFINE_integer("seed", 0, "Seed of the data, the model and the draws.")
-_QUICK = flags.DEFINE_bool("quick", False,
-                           "Smaller run: K in 1,16,256, R=16, 300 training steps.")
 
 
 # --------------------------------------------------------------------------------------
@@ -584,4 +566,24 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # The flags live here (as in sweep.py) so that tests can import this module beside
+  # other experiment modules without absl's duplicate-flag error.
+  _WORKDIR = flags.DEFINE_string("workdir", "runs/gradient_bias", "Output folder.")
+  _DATASETS = flags.DEFINE_list("datasets", ["synthetic", "movielens"],
+                                f"Datasets, from {', '.join(DATASETS)}.")
+  _DATA_PATH = flags.DEFINE_string("data_path", "../shared/data/ml-latest-small",
+                                   "MovieLens folder (movielens is skipped if missing).")
+  _KS = flags.DEFINE_list("ks", ["1", "4", "16", "64", "256", "1024"],
+                          "Numbers of negatives K (for in_batch/mixed: the batch size).")
+  _SAMPLERS = flags.DEFINE_list(
+      "samplers", ["uniform", "unigram", "in_batch", "mixed", "hard_exact", "hard_pool"],
+      f"Samplers, from {', '.join(SAMPLERS)}.")
+  _DRAWS = flags.DEFINE_integer("draws", 64, "R: independent draws per (sampler, K).")
+  _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 1000, "Full-softmax training steps.")
+  _BATCH = flags.DEFINE_integer("batch_size", 64, "B: (user, positive) pairs in the batch.")
+  _POOL = flags.DEFINE_integer("pool_size", 256, "hard_pool's uniform pool size M.")
+  _ALPHA = flags.DEFINE_float("unigram_alpha", 0.75, "unigram's exponent on the counts.")
+  _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data, the model and the draws.")
+  _QUICK = flags.DEFINE_bool("quick", False,
+                             "Smaller run: K in 1,16,256, R=16, 300 training steps.")
   app.run(main)
