@@ -149,3 +149,77 @@ def gradient_fidelity(key: Array,
 
   out = run(key, query_BxD, items_NxD, freq_state)
   return {k: float(v) for k, v in out.items()}
+
+
+def logit_push(key: Array,
+               query_BxD: Array,
+               items_NxD: Array,
+               pos_ids_B: Array,
+               sampler: Union[str, Callable[..., samplers.Negatives]],
+               num_samples: Optional[int] = None,
+               *,
+               num_draws: int = 64,
+               logq: bool = True,
+               temperature=1.0,
+               freq_state: Optional[samplers.FreqState] = None,
+               sampler_kwargs: Optional[dict] = None,
+               draws_per_chunk: int = 8) -> tuple[Array, Array]:
+  """How hard the partition term pushes down each item's logit, exact vs sampled.
+
+  Add an offset b_j to every score of item j (s_bj = q_b.v_j / T + b_j). The loss is
+  -s_b,pos + log Z_b, and the push on item j is d/db_j of mean_b log Z_b at b = 0:
+    exact   = mean_b p_bj,  p_b = softmax over all N items (full softmax);
+    sampled = E_draws[ mean_b sum_{k: id_k = j} w_bk ], w_b = softmax over [positive,
+              negatives] with the negatives' logits corrected by -log(K q_k) when `logq`
+              (accidental hits masked), as in `losses.sampled_softmax`.
+  Both sum to 1 over the items. An item whose sampled push is below its exact push is
+  pushed down less than the full softmax would push it, so its score drifts up; with a
+  popularity proposal and small K that is the long tail (Bengio & Senecal 2008 on the bias
+  of sampled softmax; Blanc & Rendle 2018: it vanishes only as q approaches p).
+
+  Computed as the gradient of the real losses w.r.t. one extra embedding column (queries
+  get T, items 0, so scores are unchanged and that column's gradient is d/db_j), plus the
+  positives' own -1/B. Arguments as in `gradient_fidelity`. Returns (exact_N, sampled_N),
+  the sampled one averaged over `num_draws` draws (draw r uses fold_in(key, r)).
+  """
+  num_draws = samplers._check_int("num_draws", num_draws, 1)
+  draws_per_chunk = samplers._check_int("draws_per_chunk", draws_per_chunk, 1)
+  num_items = items_NxD.shape[0]
+  if isinstance(sampler, str):
+    if num_samples is None:
+      raise ValueError(f"sampler {sampler!r} given by name needs num_samples")
+    sample_fn = samplers.make_sampler(sampler, num_items=num_items,
+                                      num_samples=num_samples, **(sampler_kwargs or {}))
+  elif callable(sampler):
+    sample_fn = sampler
+  else:
+    raise ValueError(f"sampler must be a name in {samplers.SAMPLERS} or a callable, "
+                     f"got {sampler!r}")
+  per_chunk = min(draws_per_chunk, num_draws)
+  while num_draws % per_chunk:
+    per_chunk -= 1
+  pos_ids_B = jnp.asarray(pos_ids_B)
+  batch = pos_ids_B.shape[0]
+
+  @jax.jit
+  def run(key, query_BxD, items_NxD, freq_state):
+    q_aug = jnp.concatenate(
+        [query_BxD, jnp.full((batch, 1), temperature, query_BxD.dtype)], axis=1)
+    v_aug = jnp.concatenate([items_NxD, jnp.zeros((num_items, 1), items_NxD.dtype)], axis=1)
+    pos_share_N = jnp.zeros(num_items, jnp.float32).at[pos_ids_B].add(1.0 / batch)
+    exact = exact_gradient(q_aug, v_aug, pos_ids_B, temperature=temperature)[1][:, -1]
+
+    def one(draw):
+      g = sampled_gradient(jax.random.fold_in(key, draw), q_aug, v_aug, pos_ids_B,
+                           sample_fn, logq=logq, temperature=temperature,
+                           freq_state=freq_state)
+      return g[1][:, -1]
+
+    def body(total, draws):
+      return total + jnp.sum(jax.vmap(one)(draws), axis=0), None
+
+    draws = jnp.arange(num_draws).reshape(num_draws // per_chunk, per_chunk)
+    total, _ = jax.lax.scan(body, jnp.zeros(num_items, jnp.float32), draws)
+    return exact + pos_share_N, total / num_draws + pos_share_N
+
+  return run(key, query_BxD, items_NxD, freq_state)

@@ -266,7 +266,8 @@ def test_sampled_metrics_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["logq", "gravity_mf", "sampled_metrics",
-                                    "negatives_vs_quality", "hard_negatives"])
+                                    "negatives_vs_quality", "hard_negatives",
+                                    "popularity_tail"])
 def test_missing_data_exits_2_with_a_message(tmp_path, module):
   out = subprocess.run([sys.executable, "-m", f"experiments.{module}",
                         f"--workdir={tmp_path / 'w'}", f"--data_path={tmp_path / 'none'}"],
@@ -327,3 +328,41 @@ def test_hard_negatives_end_to_end(tmp_path):
   assert "best recall@20:" in text and "/2 seeds" in text
   assert "### cross_group@20 (f = 0, all uniform:" in text
   assert os.path.getsize(os.path.join(wd, "hard_negatives.png")) > 0
+
+
+def test_popularity_tail_helpers_match_brute_force():
+  from experiments import popularity_tail as pt
+  rng = np.random.default_rng(0)
+  q, v = rng.standard_normal((7, 3)), rng.standard_normal((30, 3))
+  tu = np.array([0, 0, 3, 6, 6, 6]); ti = np.array([1, 2, 5, 0, 7, 9])
+  top, mass = pt.topk_and_mass(q, v, tu, ti, k=4, temperature=0.5, chunk=3)
+  s = q @ v.T / 0.5
+  p = np.exp(s - s.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+  np.testing.assert_allclose(mass, p.mean(0), rtol=1e-12)
+  s[tu, ti] = -np.inf
+  for u in range(7):
+    assert set(top[u]) == set(np.argsort(-s[u])[:4])
+  counts = np.array([0, 1, 2, 4, 5, 19, 20, 300])
+  masks = dict(pt.bin_masks(counts))
+  assert [list(np.flatnonzero(masks[b])) for b in ("0", "1", "2-4", "5-19", ">=20")] == \
+      [[0], [1], [2, 3], [4, 5], [6, 7]]
+  assert pt.shares(np.arange(8.0), pt.bin_masks(counts))["2-4"] == pytest.approx(5 / 28)
+
+
+def test_popularity_tail_end_to_end(tmp_path):
+  from experiments import popularity_tail as pt
+  data = write_tiny_movielens(tmp_path / "ml")
+  wd = str(tmp_path / "p")
+  config = tiny(pt.get_config(), data, **{"model.dim": 8, "sampler.num_negatives": 16})
+  per_seed = pt.run(config, wd, [0], ks=(4, 16), log=lambda *_: None)
+  rows = read_csv(os.path.join(wd, "results.csv"))
+  assert sorted(r["strategy"] for r in rows) == sorted(pt.RUNS)
+  d = per_seed[0]
+  for r in pt.RUNS:  # shares over the bins sum to 1
+    assert sum(d["runs"][r]["top20"].values()) == pytest.approx(1.0)
+    assert sum(d["runs"][r]["mass"].values()) == pytest.approx(1.0)
+  assert set(d["push"]) == {("unigram", 4), ("unigram", 16), ("uniform", 4), ("uniform", 16)}
+  assert d["push"][("unigram", 4)]["0"] == 0.0  # zero-count items are never drawn
+  text = open(os.path.join(wd, "summary.md")).read()
+  assert "## Push of the partition term" in text and "| unigram, K=16 |" in text
+  assert "SUPPORTED" in text

@@ -112,9 +112,14 @@ def test_folding_checks_pass_fail_and_the_undertrained_note():
   # 0.70 >= 0.8 x 3/4 = 0.6; uniform 0.46 >= 0.45 = 0.75 x 0.60; unigram 0.44 < 0.45;
   # gravity 0.30 <= 0.35 = 0.70 / 2.
   verdicts = [line.split(":")[0] for line in lines]
-  assert verdicts == ["PASS", "PASS", "PASS", "FAIL", "PASS"], lines
+  assert verdicts == ["PASS", "PASS", "PASS", "FAIL", "PASS", "NOTE"], lines
   assert "unigram0.75" in lines[3]
-  assert not any(line.startswith("NOTE") for line in lines)
+  # unigram keeps the groups apart but misses recall: one NOTE names the measured cause.
+  notes = [line for line in lines if line.startswith("NOTE")]
+  assert len(notes) == 1 and notes[0].startswith("NOTE: unigram0.75 keeps the groups apart")
+  assert "experiments.popularity_tail" in notes[0]
+  fine = dict(good, **{"unigram0.75": good["uniform"]})
+  assert not any(line.startswith("NOTE") for line in folding.checks(fine, groups=4))
   # A full softmax that itself mixes the groups (the undertrained case) is said plainly.
   bad = dict(good, full_softmax=good["positive_only"])
   lines = folding.checks(bad, groups=4)
