@@ -64,6 +64,28 @@ def _flat(grads: tuple[Array, Array]) -> Array:
   return jnp.concatenate([grads[0].reshape(-1), grads[1].reshape(-1)])
 
 
+def _sampler_and_chunk(sampler, num_samples, num_items, sampler_kwargs, num_draws,
+                       draws_per_chunk):
+  """-> (sample_fn, draws per vmapped group: the largest divisor of num_draws that is at
+  most draws_per_chunk), validating the arguments shared by the diagnostics."""
+  num_draws = samplers._check_int("num_draws", num_draws, 1)
+  draws_per_chunk = samplers._check_int("draws_per_chunk", draws_per_chunk, 1)
+  if isinstance(sampler, str):
+    if num_samples is None:
+      raise ValueError(f"sampler {sampler!r} given by name needs num_samples")
+    sample_fn = samplers.make_sampler(sampler, num_items=num_items,
+                                      num_samples=num_samples, **(sampler_kwargs or {}))
+  elif callable(sampler):
+    sample_fn = sampler
+  else:
+    raise ValueError(f"sampler must be a name in {samplers.SAMPLERS} or a callable, "
+                     f"got {sampler!r}")
+  per_chunk = min(draws_per_chunk, num_draws)
+  while num_draws % per_chunk:
+    per_chunk -= 1
+  return sample_fn, per_chunk
+
+
 def gradient_fidelity(key: Array,
                       query_BxD: Array,
                       items_NxD: Array,
@@ -95,21 +117,8 @@ def gradient_fidelity(key: Array,
 
   Returns: {"bias_cosine", "rel_norm_error", "variance", "exact_norm"} as python floats.
   """
-  num_draws = samplers._check_int("num_draws", num_draws, 1)
-  draws_per_chunk = samplers._check_int("draws_per_chunk", draws_per_chunk, 1)
-  if isinstance(sampler, str):
-    if num_samples is None:
-      raise ValueError(f"sampler {sampler!r} given by name needs num_samples")
-    sample_fn = samplers.make_sampler(sampler, num_items=items_NxD.shape[0],
-                                      num_samples=num_samples, **(sampler_kwargs or {}))
-  elif callable(sampler):
-    sample_fn = sampler
-  else:
-    raise ValueError(f"sampler must be a name in {samplers.SAMPLERS} or a callable, "
-                     f"got {sampler!r}")
-  per_chunk = min(draws_per_chunk, num_draws)
-  while num_draws % per_chunk:  # largest divisor of R not above draws_per_chunk
-    per_chunk -= 1
+  sample_fn, per_chunk = _sampler_and_chunk(sampler, num_samples, items_NxD.shape[0],
+                                             sampler_kwargs, num_draws, draws_per_chunk)
   num_chunks = num_draws // per_chunk
   pos_ids_B = jnp.asarray(pos_ids_B)
 
@@ -182,22 +191,9 @@ def logit_push(key: Array,
   positives' own -1/B. Arguments as in `gradient_fidelity`. Returns (exact_N, sampled_N),
   the sampled one averaged over `num_draws` draws (draw r uses fold_in(key, r)).
   """
-  num_draws = samplers._check_int("num_draws", num_draws, 1)
-  draws_per_chunk = samplers._check_int("draws_per_chunk", draws_per_chunk, 1)
   num_items = items_NxD.shape[0]
-  if isinstance(sampler, str):
-    if num_samples is None:
-      raise ValueError(f"sampler {sampler!r} given by name needs num_samples")
-    sample_fn = samplers.make_sampler(sampler, num_items=num_items,
-                                      num_samples=num_samples, **(sampler_kwargs or {}))
-  elif callable(sampler):
-    sample_fn = sampler
-  else:
-    raise ValueError(f"sampler must be a name in {samplers.SAMPLERS} or a callable, "
-                     f"got {sampler!r}")
-  per_chunk = min(draws_per_chunk, num_draws)
-  while num_draws % per_chunk:
-    per_chunk -= 1
+  sample_fn, per_chunk = _sampler_and_chunk(sampler, num_samples, num_items, sampler_kwargs,
+                                            num_draws, draws_per_chunk)
   pos_ids_B = jnp.asarray(pos_ids_B)
   batch = pos_ids_B.shape[0]
 
