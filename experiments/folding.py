@@ -101,11 +101,11 @@ def checks(summary: dict, groups: int) -> list[str]:
              f"{po:.3f} -> {pg:.3f} (<= {0.5 * po:.3f})")
   uc, ur = m("unigram0.75", cg), m("unigram0.75", rc)
   if uc <= 0.05 and ur < 0.75 * full_r:
-    out.append(f"NOTE: unigram0.75 keeps the groups apart but misses the recall bound. On "
+    out.append("NOTE: unigram0.75 keeps the groups apart but misses the recall bound. On "
                "language-split ml-latest-small this was traced to the popularity proposal: "
                "with few draws its expected gradient pushes rarely seen items down less than "
                "the full softmax would (count-1 items at 0.56x, items seen >= 20 times at "
-               "1.42x, K = 64), so they crowd the top-20; more negatives "
+               "1.47x, K = 64), so they crowd the top-20; more negatives "
                "(--config.sampler.num_negatives) close the gap. `python -m "
                "experiments.popularity_tail` measures it.")
   full_c = m("full_softmax", cg)

@@ -1,7 +1,7 @@
 """Why a popularity proposal loses recall at small K: the long tail is under-pushed.
 
 Command (defaults: language-split ml-latest-small as in the folding ablation, seed 0,
-K = 64; about 8 minutes on 2 CPU cores, most of it the full-softmax run):
+K = 64; 16 minutes on a 2-core box, 13 of them the full-softmax run):
   python -m experiments.popularity_tail --workdir=runs/popularity_tail \
       [--data_path=../shared/data/ml-latest-small] [--seeds=0] [--ks=64,256,1024] [--quick]
 
@@ -21,11 +21,13 @@ proposed here: with q_j proportional to count_j^0.75 and few draws, the expected
 gradient pushes rarely seen items down less than the full softmax would and popular ones
 more, so the tail's scores float up into the top-20.
 
-Found (defaults, seed 0; BUILD_NOTES.md has the table): at the trained unigram model the
-unigram proposal at K = 64 pushes count-1 items at about half the exact rate and items
-seen >= 20 times at about 1.4x; the unigram model fills about a third of its top-20 slots
-with items seen fewer than 5 times, the uniform and full-softmax models far fewer, while
-those items hold about a quarter of the held-out pairs. More draws shrink the gap.
+Found (seeds 0-2, mean; BUILD_NOTES.md has the tables; seed 0 alone, the default, took
+940 s on a 2-core box where the full softmax runs at 12 steps/s): at the trained unigram
+model the unigram proposal at K = 64 pushes count-1 items at 0.56x the exact rate and
+items seen >= 20 times at 1.47x (count-1 / >= 20: 0.38, 0.46, 0.59 at K = 64, 256, 1024);
+the uniform proposal pushes every bin at 0.84-1.08x. The unigram model gives 37% of its
+top-20 slots to items seen 1-4 times (full softmax 4%, uniform 6%), while those items hold
+26% of the held-out pairs spread over 15,700 items.
 """
 
 from __future__ import annotations
@@ -201,6 +203,46 @@ def verdict(per_seed: list[dict], ks: Sequence[int]) -> list[str]:
   return out
 
 
+def plot(workdir: str, per_seed: list[dict]) -> str:
+  """popularity_tail.png: top-20 slot shares by bin per run (held-out pairs beside), and
+  sampled / exact push by bin for each proposal and K (mean over seeds)."""
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  names = [b[0] for b in BINS]
+  x = np.arange(len(names))
+  fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+  series = [("held-out pairs", lambda d: d["test"])] + [
+      (f"{r}: top-20", lambda d, r=r: d["runs"][r]["top20"]) for r in RUNS]
+  width = 0.8 / len(series)
+  for i, (lab, get) in enumerate(series):
+    vals = [np.mean([get(d)[n] for d in per_seed]) for n in names]
+    a1.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=lab,
+           color="0.6" if i == 0 else f"C{i - 1}")
+  a1.set_xticks(x, [f"count {n}" for n in names])
+  a1.set_ylabel("share")
+  a1.set_title("Top-20 slots by training count of the item", fontsize=9)
+  a1.legend(fontsize=7)
+  for key in per_seed[0]["push"]:
+    vals = [np.mean([d["push"][key][n] for d in per_seed]) for n in names]
+    a2.plot(x, vals, marker="o", ls="-" if key[0] == "unigram" else "--", lw=1.2,
+            label=f"{key[0]}, K={key[1]}")
+  a2.axhline(1.0, color="k", lw=0.8)
+  a2.set_xticks(x, [f"count {n}" for n in names])
+  a2.set_ylabel("sampled push / exact push on log Z")
+  a2.set_title(f"At the trained {UNIGRAM} model (below 1: pushed down too little)",
+               fontsize=9)
+  a2.legend(fontsize=7)
+  for ax in (a1, a2):
+    ax.grid(alpha=0.3)
+  fig.tight_layout()
+  path = os.path.join(workdir, "popularity_tail.png")
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def run(config, workdir: str, seeds: Sequence[int], *, ks: Sequence[int] = KS,
         log=print) -> list[dict]:
   from jaxrec import train as train_lib
@@ -240,9 +282,11 @@ def run(config, workdir: str, seeds: Sequence[int], *, ks: Sequence[int] = KS,
   with open(path + ".tmp", "w") as f:
     f.write("\n".join(lines) + "\n")
   os.replace(path + ".tmp", path)
+  plot(workdir, per_seed)
   for n in notes:
     log(n)
-  log(f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see {path}")
+  log(f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see {path} "
+      "and popularity_tail.png")
   return per_seed
 
 

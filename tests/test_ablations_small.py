@@ -366,3 +366,4 @@ def test_popularity_tail_end_to_end(tmp_path):
   text = open(os.path.join(wd, "summary.md")).read()
   assert "## Push of the partition term" in text and "| unigram, K=16 |" in text
   assert "SUPPORTED" in text
+  assert os.path.getsize(os.path.join(wd, "popularity_tail.png")) > 0
