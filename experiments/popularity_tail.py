@@ -101,7 +101,7 @@ def shares(values_N: np.ndarray, masks) -> dict[str, float]:
   return {name: float(np.sum(values_N[m])) / total for name, m in masks}
 
 
-def analyse_run(run_dir: str, train, test, counts_N, temperature: float) -> dict:
+def analyse_run(run_dir: str, train, counts_N, temperature: float) -> dict:
   z = np.load(os.path.join(run_dir, "embeddings.npz"))
   top, mass = topk_and_mass(z["query"], z["items"], train.user_ids, train.item_ids,
                             temperature=temperature)
@@ -263,7 +263,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, ks: Sequence[int] = KS,
          "test": shares(np.bincount(test.item_ids, minlength=train.num_items), masks),
          "train": shares(counts, masks), "runs": {}}
     for r in RUNS:
-      d["runs"][r] = analyse_run(sweep.run_dir(workdir, r, seed), train, test, counts,
+      d["runs"][r] = analyse_run(sweep.run_dir(workdir, r, seed), train, counts,
                                  temperature)
     log(f"seed {seed}: measuring the push ({2 * len(ks)} proposals x K, {PUSH_DRAWS} draws)")
     d["push"] = push_ratios(sweep.run_dir(workdir, UNIGRAM, seed), train, counts, ks,
