@@ -22,7 +22,7 @@ TINY = ["--config.data.num_users=300", "--config.data.num_items=200",
 
 def _sweep_cmd(workdir):
   return [sys.executable, "-m", "experiments.sweep", f"--workdir={workdir}",
-          "--grid=sampler.name=uniform,unigram,log_uniform", "--seeds=0,1", *TINY]
+          "--grid=sampler.name=uniform,unigram", "--seeds=0,1", *TINY]
 
 
 def test_killed_sweep_reruns_only_the_missing_runs(tmp_path):
@@ -39,7 +39,7 @@ def test_killed_sweep_reruns_only_the_missing_runs(tmp_path):
   os.kill(p.pid, signal.SIGKILL)
   p.wait()
   finished_before = {os.path.relpath(r, wd) for r, _, fs in os.walk(wd) if "results.json" in fs}
-  assert 2 <= len(finished_before) < 6, finished_before
+  assert 2 <= len(finished_before) < 4, finished_before
   mtimes = {r: os.path.getmtime(wd / r / "results.json") for r in finished_before}
 
   out = subprocess.run(_sweep_cmd(wd), cwd=REPO, capture_output=True, text=True, check=True)
@@ -49,9 +49,9 @@ def test_killed_sweep_reruns_only_the_missing_runs(tmp_path):
     assert os.path.getmtime(wd / r / "results.json") == t
   with open(wd / "results.csv") as f:
     rows = list(csv.DictReader(f))
-  assert len(rows) == 6
+  assert len(rows) == 4
   assert {(r["strategy"], r["seed"]) for r in rows} == {
-      (f"name={s}", str(seed)) for s in ("uniform", "unigram", "log_uniform") for seed in (0, 1)}
+      (f"name={s}", str(seed)) for s in ("uniform", "unigram") for seed in (0, 1)}
   assert all(0.0 <= float(r["recall@20"]) <= 1.0 for r in rows)
 
 

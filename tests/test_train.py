@@ -149,6 +149,7 @@ def test_sigkill_then_rerun_resumes_with_identical_metrics(tmp_path):
   """Kill -9 mid-run, rerun the same command: it resumes from the last checkpoint and ends
   with exactly the metrics of an uninterrupted run (per-step randomness is fold_in(step))."""
   killed = tmp_path / "killed"
+  ref = _launch(tmp_path / "ref")  # the uninterrupted run, alongside (two cores)
   p = _launch(killed)
   ckpt = killed / "checkpoints"
   deadline = time.time() + 120
@@ -162,7 +163,7 @@ def test_sigkill_then_rerun_resumes_with_identical_metrics(tmp_path):
   assert not (killed / "results.json").exists(), "the run finished before it was killed"
   out = _launch(killed).communicate()[0]
   assert "resumed from the checkpoint at step" in out, out[-2000:]
-  ref_out = _launch(tmp_path / "ref").communicate()[0]
+  ref_out = ref.communicate()[0]
   with open(killed / "results.json") as f:
     a = json.load(f)
   with open(tmp_path / "ref" / "results.json") as f:
