@@ -514,17 +514,30 @@ def jitted_train_step(spec: StepSpec, state: TrainState, data: DeviceData):
 # Evaluation.
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def query_embeddings(spec: StepSpec, state: TrainState, data: DeviceData):
   """[U, D] query embeddings: MF user rows, or the DNN over each user's full train bag."""
   if spec.model == "mf":
-    return _maybe_normalize(spec, state.tables["query"])
-  num_users = data.offsets.shape[0] - 1
-  rows = state.tables["query"][data.e_items]
-  summed = jax.ops.segment_sum(rows, data.e_users, num_segments=num_users)
-  counts = (data.offsets[1:] - data.offsets[:-1]).astype(jnp.float32)
+    return _mf_query_embeddings(spec.normalize, state.tables["query"])
+  # Jitted on the fields the tower reads, so the strategies of a sweep (same model, other
+  # losses and samplers) share one compilation.
+  return _dnn_query_embeddings(spec.hidden, spec.normalize, state.tables["query"],
+                               state.dense, data.e_items, data.e_users, data.offsets)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _mf_query_embeddings(normalize, table):
+  return _l2_normalize(table) if normalize else table
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _dnn_query_embeddings(hidden, normalize, table, dense, e_items, e_users, offsets):
+  num_users = offsets.shape[0] - 1
+  rows = table[e_items]
+  summed = jax.ops.segment_sum(rows, e_users, num_segments=num_users)
+  counts = (offsets[1:] - offsets[:-1]).astype(jnp.float32)
   pooled = summed / jnp.maximum(counts, 1.0)[:, None]
-  return _maybe_normalize(spec, _tower(spec, rows.shape[-1]).apply(state.dense, pooled))
+  q = models.DNNQueryTower(hidden=hidden, dim=rows.shape[-1]).apply(dense, pooled)
+  return _l2_normalize(q) if normalize else q
 
 
 def item_embeddings(spec: StepSpec, state: TrainState):
