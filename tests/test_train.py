@@ -145,11 +145,12 @@ def _launch(workdir, extra=()):
                           text=True)
 
 
-def test_sigkill_then_rerun_resumes_with_identical_metrics(tmp_path):
+def test_sigkill_then_rerun_resumes_with_identical_metrics(tmp_path, request):
   """Kill -9 mid-run, rerun the same command: it resumes from the last checkpoint and ends
   with exactly the metrics of an uninterrupted run (per-step randomness is fold_in(step))."""
   killed = tmp_path / "killed"
   ref = _launch(tmp_path / "ref")  # the uninterrupted run, alongside (two cores)
+  request.addfinalizer(ref.kill)   # not left running if an assertion below fails
   p = _launch(killed)
   ckpt = killed / "checkpoints"
   deadline = time.time() + 120
