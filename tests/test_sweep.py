@@ -126,3 +126,18 @@ def test_folding_checks_pass_fail_and_the_undertrained_note():
   assert lines[1].startswith("FAIL: full_softmax")
   assert lines[-1].startswith("NOTE: the full softmax itself mixes the groups (")
   assert folding.checks(good, groups=1) == ["only one group: folding is not defined here"]
+
+
+def test_folding_select_quick_subset_names_and_errors():
+  runs = folding.strategies()
+  labels = [r.strategy for r in runs]
+  assert [r.strategy for r in folding.select(runs, None, quick=False)] == labels
+  quick = [r.strategy for r in folding.select(runs, None, quick=True)]
+  assert quick == [s for s in labels if s in folding.QUICK] and len(quick) == len(folding.QUICK)
+  # the quick run keeps what its checks and its PCA picture read
+  assert {"positive_only", "positive_only+gravity", "full_softmax", "uniform"} <= set(quick)
+  # names win over --quick, in the table's order
+  picked = folding.select(runs, ["wals_w0=0", "uniform"], quick=True)
+  assert [r.strategy for r in picked] == ["uniform", "wals_w0=0"]
+  with pytest.raises(ValueError, match="unknown nope; choose from positive_only"):
+    folding.select(runs, ["uniform", "nope"], quick=False)
