@@ -9,7 +9,7 @@ each run briefly (`experiments.folding --quick`; the tests use it at optimisatio
 `python -m benchmarks.compile_flags` on the 2-core CPU of BUILD_NOTES: the DNN train step
 compiles in 0.4-0.8x the time (uniform sampler, 1,000 items: 3.0 s -> 2.0 s) and runs
 1.1-1.7x slower (1.05 -> 1.44 ms; the full softmax over 40,000 items 83 -> 95 ms), so it is
-not a default. `--quick`, 8 strategies x 1,000 steps, takes 42-46 s with it against 53 s
+not a default. `--quick`, 8 strategies x 1,000 steps, takes 42-47 s with it against 53 s
 without, and its runs end with the same metrics (recall, NDCG, cross_group bit-identical;
 folding_score within 1e-10).
   --xla_cpu_use_fusion_emitters=false: XLA:CPU's older LLVM IR emitters, quicker to compile;
