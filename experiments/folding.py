@@ -124,7 +124,7 @@ def checks(summary: dict, groups: int) -> list[str]:
 
 # --quick trains one of each kind (no negatives, gravity, full softmax, the four cheap
 # samplers with log-Q, one hard sampler) and leaves out in_batch-nologq, hard_exact,
-# hard_topk and WALS: 46 s instead of 78 s on the 2-core box of BUILD_NOTES.
+# hard_topk and WALS: 42-47 s on the 2-core box of BUILD_NOTES, where all 13 took 91-102 s.
 QUICK = ("positive_only", "positive_only+gravity", "full_softmax", "uniform", "unigram0.75",
          "in_batch+logq", "mixed", "hard_pool")
 
