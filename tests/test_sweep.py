@@ -141,3 +141,22 @@ def test_folding_select_quick_subset_names_and_errors():
   assert [r.strategy for r in picked] == ["uniform", "wals_w0=0"]
   with pytest.raises(ValueError, match="unknown nope; choose from positive_only"):
     folding.select(runs, ["uniform", "nope"], quick=False)
+
+
+def test_folding_checks_of_a_subset_say_not_checked_instead_of_failing():
+  # `--strategies=uniform,unigram0.75`: no positive-only, gravity or full softmax run, so
+  # only the folding half of the samplers' prediction can be judged.
+  lines = folding.checks(_summary({"uniform": (0.003, 0.18), "unigram0.75": (0.08, 0.14)}),
+                         groups=4)
+  assert lines == [
+      "PASS: uniform: cross_group@20 = 0.003 (<= 0.05), recall@20 = 0.180 (recall bound not "
+      "checked: no full_softmax run)",
+      "FAIL: unigram0.75: cross_group@20 = 0.080 (<= 0.05), recall@20 = 0.140 (recall bound "
+      "not checked: no full_softmax run)",
+      "NOT CHECKED (their strategies were not run): positive-only folds; the recall bound "
+      "(>= 0.75 x full softmax); gravity halves folding"]
+  assert not any("nan" in line for line in lines)
+  only_po = folding.checks(_summary({"positive_only": (0.70, 0.0)}), groups=4)
+  assert only_po[0].startswith("PASS: positive-only folds")
+  assert only_po[1] == ("NOT CHECKED (their strategies were not run): the recall bound "
+                        "(>= 0.75 x full softmax); gravity halves folding")
