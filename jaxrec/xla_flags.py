@@ -15,6 +15,8 @@ without, and its runs end with the same metrics (recall, NDCG, cross_group bit-i
 folding_score within 1e-10).
   --xla_cpu_use_fusion_emitters=false: XLA:CPU's older LLVM IR emitters, quicker to compile;
   --xla_backend_optimization_level=1: fewer LLVM passes (the default is 3).
+On a GPU the first does nothing and the second applies to the GPU backend's LLVM passes
+too (not measured there).
 """
 
 from __future__ import annotations
