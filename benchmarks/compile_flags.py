@@ -2,7 +2,7 @@ r"""XLA compile time and step time of the DNN train step under three sets of XLA
 
 XLA reads XLA_FLAGS once per process, so each flag set runs in its own subprocess, one
 after another: XLA's defaults; `xla_flags.FAST_COMPILE` (what `experiments.folding
---quick` adds); the test suite's flags (`tests/conftest.py`). Each measures, for the
+--quick` adds); the test suite's `xla_flags.TESTS` (`tests/conftest.py`). Each measures, for the
 folding ablation's synthetic world (softmax DNN, B = 256, K = 64), the compile time of the
 jitted train step (lower + compile) and the step time (best of 3 blocks of about 0.5 s),
 and prints them with the ratios to the defaults (compile < 1: faster to compile; step > 1:
@@ -19,13 +19,9 @@ import subprocess
 import sys
 import time
 
-FLAG_SETS = {
-    "defaults": (),
-    "fast_compile": ("--xla_cpu_use_fusion_emitters=false",
-                     "--xla_backend_optimization_level=1"),
-    "tests": ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0",
-              "--xla_llvm_disable_expensive_passes=true"),
-}
+from jaxrec import xla_flags  # imports no jax
+
+FLAG_SETS = {"defaults": (), "fast_compile": xla_flags.FAST_COMPILE, "tests": xla_flags.TESTS}
 # (strategy label of experiments.folding, num_items)
 CASES = (("positive_only", 1000), ("uniform", 1000), ("hard_exact", 1000),
          ("hard_pool", 1000), ("full_softmax", 1000), ("full_softmax", 40000),

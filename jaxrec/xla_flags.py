@@ -25,6 +25,9 @@ import os
 from typing import Iterable, MutableMapping, Optional
 
 FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1")
+# The test suite's set, with LLVM's optimisations off too (tests/conftest.py says why).
+TESTS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0",
+         "--xla_llvm_disable_expensive_passes=true")
 
 
 def _name(flag: str) -> str:

@@ -19,6 +19,4 @@ environment; a flag already set in XLA_FLAGS wins.
 
 from jaxrec import xla_flags  # imports no jax: XLA_FLAGS is set before JAX starts
 
-xla_flags.add_defaults(("--xla_cpu_use_fusion_emitters=false",
-                        "--xla_backend_optimization_level=0",
-                        "--xla_llvm_disable_expensive_passes=true"))
+xla_flags.add_defaults(xla_flags.TESTS)
