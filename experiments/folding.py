@@ -198,6 +198,10 @@ def main(argv):
   sweep.gather(_WORKDIR.value, runs, seeds)  # every finished run, trained now or before
   summary = report_lib.summarize(report_lib.read_results(_WORKDIR.value))
   notes = checks(summary, num_groups(config))
+  not_run = [r.strategy for r in runs if r.strategy not in summary]
+  if not_run:  # e.g. --quick leaves out hard_exact: say so, not only what it judged
+    notes.append(f"NOT RUN (not judged, not in the table): {', '.join(not_run)}; the default "
+                 f"run trains all {len(runs)}, --strategies any of them.")
   if _QUICK.value:
     notes.append("NOTE: --quick is a smoke run (one seed, 1,000 steps): a FAIL above may be "
                  "the short training; the default run (3 seeds, 1,500 steps) is the "

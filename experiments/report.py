@@ -60,14 +60,17 @@ def write_summary(sweep_dir: str, summary: dict, *, title: str, metrics: Sequenc
                   notes: Sequence[str] = ()) -> str:
   order = sorted(summary, key=lambda s: -summary[s].get(metrics[0], (-1, 0))[0])
   lines = [f"# {title}", "",
-           f"Mean ± std over seeds (n per row in the last column), sorted by {metrics[0]}. "
+           f"Mean ± std over seeds (n per row in the last column; the mean alone where n = 1), "
+           f"sorted by {metrics[0]}. "
            "Full-ranking metrics over the whole catalogue, training items masked.", ""]
   cols = [m for m in metrics if any(m in summary[s] for s in order)]
   lines.append("| strategy | " + " | ".join(cols) + " | steps/s | n |")
   lines.append("|---|" + "---|" * (len(cols) + 2))
   for s in order:
     d = summary[s]
-    cells = [fmt(d[m]) if m in d else "–" for m in cols]
+    # one seed: the mean alone (a sample std is undefined; "± 0.000" would read as measured)
+    cells = [("–" if m not in d else fmt(d[m]) if d["n"] > 1 else f"{d[m][0]:.3f}")
+             for m in cols]
     sps = f"{d['steps_per_second'][0]:.0f}" if "steps_per_second" in d else "–"
     lines.append(f"| {s} | " + " | ".join(cells) + f" | {sps} | {d['n']} |")
   lines += ["", "Config overrides per strategy (on top of the base config):", ""]

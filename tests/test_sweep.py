@@ -57,7 +57,7 @@ def test_killed_sweep_reruns_only_the_missing_runs(tmp_path):
 
 def test_report_mean_and_std_match_numpy(tmp_path):
   rows = [("a", 0, 0.30, 0.1), ("a", 1, 0.34, 0.3), ("a", 2, 0.35, 0.2), ("b", 0, 0.1, 0.7),
-          ("b", 1, 0.2, 0.9)]
+          ("b", 1, 0.2, 0.9), ("c", 0, 0.05, 0.5)]
   with open(tmp_path / "results.csv", "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["strategy", "seed", "overrides", "recall@20", "cross_group@20",
@@ -72,6 +72,7 @@ def test_report_mean_and_std_match_numpy(tmp_path):
   # sorted by recall@20: a before b
   assert text.index("| a |") < text.index("| b |")
   assert f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" in text
+  assert "| c | 0.050 | 0.500 | 100 | 1 |" in text  # one seed: no "± 0.000"
   assert (tmp_path / "metrics_bars.png").stat().st_size > 10_000
   assert (tmp_path / "quality_vs_folding.png").stat().st_size > 10_000
 
@@ -93,6 +94,8 @@ def test_folding_strategies_flag_trains_a_subset_and_reports_every_finished_run(
     assert sorted(r["strategy"] for r in csv.DictReader(f)) == ["positive_only", "uniform"]
   summary = (wd / "summary.md").read_text()
   assert "| uniform |" in summary and "| positive_only |" in summary
+  assert "NOT RUN (not judged, not in the table): positive_only+gravity, full_softmax, " in (
+      out.stdout)
   bad = subprocess.run(base + ["--strategies=nope"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)
   assert bad.returncode == 2 and "unknown nope" in bad.stderr
