@@ -47,7 +47,7 @@ def measure(cases=CASES):
     tr, _ = train.load_data(cfg.data, 0)
     spec = train.StepSpec.from_config(cfg)
     data = train.device_data(tr, spec.unigram_alpha if spec.sampler == "unigram" else None)
-    state = train.init_state(spec, cfg, tr.num_users, tr.num_items, 0, 2 * tr.num_items)
+    state = train.init_state(spec, cfg, tr.num_users, tr.num_items, 0)
     t = time.perf_counter()
     step = train.jitted_train_step.lower(spec, state, data).compile()
     compile_s = time.perf_counter() - t

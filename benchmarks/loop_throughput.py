@@ -29,8 +29,7 @@ def bare_steps_per_second(config, data, steps) -> float:
   spec = train.StepSpec.from_config(config)
   tr, _ = data
   ddata = train.device_data(tr, spec.unigram_alpha if spec.sampler == "unigram" else None)
-  state = train.init_state(spec, config, tr.num_users, tr.num_items, int(config.seed),
-                           2 * tr.num_items)
+  state = train.init_state(spec, config, tr.num_users, tr.num_items, int(config.seed))
   state, loss = train.jitted_train_step(spec, state, ddata)  # compile
   loss.block_until_ready()
   t = time.perf_counter()

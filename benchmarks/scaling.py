@@ -264,7 +264,7 @@ def part_d_child(args) -> dict:
                                           "loss.chunk_size": 2048})):
     c = config(**over)
     spec = train.StepSpec.from_config(c)
-    state = train.init_state(spec, c, tr.num_users, tr.num_items, 0, 2 * tr.num_items)
+    state = train.init_state(spec, c, tr.num_users, tr.num_items, 0)
     ddata = train.device_data(tr)
     state, ddata = sharding.place_state(state, mesh), sharding.place_data(ddata, mesh)
     with sharding.mesh_context(mesh):

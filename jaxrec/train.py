@@ -20,7 +20,7 @@ import os
 import platform as _platform
 import subprocess
 import time
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -293,7 +293,11 @@ def _optimizers(spec: StepSpec):
 
 
 def init_state(spec: StepSpec, config, num_users: int, num_items: int, seed: int,
-               freq_buckets: int) -> TrainState:
+               freq_buckets: Optional[int] = None) -> TrainState:
+  """freq_buckets (in_batch / mixed frequency estimator): default sampler.freq_buckets, and
+  2 x num_items where that is 0."""
+  if freq_buckets is None:
+    freq_buckets = int(config.sampler.freq_buckets) or 2 * num_items
   dim = int(config.model.dim)
   key = jax.random.PRNGKey(seed)
   k_query, k_item, k_dense, k_train = jax.random.split(key, 4)
@@ -672,8 +676,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, mesh
 
   spec = StepSpec.from_config(config)
   ddata = device_data(train, spec.unigram_alpha if spec.sampler == "unigram" else None)
-  freq_buckets = int(config.sampler.freq_buckets) or 2 * train.num_items
-  state = init_state(spec, config, train.num_users, train.num_items, seed, freq_buckets)
+  state = init_state(spec, config, train.num_users, train.num_items, seed)
 
   ckpt = _Checkpointer(workdir, int(config.train.checkpoint_every))
   state, start = ckpt.restore(state)
