@@ -1,9 +1,9 @@
-r"""Train-step time with jaxrec's glibc malloc settings against glibc's own.
+r"""Train-step time with jaxrec's opt-in glibc malloc settings against glibc's own.
 
-`import jaxrec` sets malloc to keep XLA:CPU's freed buffers for reuse
-(jaxrec/host_malloc.py). This runs the DNN train step of the folding ablation's strategies
+With JAXREC_GLIBC_MALLOC=keep, `import jaxrec` sets malloc to keep XLA:CPU's freed buffers
+for reuse (jaxrec/host_malloc.py). This runs the DNN train step of the folding ablation's strategies
 (softmax DNN, B = 256, K = 64, synthetic world) in two subprocesses, one after another:
-JAXREC_GLIBC_MALLOC=default (glibc's settings) and keep (jaxrec's), at XLA's default flags,
+JAXREC_GLIBC_MALLOC=default (glibc's settings) and keep, at XLA's default flags,
 and prints step time, minor page faults per step and peak RSS for each, with the ratios
 default / keep (> 1: the settings help). The 38,896-item rows are the language-split
 MovieLens catalogue's size, where the per-step buffers are tens of MB.

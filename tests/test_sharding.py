@@ -214,8 +214,7 @@ def _four_devices():
   # Placement: tables and row-optimizer state split by rows, the rest replicated.
   c = _config()
   spec = train.StepSpec.from_config(c)
-  state0 = train.init_state(spec, c, world[0].num_users, world[0].num_items, 0,
-                            2 * world[0].num_items)
+  state0 = train.init_state(spec, c, world[0].num_users, world[0].num_items, 0)
   state = sharding.place_state(state0, mesh)
   ddata = sharding.place_data(train.device_data(world[0]), mesh)
 
@@ -242,7 +241,7 @@ def _four_devices():
       cs = _config(**over)
       sp = train.StepSpec.from_config(cs)
       st = sharding.place_state(train.init_state(
-          sp, cs, world[0].num_users, world[0].num_items, 0, 2 * world[0].num_items), mesh)
+          sp, cs, world[0].num_users, world[0].num_items, 0), mesh)
       res[f"step_rows/{name}"] = _rows_of_collectives(
           train.jitted_train_step.lower(sp, st, ddata).compile().as_text())
 
