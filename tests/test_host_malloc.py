@@ -4,6 +4,14 @@ The claim is counted, not timed: a jitted op with a fresh 64 MB output, called a
 again with the last output dropped, takes a minor page fault per 4 KB page of that output
 on every call when freed blocks go back to the kernel (glibc's defaults on Linux: such a
 block is mmapped and unmapped), and none once freed blocks are reused.
+
+So the test counts the calls that fault (almost) nothing: under glibc's defaults there are
+none, every call faults the whole block. With the blocks kept there are no faults on a
+quiet box, but on a loaded one some calls still fault one whole fresh block (16,384
+faults): freeing lags behind, more outputs are alive at once than during the warm-up, and
+the heap grows by a block. That was 2 calls in 10 on CI (a mean of 3,277 = 2 x 16,384 /
+10) and up to 6 in 15 on a 2-core box running an ablation beside the test, so the bound
+asks for a quarter of the calls to be clean, not all of them.
 """
 
 import os
@@ -21,31 +29,39 @@ f = jax.jit(lambda x: x * 2.0)
 x = jnp.ones((16 * 1024 * 1024,), jnp.float32)  # 64 MB, 16,384 pages of 4 KB
 for _ in range(20):  # warm up: compile, let the allocator settle
   f(x).block_until_ready()
-start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(10):
+faults = []
+for _ in range(20):
+  start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   y = f(x)
   y.block_until_ready()
   del y
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start) / 10)
+  faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
+print(*faults)
 """
 PAGES = 16 * 1024 * 1024 * 4 // 4096
 
 glibc_only = pytest.mark.skipif(not host_malloc._is_glibc(), reason="glibc malloc only")
 
 
-def _faults_per_call(mode: str) -> float:
+def _faults_per_call(mode: str) -> list[int]:
   env = dict(os.environ, JAXREC_GLIBC_MALLOC=mode, JAX_PLATFORMS="cpu")
   out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
                        text=True, check=True)
-  return float(out.stdout.split()[-1])
+  return [int(n) for n in out.stdout.splitlines()[-1].split()]
+
+
+def _clean_calls(faults: list[int]) -> int:
+  return sum(n < 0.02 * PAGES for n in faults)
 
 
 @glibc_only
 def test_keep_reuses_freed_buffers():
   default = _faults_per_call("default")
-  if default < 0.5 * PAGES:  # e.g. transparent huge pages serve the mmapped block
-    pytest.skip(f"glibc's defaults fault only {default:.0f} of {PAGES} pages per call here")
-  assert _faults_per_call("keep") < 0.02 * PAGES
+  if _clean_calls(default) > 0:  # e.g. transparent huge pages serve the mmapped block
+    pytest.skip(f"glibc's defaults fault fewer than 2% of {PAGES} pages on some calls here: "
+                f"{default}")
+  keep = _faults_per_call("keep")
+  assert _clean_calls(keep) >= len(keep) / 4, keep
 
 
 def test_apply_only_when_asked():  # ("keep" is tested in a subprocess above)
