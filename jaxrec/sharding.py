@@ -609,7 +609,9 @@ def largest_collective(hlo_text: str) -> int:
 
 def cpu_devices_env(num_devices: int, env: Optional[dict] = None) -> dict:
   """A copy of `env` (default os.environ) whose XLA_FLAGS simulate `num_devices` CPU
-  devices, for a subprocess (the device count is fixed when JAX starts)."""
+  devices, for a subprocess (the device count is fixed when JAX starts). Unlike
+  xla_flags.add_defaults, it replaces a device count already there: the caller asked for
+  this one, and the other XLA flags are kept."""
   env = dict(os.environ if env is None else env)
   flags = [f for f in env.get("XLA_FLAGS", "").split()
            if not f.startswith("--xla_force_host_platform_device_count")]
