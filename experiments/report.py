@@ -35,7 +35,8 @@ def read_results(sweep_dir: str) -> list[dict]:
 
 
 def summarize(rows: list[dict]) -> dict[str, dict]:
-  """strategy -> {metric: (mean, std, n)}, plus 'overrides'. std is the sample std (ddof=1)."""
+  """strategy -> {metric: (mean, std), "n": runs, "overrides": ...}; std is the sample std
+  (ddof=1), 0 for one run."""
   out: dict[str, dict] = {}
   for r in rows:
     out.setdefault(r["strategy"], {"_rows": []})["_rows"].append(r)
