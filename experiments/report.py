@@ -112,22 +112,81 @@ def plot_bars(sweep_dir: str, summary: dict, metric_names: Sequence[str], fname:
   return path
 
 
+def spread_labels(y, gap: float) -> np.ndarray:
+  """Label heights as close to the points' heights `y` as they can be while any two are
+  at least `gap` apart: min sum_i (l_i - y_i)^2 s.t. l_(i+1) - l_i >= gap in y's order.
+  With z_i = l_i - i gap it is isotonic regression of y_i - i gap, solved exactly by
+  pooling adjacent violators (Barlow et al. 1972): each pooled block sits at its mean."""
+  y = np.asarray(y, float)
+  order = np.argsort(y, kind="stable")
+  target = y[order] - gap * np.arange(len(y))
+  blocks = []  # [mean, count]
+  for t in target:
+    blocks.append([t, 1])
+    while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+      m2, n2 = blocks.pop()
+      m1, n1 = blocks.pop()
+      blocks.append([(m1 * n1 + m2 * n2) / (n1 + n2), n1 + n2])
+  z = np.concatenate([np.full(n, m) for m, n in blocks]) if blocks else np.zeros(0)
+  out = np.empty_like(y)
+  out[order] = z + gap * np.arange(len(y))
+  return out
+
+
 def plot_scatter(sweep_dir: str, summary: dict, x: str = FOLDING, y: str = QUALITY,
                  fname: str = "quality_vs_folding.png") -> str:
+  """recall vs cross-group, one point per strategy with std error bars. Strategies often
+  sit on top of each other (every non-folding one near x = 0), so labels go in a column to
+  the right of each cluster of nearby points, spread apart (spread_labels), with a line to
+  their point."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  fig, ax = plt.subplots(figsize=(7, 5))
-  for s, d in sorted(summary.items()):
-    if x in d and y in d:
-      ax.errorbar(d[x][0], d[y][0], xerr=d[x][1], yerr=d[y][1], fmt="o", capsize=3)
-      ax.annotate(s, (d[x][0], d[y][0]), fontsize=7, xytext=(4, 3),
-                  textcoords="offset points")
+  pts = [(s, d[x], d[y]) for s, d in sorted(summary.items()) if x in d and y in d]
+  fig, ax = plt.subplots(figsize=(7.5, 5.5))
+  # tab10, then darker colours of their own (tab20's pale halves read badly as text)
+  colors = list(plt.get_cmap("tab10").colors) + ["black", "darkgoldenrod", "teal", "navy",
+                                                 "maroon", "darkolivegreen"]
+  for i, (s, (mx, sx), (my, sy)) in enumerate(pts):
+    ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt="o", capsize=3, color=colors[i % len(colors)])
   ax.set_xlabel(f"{x} (folding: lower is better)")
   ax.set_ylabel(f"{y} (quality: higher is better)")
   ax.grid(alpha=0.3)
-  fig.tight_layout()
+  if pts:
+    xs = np.array([p[1][0] for p in pts])
+    ys = np.array([p[2][0] for p in pts])
+    x0, x1 = min(0.0, xs.min()), max(xs.max(), 1e-9)
+    y0, y1 = min(0.0, ys.min()), max(ys.max(), 1e-9)
+    ax.set_xlim(x0 - 0.05 * (x1 - x0), x1 + 0.35 * (x1 - x0))  # room for the labels
+    ax.set_ylim(y0 - 0.08 * (y1 - y0), y1 + 0.12 * (y1 - y0))
+    fig.tight_layout()
+    to_ax = ax.transData + ax.transAxes.inverted()
+    ax_xy = to_ax.transform(np.stack([xs, ys], 1))
+    height_pt = ax.get_window_extent().height * 72 / fig.dpi
+    gap = 9.5 / height_pt  # one 7-pt line, in axes fractions
+    # clusters: points whose x (in axes fractions) are within 0.12 of the previous one
+    by_x = np.argsort(ax_xy[:, 0], kind="stable")
+    clusters, cur = [], [by_x[0]]
+    for a, b in zip(by_x[:-1], by_x[1:]):
+      if ax_xy[b, 0] - ax_xy[a, 0] < 0.12:
+        cur.append(b)
+      else:
+        clusters.append(cur)
+        cur = [b]
+    clusters.append(cur)
+    for c in clusters:
+      c = np.array(c)
+      label_y = spread_labels(ax_xy[c, 1], gap)
+      label_x = ax_xy[c, 0].max() + 0.06
+      for i, ly in zip(c, label_y):
+        ax.annotate(pts[i][0], ax_xy[i], xycoords="axes fraction", xytext=(label_x, ly),
+                    textcoords="axes fraction", fontsize=7, va="center",
+                    color=colors[i % len(colors)], annotation_clip=False,
+                    arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5", relpos=(0, 0.5),
+                                    shrinkA=1, shrinkB=3))
+  else:
+    fig.tight_layout()
   path = os.path.join(sweep_dir, fname)
   fig.savefig(path, dpi=110)
   plt.close(fig)

@@ -163,3 +163,40 @@ def test_folding_checks_of_a_subset_say_not_checked_instead_of_failing():
   assert only_po[0].startswith("PASS: positive-only folds")
   assert only_po[1] == ("NOT CHECKED (their strategies were not run): the recall bound "
                         "(>= 0.75 x full softmax); gravity halves folding")
+
+
+def _spread_by_active_sets(y, gap):
+  """min sum (l - y)^2 s.t. sorted gaps >= gap, by trying every set of tight constraints:
+  each set splits the sorted points into runs held exactly `gap` apart, a run centred on
+  its points' mean; the best feasible candidate is the optimum (the problem is convex)."""
+  import itertools
+  order = np.argsort(y, kind="stable")
+  ys = np.asarray(y, float)[order]
+  n, best = len(ys), None
+  for tight in itertools.product([False, True], repeat=n - 1):
+    l, start = np.empty(n), 0
+    for end in [i + 1 for i, t in enumerate(tight) if not t] + [n]:
+      offs = gap * np.arange(end - start)
+      l[start:end] = offs + np.mean(ys[start:end] - offs)
+      start = end
+    if np.all(np.diff(l) >= gap - 1e-12):
+      cost = np.sum((l - ys) ** 2)
+      if best is None or cost < best[0]:
+        best = (cost, l)
+  out = np.empty(n)
+  out[order] = best[1]
+  return out
+
+
+def test_spread_labels_is_the_closest_spacing_of_the_points():
+  # closed forms: a lone point stays; coincident points spread symmetrically about it
+  np.testing.assert_allclose(report.spread_labels([0.3], 0.1), [0.3])
+  np.testing.assert_allclose(report.spread_labels([0.5, 0.5], 0.1), [0.45, 0.55])
+  np.testing.assert_allclose(report.spread_labels([0.5, 0.5, 0.5], 0.1), [0.4, 0.5, 0.6])
+  np.testing.assert_allclose(report.spread_labels([0.9, 0.1], 0.1), [0.9, 0.1])  # apart
+  rng = np.random.default_rng(0)
+  for n in (2, 4, 7):
+    for _ in range(20):
+      y = rng.uniform(0, 0.3, n)
+      np.testing.assert_allclose(report.spread_labels(y, 0.05),
+                                 _spread_by_active_sets(y, 0.05), atol=1e-12)
