@@ -143,7 +143,8 @@ def plot_scatter(sweep_dir: str, summary: dict, x: str = FOLDING, y: str = QUALI
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
-  pts = [(s, d[x], d[y]) for s, d in sorted(summary.items()) if x in d and y in d]
+  pts = [(s, d[x], d[y]) for s, d in sorted(summary.items())
+         if x in d and y in d and np.isfinite(d[x][0]) and np.isfinite(d[y][0])]
   fig, ax = plt.subplots(figsize=(7.5, 5.5))
   # tab10, then darker colours of their own (tab20's pale halves read badly as text)
   colors = list(plt.get_cmap("tab10").colors) + ["black", "darkgoldenrod", "teal", "navy",
