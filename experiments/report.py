@@ -154,30 +154,23 @@ def plot_scatter(sweep_dir: str, summary: dict, x: str = FOLDING, y: str = QUALI
   ax.set_xlabel(f"{x} (folding: lower is better)")
   ax.set_ylabel(f"{y} (quality: higher is better)")
   ax.grid(alpha=0.3)
+  xs = np.array([p[1][0] for p in pts])
+  ys = np.array([p[2][0] for p in pts])
   if pts:
-    xs = np.array([p[1][0] for p in pts])
-    ys = np.array([p[2][0] for p in pts])
     x0, x1 = min(0.0, xs.min()), max(xs.max(), 1e-9)
     y0, y1 = min(0.0, ys.min()), max(ys.max(), 1e-9)
     ax.set_xlim(x0 - 0.05 * (x1 - x0), x1 + 0.35 * (x1 - x0))  # room for the labels
     ax.set_ylim(y0 - 0.08 * (y1 - y0), y1 + 0.12 * (y1 - y0))
-    fig.tight_layout()
+  fig.tight_layout()
+  if pts:
     to_ax = ax.transData + ax.transAxes.inverted()
     ax_xy = to_ax.transform(np.stack([xs, ys], 1))
     height_pt = ax.get_window_extent().height * 72 / fig.dpi
     gap = 9.5 / height_pt  # one 7-pt line, in axes fractions
-    # clusters: points whose x (in axes fractions) are within 0.12 of the previous one
+    # clusters: runs of points whose x (in axes fractions) is within 0.12 of the previous
     by_x = np.argsort(ax_xy[:, 0], kind="stable")
-    clusters, cur = [], [by_x[0]]
-    for a, b in zip(by_x[:-1], by_x[1:]):
-      if ax_xy[b, 0] - ax_xy[a, 0] < 0.12:
-        cur.append(b)
-      else:
-        clusters.append(cur)
-        cur = [b]
-    clusters.append(cur)
-    for c in clusters:
-      c = np.array(c)
+    cuts = np.flatnonzero(np.diff(ax_xy[by_x, 0]) >= 0.12) + 1
+    for c in np.split(by_x, cuts):
       label_y = spread_labels(ax_xy[c, 1], gap)
       label_x = ax_xy[c, 0].max() + 0.06
       for i, ly in zip(c, label_y):
@@ -186,8 +179,6 @@ def plot_scatter(sweep_dir: str, summary: dict, x: str = FOLDING, y: str = QUALI
                     color=colors[i % len(colors)], annotation_clip=False,
                     arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5", relpos=(0, 0.5),
                                     shrinkA=1, shrinkB=3))
-  else:
-    fig.tight_layout()
   path = os.path.join(sweep_dir, fname)
   fig.savefig(path, dpi=110)
   plt.close(fig)
