@@ -7,13 +7,14 @@ All losses take embeddings (not models), score a pair by its dot product divided
 
 from __future__ import annotations
 
-import functools
 import math
 import numbers
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
+
+from jaxrec import chunked
 
 Array = jax.Array
 
@@ -42,97 +43,6 @@ def _check_2d(name: str, x) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _chunk_bounds(num_items: int, chunk_size: int) -> tuple[int, int, int]:
-  """(chunk, number of full chunks, size of the ragged tail chunk), all static."""
-  chunk = min(chunk_size, num_items)
-  num_full = num_items // chunk
-  tail = num_items - num_full * chunk
-  return chunk, num_full, tail
-
-
-def _chunked_lse_fwd_impl(query_BxD: Array, items_NxD: Array, chunk_size: int) -> Array:
-  """Streaming log-sum-exp of query_BxD @ items_NxD.T over item chunks -> [B].
-
-  Full chunks go through a fori_loop (dynamic_slice of the items, no padded copy); the
-  ragged tail (N mod chunk rows) is one more, statically shaped, step after the loop.
-  """
-  num_items = items_NxD.shape[0]
-  chunk, num_full, tail = _chunk_bounds(num_items, chunk_size)
-  batch = query_BxD.shape[0]
-  acc_dtype = jnp.promote_types(query_BxD.dtype, jnp.float32)
-
-  def step(carry, items_CxD):
-    max_B, sum_B = carry
-    scores_BxC = jnp.dot(query_BxD, items_CxD.T).astype(acc_dtype)
-    new_max_B = jnp.maximum(max_B, jnp.max(scores_BxC, axis=1))
-    sum_B = sum_B * jnp.exp(max_B - new_max_B) + jnp.sum(
-        jnp.exp(scores_BxC - new_max_B[:, None]), axis=1)
-    return new_max_B, sum_B
-
-  carry = (jnp.full((batch,), -jnp.inf, acc_dtype), jnp.zeros((batch,), acc_dtype))
-  carry = jax.lax.fori_loop(
-      0, num_full,
-      lambda i, c: step(c, jax.lax.dynamic_slice_in_dim(items_NxD, i * chunk, chunk, 0)),
-      carry)
-  if tail:
-    carry = step(carry, items_NxD[num_full * chunk:])
-  max_B, sum_B = carry
-  return max_B + jnp.log(sum_B)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _chunked_lse(query_BxD: Array, items_NxD: Array, chunk_size: int) -> Array:
-  return _chunked_lse_fwd_impl(query_BxD, items_NxD, chunk_size)
-
-
-def _chunked_lse_fwd(query_BxD, items_NxD, chunk_size):
-  lse_B = _chunked_lse_fwd_impl(query_BxD, items_NxD, chunk_size)
-  return lse_B, (query_BxD, items_NxD, lse_B)
-
-
-def _chunked_lse_bwd(chunk_size, residuals, g_B):
-  """d lse_b / d q_b = sum_j p_bj v_j ; d lse_b / d v_j = p_bj q_b, p = softmax(q V^T).
-
-  Scores of each chunk are recomputed (p_BxC = exp(s_BxC - lse_B)), so memory stays
-  O(B*chunk + N*D): d items is filled chunk by chunk with dynamic_update_slice.
-  """
-  query_BxD, items_NxD, lse_B = residuals
-  num_items = items_NxD.shape[0]
-  chunk, num_full, tail = _chunk_bounds(num_items, chunk_size)
-  acc_dtype = lse_B.dtype
-
-  def grads(items_CxD):
-    scores_BxC = jnp.dot(query_BxD, items_CxD.T).astype(acc_dtype)
-    gp_BxC = g_B[:, None].astype(acc_dtype) * jnp.exp(scores_BxC - lse_B[:, None])
-    gp_BxC = gp_BxC.astype(query_BxD.dtype)
-    # d items = gp^T q, computed as (q^T gp)^T: the barrier keeps XLA from folding the
-    # transpose back into a transposed-LHS dot, which XLA:CPU runs ~4x slower (Eigen
-    # fallback instead of its fast GEMM); the [D,C] -> [C,D] transpose itself is cheap.
-    ditems_DxC = jax.lax.optimization_barrier(jnp.dot(query_BxD.T, gp_BxC))
-    return jnp.dot(gp_BxC, items_CxD), ditems_DxC.T
-
-  def body(i, carry):
-    dq_BxD, ditems_NxD = carry
-    start = i * chunk
-    dq_c, ditems_CxD = grads(jax.lax.dynamic_slice_in_dim(items_NxD, start, chunk, 0))
-    ditems_NxD = jax.lax.dynamic_update_slice_in_dim(
-        ditems_NxD, ditems_CxD.astype(items_NxD.dtype), start, 0)
-    return dq_BxD + dq_c, ditems_NxD
-
-  carry = (jnp.zeros(query_BxD.shape, query_BxD.dtype), jnp.zeros_like(items_NxD))
-  dq_BxD, ditems_NxD = jax.lax.fori_loop(0, num_full, body, carry)
-  if tail:
-    start = num_full * chunk
-    dq_c, ditems_TxD = grads(items_NxD[start:])
-    dq_BxD = dq_BxD + dq_c
-    ditems_NxD = jax.lax.dynamic_update_slice_in_dim(
-        ditems_NxD, ditems_TxD.astype(items_NxD.dtype), start, 0)
-  return dq_BxD.astype(query_BxD.dtype), ditems_NxD
-
-
-_chunked_lse.defvjp(_chunked_lse_fwd, _chunked_lse_bwd)
-
-
 def full_softmax(query_BxD: Array,
                  items_NxD: Array,
                  pos_ids: Array,
@@ -156,9 +66,10 @@ def full_softmax(query_BxD: Array,
       Ids of weight-0 padding may be any int (they are clipped into range and ignored).
     temperature: python float or traced scalar > 0.
     chunk_size: None computes the [B,N] score matrix directly. An int streams the items
-      in chunks of that many rows: a streaming log-sum-exp forward and a custom VJP that
-      recomputes each chunk's scores in the backward pass, so no [B,N] array exists in
-      either pass (memory O(B*chunk_size + N*D)). N need not be a multiple of it.
+      in chunks of that many rows (`chunked.logsumexp`): a streaming log-sum-exp forward
+      and a custom VJP that recomputes each chunk's scores in the backward pass, so no
+      [B,N] array exists in either pass (memory O(B*chunk_size + N*D)). N need not be a
+      multiple of it.
 
   Reference: the "full softmax" of Covington et al. 2016 (YouTube DNN) / Jean et al. 2015;
   the chunked custom VJP is the memory-efficient softmax of Rabe & Staats 2021.
@@ -204,7 +115,7 @@ def full_softmax(query_BxD: Array,
   if chunk_size is None:
     lse_B = jax.nn.logsumexp(jnp.dot(scaled_BxD, items_NxD.T), axis=1)
   else:
-    lse_B = _chunked_lse(scaled_BxD, items_NxD, chunk_size)
+    lse_B = chunked.logsumexp(scaled_BxD, items_NxD, chunk_size)
 
   pos_BxPxD = jnp.take(items_NxD, pos_ids_BxP, axis=0, mode="clip")
   pos_scores_BxP = jnp.einsum("bd,bpd->bp", scaled_BxD, pos_BxPxD)

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxrec import chunked
+
 __all__ = [
     "topk",
     "evaluate",
@@ -41,12 +43,11 @@ __all__ = [
 # (1024 x 65536 float32 = 256 MiB).
 DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_QUERY_BATCH = 1024
-# Group width of the exact two-stage selection inside a chunk (see `_chunk_candidates`).
+# Group width of the exact two-stage selection inside a chunk (`chunked.chunk_candidates`).
 DEFAULT_GROUP = 16
 # Elements of a full [B, N] score block in the group-metrics pass (folding_auc/score).
 _GROUP_PASS_ELEMENTS = 1 << 22
 
-_NEG_INF = float("-inf")
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -112,98 +113,6 @@ def _positive_int(value: Any, name: str) -> int:
 # ----------------------------------------------------------------------------------
 
 
-def _chunk_candidates(scores_BxC: jax.Array, k: int, group: int):
-    """A candidate subset of each row that provably contains the row's top-k.
-
-    Two-stage exact selection: split the row into groups of `group` columns, keep the
-    k groups with the largest maxima, return all their elements (k*group of them).
-    Proof of exactness: if x is a top-k element in a group g outside the k best groups,
-    those k groups each hold an element >= max(g) >= x, so x was not in the top-k.
-    It replaces one `top_k` over C columns by a max-reduction plus a `top_k` over
-    C/group maxima, much cheaper on CPU; small chunks just return every column.
-    Returns (values_BxM, local_index_BxM).
-    """
-    batch, width = scores_BxC.shape
-    all_cols = jnp.broadcast_to(jnp.arange(width, dtype=jnp.int32), (batch, width))
-    if group <= 1 or width < 4 * k * group:
-        return scores_BxC, all_cols
-    num_groups = -(-width // group)
-    pad = num_groups * group - width
-    if pad:
-        scores_BxC = jnp.pad(scores_BxC, ((0, 0), (0, pad)), constant_values=_NEG_INF)
-    blocks = scores_BxC.reshape(batch, num_groups, group)
-    _, best = jax.lax.top_k(blocks.max(axis=-1), k)                       # [B, k]
-    cand = jnp.take_along_axis(blocks, best[:, :, None], axis=1)          # [B, k, g]
-    cols = best[:, :, None] * group + jnp.arange(group, dtype=jnp.int32)  # [B, k, g]
-    return cand.reshape(batch, k * group), cols.reshape(batch, k * group)
-
-
-@functools.partial(jax.jit, static_argnames=("k", "chunk_size", "group"))
-def _topk_batch(query_BxD, items_NxD, ex_rows_E, ex_cols_E, *, k, chunk_size, group):
-    """Top-k of one query batch over all items, chunked, with excluded pairs masked.
-
-    ex_rows_E / ex_cols_E: excluded (row within batch, item id) pairs; padding rows
-    equal B (out of bounds) and are dropped by the scatter.
-    """
-    batch = query_BxD.shape[0]
-    num_items = items_NxD.shape[0]
-    chunk = min(chunk_size, num_items)
-    num_full = num_items // chunk
-    rem = num_items - num_full * chunk
-
-    def merge(carry, start, items_CxD):
-        run_vals, run_ids = carry
-        width = items_CxD.shape[0]
-        scores = jnp.dot(query_BxD, items_CxD.T, precision=_HIGHEST)     # [B, C]
-        local = ex_cols_E - start
-        local = jnp.where((local >= 0) & (local < width), local, width)  # OOB -> drop
-        scores = scores.at[ex_rows_E, local].set(_NEG_INF, mode="drop")
-        cand_vals, cand_cols = _chunk_candidates(scores, k, group)
-        vals = jnp.concatenate([run_vals, cand_vals], axis=1)
-        ids = jnp.concatenate([run_ids, cand_cols + start], axis=1)
-        top_vals, pos = jax.lax.top_k(vals, k)
-        return top_vals, jnp.take_along_axis(ids, pos, axis=1)
-
-    carry = (jnp.full((batch, k), _NEG_INF, jnp.float32),
-             jnp.full((batch, k), -1, jnp.int32))
-
-    def body(carry, i):
-        start = i * chunk
-        items_CxD = jax.lax.dynamic_slice_in_dim(items_NxD, start, chunk, axis=0)
-        return merge(carry, start, items_CxD), None
-
-    carry, _ = jax.lax.scan(body, carry, jnp.arange(num_full, dtype=jnp.int32))
-    if rem:
-        start = num_full * chunk
-        carry = merge(carry, jnp.int32(start), items_NxD[start:])
-    vals, ids = carry
-    # Fewer than k rankable items: the -inf slots are not recommendations.
-    ids = jnp.where(jnp.isneginf(vals), -1, ids)
-    return vals, ids
-
-
-def _split_exclusions(rows: np.ndarray, cols: np.ndarray, num_queries: int,
-                      batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per query batch: (row within batch, col) arrays, padded to one common length."""
-    num_batches = -(-num_queries // batch)
-    order = np.argsort(rows, kind="stable")
-    rows, cols = rows[order], cols[order]
-    bounds = np.searchsorted(rows, np.arange(num_batches + 1) * batch)
-    sizes = np.diff(bounds)
-    # Round the padded length up to a power of two so repeated calls rarely recompile.
-    longest = int(sizes.max()) if sizes.size else 0
-    width = 1 << max(0, (longest - 1).bit_length()) if longest else 1
-    out = []
-    for b in range(num_batches):
-        lo, hi = bounds[b], bounds[b + 1]
-        r = np.full(width, batch, np.int32)         # pad row = batch -> dropped
-        c = np.zeros(width, np.int32)
-        r[:hi - lo] = rows[lo:hi] - b * batch
-        c[:hi - lo] = cols[lo:hi]
-        out.append((r, c))
-    return out
-
-
 def topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=None,
          chunk_size=DEFAULT_CHUNK_SIZE, query_batch=DEFAULT_QUERY_BATCH,
          group=DEFAULT_GROUP):
@@ -211,7 +120,7 @@ def topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=None,
 
     scores_qj = query_q . item_j; the pairs (exclude_rows[e], exclude_cols[e]) (e.g.
     each user's training items) get -inf. Items are scanned in chunks of `chunk_size`
-    with a running top-k merge (`lax.scan`; `lax.top_k` on [running, chunk
+    with a running top-k merge (`chunked.topk_batch`: `lax.top_k` on [running, chunk
     candidates]); queries in batches of `query_batch`. Memory is
     O(query_batch * chunk_size + N * D); no [Q, N] array exists.
 
@@ -243,15 +152,15 @@ def topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=None,
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int32)
 
     batch = min(query_batch, num_queries)
-    parts = _split_exclusions(rows, cols, num_queries, batch)
+    parts = chunked.split_exclusions(rows, cols, num_queries, batch)
     vals_out, ids_out = [], []
     for b, (ex_r, ex_c) in enumerate(parts):
         q = query[b * batch:(b + 1) * batch]
         real = q.shape[0]
         if real < batch:  # pad the last batch so every call has one shape
             q = jnp.pad(q, ((0, batch - real), (0, 0)))
-        vals, ids = _topk_batch(q, items, jnp.asarray(ex_r), jnp.asarray(ex_c),
-                                k=k, chunk_size=chunk_size, group=group)
+        vals, ids = chunked.topk_batch(q, items, jnp.asarray(ex_r), jnp.asarray(ex_c),
+                                       k=k, chunk_size=chunk_size, group=group)
         vals_out.append(np.asarray(vals)[:real])
         ids_out.append(np.asarray(ids)[:real])
     return np.concatenate(vals_out), np.concatenate(ids_out)
@@ -442,7 +351,7 @@ def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
             raise ValueError("relatedness values must lie in [0, 1]")
 
     rows_per = max(1, min(users.size, _GROUP_PASS_ELEMENTS // num_items))
-    parts = _split_exclusions(ex_rows, ex_cols, users.size, rows_per)
+    parts = chunked.split_exclusions(ex_rows, ex_cols, users.size, rows_per)
     items_groups_dev = jnp.asarray(ig, jnp.int32)
     rel_dev = jnp.asarray(rel)
     stats = []

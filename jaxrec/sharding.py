@@ -20,7 +20,7 @@ gathered rows, the row-optimizer scatter is local, the unchunked full softmax re
 its [B, N/n] scores locally. Where it moves a table or a [B, N] score matrix instead, this
 module has `jax.shard_map` versions that work on each device's rows and combine small
 per-shard results:
-  * `sharded_full_softmax` / `logsumexp_scores`: per-shard (chunked) log-sum-exp combined
+  * `sharded_full_softmax` / `logsumexp_scores`: per-shard (`chunked`) log-sum-exp combined
     by a log-sum-exp over shards, explicit VJP (GSPMD all-gathers the table for the
     chunked loop);
   * `update_all_rows`: the full-softmax update of every row, shard-local (through the
@@ -28,7 +28,7 @@ per-shard results:
     happens to any row update of M >= N ids, which the optimizer combines densely);
   * `sharded_hard_exact`: per-shard draws, the shard picked with probability
     exp(lse_c - lse) (GSPMD all-gathers the [B, N] scores);
-  * `sharded_topk`: per-shard chunked top-k, merged by one top-k over n k candidates
+  * `sharded_topk`: per-shard `chunked.topk_batch`, merged by one top-k over n k candidates
     (GSPMD all-gathers the table for the chunked scan).
 Each is the unsharded function when no mesh applies, so callers need no branch.
 
@@ -61,6 +61,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from jaxrec import chunked, losses, metrics, samplers
 
 DATA = "data"
 
@@ -281,6 +283,11 @@ class DispatchThrottle:
     self.max_inflight = max_inflight
     self._queue = collections.deque()
 
+  @property
+  def pending(self) -> int:
+    """How many outputs are held, not yet waited on (at most `max_inflight`)."""
+    return len(self._queue)
+
   def __call__(self, output) -> None:
     self._queue.append(output)
     while len(self._queue) > self.max_inflight:
@@ -295,8 +302,7 @@ def _local_lse(query_BxD, items_CxD, chunk_size):
   """log sum_j exp(q_b . v_j) over this shard's rows -> [B]."""
   if chunk_size is None:
     return jax.nn.logsumexp(jnp.dot(query_BxD, items_CxD.T), axis=1)
-  from jaxrec import losses
-  return losses._chunked_lse_fwd_impl(query_BxD, items_CxD, chunk_size)
+  return chunked.logsumexp_forward(query_BxD, items_CxD, chunk_size)
 
 
 def _local_lse_grads(query_BxD, items_CxD, lse_B, g_B, chunk_size):
@@ -306,8 +312,7 @@ def _local_lse_grads(query_BxD, items_CxD, lse_B, g_B, chunk_size):
   if chunk_size is None:
     gp_BxC = g_B[:, None] * jnp.exp(jnp.dot(query_BxD, items_CxD.T) - lse_B[:, None])
     return jnp.dot(gp_BxC, items_CxD), jnp.dot(gp_BxC.T, query_BxD)
-  from jaxrec import losses
-  return losses._chunked_lse_bwd(chunk_size, (query_BxD, items_CxD, lse_B), g_B)
+  return chunked.logsumexp_backward(query_BxD, items_CxD, lse_B, g_B, chunk_size)
 
 
 def _combine_lse(lse_B):
@@ -359,8 +364,7 @@ def logsumexp_scores(query_BxD, items_NxD, *, chunk_size: Optional[int] = None):
   if mesh is None:
     if chunk_size is None:
       return _local_lse(query_BxD, items_NxD, None)
-    from jaxrec import losses
-    return losses._chunked_lse(query_BxD, items_NxD, chunk_size)
+    return chunked.logsumexp(query_BxD, items_NxD, chunk_size)
   return _sharded_lse(query_BxD, items_NxD, mesh, chunk_size)
 
 
@@ -374,7 +378,6 @@ def sharded_full_softmax(query_BxD, items_NxD, pos_ids, pos_weights=None, *,
   the positives' rows gathered from their shards (GSPMD: masked gather + all-reduce of
   [B, P, D]). No device ever holds the whole table or a [B, N] score matrix.
   """
-  from jaxrec import losses
   mesh = rows_mesh(items_NxD)
   if mesh is None:
     return losses.full_softmax(query_BxD, items_NxD, pos_ids, pos_weights,
@@ -412,7 +415,6 @@ def sharded_hard_exact(key, query_BxD, items_NxD, num_samples: int, *, temperatu
   sampler but a different random stream, so sharded and unsharded runs differ in their
   draws. One device: samplers.hard_exact itself.
   """
-  from jaxrec import samplers
   mesh = rows_mesh(items_NxD)
   if mesh is None:
     return samplers.hard_exact(key, query_BxD, items_NxD, num_samples,
@@ -448,23 +450,25 @@ def sharded_hard_exact(key, query_BxD, items_NxD, num_samples: int, *, temperatu
 
 
 @functools.partial(jax.jit, static_argnames=("k", "chunk_size", "group", "mesh"))
-def _sharded_topk_batch(query_BxD, items_NxD, ex_rows_E, ex_cols_E, *, k, chunk_size,
-                        group, mesh):
-  from jaxrec import metrics
+def sharded_topk_batch(query_BxD, items_NxD, ex_rows_E, ex_cols_E, *, k, chunk_size,
+                       group, mesh):
+  """`chunked.topk_batch` of one query batch, items row-sharded on `mesh` -> (vals_BxK,
+  ids_BxK), replicated: each device ranks its own rows (excluded item ids shifted to its
+  row range), then one top-k over the all-gathered [B, n k] per-device lists."""
   rows = items_NxD.shape[0] // _data_size(mesh)
 
   def local(q, items_local, ex_r, ex_c):
     offset = jax.lax.axis_index(DATA) * rows
     # Excluded columns of other shards fall outside [0, rows) and are dropped.
-    vals, ids = metrics._topk_batch(q, items_local, ex_r, ex_c - offset, k=k,
-                                    chunk_size=chunk_size, group=group)
+    vals, ids = chunked.topk_batch(q, items_local, ex_r, ex_c - offset, k=k,
+                                   chunk_size=chunk_size, group=group)
     ids = jnp.where(ids >= 0, ids + offset, -1)
     vals_all = jax.lax.all_gather(vals, DATA, axis=1, tiled=True)   # [B, n k]
     ids_all = jax.lax.all_gather(ids, DATA, axis=1, tiled=True)
     top_vals, pos = jax.lax.top_k(vals_all, k)
     return top_vals, jnp.take_along_axis(ids_all, pos, axis=1)
 
-  # check_vma=False: metrics' scan starts from unvarying constants (nothing to
+  # check_vma=False: the chunked scan starts from unvarying constants (nothing to
   # differentiate here); the outputs are replicated by construction (all_gather + top_k).
   return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(DATA), P(), P()),
                        out_specs=(P(), P()), check_vma=False)(query_BxD, items_NxD, ex_rows_E, ex_cols_E)
@@ -480,7 +484,6 @@ def sharded_topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=Non
   shard's top-k. Per query batch only O(n B k) values cross devices. One device (or
   rows that do not divide evenly): metrics.topk itself.
   """
-  from jaxrec import metrics
   chunk_size = metrics.DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
   query_batch = metrics.DEFAULT_QUERY_BATCH if query_batch is None else query_batch
   group = metrics.DEFAULT_GROUP if group is None else group
@@ -512,15 +515,15 @@ def sharded_topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=Non
   query = jnp.asarray(query_QxD, jnp.float32)
   items = _put(jnp.asarray(items_NxD, jnp.float32), NamedSharding(mesh, P(DATA)))
   batch = min(query_batch, num_queries)
-  parts = metrics._split_exclusions(rows, cols, num_queries, batch)
+  parts = chunked.split_exclusions(rows, cols, num_queries, batch)
   vals_out, ids_out = [], []
   for b, (ex_r, ex_c) in enumerate(parts):
     q = query[b * batch:(b + 1) * batch]
     real = q.shape[0]
     if real < batch:
       q = jnp.pad(q, ((0, batch - real), (0, 0)))
-    vals, ids = _sharded_topk_batch(q, items, jnp.asarray(ex_r), jnp.asarray(ex_c), k=k,
-                                    chunk_size=chunk_size, group=group, mesh=mesh)
+    vals, ids = sharded_topk_batch(q, items, jnp.asarray(ex_r), jnp.asarray(ex_c), k=k,
+                                   chunk_size=chunk_size, group=group, mesh=mesh)
     vals_out.append(np.asarray(vals)[:real])
     ids_out.append(np.asarray(ids)[:real])
   return np.concatenate(vals_out), np.concatenate(ids_out)

@@ -149,7 +149,7 @@ def _kernels(mesh):
       np.isin(np.asarray(out["topk/ids"])[r], ex_c[ex_r == r]).sum() for r in range(37)))
   if mesh:
     out["topk/collective_rows"] = _rows_of_collectives(
-        sharding._sharded_topk_batch.lower(
+        sharding.sharded_topk_batch.lower(
             jnp.asarray(qq[:16]), v_in, jnp.zeros(8, jnp.int32), jnp.zeros(8, jnp.int32),
             k=15, chunk_size=50, group=metrics.DEFAULT_GROUP, mesh=mesh).compile().as_text())
   return out
@@ -472,7 +472,7 @@ def test_dispatch_throttle_keeps_at_most_max_inflight_unfinished():
     outs.append(x)
     throttle(x)
     assert all(o.is_ready() for o in outs[:-3])
-  assert len(throttle._queue) == 3
+  assert throttle.pending == 3
   with pytest.raises(ValueError, match="max_inflight"):
     sharding.DispatchThrottle(0)
 
