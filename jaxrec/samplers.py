@@ -144,8 +144,9 @@ def _search_in_block(cum_flat: Array, offset: Array, target: Array, size: int) -
   return lo
 
 
-# Block width of the few-draws path of `draw_from_logits`.
-_SMALL_BLOCK = 32
+# Block width of the few-draws path of `draw_from_logits` (benchmarks/hard_exact_draws.py
+# sets it to compare the two paths).
+SMALL_BLOCK = 32
 
 
 def draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
@@ -163,8 +164,8 @@ def draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
   Both paths draw from the same distribution (tests); they consume the key differently.
   """
   batch, n = logits_BxN.shape
-  few = num_samples * _SMALL_BLOCK < n
-  size = _SMALL_BLOCK if few else _block_size(n)
+  few = num_samples * SMALL_BLOCK < n
+  size = SMALL_BLOCK if few else _block_size(n)
   blocks = -(-n // size)
   padded = jnp.pad(logits_BxN, ((0, 0), (0, blocks * size - n)), constant_values=-jnp.inf)
   logits_BxCxS = padded.reshape(batch, blocks, size)

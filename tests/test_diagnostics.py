@@ -48,7 +48,7 @@ def test_variance_matches_brute_force_over_draws():
   """The streamed (Chan) mean/variance equals a plain numpy computation over the draws."""
   q, v, pos = _batch()
   k, draws = 8, 12
-  sample_fn = samplers.make_sampler("uniform", num_items=v.shape[0], num_samples=k)
+  sample_fn = diagnostics.make_sampler("uniform", num_items=v.shape[0], num_samples=k)
   key = jax.random.PRNGKey(2)
   out = diagnostics.gradient_fidelity(key, q, v, pos, sample_fn, num_draws=draws,
                                       draws_per_chunk=5)  # -> groups of 4 (largest divisor)
