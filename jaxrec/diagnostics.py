@@ -21,8 +21,7 @@ converges to the full softmax as K grows.
 
 from __future__ import annotations
 
-import math
-from typing import Callable, NamedTuple, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrec import diagnostics, samplers
+from jaxrec import diagnostics
 
 
 def _batch(seed=0, b=6, n=60, d=6, scale=0.8):
