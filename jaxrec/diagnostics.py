@@ -373,5 +373,5 @@ def make_nested(name: str, *, num_items: int, k_max: int, counts_N: np.ndarray,
   support = np.ones(num_items, bool)
   if entry.support is not None:
     support = np.asarray(entry.support(
-        samplers.SamplerInputs(num_items, unigram=table, pop_order_N=pop_order), spec))
+        samplers.SamplerInputs(num_items, None, unigram=table, pop_order_N=pop_order), spec))
   return NestedSampler(draw, iid_corrections, support, 1)
