@@ -37,32 +37,34 @@ def measure(cases=CASES):
 
   from experiments import folding, sweep
   from experiments.configs import synthetic
-  from jaxrec import train
+  from jaxrec import config as config_lib
+  from jaxrec import data as jaxrec_data
+  from jaxrec import step as step_lib
 
   runs = {r.strategy: r for r in folding.strategies()}
   for label, num_items in cases:
     base = synthetic.get_config()
     base.data.num_items = num_items
     cfg = sweep.apply_overrides(base, runs[label].overrides)
-    tr, _ = train.load_data(cfg.data, 0)
-    spec = train.StepSpec.from_config(cfg)
-    data = train.device_data(tr, spec.unigram_alpha if spec.sampler == "unigram" else None)
-    state = train.init_state(spec, cfg, tr.num_users, tr.num_items, 0)
+    tr, _ = jaxrec_data.load_data(cfg.data, 0)
+    spec = config_lib.StepSpec.from_config(cfg)
+    data = step_lib.device_data(tr, spec)
+    state = step_lib.init_state(spec, cfg, tr.num_users, tr.num_items, 0)
     t = time.perf_counter()
-    step = train.jitted_train_step.lower(spec, state, data).compile()
+    step = step_lib.jitted_train_step.lower(spec, state, data).compile()
     compile_s = time.perf_counter() - t
-    state, loss = step(state, data)
-    loss.block_until_ready()
+    state, metrics = step(state, data)
+    metrics["loss"].block_until_ready()
     t = time.perf_counter()
-    state, loss = step(state, data)
-    loss.block_until_ready()
+    state, metrics = step(state, data)
+    metrics["loss"].block_until_ready()
     n = max(10, int(BLOCK_SECONDS / max(time.perf_counter() - t, 1e-6)))
     best, faults = float("inf"), float("inf")
     for _ in range(3):  # best of 3 blocks of n steps (these machines are shared)
       f0, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
       for _ in range(n):
-        state, loss = step(state, data)
-      loss.block_until_ready()
+        state, metrics = step(state, data)
+      metrics["loss"].block_until_ready()
       best = min(best, (time.perf_counter() - t) / n)
       faults = min(faults, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n)
     yield {"case": f"{label} N={num_items}", "compile_s": compile_s, "step_ms": best * 1e3,

@@ -1,6 +1,6 @@
 r"""hard_exact: drawing K << N negatives from the chosen blocks vs a table over the whole row.
 
-`samplers._draw_from_logits` draws K samples per row from softmax(s) exactly, in two
+`samplers.draw_from_logits` draws K samples per row from softmax(s) exactly, in two
 levels (a block, then an entry inside it). With K * 32 < N it builds the inverse CDF only
 inside the K chosen 32-wide blocks; otherwise it builds one over the whole [B, N] row. This
 times `samplers.hard_exact` both ways in one process (best of 3 blocks of 10 calls), on the
@@ -34,16 +34,16 @@ def time_calls(fn, *args, blocks=3, calls=10) -> float:
 
 
 def main():
-  default = samplers._SMALL_BLOCK
+  default = samplers.SMALL_BLOCK
   for b, n, d, k in SHAPES:
     q = jax.random.normal(jax.random.PRNGKey(1), (b, d))
     v = 0.1 * jax.random.normal(jax.random.PRNGKey(2), (n, d))
     ms = {}
     for name, block in (("whole_row", 10 ** 9), ("chosen_blocks", default)):
-      samplers._SMALL_BLOCK = block  # 10**9: K * block >= N, so the whole-row path
+      samplers.SMALL_BLOCK = block  # 10**9: K * block >= N, so the whole-row path
       fn = jax.jit(lambda key, q, v: samplers.hard_exact(key, q, v, k))
       ms[name] = time_calls(fn, q, v)
-    samplers._SMALL_BLOCK = default
+    samplers.SMALL_BLOCK = default
     print(f"B={b} N={n} D={d} K={k}: whole row {ms['whole_row']:.1f} ms, chosen blocks "
           f"{ms['chosen_blocks']:.1f} ms, ratio {ms['whole_row'] / ms['chosen_blocks']:.1f}",
           flush=True)

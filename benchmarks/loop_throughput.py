@@ -17,6 +17,9 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxrec import config as config_lib
+from jaxrec import data as jaxrec_data
+from jaxrec import step as step_lib
 from jaxrec import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/synthetic.py",
@@ -26,16 +29,16 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats; the best of 
 
 
 def bare_steps_per_second(config, data, steps) -> float:
-  spec = train.StepSpec.from_config(config)
+  spec = config_lib.StepSpec.from_config(config)
   tr, _ = data
-  ddata = train.device_data(tr, spec.unigram_alpha if spec.sampler == "unigram" else None)
-  state = train.init_state(spec, config, tr.num_users, tr.num_items, int(config.seed))
-  state, loss = train.jitted_train_step(spec, state, ddata)  # compile
-  loss.block_until_ready()
+  ddata = step_lib.device_data(tr, spec)
+  state = step_lib.init_state(spec, config, tr.num_users, tr.num_items, int(config.seed))
+  state, metrics = step_lib.jitted_train_step(spec, state, ddata)  # compile
+  metrics["loss"].block_until_ready()
   t = time.perf_counter()
   for _ in range(steps):
-    state, loss = train.jitted_train_step(spec, state, ddata)
-  loss.block_until_ready()
+    state, metrics = step_lib.jitted_train_step(spec, state, ddata)
+  metrics["loss"].block_until_ready()
   return steps / (time.perf_counter() - t)
 
 
@@ -54,7 +57,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   steps = _STEPS.value
-  data = train.load_data(config.data, int(config.seed))
+  data = jaxrec_data.load_data(config.data, int(config.seed))
   # warm the loop's compilation once (the bare loop compiles inside its own call)
   loop_steps_per_second(config, data, 10, 0)
   bare, loop, loop_ck = [], [], []

@@ -135,7 +135,7 @@ def part_a(args) -> dict:
     state = step_scaling.State(jnp.zeros((), jnp.int32), user_table, item_table,
                                (opt.init(user_table), opt.init(item_table)))
     step = step_scaling.make_sparse_step(args.num_users, n, args.batch, args.num_neg, opt)
-    copies = step_scaling._full_table_copies(step, state, key, n, args.dim)
+    copies = step_scaling.full_table_copies(step, state, key, n, args.dim)
     for i in range(3):  # compile + warm-up
       state, loss = step(state, jax.random.fold_in(key, i))
     jax.block_until_ready((state, loss))
@@ -237,7 +237,10 @@ def part_d_child(args) -> dict:
   import jax
   import numpy as np
   from experiments.configs import synthetic
-  from jaxrec import sharding, train
+  from jaxrec import config as config_lib
+  from jaxrec import data as jaxrec_data
+  from jaxrec import sharding
+  from jaxrec import step as step_lib
 
   mesh = sharding.make_mesh(None)
   n = jax.device_count()
@@ -257,37 +260,37 @@ def part_d_child(args) -> dict:
       node[leaf] = v
     return c
 
-  world = train.load_data(config().data, 0)
+  world = jaxrec_data.load_data(config().data, 0)
   tr = world[0]
   for name, over in (("sampled_dnn", {}),
                      ("full_mf_chunked", {"model.name": "mf", "loss.name": "full",
                                           "loss.chunk_size": 2048})):
     c = config(**over)
-    spec = train.StepSpec.from_config(c)
-    state = train.init_state(spec, c, tr.num_users, tr.num_items, 0)
-    ddata = train.device_data(tr)
+    spec = config_lib.StepSpec.from_config(c)
+    state = step_lib.init_state(spec, c, tr.num_users, tr.num_items, 0)
+    ddata = step_lib.device_data(tr)
     state, ddata = sharding.place_state(state, mesh), sharding.place_data(ddata, mesh)
     with sharding.mesh_context(mesh):
       t0 = time.perf_counter()
-      compiled = train.jitted_train_step.lower(spec, state, ddata).compile()
+      compiled = step_lib.jitted_train_step.lower(spec, state, ddata).compile()
       compile_s = time.perf_counter() - t0
       hlo = compiled.as_text()
-      state, loss = train.jitted_train_step(spec, state, ddata)
-      first_loss = float(loss)
+      state, metrics = step_lib.jitted_train_step(spec, state, ddata)
+      first_loss = float(metrics["loss"])
       throttle = sharding.DispatchThrottle()
       blocks = []
       for _ in range(args.repeats):
         t0 = time.perf_counter()
         for _ in range(args.dev_steps):
-          state, loss = train.jitted_train_step(spec, state, ddata)
-          throttle(loss)
-        jax.block_until_ready(loss)
+          state, metrics = step_lib.jitted_train_step(spec, state, ddata)
+          throttle(metrics["loss"])
+        jax.block_until_ready(metrics["loss"])
         blocks.append((time.perf_counter() - t0) / args.dev_steps)
     table = state.tables["item"]
     table_rows = {state.tables["item"].shape[0], state.tables["query"].shape[0]}
     out[name] = {"best_ms": 1e3 * min(blocks), "median_ms": 1e3 * statistics.median(blocks),
                  "compile_s": compile_s, "first_loss": first_loss,
-                 "last_loss": float(loss),
+                 "last_loss": float(metrics["loss"]),
                  "largest_collective_elements": sharding.largest_collective(hlo),
                  # operands of collectives with as many rows as a table: whole-table moves
                  "table_row_collectives": sum(
@@ -297,7 +300,7 @@ def part_d_child(args) -> dict:
                  "item_rows_per_device": sorted({int(s.data.shape[0])
                                                  for s in table.addressable_shards})}
   # Sharded top-100 over the trained item table for every user (excluding nothing).
-  query = train.query_embeddings(train.StepSpec.from_config(config(**{"model.name": "mf"})),
+  query = step_lib.query_embeddings(config_lib.StepSpec.from_config(config(**{"model.name": "mf"})),
                                  state, ddata)
   with sharding.mesh_context(mesh):
     t0 = time.perf_counter()

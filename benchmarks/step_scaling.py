@@ -115,7 +115,7 @@ def make_dense_step(num_users, num_items, batch, num_neg, opt):
   return jax.jit(step_fn, donate_argnums=0)
 
 
-def _full_table_copies(step, state, key, num_items, dim) -> int:
+def full_table_copies(step, state, key, num_items, dim) -> int:
   """Counts `copy` instructions of a whole [N,D] item table in the compiled step."""
   hlo = step.lower(state, key).compile().as_text()
   return len(re.findall(rf"f32\[{num_items},{dim}\]\S* copy\(", hlo))
@@ -136,7 +136,7 @@ def _setup(kind: str, num_items: int):
     step = make_dense_step(u, num_items, b, k, opt)
     opt_state = opt.init((user_table, item_table))
   state = State(jnp.zeros((), jnp.int32), user_table, item_table, opt_state)
-  copies = _full_table_copies(step, state, key, num_items, d)
+  copies = full_table_copies(step, state, key, num_items, d)
   for i in range(_WARMUP.value):
     state, loss = step(state, jax.random.fold_in(key, i))
   jax.block_until_ready((state, loss))

@@ -83,7 +83,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 from absl import app, flags, logging
 import jax
@@ -92,110 +92,15 @@ import numpy as np
 
 from experiments import ablation_common, sweep
 from experiments.configs import synthetic as synthetic_config
+from jaxrec import data as jaxrec_data
 from jaxrec import diagnostics, losses, samplers, train
 
 DATASETS = ("synthetic", "movielens")
-SAMPLERS = ("uniform", "unigram", "log_uniform", "in_batch", "mixed", "hard_exact",
-            "hard_pool")
+SAMPLERS = diagnostics.nested_names()  # the registered samplers it can measure
 CSV_FIELDS = ("dataset", "sampler", "K", "logq", "one_minus_cos", "rel_norm_err", "variance",
               "num_negatives", "noise", "raw_rel_norm_err", "raw_one_minus_cos")
 _MASKED = 1e30  # neg_log_q of a masked-out (beyond-K) slot: its logit becomes ~ -1e30
 
-
-
-# --------------------------------------------------------------------------------------
-# Nested samplers: K_max draws, any prefix K of them a valid K-sample.
-
-
-class NestedSampler(NamedTuple):
-  """A sampler drawing K_max negatives at once, read at any K <= K_max.
-
-  draw(key, query_BxD, items_NxD) -> (ids, log_q): [S] shared or [B,S] per example.
-  corrections(ids, log_q, k) -> (active, c_loss, c_true), shaped like ids: which slots
-    make up the K-sample, the logit correction the sampler applies (log expected count as
-    the loss uses it) and the true log expected count of the id among the active slots.
-  support_N: bool [N], the items with q > 0.
-  negatives_per_k: number of negatives a K-sample holds (2 for mixed, else 1).
-  """
-  draw: Callable
-  corrections: Callable
-  support_N: np.ndarray
-  negatives_per_k: int
-
-
-def _slots(ids):
-  return jnp.arange(ids.shape[-1], dtype=jnp.float32)
-
-
-def _iid_corrections(ids, log_q, k):
-  """K i.i.d. draws: the first K slots; expected count K q for the loss and for IS."""
-  active = jnp.broadcast_to(_slots(ids) < k, ids.shape)
-  c = jnp.log(k) + log_q
-  return active, c, c
-
-
-def _in_batch_corrections(ids, log_q, k):
-  """q = f (data frequency); the in_batch sampler corrects by log P(j in batch of K)."""
-  active = jnp.broadcast_to(_slots(ids) < k, ids.shape)
-  c_loss = jnp.log(-jnp.expm1(k * jnp.log1p(-jnp.exp(log_q))))
-  return active, c_loss, jnp.log(k) + log_q
-
-
-def make_nested(name: str, *, num_items: int, k_max: int, counts_N: np.ndarray,
-                unigram_alpha: float = 0.75, pool_size: int = 256,
-                temperature: float = 1.0) -> NestedSampler:
-  """The diagnostic's version of sampler `name` (see the module docstring)."""
-  if name not in SAMPLERS:
-    raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
-  counts_N = np.asarray(counts_N, np.float32)
-  everywhere = np.ones(num_items, bool)
-  if name == "uniform":
-    return NestedSampler(lambda key, q, v: samplers.uniform(key, num_items, k_max),
-                         _iid_corrections, everywhere, 1)
-  if name in ("unigram", "in_batch", "mixed"):
-    alpha = unigram_alpha if name == "unigram" else 1.0
-    table = samplers.unigram_table(counts_N, alpha)
-    support = np.asarray(samplers.unigram_weights(counts_N, alpha)) > 0
-    if name == "unigram":
-      return NestedSampler(lambda key, q, v: samplers.unigram_sample(key, table, k_max),
-                           _iid_corrections, support, 1)
-    if name == "in_batch":
-      return NestedSampler(lambda key, q, v: samplers.unigram_sample(key, table, k_max),
-                           _in_batch_corrections, support, 1)
-    log_f_N = table.log_q_N
-
-    def draw_mixed(key, q, v):
-      k_batch, k_uniform = jax.random.split(key)
-      batch = samplers.unigram_sample(k_batch, table, k_max).ids
-      extra = samplers.uniform(k_uniform, num_items, k_max).ids
-      ids = jnp.concatenate([batch, extra])
-      return ids, log_f_N[ids]
-
-    def mixed_corrections(ids, log_f, k):
-      slot = _slots(ids)
-      active = (slot < k) | ((slot >= k_max) & (slot - k_max < k))
-      uniform_count = k / num_items
-      c_loss = jnp.log(-jnp.expm1(k * jnp.log1p(-jnp.exp(log_f))) + uniform_count)
-      c_true = jnp.log(k * jnp.exp(log_f) + uniform_count)
-      return active, c_loss, c_true
-
-    return NestedSampler(draw_mixed, mixed_corrections, everywhere, 2)
-  if name == "log_uniform":
-    pop_order = jnp.asarray(np.argsort(-counts_N, kind="stable").astype(np.int32))
-
-    def draw_log_uniform(key, q, v):
-      neg = samplers.log_uniform(key, num_items, k_max)
-      return pop_order[neg.ids], neg.log_q
-
-    return NestedSampler(draw_log_uniform, _iid_corrections, everywhere, 1)
-  if name == "hard_exact":
-    return NestedSampler(
-        lambda key, q, v: samplers.hard_exact(key, q, v, k_max, temperature=temperature),
-        _iid_corrections, everywhere, 1)
-  return NestedSampler(
-      lambda key, q, v: samplers.hard_pool(key, q, v, k_max, pool_size=pool_size,
-                                           temperature=temperature),
-      _iid_corrections, everywhere, 1)
 
 
 # --------------------------------------------------------------------------------------
@@ -213,7 +118,7 @@ def _gather_scores(query_BxD, items_NxD, ids, inv_t):
   return jnp.einsum("bd,bsd->bs", query_BxD, items_NxD[ids]) * inv_t
 
 
-def nested_fidelity(key, query_BxD, items_NxD, pos_ids_B, nested: NestedSampler,
+def nested_fidelity(key, query_BxD, items_NxD, pos_ids_B, nested: diagnostics.NestedSampler,
                     ks: Sequence[int], *, num_draws: int, temperature: float = 1.0
                     ) -> dict[str, np.ndarray]:
   """Bias and variance of the sampled-softmax gradient for every K in `ks`, logQ on and off.
@@ -223,8 +128,8 @@ def nested_fidelity(key, query_BxD, items_NxD, pos_ids_B, nested: NestedSampler,
   "one_minus_cos", "rel_norm_err", "variance", "noise", "raw_one_minus_cos",
   "raw_rel_norm_err" (see the module docstring).
   """
-  num_draws = samplers._check_int("num_draws", num_draws, 2)
-  ks = [samplers._check_int("K", int(k), 1) for k in ks]
+  num_draws = samplers.check_int("num_draws", num_draws, 2)
+  ks = [samplers.check_int("K", int(k), 1) for k in ks]
   ks_C = jnp.asarray(np.repeat(ks, 2), jnp.float32)
   logq_C = jnp.asarray(np.tile([True, False], len(ks)))
   support_N = jnp.asarray(nested.support_N)
@@ -471,9 +376,9 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
   for s in sampler_names:
     if s not in SAMPLERS:
       raise ValueError(f"unknown sampler {s!r}; valid: {', '.join(SAMPLERS)}")
-  ks = sorted({samplers._check_int("K", int(k), 1) for k in ks})
-  samplers._check_int("draws", draws, 2)
-  samplers._check_int("batch_size", batch_size, 1)
+  ks = sorted({samplers.check_int("K", int(k), 1) for k in ks})
+  samplers.check_int("draws", draws, 2)
+  samplers.check_int("batch_size", batch_size, 1)
   os.makedirs(workdir, exist_ok=True)
   rows: list[dict] = []
   done: list[str] = []
@@ -485,7 +390,7 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
     config = sweep.apply_overrides(
         base_config(dataset, data_path=data_path, train_steps=train_steps, seed=seed),
         overrides)
-    data = train.load_data(config.data, seed)
+    data = jaxrec_data.load_data(config.data, seed)
     wd = os.path.join(workdir, f"model_{dataset}")
     res = train.train_and_evaluate(config, wd, data=data, overwrite=True, verbose=False)
     emb = np.load(os.path.join(wd, "embeddings.npz"))
@@ -512,9 +417,9 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
     temperature = float(config.loss.temperature)
     for s_idx, name in enumerate(sampler_names):
       t1 = time.time()
-      nested = make_nested(name, num_items=num_items, k_max=max(ks_here), counts_N=counts_N,
-                           unigram_alpha=unigram_alpha, pool_size=pool_size,
-                           temperature=temperature)
+      nested = diagnostics.make_nested(name, num_items=num_items, k_max=max(ks_here),
+                                       counts_N=counts_N, unigram_alpha=unigram_alpha,
+                                       pool_size=pool_size, temperature=temperature)
       out = nested_fidelity(jax.random.fold_in(jax.random.PRNGKey(seed), s_idx), query_BxD,
                             items_NxD, pos_ids_B, nested, ks_here, num_draws=draws,
                             temperature=temperature)

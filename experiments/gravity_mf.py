@@ -63,6 +63,7 @@ import numpy as np
 
 from experiments import ablation_common, report as report_lib
 from experiments import sweep
+from jaxrec import data as jaxrec_data
 from jaxrec import train
 
 DEFAULT_DATA = "../shared/data/ml-latest-small"
@@ -294,7 +295,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, variants: Sequence[str] |
   rows = report_lib.read_results(workdir)
   inter_by_seed = {}
   for seed in seeds:
-    tr, _ = train.load_data(config.data, int(seed))
+    tr, _ = jaxrec_data.load_data(config.data, int(seed))
     labels = genre_labels(tr, primary_genres(movies, _raw_ids(tr.item_raw))[0],
                           genre_min_ratings)
     inter_by_seed[int(seed)] = (tr, labels)

@@ -248,7 +248,7 @@ def plot(workdir: str, per_seed: list[dict]) -> str:
 
 def run(config, workdir: str, seeds: Sequence[int], *, ks: Sequence[int] = KS,
         log=print) -> list[dict]:
-  from jaxrec import train as train_lib
+  from jaxrec import data as jaxrec_data
 
   clock = ablation_common.Clock()
   runs = strategies()
@@ -259,7 +259,7 @@ def run(config, workdir: str, seeds: Sequence[int], *, ks: Sequence[int] = KS,
   temperature = float(config.loss.temperature)
   per_seed = []
   for seed in seeds:
-    train, test = train_lib.load_data(config.data, int(seed))
+    train, test = jaxrec_data.load_data(config.data, int(seed))
     counts = np.bincount(train.item_ids, minlength=train.num_items)
     masks = bin_masks(counts)
     d = {"items": {n: float(m.mean()) for n, m in masks},

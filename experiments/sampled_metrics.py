@@ -58,7 +58,7 @@ import numpy as np
 
 from experiments import ablation_common, report as report_lib
 from experiments import sweep
-from jaxrec import train
+from jaxrec import data as jaxrec_data
 
 DEFAULT_DATA = "../shared/data/ml-latest-small"
 FULL = "recall@10"
@@ -240,7 +240,7 @@ def hit_rates(query, items, tr, te, seed, num_negatives) -> dict[str, float]:
 
 def popularity_row(config, seed: int, num_negatives: int, data=None) -> dict:
   from jaxrec import metrics
-  tr, te = data if data is not None else train.load_data(config.data, seed)
+  tr, te = data if data is not None else jaxrec_data.load_data(config.data, seed)
   q, v = metrics.popularity_scores(tr)
   m = metrics.evaluate(q, v, tr, te, ks=tuple(config.eval.ks))
   return {"strategy": POPULARITY, "seed": seed, "overrides": "{}", "workdir": "",
@@ -261,13 +261,13 @@ def run(config, workdir: str, seeds: Sequence[int], *, num_negatives: int = 100,
   for row in rows:
     seed = int(row["seed"])
     if seed not in data:
-      data[seed] = train.load_data(config.data, seed)
+      data[seed] = jaxrec_data.load_data(config.data, seed)
     tr, te = data[seed]
     z = np.load(os.path.join(workdir, row["workdir"], "embeddings.npz"))
     row.update(hit_rates(z["query"], z["items"], tr, te, seed, num_negatives))
   for seed in seeds:
     if int(seed) not in data:
-      data[int(seed)] = train.load_data(config.data, int(seed))
+      data[int(seed)] = jaxrec_data.load_data(config.data, int(seed))
     rows.append(popularity_row(config, int(seed), num_negatives, data[int(seed)]))
   sweep.write_csv_atomic(os.path.join(workdir, "results.csv"), rows)
   rows = report_lib.read_results(workdir)

@@ -28,7 +28,10 @@ from absl import app, flags
 import ml_collections
 from ml_collections import config_flags
 
+from jaxrec import config as config_lib
+from jaxrec import data as jaxrec_data
 from jaxrec import train
+from jaxrec import workdir as workdir_io
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +81,7 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run], seeds: Seque
   configs = []
   for r, s in jobs:  # validate everything before training anything
     c = apply_overrides(base, r.overrides + (("seed", int(s)),))
-    train.validate_config(c)
+    config_lib.validate_config(c)
     configs.append(c)
   data_cache: dict[str, Any] = {}
   t0 = time.time()
@@ -88,11 +91,11 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run], seeds: Seque
     if os.path.exists(os.path.join(wd, "results.json")) and not _config_changed(wd, config):
       _progress(f"{tag}: done earlier, skipped")
       continue
-    data_key = json.dumps({"data": train.config_to_dict(config.data), "seed": int(seed)},
+    data_key = json.dumps({"data": workdir_io.config_to_dict(config.data), "seed": int(seed)},
                           sort_keys=True)
     if data_key not in data_cache:
       data_cache.clear()  # keep one data set in memory at a time
-      data_cache[data_key] = train.load_data(config.data, int(seed))
+      data_cache[data_key] = jaxrec_data.load_data(config.data, int(seed))
     t_run = time.time()
     res = train.train_and_evaluate(config, wd, overwrite=overwrite,
                                    data=data_cache[data_key], verbose=verbose_runs)
@@ -110,7 +113,7 @@ def run_dir(sweep_dir: str, strategy: str, seed: int) -> str:
 def _config_changed(wd, config) -> bool:
   try:
     with open(os.path.join(wd, "config.json")) as f:
-      return json.load(f) != train.config_to_dict(config)
+      return json.load(f) != workdir_io.config_to_dict(config)
   except (OSError, json.JSONDecodeError):
     return True
 

@@ -21,14 +21,55 @@ converges to the full softmax as K grows.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxrec import losses, samplers
+from jaxrec.config import SamplerSpec
 
 Array = jax.Array
+
+
+def make_sampler(name: str, *, num_items: int, num_samples: int, counts=None,
+                 unigram_alpha=1.0, replace: bool = True, temperature=1.0,
+                 pool_size: Optional[int] = None, chunk_size: Optional[int] = None,
+                 num_uniform: Optional[int] = None
+                 ) -> Callable[..., samplers.Negatives]:
+  """-> sample(key, query_BxD, items_NxD, pos_ids_B, freq_state=None) -> Negatives.
+
+  The registered sampler `name` (`samplers.REGISTRY`) outside a train step: num_samples
+  is K (for "mixed", the uniform part B' unless num_uniform is given; "in_batch" and
+  "mixed" use the whole batch as in-batch negatives). A sampler that reads the unigram
+  table needs `counts` (the table is built here, once); one that uses the frequency
+  estimator needs `freq_state` at call time; the pool samplers need `pool_size`. Item ids
+  are their own popularity ranks (log_uniform).
+  """
+  entry = samplers.get(name)
+  num_items = samplers.check_int("num_items", num_items, 1)
+  num_samples = samplers.check_int("num_samples", num_samples, 1)
+  if "pool_size" in entry.config_keys and pool_size is None:
+    raise ValueError(f"sampler {name!r} needs pool_size")
+  table = None
+  if entry.uses_unigram:
+    if counts is None:
+      raise ValueError(f"sampler {name!r} needs counts")
+    table = samplers.unigram_table(counts, unigram_alpha)
+  spec = SamplerSpec(name=name, num_negatives=num_samples, replace=replace,
+                     alpha=float(unigram_alpha), pool_size=pool_size or 0,
+                     temperature=temperature, num_uniform=num_uniform or num_samples,
+                     chunk_size=chunk_size)
+
+  def sample(key, query_BxD=None, items_NxD=None, pos_ids_B=None, freq_state=None):
+    if entry.uses_freq and freq_state is None:
+      raise ValueError(f"sampler {name!r} needs freq_state (see freq_init/freq_update)")
+    inputs = samplers.SamplerInputs(num_items, pos_ids_B, freq_state, query_BxD, items_NxD,
+                                    table, jnp.arange(num_items, dtype=jnp.int32))
+    return entry.draw(key, inputs, spec)
+
+  return sample
 
 
 def exact_gradient(query_BxD: Array, items_NxD: Array, pos_ids_B: Array, *,
@@ -44,7 +85,7 @@ def sampled_gradient(key: Array, query_BxD: Array, items_NxD: Array, pos_ids_B: 
                      temperature=1.0, freq_state=None) -> tuple[Array, Array]:
   """grad of mean_b sampled_softmax_b w.r.t. (query_BxD, items_NxD) for one draw.
 
-  `sample_fn` has `samplers.make_sampler`'s calling convention. Negatives are drawn from
+  `sample_fn` has `make_sampler`'s calling convention. Negatives are drawn from
   stop-gradient embeddings (ids and log_q are constants of the loss, as in training);
   accidental hits are removed.
   """
@@ -68,18 +109,18 @@ def _sampler_and_chunk(sampler, num_samples, num_items, sampler_kwargs, num_draw
                        draws_per_chunk):
   """-> (sample_fn, draws per vmapped group: the largest divisor of num_draws that is at
   most draws_per_chunk), validating the arguments shared by the diagnostics."""
-  num_draws = samplers._check_int("num_draws", num_draws, 1)
-  draws_per_chunk = samplers._check_int("draws_per_chunk", draws_per_chunk, 1)
+  num_draws = samplers.check_int("num_draws", num_draws, 1)
+  draws_per_chunk = samplers.check_int("draws_per_chunk", draws_per_chunk, 1)
   if isinstance(sampler, str):
     if num_samples is None:
       raise ValueError(f"sampler {sampler!r} given by name needs num_samples")
-    sample_fn = samplers.make_sampler(sampler, num_items=num_items,
-                                      num_samples=num_samples, **(sampler_kwargs or {}))
+    sample_fn = make_sampler(sampler, num_items=num_items, num_samples=num_samples,
+                             **(sampler_kwargs or {}))
   elif callable(sampler):
     sample_fn = sampler
   else:
-    raise ValueError(f"sampler must be a name in {samplers.SAMPLERS} or a callable, "
-                     f"got {sampler!r}")
+    raise ValueError(f"sampler must be a name in samplers.REGISTRY ({', '.join(samplers.REGISTRY)}) "
+                     f"or a callable, got {sampler!r}")
   per_chunk = min(draws_per_chunk, num_draws)
   while num_draws % per_chunk:
     per_chunk -= 1
@@ -104,9 +145,9 @@ def gradient_fidelity(key: Array,
   Args:
     key: PRNG key; draw r uses fold_in(key, r).
     query_BxD, items_NxD, pos_ids_B: the batch and the item table (as in `losses`).
-    sampler: a name in `samplers.SAMPLERS` (built with `samplers.make_sampler(name,
-      num_items=N, num_samples=num_samples, **sampler_kwargs)`) or a function with
-      make_sampler's calling convention.
+    sampler: a name in `samplers.REGISTRY` (built with `make_sampler(name, num_items=N,
+      num_samples=num_samples, **sampler_kwargs)`) or a function with make_sampler's
+      calling convention.
     num_samples: K, required with a sampler name.
     num_draws: R independent draws (vmapped in groups of `draws_per_chunk`, scanned over
       groups; mean and spread are combined with Chan et al.'s pairwise update, so memory
@@ -219,3 +260,118 @@ def logit_push(key: Array,
     return exact + pos_share_N, total / num_draws + pos_share_N
 
   return run(key, query_BxD, items_NxD, freq_state)
+
+
+# --------------------------------------------------------------------------------------
+# Nested samplers: K_max draws, any prefix K of them a valid K-sample (for estimating the
+# gradient bias at every K <= K_max from the same draws, experiments/gradient_bias.py).
+
+
+class NestedSampler(NamedTuple):
+  """A sampler drawing K_max negatives at once, read at any K <= K_max.
+
+  draw(key, query_BxD, items_NxD) -> (ids, log_q): [S] shared or [B,S] per example.
+  corrections(ids, log_q, k) -> (active, c_loss, c_true), shaped like ids: which slots
+    make up the K-sample, the logit correction the sampler applies (log expected count as
+    the loss uses it) and the true log expected count of the id among the active slots.
+  support_N: bool [N], the items with q > 0.
+  negatives_per_k: number of negatives a K-sample holds (2 for mixed, else 1).
+  """
+  draw: Callable
+  corrections: Callable
+  support_N: np.ndarray
+  negatives_per_k: int
+
+
+def _slots(ids):
+  return jnp.arange(ids.shape[-1], dtype=jnp.float32)
+
+
+def iid_corrections(ids, log_q, k):
+  """K i.i.d. draws: the first K slots; expected count K q for the loss and for IS."""
+  active = jnp.broadcast_to(_slots(ids) < k, ids.shape)
+  c = jnp.log(k) + log_q
+  return active, c, c
+
+
+def in_batch_corrections(ids, log_q, k):
+  """q = f (data frequency); the in_batch sampler corrects by log P(j in batch of K)."""
+  active = jnp.broadcast_to(_slots(ids) < k, ids.shape)
+  c_loss = jnp.log(-jnp.expm1(k * jnp.log1p(-jnp.exp(log_q))))
+  return active, c_loss, jnp.log(k) + log_q
+
+
+def _nested_in_batch(num_items: int, k_max: int, counts_N: np.ndarray) -> NestedSampler:
+  """The batch is K i.i.d. training positives: q = the data frequency f; the sampler's
+  correction is its estimator's fixed point, log P(j in a batch of K)."""
+  del num_items
+  table = samplers.unigram_table(counts_N, 1.0)
+  support = np.asarray(samplers.unigram_weights(counts_N, 1.0)) > 0
+  return NestedSampler(lambda key, q, v: samplers.unigram_sample(key, table, k_max),
+                       in_batch_corrections, support, 1)
+
+
+def _nested_mixed(num_items: int, k_max: int, counts_N: np.ndarray) -> NestedSampler:
+  """K in-batch positives (as in_batch) + K uniform ids; correction log(P(j in batch) +
+  K/N), as `samplers.mixed` at its estimator's fixed point."""
+  table = samplers.unigram_table(counts_N, 1.0)
+  log_f_N = table.log_q_N
+
+  def draw_mixed(key, q, v):
+    k_batch, k_uniform = jax.random.split(key)
+    batch = samplers.unigram_sample(k_batch, table, k_max).ids
+    extra = samplers.uniform(k_uniform, num_items, k_max).ids
+    ids = jnp.concatenate([batch, extra])
+    return ids, log_f_N[ids]
+
+  def mixed_corrections(ids, log_f, k):
+    slot = _slots(ids)
+    active = (slot < k) | ((slot >= k_max) & (slot - k_max < k))
+    uniform_count = k / num_items
+    c_loss = jnp.log(-jnp.expm1(k * jnp.log1p(-jnp.exp(log_f))) + uniform_count)
+    c_true = jnp.log(k * jnp.exp(log_f) + uniform_count)
+    return active, c_loss, c_true
+
+  return NestedSampler(draw_mixed, mixed_corrections, np.ones(num_items, bool), 2)
+
+
+# Samplers whose negatives are the batch's own positives have no i.i.d. law of their own:
+# the diagnostic models the batch (above). Every registered i.i.d. sampler with a proper
+# log_q needs nothing here: `make_nested` reads its registry entry.
+_BATCH_MODELS = {"in_batch": _nested_in_batch, "mixed": _nested_mixed}
+
+
+def nested_names() -> tuple[str, ...]:
+  """The registered samplers the nested diagnostic can measure."""
+  return tuple(n for n, e in samplers.REGISTRY.items()
+               if n in _BATCH_MODELS or (e.iid and e.proper_log_q))
+
+
+def make_nested(name: str, *, num_items: int, k_max: int, counts_N: np.ndarray,
+                unigram_alpha: float = 0.75, pool_size: int = 256,
+                temperature: float = 1.0) -> NestedSampler:
+  """The nested version of registered sampler `name`: an i.i.d. sampler draws K_max
+  negatives with its registry draw (train counts give the unigram table, with exponent
+  `unigram_alpha`, and the popularity ranks); in_batch / mixed model the batch as K
+  i.i.d. training positives. hard_topk (no proper q) is not offered."""
+  if name not in nested_names():
+    raise ValueError(f"unknown sampler {name!r} for the nested diagnostic; valid: "
+                     f"{', '.join(nested_names())}")
+  counts_N = np.asarray(counts_N, np.float32)
+  if name in _BATCH_MODELS:
+    return _BATCH_MODELS[name](num_items, k_max, counts_N)
+  entry = samplers.REGISTRY[name]
+  spec = SamplerSpec(name=name, num_negatives=k_max, alpha=float(unigram_alpha),
+                     pool_size=pool_size, temperature=temperature)
+  table = samplers.unigram_table(counts_N, unigram_alpha) if entry.uses_unigram else None
+  pop_order = jnp.asarray(np.argsort(-counts_N, kind="stable").astype(np.int32))
+
+  def draw(key, q, v):
+    inputs = samplers.SamplerInputs(num_items, None, None, q, v, table, pop_order)
+    return entry.draw(key, inputs, spec)
+
+  support = np.ones(num_items, bool)
+  if entry.support is not None:
+    support = np.asarray(entry.support(
+        samplers.SamplerInputs(num_items, None, unigram=table, pop_order_N=pop_order), spec))
+  return NestedSampler(draw, iid_corrections, support, 1)

@@ -260,3 +260,67 @@ def gravity(query_MxD: Array, items_NxD: Array) -> Array:
   gram_q_DxD = jnp.dot(query_MxD.T, query_MxD)
   gram_v_DxD = jnp.dot(items_NxD.T, items_NxD)
   return jnp.sum(gram_q_DxD * gram_v_DxD) / (query_MxD.shape[0] * items_NxD.shape[0])
+
+
+# --------------------------------------------------------------------------------------
+# The registry: config `loss.name` -> a record with one calling convention.
+# (Imports of this block; the integrator hoists them to the top of the file.)
+import dataclasses  # noqa: E402
+from typing import Callable, NamedTuple  # noqa: E402
+
+
+class LossInputs(NamedTuple):
+  """What a train step hands a registered loss; rows as the model scores them.
+
+  neg_log_q is None when the step applies no logQ correction. `full_softmax` is the
+  full-catalogue kernel (the step passes `sharding.sharded_full_softmax`, which is this
+  function on one device)."""
+  pos_ids_B: Array
+  pos_BxD: Array
+  neg_ids: Optional[Array] = None      # [K] or [B,K]
+  neg_rows: Optional[Array] = None     # [K,D] or [B,K,D]
+  neg_log_q: Optional[Array] = None
+  items_NxD: Optional[Array] = None    # every item row (losses that read them)
+  full_softmax: Callable[..., Array] = full_softmax
+
+
+def _full_loss(query_BxD, inputs: LossInputs, spec):
+  return inputs.full_softmax(query_BxD, inputs.items_NxD, inputs.pos_ids_B,
+                             temperature=spec.temperature, chunk_size=spec.chunk_size)
+
+
+def _sampled_loss(query_BxD, inputs: LossInputs, spec):
+  return sampled_softmax(query_BxD, inputs.pos_BxD, inputs.neg_rows,
+                         pos_ids=inputs.pos_ids_B, neg_ids=inputs.neg_ids,
+                         neg_log_q=inputs.neg_log_q, temperature=spec.temperature)
+
+
+def _positive_only_loss(query_BxD, inputs: LossInputs, spec):
+  return positive_only(query_BxD, inputs.pos_BxD, kind=spec.positive_only_kind)
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  """A registered loss: `fn(query_BxD, inputs: LossInputs, spec) -> [B]` per-example
+  losses (`spec` a `jaxrec.config.LossSpec`). needs_negatives: the step draws negatives
+  (config sampler.*); reads_all_items: the loss reads every item row, so the step
+  differentiates the whole item table (the dense path)."""
+  fn: Callable[..., Array]
+  help: str
+  needs_negatives: bool = False
+  reads_all_items: bool = False
+
+
+REGISTRY: dict[str, Loss] = {
+    "full": Loss(_full_loss, "softmax cross-entropy over the whole catalogue",
+                 reads_all_items=True),
+    "sampled": Loss(_sampled_loss, "softmax over [positive, sampled negatives], logQ "
+                    "corrected (sampler.*)", needs_negatives=True),
+    "positive_only": Loss(_positive_only_loss, "positive pairs alone (loss.positive_only_kind)"
+                          "; meant to fold"),
+}
+
+
+def help_text() -> str:
+  """One line per registered loss (for the launcher's --help)."""
+  return "\n".join(f"{name}: {entry.help}" for name, entry in REGISTRY.items())

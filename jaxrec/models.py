@@ -1,20 +1,25 @@
-"""Query and item towers (Flax Linen) over embedding rows gathered from plain tables.
+"""Models: the query towers (Flax Linen) over rows gathered from plain tables, and `REGISTRY`.
 
 Embedding tables are NOT module parameters: they are plain [N,E] arrays in the train
 state (see `jaxrec.tables`), so that the train step can gather the rows a batch
-touches, differentiate w.r.t. those rows only, and update them sparsely. The modules
-here therefore take gathered rows and hold only the small dense parameters (MLP
-weights, feature projections), which optax updates densely.
+touches, differentiate w.r.t. those rows only, and update them sparsely. The towers here
+take gathered rows and hold only the small dense parameters (MLP weights), which optax
+updates densely. Items are their table rows.
 
- MF:          query = user_table[user_ids]                     (MFQueryTower: identity)
- softmax-DNN: query = MLP([pool_bag(item_table, bag), feats])  (DNNQueryTower;
-       Covington et al. 2016, "Deep Neural Networks for YouTube Recommendations")
- items:       items = item_table[ids] (+ Dense(item_features))  (ItemTower)
+ mf:   query = user_table[user]                                   (no dense parameters)
+ dnn:  query = DNNQueryTower(pool_rows(item_table[bag], mask))    (Covington et al. 2016,
+       "Deep Neural Networks for YouTube Recommendations"; the bag is the user's other items)
+ wals: closed-form weighted ALS (its run is `jaxrec.wals.run`), no train step.
+
+`REGISTRY` maps config `model.name` to a `Model` record with one calling convention:
+`init_dense(key, spec, dim) -> params` and `apply_dense(params, x_BxD, spec) -> query_BxD`,
+x being the user's row (mf) or the pooled bag (dnn).
 """
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import dataclasses
+from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -51,15 +56,6 @@ def pool_rows(rows_BxLxE: Array, mask_BxL: Array) -> Array:
   return total_BxE / count_Bx1
 
 
-def pool_bag(table_NxE: Array, bag_ids_BxL: Array, bag_mask_BxL: Array) -> Array:
-  """Masked mean of the table rows named by each bag (zeros for an empty bag).
-
-  Masked-out positions may hold any id (padding is clipped into range and weighted 0).
-  """
-  rows_BxLxE = jnp.take(table_NxE, bag_ids_BxL, axis=0, mode="clip")
-  return pool_rows(rows_BxLxE, bag_mask_BxL)
-
-
 class DNNQueryTower(nn.Module):
   """Softmax-DNN query tower: MLP over [pooled bag embedding, dense side features].
 
@@ -83,33 +79,45 @@ class DNNQueryTower(nn.Module):
     return nn.Dense(self.dim, name="out")(x)
 
 
-class MFQueryTower(nn.Module):
-  """Matrix-factorization query tower: the gathered user row is the query (identity).
-
-  Holds no parameters; it exists so MF and softmax-DNN models share one interface.
-  """
-
-  @nn.compact
-  def __call__(self, user_rows_BxD: Array) -> Array:
-    return user_rows_BxD
+def _no_dense(key, spec, dim):
+  del key, spec, dim
+  return {}
 
 
-class ItemTower(nn.Module):
-  """Item tower: items = rows (+ Dense(dim)(item_features) when features are given)."""
+def _identity(params, x_BxD, spec):
+  del params, spec
+  return x_BxD
 
-  dim: int
 
-  @nn.compact
-  def __call__(self, item_rows_NxD: Array,
-               item_features_NxF: Optional[Array] = None) -> Array:
-    if item_rows_NxD.shape[-1] != self.dim:
-      raise ValueError(
-        f"ItemTower(dim={self.dim}) got item rows of width {item_rows_NxD.shape[-1]}")
-    if item_features_NxF is None:
-      return item_rows_NxD
-    if item_features_NxF.shape[:-1] != item_rows_NxD.shape[:-1]:
-      raise ValueError(
-        f"item features {item_features_NxF.shape} do not match item rows "
-        f"{item_rows_NxD.shape} in their leading dims")
-    features_NxF = item_features_NxF.astype(item_rows_NxD.dtype)
-    return item_rows_NxD + nn.Dense(self.dim, name="feature_proj")(features_NxF)
+def _dnn_init(key, spec, dim):
+  return DNNQueryTower(hidden=spec.hidden, dim=dim).init(key, jnp.zeros((1, dim), jnp.float32))
+
+
+def _dnn_apply(params, pooled_BxD, spec):
+  return DNNQueryTower(hidden=spec.hidden, dim=pooled_BxD.shape[-1]).apply(params, pooled_BxD)
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+  """A registered model. `query_table`: what the query table's rows are ("users": one row
+  per user; "items": the query pools a bag of the user's other items over item rows).
+  `trained_by_step`: False for closed-form models (no jitted step; their run lives in
+  their own module). `spec` is a `jaxrec.config.ModelSpec`."""
+  help: str
+  query_table: str = "users"
+  trained_by_step: bool = True
+  init_dense: Callable[..., Any] = _no_dense
+  apply_dense: Callable[..., Array] = _identity
+
+
+REGISTRY: dict[str, Model] = {
+    "mf": Model("matrix factorization: the query is the user's row"),
+    "dnn": Model("softmax DNN: MLP over the mean of the user's other items' rows",
+                 query_table="items", init_dense=_dnn_init, apply_dense=_dnn_apply),
+    "wals": Model("weighted ALS / iALS, closed form (jaxrec.wals)", trained_by_step=False),
+}
+
+
+def help_text() -> str:
+  """One line per registered model (for the launcher's --help)."""
+  return "\n".join(f"{name}: {m.help}" for name, m in REGISTRY.items())

@@ -1,5 +1,11 @@
 """Negative samplers for sampled-softmax training: each returns `Negatives(ids, log_q)`.
 
+`REGISTRY` maps a sampler's name (config `sampler.name`) to a `Sampler` record: its draw
+function with the one calling convention `draw(key, inputs, spec) -> Negatives` and what
+the step, the config validation, the gradient diagnostic and `--help` need to know about
+it. Adding a sampler is one draw function, one `REGISTRY` entry and its test
+(tests/test_samplers.py runs the sampler contract over every entry).
+
 `log_q` is the log probability that ONE draw returns that id. `losses.sampled_softmax`
 subtracts log(K * q) (the log expected count of the id among the K draws) from each
 negative logit, as `tf.nn.sampled_softmax_loss` does (Bengio & Senecal 2008; Jean et al.
@@ -10,8 +16,8 @@ negative logit, as `tf.nn.sampled_softmax_loss` does (Bengio & Senecal 2008; Jea
 for any proposal q with q_j > 0 wherever exp(s_j) > 0, which is what makes the sampled loss
 approach the full softmax as K grows.
 
-Shared samplers (`SHARED`) return `[K]` negatives used by every row of the batch;
-per-example samplers (`PER_EXAMPLE`) return `[B,K]`. None of them removes the row's
+Shared samplers return `[K]` negatives used by every row of the batch; per-example
+samplers return `[B,K]`. None of them removes the row's
 positive: a sampled negative equal to the positive is an "accidental hit" that
 `sampled_softmax(..., remove_accidental_hits=True)` masks (it compares neg_ids with pos_ids).
 
@@ -24,18 +30,15 @@ error instead of N * 2^-23. ids are int32, log_q float32.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 Array = jax.Array
-
-SHARED = ("uniform", "unigram", "log_uniform", "in_batch", "mixed")
-PER_EXAMPLE = ("hard_exact", "hard_pool", "hard_topk")
-SAMPLERS = SHARED + PER_EXAMPLE
 
 
 class Negatives(NamedTuple):
@@ -49,7 +52,8 @@ class Negatives(NamedTuple):
 # ---------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value, minimum: int) -> int:
+def check_int(name: str, value, minimum: int) -> int:
+  """`value` as a python int >= `minimum` (a static size under jit), else ValueError."""
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
     raise ValueError(f"{name} must be a python int >= {minimum} (static under jit), "
                      f"got {value!r}")
@@ -140,11 +144,12 @@ def _search_in_block(cum_flat: Array, offset: Array, target: Array, size: int) -
   return lo
 
 
-# Block width of the few-draws path of `_draw_from_logits`.
-_SMALL_BLOCK = 32
+# Block width of the few-draws path of `draw_from_logits` (benchmarks/hard_exact_draws.py
+# sets it to compare the two paths).
+SMALL_BLOCK = 32
 
 
-def _draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
+def draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
   """K i.i.d. draws per row from softmax(logits_BxN) -> positions [B,K], exactly.
 
   Two-level inverse CDF: the row is cut into C blocks of S entries; a block c is drawn
@@ -159,8 +164,8 @@ def _draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
   Both paths draw from the same distribution (tests); they consume the key differently.
   """
   batch, n = logits_BxN.shape
-  few = num_samples * _SMALL_BLOCK < n
-  size = _SMALL_BLOCK if few else _block_size(n)
+  few = num_samples * SMALL_BLOCK < n
+  size = SMALL_BLOCK if few else _block_size(n)
   blocks = -(-n // size)
   padded = jnp.pad(logits_BxN, ((0, 0), (0, blocks * size - n)), constant_values=-jnp.inf)
   logits_BxCxS = padded.reshape(batch, blocks, size)
@@ -200,8 +205,8 @@ def uniform(key: Array, num_items: int, num_samples: int, *, replace: bool = Tru
   item appears once and log(K q) = 0: the sampled softmax equals the full softmax.
   Raises ValueError if K > N without replacement.
   """
-  num_items = _check_int("num_items", num_items, 1)
-  num_samples = _check_int("num_samples", num_samples, 1)
+  num_items = check_int("num_items", num_items, 1)
+  num_samples = check_int("num_samples", num_samples, 1)
   if replace:
     ids = jax.random.randint(key, (num_samples,), 0, num_items, dtype=jnp.int32)
   else:
@@ -258,7 +263,7 @@ def unigram_table(counts: Array, alpha=1.0) -> UnigramTable:
 
 def unigram_sample(key: Array, table: UnigramTable, num_samples: int) -> Negatives:
   """K i.i.d. draws from a prebuilt `UnigramTable` -> Negatives [K]; O(log N) per draw."""
-  num_samples = _check_int("num_samples", num_samples, 1)
+  num_samples = check_int("num_samples", num_samples, 1)
   u_2xK = jax.random.uniform(key, (2, num_samples))
   block = jnp.searchsorted(table.block_cum_C, u_2xK[0] * table.block_cum_C[-1], side="right")
   block = jnp.minimum(block, table.last_block).astype(jnp.int32)
@@ -295,8 +300,8 @@ def log_uniform(key: Array, num_items: int, num_samples: int) -> Negatives:
   float32 limits: u has 2^-23 resolution and exp() ~2^-24 relative error, so P(k) is
   exact to ~k * 2^-23 relative (e.g. < 1e-3 for k < 1e4).
   """
-  num_items = _check_int("num_items", num_items, 1)
-  num_samples = _check_int("num_samples", num_samples, 1)
+  num_items = check_int("num_items", num_items, 1)
+  num_samples = check_int("num_samples", num_samples, 1)
   log_n1 = math.log1p(num_items)
   u = jax.random.uniform(key, (num_samples,))
   ids = jnp.floor(jnp.exp(u * log_n1)).astype(jnp.int32) - 1
@@ -349,8 +354,8 @@ def _hash_buckets(ids: Array, num_hashes: int, num_buckets: int) -> Array:
 
 def freq_init(num_buckets: int, num_hashes: int = 1) -> FreqState:
   """Empty estimator: a = -1 ("never hit"), b = 0 ("no gap estimate yet")."""
-  num_buckets = _check_int("num_buckets", num_buckets, 1)
-  num_hashes = _check_int("num_hashes", num_hashes, 1)
+  num_buckets = check_int("num_buckets", num_buckets, 1)
+  num_hashes = check_int("num_hashes", num_hashes, 1)
   shape = (num_hashes, num_buckets)
   return FreqState(jnp.full(shape, -1.0, jnp.float32), jnp.zeros(shape, jnp.float32))
 
@@ -424,7 +429,7 @@ def in_batch(pos_ids_B: Array, freq_state: FreqState,
   if ids.ndim != 1:
     raise ValueError(f"pos_ids_B must be 1-D, got shape {ids.shape}")
   batch = ids.shape[0]
-  k = batch if num_negatives is None else _check_int("num_negatives", num_negatives, 1)
+  k = batch if num_negatives is None else check_int("num_negatives", num_negatives, 1)
   if k > batch:
     raise ValueError(f"num_negatives={k} exceeds the batch size {batch}")
   ids = ids[:k]
@@ -446,13 +451,13 @@ def mixed(key: Array, pos_ids_B: Array, freq_state: FreqState, num_items: int,
   log_q = log(E_j / K) so that `sampled_softmax`'s log(K q) = log(E_j). Ids never seen by
   the estimator have p_j = 0 and E_j = B'/N (finite when B' > 0).
   """
-  num_items = _check_int("num_items", num_items, 1)
-  num_uniform = _check_int("num_uniform", num_uniform, 0)
+  num_items = check_int("num_items", num_items, 1)
+  num_uniform = check_int("num_uniform", num_uniform, 0)
   pos = jnp.asarray(pos_ids_B).astype(jnp.int32)
   if pos.ndim != 1:
     raise ValueError(f"pos_ids_B must be 1-D, got shape {pos.shape}")
   batch = pos.shape[0]
-  k_b = batch if num_batch is None else _check_int("num_batch", num_batch, 1)
+  k_b = batch if num_batch is None else check_int("num_batch", num_batch, 1)
   if k_b > batch:
     raise ValueError(f"num_batch={k_b} exceeds the batch size {batch}")
   extra = jax.random.randint(key, (num_uniform,), 0, num_items, dtype=jnp.int32)
@@ -472,8 +477,8 @@ def with_uniform(key: Array, hard: Negatives, num_items: int, num_uniform: int) 
 
   a convex combination of two unbiased estimates of Z: unbiased (stratified importance
   sampling; Owen 2013, ch. 9). The uniform ids are shared by the batch (broadcast)."""
-  num_items = _check_int("num_items", num_items, 1)
-  num_uniform = _check_int("num_uniform", num_uniform, 1)
+  num_items = check_int("num_items", num_items, 1)
+  num_uniform = check_int("num_uniform", num_uniform, 1)
   if hard.ids.ndim != 2:
     raise ValueError(f"hard negatives must be [B,K_h], got shape {hard.ids.shape}")
   batch = hard.ids.shape[0]
@@ -496,9 +501,9 @@ def simulate_frequency_estimation(key: Array, num_items: int, batch_size: int,
     err_t = sum_i |p_hat_i - p_i| / sum_i p_i.
   Jit-able (lax.scan); alpha may be traced (vmap over alphas).
   """
-  num_items = _check_int("num_items", num_items, 2)
-  batch_size = _check_int("batch_size", batch_size, 1)
-  steps = _check_int("steps", steps, 1)
+  num_items = check_int("num_items", num_items, 2)
+  batch_size = check_int("batch_size", batch_size, 1)
+  steps = check_int("steps", steps, 1)
   i = jnp.arange(num_items, dtype=jnp.float32)
   q_before = i**2 / jnp.sum(i**2)
   q_after = q_before[::-1]
@@ -564,15 +569,15 @@ def hard_exact(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int,
   The row's positive can be drawn; `sampled_softmax` masks it as an accidental hit.
   """
   batch, _, num_items = _check_embeddings(query_BxD, items_NxD)
-  num_samples = _check_int("num_samples", num_samples, 1)
+  num_samples = check_int("num_samples", num_samples, 1)
   _check_temperature(temperature)
   scaled_BxD = query_BxD / jnp.asarray(temperature, query_BxD.dtype)
   if chunk_size is None:
     scores_BxN = jnp.dot(scaled_BxD, items_NxD.T)
-    ids = _draw_from_logits(key, scores_BxN, num_samples)
+    ids = draw_from_logits(key, scores_BxN, num_samples)
     lse_B = jax.nn.logsumexp(scores_BxN, axis=1)
   else:
-    chunk = min(_check_int("chunk_size", chunk_size, 1), num_items)
+    chunk = min(check_int("chunk_size", chunk_size, 1), num_items)
     num_chunks = -(-num_items // chunk)
     block = _block_scores_fn(scaled_BxD, items_NxD, chunk)
     lse_CxB = jax.lax.map(lambda c: jax.nn.logsumexp(block(c)[0], axis=1),
@@ -617,14 +622,14 @@ def hard_pool(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, 
   masks it as an accidental hit.
   """
   batch, _, num_items = _check_embeddings(query_BxD, items_NxD)
-  num_samples = _check_int("num_samples", num_samples, 1)
-  pool_size = _check_int("pool_size", pool_size, 1)
+  num_samples = check_int("num_samples", num_samples, 1)
+  pool_size = check_int("pool_size", pool_size, 1)
   _check_temperature(temperature)
   k_pool, k_draw = jax.random.split(key)
   pool_M = jax.random.randint(k_pool, (pool_size,), 0, num_items, dtype=jnp.int32)
   scaled_BxD = query_BxD / jnp.asarray(temperature, query_BxD.dtype)
   scores_BxM = jnp.dot(scaled_BxD, items_NxD[pool_M].T)
-  pos_BxK = _draw_from_logits(k_draw, scores_BxM, num_samples)
+  pos_BxK = draw_from_logits(k_draw, scores_BxM, num_samples)
   log_z_hat_B = jax.nn.logsumexp(scores_BxM, axis=1) + math.log(num_items / pool_size)
   log_q = jnp.take_along_axis(scores_BxM, pos_BxK, axis=1) - log_z_hat_B[:, None]
   return Negatives(pool_M[pos_BxK], log_q)
@@ -647,8 +652,8 @@ def hard_topk(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, 
   negatives by N/K relative to the positive. Train hard_topk without the logQ correction.
   """
   batch, _, num_items = _check_embeddings(query_BxD, items_NxD)
-  num_samples = _check_int("num_samples", num_samples, 1)
-  pool_size = _check_int("pool_size", pool_size, 1)
+  num_samples = check_int("num_samples", num_samples, 1)
+  pool_size = check_int("pool_size", pool_size, 1)
   if num_samples > pool_size:
     raise ValueError(f"num_samples={num_samples} must be <= pool_size={pool_size}")
   pool_M = jax.random.randint(key, (pool_size,), 0, num_items, dtype=jnp.int32)
@@ -670,59 +675,166 @@ def hard_topk(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, 
 
 
 # ---------------------------------------------------------------------------------------
-# One calling convention for all samplers.
+# The registry: one calling convention, draw(key, inputs, spec) -> Negatives.
 # ---------------------------------------------------------------------------------------
 
-SampleFn = Callable[..., Negatives]
+
+class SamplerInputs(NamedTuple):
+  """What a train step holds when it draws negatives (fields a sampler does not read may
+  be None). Everything here is a constant of the loss (stop-gradient)."""
+  num_items: int               # N, static
+  pos_ids_B: Array             # the batch's positives
+  freq: Any = None             # FreqState after this step's `freq_update` (uses_freq)
+  query_BxD: Any = None        # the batch's queries, as the model scores them (needs_scores)
+  items_NxD: Any = None        # every item embedding, as the model scores them (needs_scores)
+  unigram: Any = None          # UnigramTable of the train counts (uses_unigram)
+  pop_order_N: Any = None      # item ids by decreasing train count (log_uniform's ranks)
 
 
-def make_sampler(name: str, *, num_items: int, num_samples: int, counts=None,
-                 unigram_alpha=1.0, replace: bool = True, temperature=1.0,
-                 pool_size: Optional[int] = None, chunk_size: Optional[int] = None,
-                 num_uniform: Optional[int] = None) -> SampleFn:
-  """-> sample(key, query_BxD, items_NxD, pos_ids_B, freq_state=None) -> Negatives.
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """A registered sampler: `draw(key, inputs: SamplerInputs, spec) -> Negatives`, where
+  `spec` is a `jaxrec.config.SamplerSpec` (num_negatives, replace, alpha, pool_size,
+  temperature, chunk_size, num_uniform, batch_negatives, hard_fraction, ...), plus:
 
-  One signature for every sampler in `SAMPLERS` (arguments a sampler does not use are
-  ignored). num_samples is K (for "mixed", the uniform part B' unless num_uniform is
-  given; "in_batch" uses K = B). "unigram" needs `counts` (its table is built here, once);
-  "in_batch"/"mixed" need `freq_state` at call time; the pool samplers need `pool_size`.
+  help: one line for `--help`.
+  config_keys: the `sampler.*` keys the draw reads (validation rejects the optional ones,
+    hard_fraction and batch_negatives, for samplers that do not read them).
+  per_example: ids [B,K] (else [K], shared by the batch).
+  needs_scores: reads inputs.query_BxD / items_NxD.
+  uses_freq: reads inputs.freq (the step keeps the Yi et al. estimator in its state).
+  uses_unigram: reads inputs.unigram (the step builds the table once, from train counts).
+  log_q: "exact": exp(log_q) is the probability that one draw (averaged over the K slots)
+    is that id; "weight": an unbiased importance weight, E[1{J=j} / q_J] = 1 for every j
+    (hard_pool's pool estimate); "none": no proper q (the step never applies the logQ
+    correction).
+  iid: the K draws are i.i.d. given the inputs (a prefix of them is a smaller sample; the
+    gradient diagnostic reads K = 1..K_max from one draw of K_max).
+  support: support(inputs, spec) -> bool [N], the items with q > 0, for a sampler that
+    cannot draw every item (None: every item; the gradient diagnostic reads it).
   """
-  if name not in SAMPLERS:
-    raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(SAMPLERS)}")
-  num_items = _check_int("num_items", num_items, 1)
-  num_samples = _check_int("num_samples", num_samples, 1)
-  if name in ("hard_pool", "hard_topk") and pool_size is None:
-    raise ValueError(f"sampler {name!r} needs pool_size")
-  if name == "unigram":
-    if counts is None:
-      raise ValueError("sampler 'unigram' needs counts")
-    table = unigram_table(counts, unigram_alpha)
+  draw: Callable[..., Negatives]
+  help: str
+  config_keys: tuple[str, ...] = ("num_negatives",)
+  per_example: bool = False
+  needs_scores: bool = False
+  uses_freq: bool = False
+  uses_unigram: bool = False
+  log_q: str = "exact"
+  iid: bool = True
+  support: Optional[Callable[..., Any]] = None
 
-  def needs_freq(freq_state):
-    if freq_state is None:
-      raise ValueError(f"sampler {name!r} needs freq_state (see freq_init/freq_update)")
+  @property
+  def proper_log_q(self) -> bool:
+    return self.log_q != "none"
 
-  def sample(key, query_BxD=None, items_NxD=None, pos_ids_B=None, freq_state=None):
-    if name == "uniform":
-      return uniform(key, num_items, num_samples, replace=replace)
-    if name == "unigram":
-      return unigram_sample(key, table, num_samples)
-    if name == "log_uniform":
-      return log_uniform(key, num_items, num_samples)
-    if name == "in_batch":
-      needs_freq(freq_state)
-      return in_batch(pos_ids_B, freq_state)
-    if name == "mixed":
-      needs_freq(freq_state)
-      return mixed(key, pos_ids_B, freq_state, num_items,
-                   num_samples if num_uniform is None else num_uniform)
-    if name == "hard_exact":
-      return hard_exact(key, query_BxD, items_NxD, num_samples, temperature=temperature,
-                        chunk_size=chunk_size)
-    if name == "hard_pool":
-      return hard_pool(key, query_BxD, items_NxD, num_samples, pool_size=pool_size,
-                       temperature=temperature)
-    return hard_topk(key, query_BxD, items_NxD, num_samples, pool_size=pool_size,
-                     pos_ids=pos_ids_B)
 
-  return sample
+def draw_uniform(key, inputs: SamplerInputs, spec) -> Negatives:
+  return uniform(key, inputs.num_items, spec.num_negatives, replace=spec.replace)
+
+
+def draw_unigram(key, inputs: SamplerInputs, spec) -> Negatives:
+  return unigram_sample(key, inputs.unigram, spec.num_negatives)
+
+
+def draw_log_uniform(key, inputs: SamplerInputs, spec) -> Negatives:
+  """Zipf over popularity ranks, mapped back to item ids."""
+  neg = log_uniform(key, inputs.num_items, spec.num_negatives)
+  return neg._replace(ids=inputs.pop_order_N[neg.ids])
+
+
+def draw_in_batch(key, inputs: SamplerInputs, spec) -> Negatives:
+  del key  # the batch is the randomness
+  return in_batch(inputs.pos_ids_B, inputs.freq, spec.batch_negatives or None)
+
+
+def draw_mixed(key, inputs: SamplerInputs, spec) -> Negatives:
+  num_uniform = spec.num_uniform or inputs.pos_ids_B.shape[0]
+  return mixed(key, inputs.pos_ids_B, inputs.freq, inputs.num_items, num_uniform,
+               spec.batch_negatives or None)
+
+
+def with_hard_fraction(draw_hard: Callable[..., Negatives]) -> Callable[..., Negatives]:
+  """draw_hard(key, inputs, spec, k) -> [B,k] hard negatives  ==>  a registry draw with
+  round(spec.hard_fraction * K) hard negatives per row and the rest uniform (shared), as
+  `with_uniform`. hard_fraction = 1 passes the key unchanged (the plain hard sampler);
+  0 is the uniform sampler."""
+
+  def draw(key, inputs: SamplerInputs, spec) -> Negatives:
+    num = spec.num_negatives
+    k_hard = int(round(spec.hard_fraction * num))
+    if k_hard == 0:
+      return uniform(key, inputs.num_items, num)
+    k_hard_key, k_uni_key = jax.random.split(key) if k_hard < num else (key, None)
+    hard = draw_hard(k_hard_key, inputs, spec, k_hard)
+    if k_hard == num:
+      return hard
+    return with_uniform(k_uni_key, hard, inputs.num_items, num - k_hard)
+
+  draw.__doc__ = draw_hard.__doc__
+  return draw
+
+
+def _hard_exact_rows(key, inputs: SamplerInputs, spec, k: int) -> Negatives:
+  """hard_exact draws, on several devices each shard's own (jaxrec.sharding)."""
+  from jaxrec import sharding  # sharding imports losses/metrics; kept off the import path
+  return sharding.sharded_hard_exact(key, inputs.query_BxD, inputs.items_NxD, k,
+                                     temperature=spec.temperature,
+                                     chunk_size=spec.chunk_size)
+
+
+def _hard_pool_rows(key, inputs: SamplerInputs, spec, k: int) -> Negatives:
+  return hard_pool(key, inputs.query_BxD, inputs.items_NxD, k, pool_size=spec.pool_size,
+                   temperature=spec.temperature)
+
+
+def _hard_topk_rows(key, inputs: SamplerInputs, spec, k: int) -> Negatives:
+  return hard_topk(key, inputs.query_BxD, inputs.items_NxD, k, pool_size=spec.pool_size,
+                   pos_ids=inputs.pos_ids_B)
+
+
+_HARD_KEYS = ("num_negatives", "temperature", "hard_fraction")
+
+REGISTRY: dict[str, Sampler] = {
+    "uniform": Sampler(
+        draw_uniform, "q_j = 1/N (with or without replacement)",
+        config_keys=("num_negatives", "replace")),
+    "unigram": Sampler(
+        draw_unigram, "q_j proportional to train count_j ** sampler.alpha",
+        config_keys=("num_negatives", "alpha"), uses_unigram=True,
+        support=lambda inputs, spec: inputs.unigram.log_q_N > -jnp.inf),
+    "log_uniform": Sampler(
+        draw_log_uniform, "Zipf over popularity ranks (tf log_uniform_candidate_sampler)"),
+    "in_batch": Sampler(
+        draw_in_batch, "the batch's positives, q from the Yi et al. 2019 streaming estimate",
+        config_keys=("batch_negatives", "freq_alpha"), uses_freq=True, iid=False),
+    "mixed": Sampler(
+        draw_mixed, "in-batch positives + uniform ids (Yang et al. 2020)",
+        config_keys=("batch_negatives", "num_uniform", "freq_alpha"), uses_freq=True,
+        iid=False),
+    "hard_exact": Sampler(
+        with_hard_fraction(_hard_exact_rows), "q_bj = softmax(s_bj / T) over the catalogue",
+        config_keys=_HARD_KEYS, per_example=True, needs_scores=True),
+    "hard_pool": Sampler(
+        with_hard_fraction(_hard_pool_rows),
+        "uniform pool of sampler.pool_size, then softmax(s / T) inside it",
+        config_keys=_HARD_KEYS + ("pool_size",), per_example=True, needs_scores=True,
+        log_q="weight"),
+    "hard_topk": Sampler(
+        with_hard_fraction(_hard_topk_rows),
+        "top-K scores of a uniform pool (deterministic mining, no logQ)",
+        config_keys=_HARD_KEYS + ("pool_size",), per_example=True, needs_scores=True,
+        log_q="none", iid=False),
+}
+
+
+def get(name: str) -> Sampler:
+  """The registered sampler `name`; ValueError naming the valid ones."""
+  if name not in REGISTRY:
+    raise ValueError(f"unknown sampler {name!r}; valid: {', '.join(REGISTRY)}")
+  return REGISTRY[name]
+
+
+def help_text() -> str:
+  """One line per registered sampler (for the launcher's --help)."""
+  return "\n".join(f"{name}: {s.help}" for name, s in REGISTRY.items())

@@ -198,12 +198,13 @@ def lazy_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
   return RowOptimizer(init, update)
 
 
-_ROW_OPTIMIZERS = {"sgd": row_sgd, "adagrad": row_adagrad, "adam": lazy_adam}
+# config train.optimizer -> row optimizer builder (learning_rate) -> RowOptimizer.
+ROW_OPTIMIZERS = {"sgd": row_sgd, "adagrad": row_adagrad, "adam": lazy_adam}
 
 
 def get_row_optimizer(name: str, learning_rate: float) -> RowOptimizer:
   """Returns the row optimizer `name` in {"sgd", "adagrad", "adam"} (adam = lazy Adam)."""
-  if name not in _ROW_OPTIMIZERS:
+  if name not in ROW_OPTIMIZERS:
     raise ValueError(
-        f"unknown row optimizer {name!r}; valid choices: {sorted(_ROW_OPTIMIZERS)}")
-  return _ROW_OPTIMIZERS[name](learning_rate)
+        f"unknown row optimizer {name!r}; valid choices: {sorted(ROW_OPTIMIZERS)}")
+  return ROW_OPTIMIZERS[name](learning_rate)

@@ -1,4 +1,4 @@
-"""Weighted alternating least squares (WALS / iALS) matrix factorization.
+"""Weighted alternating least squares (WALS / iALS) matrix factorization, and its run.
 
 Objective (Hu, Koren & Volinsky 2008, "Collaborative Filtering for Implicit Feedback
 Datasets"), over users i, items j, with S the set of observed (i, j) pairs:
@@ -58,7 +58,8 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
 import numpy as np
 
-from jaxrec import sharding
+from jaxrec import evaluate, sharding
+from jaxrec import workdir as workdir_io
 
 Array = jax.Array
 
@@ -513,3 +514,40 @@ def wals_fit(train, *, dim: int, unobserved_weight: float, regularization: float
     if callback is not None:
       callback(it, state, record)
   return state, history
+
+
+# --------------------------------------------------------------------------------------
+# The WALS run of `train.train_and_evaluate` (config model.name = "wals").
+
+
+def run(config, workdir: str, train, test, verbose: bool = True) -> dict:
+  """Fits WALS with config.model's settings, evaluates, and writes metrics.jsonl (one
+  line per iteration: objective, seconds), results.json and optionally embeddings.npz
+  to `workdir` (a rerun refits: the closed form has no checkpoints). Returns results."""
+  m = config.model
+  t0 = time.time()
+  state, history = wals_fit(
+      train, dim=int(m.dim), unobserved_weight=float(m.unobserved_weight),
+      regularization=float(m.regularization), alpha=float(m.alpha),
+      iterations=int(m.iterations), seed=int(config.seed), solver=m.solver,
+      reg_scaling=m.reg_scaling)
+  train_seconds = time.time() - t0
+  mpath = workdir_io.metrics_path(workdir, 0)
+  for i, h in enumerate(history):
+    workdir_io.append_jsonl(mpath, {"step": i + 1, **{k: float(v) for k, v in h.items()}})
+  t_eval = time.time()
+  if config.eval.save_embeddings:
+    workdir_io.save_embeddings(workdir, state.users_UxD, state.items_NxD, train)
+  final = evaluate.evaluate_embeddings(state.users_UxD, state.items_NxD, train, test,
+                                       config.eval)
+  results = workdir_io.write_results(
+      workdir, final,
+      {"steps": int(m.iterations), "resumed_from_step": 0,
+       "steps_per_second": int(m.iterations) / train_seconds,
+       "train_seconds": train_seconds, "eval_seconds": time.time() - t_eval,
+       "wall_seconds": time.time() - t0,
+       "num_users": train.num_users, "num_items": train.num_items},
+      workdir_io.config_to_dict(config))
+  if verbose:
+    workdir_io.log("final: %s", workdir_io.fmt_metrics(final))
+  return results

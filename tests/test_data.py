@@ -300,12 +300,12 @@ def _load_any(path):
   return jd.load_movielens(path)
 
 
-@pytest.mark.parametrize("chunk_bytes", [readers._CHUNK_BYTES, 8])
+@pytest.mark.parametrize("chunk_bytes", [readers.CHUNK_BYTES, 8])
 @pytest.mark.parametrize("name, content, line, reason", BAD_FILES)
 def test_bad_row_reports_file_and_line(tmp_path, monkeypatch, chunk_bytes, name, content, line,
                                        reason):
   # chunk_bytes=8 makes every line its own chunk: the line count must carry across chunks.
-  monkeypatch.setattr(readers, "_CHUNK_BYTES", chunk_bytes)
+  monkeypatch.setattr(readers, "CHUNK_BYTES", chunk_bytes)
   path = tmp_path / name
   path.write_bytes(content.encode("latin-1"))
   with pytest.raises(jd.DataError) as info:
@@ -320,10 +320,10 @@ def test_fast_and_slow_paths_agree_across_chunks(tmp_path, monkeypatch):
   text = "".join(f"{u}\t{i}\t{fmt_num(r)}\t{t}\n" for u, i, r, t in rows)
   write(tmp_path / "u.data", text)
   whole = jd.load_movielens(tmp_path)
-  monkeypatch.setattr(readers, "_CHUNK_BYTES", 100)
+  monkeypatch.setattr(readers, "CHUNK_BYTES", 100)
   chunked = jd.load_movielens(tmp_path)
-  monkeypatch.setattr(readers, "_parse_lines_fast",
-                      lambda *a: (_ for _ in ()).throw(readers._Bail()))
+  monkeypatch.setattr(readers, "parse_lines_fast",
+                      lambda *a: (_ for _ in ()).throw(readers.Bail()))
   slow = jd.load_movielens(tmp_path)
   for other in (chunked, slow):
     for field in ("user_ids", "item_ids", "weights", "timestamps", "user_raw", "item_raw"):

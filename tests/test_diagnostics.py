@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxrec import diagnostics, samplers
+from jaxrec import diagnostics
 
 
 def _batch(seed=0, b=6, n=60, d=6, scale=0.8):
@@ -48,7 +48,7 @@ def test_variance_matches_brute_force_over_draws():
   """The streamed (Chan) mean/variance equals a plain numpy computation over the draws."""
   q, v, pos = _batch()
   k, draws = 8, 12
-  sample_fn = samplers.make_sampler("uniform", num_items=v.shape[0], num_samples=k)
+  sample_fn = diagnostics.make_sampler("uniform", num_items=v.shape[0], num_samples=k)
   key = jax.random.PRNGKey(2)
   out = diagnostics.gradient_fidelity(key, q, v, pos, sample_fn, num_draws=draws,
                                       draws_per_chunk=5)  # -> groups of 4 (largest divisor)
@@ -161,3 +161,20 @@ def test_logit_push_matches_the_enumerated_expectation():
   assert np.all(np.abs(np.asarray(sampled) - mean) <= 5 * se + 1e-6)
   np.testing.assert_allclose(exact, _np_softmax(s).mean(0), rtol=1e-4, atol=1e-7)
   np.testing.assert_allclose(np.sum(sampled), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", diagnostics.nested_names())
+def test_nested_samplers_draw_k_max_within_their_support(name):
+  """make_nested reads the registry: every measurable sampler draws K_max ids (2 K_max for
+  mixed) with finite log q, only from its support (unigram: items with a train count)."""
+  counts = np.array([3, 0, 2, 1, 0, 4, 1, 1], np.float32)
+  n, k_max = counts.size, 6
+  nested = diagnostics.make_nested(name, num_items=n, k_max=k_max, counts_N=counts, pool_size=5)
+  q, v = jnp.ones((2, 3)), jnp.asarray(np.random.default_rng(0).normal(size=(n, 3)), jnp.float32)
+  ids, log_q = nested.draw(jax.random.PRNGKey(0), q, v)
+  assert ids.shape[-1] == k_max * nested.negatives_per_k
+  assert nested.support_N[np.asarray(ids)].all() and np.isfinite(np.asarray(log_q)).all()
+  if name in ("unigram", "in_batch"):
+    np.testing.assert_array_equal(nested.support_N, counts > 0)
+  with pytest.raises(ValueError, match="unknown sampler 'hard_topk'"):
+    diagnostics.make_nested("hard_topk", num_items=n, k_max=2, counts_N=counts)

@@ -102,7 +102,7 @@ def test_bias_matches_exact_enumeration(name):
   """
   q, v, pos = _problem()
   g_star = np.concatenate([np.ravel(x) for x in diagnostics.exact_gradient(q, v, pos)])
-  nested = gb.make_nested(name, num_items=N, k_max=3, counts_N=COUNTS)
+  nested = diagnostics.make_nested(name, num_items=N, k_max=3, counts_N=COUNTS)
   out = gb.nested_fidelity(jax.random.PRNGKey(7), q, v, pos, nested, (2, 3), num_draws=2000)
   for i, (k, logq) in enumerate(zip(out["K"], out["logq"])):
     if k != 2:
@@ -137,9 +137,9 @@ def test_same_draws_as_diagnostics_and_prefix_is_a_k_sample():
   key = jax.random.PRNGKey(3)
   cases = {"uniform": ((16, True), (4, False)), "hard_exact": ((4, True),)}
   for name, settings in cases.items():
-    nested = gb.make_nested(name, num_items=40, k_max=16, counts_N=np.ones(40))
+    nested = diagnostics.make_nested(name, num_items=40, k_max=16, counts_N=np.ones(40))
     out = gb.nested_fidelity(key, q, v, pos, nested, (4, 16), num_draws=12)
-    full = samplers.make_sampler(name, num_items=40, num_samples=16)
+    full = diagnostics.make_sampler(name, num_items=40, num_samples=16)
     for k, logq in settings:
       i = int(np.flatnonzero((out["K"] == k) & (out["logq"] == logq))[0])
       fn = full if k == 16 else (lambda *a: jax.tree.map(lambda x: x[..., :4], full(*a)))
@@ -164,12 +164,12 @@ def test_in_batch_and_mixed_corrections_are_the_samplers_at_the_estimator_fixed_
   batch = jnp.asarray([0, 0, 2, 4], jnp.int32)
   log_f = jnp.log(jnp.asarray(f, jnp.float32))
   ref = samplers.in_batch(batch, state)
-  active, c_loss, c_true = gb._in_batch_corrections(batch, log_f[batch], float(k))
+  active, c_loss, c_true = diagnostics.in_batch_corrections(batch, log_f[batch], float(k))
   assert bool(jnp.all(active))
   np.testing.assert_allclose(c_loss, ref.log_q + math.log(k), rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(c_true, np.log(k * f[np.asarray(batch)]), rtol=1e-5, atol=1e-6)
 
-  nested = gb.make_nested("mixed", num_items=N, k_max=k, counts_N=COUNTS)
+  nested = diagnostics.make_nested("mixed", num_items=N, k_max=k, counts_N=COUNTS)
   ref = samplers.mixed(jax.random.PRNGKey(0), batch, state, N, k)
   active, c_loss, c_true = nested.corrections(ref.ids, log_f[ref.ids], float(k))
   assert bool(jnp.all(active))
@@ -211,6 +211,6 @@ def test_tiny_run_writes_csv_and_png_and_uniform_bias_falls(tmp_path):
 
 def test_bad_names_raise():
   with pytest.raises(ValueError, match="unknown sampler 'hard_topk'"):
-    gb.make_nested("hard_topk", num_items=5, k_max=2, counts_N=np.ones(5))
+    diagnostics.make_nested("hard_topk", num_items=5, k_max=2, counts_N=np.ones(5))
   with pytest.raises(ValueError, match="unknown dataset 'nope'"):
     gb.run("/tmp/unused", datasets=("nope",))

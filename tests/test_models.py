@@ -42,14 +42,14 @@ def test_dnn_tower_rejects_mismatched_features():
     tower.init(jax.random.PRNGKey(0), jnp.zeros((3, 5)), jnp.zeros((2, 1)))
 
 
-def test_pool_bag_masked_mean_with_empty_bag():
+def test_pool_rows_masked_mean_with_empty_bag():
+  """The DNN's input: the masked mean of a bag's gathered rows (zeros for an empty bag)."""
   rng = np.random.default_rng(1)
   n, e = 10, 4
   table = rng.normal(size=(n, e)).astype(np.float32)
   ids = np.array([[1, 2, 2, 9], [4, 0, 0, 0], [7, 3, 5, 0]], np.int32)
   mask = np.array([[1, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 1]], np.float32)
-  pooled = np.asarray(models.pool_bag(jnp.asarray(table), jnp.asarray(ids),
-                                      jnp.asarray(mask)))
+  pooled = np.asarray(models.pool_rows(jnp.asarray(table)[ids], jnp.asarray(mask)))
   expected = np.stack([
     table[[1, 2, 2]].mean(axis=0),  # duplicates count twice; masked 9 ignored
     np.zeros(e, np.float32),  # empty bag -> zeros
@@ -68,30 +68,27 @@ def test_pool_rows_gradient_is_mask_over_count():
   np.testing.assert_allclose(np.asarray(g), expected)
 
 
-def test_mf_tower_is_identity():
-  rows = jax.random.normal(jax.random.PRNGKey(2), (5, 3))
-  variables = models.MFQueryTower().init(jax.random.PRNGKey(0), rows)
-  assert jax.tree.leaves(variables) == []
-  np.testing.assert_array_equal(np.asarray(models.MFQueryTower().apply(variables, rows)),
-                                np.asarray(rows))
-
-
-def test_item_tower_with_and_without_features():
+def test_registry_models_compute_the_query_they_name():
+  """mf: the query is the user's row (no dense parameters); dnn: DNNQueryTower over the
+  pooled bag, with parameters from init_dense; wals is not trained by the step."""
+  from jaxrec import config
   rng = np.random.default_rng(3)
-  n, d, f = 7, 4, 3
-  rows = rng.normal(size=(n, d)).astype(np.float32)
-  feats = rng.normal(size=(n, f)).astype(np.float32)
-  tower = models.ItemTower(dim=d)
-  params = tower.init(jax.random.PRNGKey(0), jnp.asarray(rows), jnp.asarray(feats))["params"]
-  params = jax.tree.map(lambda p: p + 0.1 if p.ndim == 1 else p, params)
-  out = tower.apply({"params": params}, jnp.asarray(rows), jnp.asarray(feats))
-  proj = params["feature_proj"]
-  expected = rows + feats @ np.asarray(proj["kernel"]) + np.asarray(proj["bias"])
-  np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-6)
-  no_feat = tower.apply({"params": {}}, jnp.asarray(rows))
-  np.testing.assert_array_equal(np.asarray(no_feat), rows)
-  with pytest.raises(ValueError, match="dim=4"):
-    tower.init(jax.random.PRNGKey(0), jnp.zeros((n, d + 1)))
+  x = jnp.asarray(rng.normal(size=(5, 4)).astype(np.float32))
+  mf = models.REGISTRY["mf"]
+  spec = config.ModelSpec(name="mf", normalize=False, hidden=(), max_bag=1)
+  assert mf.init_dense(jax.random.PRNGKey(0), spec, 4) == {}
+  np.testing.assert_array_equal(np.asarray(mf.apply_dense({}, x, spec)), np.asarray(x))
+  dnn = models.REGISTRY["dnn"]
+  spec = config.ModelSpec(name="dnn", normalize=False, hidden=(6,), max_bag=3)
+  params = dnn.init_dense(jax.random.PRNGKey(0), spec, 4)
+  want = models.DNNQueryTower(hidden=(6,), dim=4).init(jax.random.PRNGKey(0), x[:1])
+  np.testing.assert_array_equal(np.asarray(params["params"]["out"]["kernel"]),
+                                np.asarray(want["params"]["out"]["kernel"]))
+  out = np.asarray(dnn.apply_dense(params, x, spec))
+  np.testing.assert_allclose(out, _numpy_mlp(params["params"], np.asarray(x), 1), rtol=1e-5,
+                             atol=1e-5)
+  assert (mf.query_table, dnn.query_table) == ("users", "items")
+  assert [n for n, m in models.REGISTRY.items() if not m.trained_by_step] == ["wals"]
 
 
 def test_init_table_scale_and_shape():

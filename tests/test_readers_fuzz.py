@@ -261,15 +261,15 @@ def table(draw, kinds, delim, header=None):
 
 @contextlib.contextmanager
 def chunk_size(n):
-  old = readers._CHUNK_BYTES
-  readers._CHUNK_BYTES = n
+  old = readers.CHUNK_BYTES
+  readers.CHUNK_BYTES = n
   try:
     yield
   finally:
-    readers._CHUNK_BYTES = old
+    readers.CHUNK_BYTES = old
 
 
-CHUNKS = st.sampled_from([readers._CHUNK_BYTES, 1, 7, 40])
+CHUNKS = st.sampled_from([readers.CHUNK_BYTES, 1, 7, 40])
 ML_KINDS = ("int", "int", "real", "int")
 
 
@@ -385,7 +385,7 @@ def expect_rows(rows):
   return ("ok", rows, "sum")
 
 
-KIND_MAP = {"int": readers._INT, "real": readers._REAL, "str": readers._STR_ID}
+KIND_MAP = {"int": readers.INT, "real": readers.REAL, "str": readers.STR_ID}
 
 
 @SETTINGS
@@ -400,10 +400,10 @@ def test_fast_pass_never_disagrees_with_the_reference_pass(data):
   kinds = tuple(KIND_MAP[k] for k in kinds)
   names = tuple(f"f{n}" for n in range(len(kinds)))
   try:
-    fast = readers._parse_lines_fast(chunk, delim.encode(), kinds)
-  except readers._Bail:
+    fast = readers.parse_lines_fast(chunk, delim.encode(), kinds)
+  except readers.Bail:
     return
-  slow = readers._parse_lines_slow(chunk, 1, "x", delim.encode(), kinds, names)
+  slow = readers.parse_lines_slow(chunk, 1, "x", delim.encode(), kinds, names)
   assert len(fast) == len(slow)
   for f, s in zip(fast, slow):
     assert f.tolist() == s
@@ -432,17 +432,17 @@ def test_token_grammar_matches_the_regex_reference(data):
   for tok, want in zip(tokens, expected):  # the reference pass, token by token
     if want is ValueError:
       with pytest.raises(ValueError):
-        readers._parse_field(tok, lib_kind, "f")
+        readers.parse_field(tok, lib_kind, "f")
     else:
-      assert readers._parse_field(tok, lib_kind, "f") == want
+      assert readers.parse_field(tok, lib_kind, "f") == want
   if any(b < 32 and b != 9 for tok in tokens for b in tok):
-    return  # _parse_lines_fast hands chunks with control bytes to the reference pass
+    return  # parse_lines_fast hands chunks with control bytes to the reference pass
   buf = np.frombuffer(b"".join(tokens) or b"\0", np.uint8)
   ends = np.cumsum([len(t) for t in tokens])
   starts = ends - [len(t) for t in tokens]
   try:
-    fast = readers._fast_column(buf, starts, ends, lib_kind).tolist()
-  except (readers._Bail, ValueError, OverflowError, UnicodeError):
+    fast = readers.fast_column(buf, starts, ends, lib_kind).tolist()
+  except (readers.Bail, ValueError, OverflowError, UnicodeError):
     return  # the caller hands such a chunk to the reference pass
   assert ValueError not in expected, (tokens, fast)
   assert fast == expected

@@ -9,7 +9,7 @@ import pytest
 
 from experiments import sweep
 from experiments.configs import synthetic
-from jaxrec import train
+from jaxrec import config, data, step, train
 from jaxrec.data import DataError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -48,13 +48,15 @@ def cfg(**over):
      "sampler.num_negatives=200 must be < the number of items \\(200\\)"),
     ({"sampler.name": "hard_exact", "sampler.hard_fraction": 1.5},
      "sampler.hard_fraction=1.5 must be in \\[0, 1\\]"),
-    ({"sampler.hard_fraction": 0.5}, "applies to the hard samplers"),
+    ({"sampler.hard_fraction": 0.5},
+     "sampler.hard_fraction=0.5 applies to hard_exact, hard_pool and hard_topk, not "
+     "sampler.name=uniform"),
     ({"sampler.name": "in_batch", "sampler.batch_negatives": 64},
      "sampler.batch_negatives=64 exceeds train.batch_size=32"),
     ({"sampler.batch_negatives": 4}, "applies to in_batch and mixed, not sampler.name=uniform"),
 ])
 def test_bad_config_names_the_problem(tmp_path, over, message):
-  with pytest.raises(train.ConfigError, match=message):
+  with pytest.raises(config.ConfigError, match=message):
     train.train_and_evaluate(cfg(**over), str(tmp_path / "w"), verbose=False)
   assert not (tmp_path / "w" / "results.json").exists()
 
@@ -66,7 +68,7 @@ def test_unreadable_path(tmp_path, monkeypatch):
   real_access = os.access
   monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(p)
                       else real_access(path, mode))
-  with pytest.raises(train.ConfigError, match="is not readable"):
+  with pytest.raises(config.ConfigError, match="is not readable"):
     train.train_and_evaluate(cfg(**{"data.name": "csv", "data.path": str(p)}),
                              str(tmp_path / "w"), verbose=False)
 
@@ -115,12 +117,12 @@ def test_skip_nonfinite_steps_keeps_state_finite(tmp_path):
   import jax.numpy as jnp
   c = cfg(**{"loss.name": "positive_only", "train.learning_rate": 1e30,
              "train.optimizer": "sgd", "train.skip_nonfinite": True})
-  spec = train.StepSpec.from_config(c)
-  tr, _ = train.load_data(c.data, 0)
-  data = train.device_data(tr)
-  state = train.init_state(spec, c, tr.num_users, tr.num_items, 0, 16)
+  spec = config.StepSpec.from_config(c)
+  tr, _ = data.load_data(c.data, 0)
+  ddata = step.device_data(tr)
+  state = step.init_state(spec, c, tr.num_users, tr.num_items, 0, 16)
   for _ in range(10):
-    state, loss = train.jitted_train_step(spec, state, data)
+    state, _ = step.jitted_train_step(spec, state, ddata)
   assert int(state.first_bad_step) >= 0  # some step did blow up ...
   assert int(state.step) == 10
   # ... and was skipped: every table entry is still finite

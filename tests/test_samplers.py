@@ -504,3 +504,129 @@ def test_in_batch_and_mixed_losses_approach_full_softmax():
     print(f"{name}: relative loss gap B=8 {small:.4g}, B=64 {large:.4g}")
     assert large < small / 2
     assert large < 0.03
+
+
+# ---------------------------------------------------------------------------------------
+# The sampler contract, over every registered sampler (samplers.REGISTRY).
+# ---------------------------------------------------------------------------------------
+
+C_N, C_B, C_D, C_K, C_DRAWS = 12, 4, 3, 5, 20000
+# Train counts: item 11 never seen (q = 0 for unigram and in-batch); max share 6/29 so that
+# the in-batch estimator's fixed point b_j = 1 / (B f_j) stays >= 1 (its clamp is inactive).
+C_COUNTS = np.array([6, 5, 4, 3, 3, 2, 2, 1, 1, 1, 1, 0], np.float32)
+_VALID_LOG_Q = ("exact", "weight", "none")
+
+
+def _contract_spec(name):
+  from experiments.configs import synthetic
+  from jaxrec import config
+  section = synthetic.get_config().sampler
+  section.name, section.num_negatives, section.pool_size = name, C_K, 8
+  return config.SamplerSpec.from_config(section, batch_size=C_B)
+
+
+def _contract_draws(name):
+  """C_DRAWS independent draws; each draws its batch's positives i.i.d. from the count
+  frequency f. Inputs hold only what the entry declares (others None), and the
+  frequency state is the estimator's accurate fixed point b_j = 1 / (B f_j) (hash 0 is
+  id mod N: no collisions), so that the in-batch q is exactly f."""
+  entry = samplers.REGISTRY[name]
+  spec = _contract_spec(name)
+  f = C_COUNTS / C_COUNTS.sum()
+  freq_table = samplers.unigram_table(jnp.asarray(C_COUNTS), 1.0)
+  rng = np.random.default_rng(0)
+  query = jnp.asarray(rng.normal(size=(C_B, C_D)), jnp.float32)
+  items = jnp.asarray(rng.normal(size=(C_N, C_D)), jnp.float32)
+  freq = samplers.FreqState(
+      a=jnp.zeros((1, C_N), jnp.float32),
+      b=jnp.asarray(np.where(f > 0, 1.0 / np.maximum(C_B * f, 1e-30), 0.0)[None], jnp.float32))
+  unigram = samplers.unigram_table(jnp.asarray(C_COUNTS), spec.alpha)
+  pop_order = jnp.asarray(np.argsort(-C_COUNTS, kind="stable").astype(np.int32))
+
+  def one(key):
+    k_pos, k_neg = jax.random.split(key)
+    pos = samplers.unigram_sample(k_pos, freq_table, C_B).ids
+    inputs = samplers.SamplerInputs(
+        C_N, pos, freq=freq if entry.uses_freq else None,
+        query_BxD=query if entry.needs_scores else None,
+        items_NxD=items if entry.needs_scores else None,
+        unigram=unigram if entry.uses_unigram else None, pop_order_N=pop_order)
+    return entry.draw(k_neg, inputs, spec)
+
+  keys = jax.random.split(jax.random.PRNGKey(sorted(samplers.REGISTRY).index(name)), C_DRAWS)
+  neg = jax.jit(jax.vmap(one))(keys)
+  return entry, spec, np.asarray(neg.ids), np.asarray(neg.log_q, np.float64)
+
+
+@pytest.mark.parametrize("name", list(samplers.REGISTRY))
+def test_every_registered_sampler_meets_the_contract(name):
+  """Shapes and metadata as declared; for log_q "exact", the draws' empirical
+  distribution matches exp(log_q); for "weight", 1{J=j}/q_J averages to 1 for every j.
+
+  "exact": per row (shared samplers: one row) the n = DRAWS * K draws are independent, so
+  E TV(empirical, q) <= (1/2) sum_j sqrt(q_j / n) <= (1/2) sqrt(N / n), and TV moves by at
+  most 1/n per draw, so P(TV > E TV + t) <= exp(-2 n t^2) (McDiarmid): t = sqrt(log(1e6) /
+  (2 n)) is exceeded with probability 1e-6. q must be a function of (row, id) and sum to
+  1 over the row: the mass of ids never drawn has expectation sum_j q_j (1 - q_j)^n <=
+  N / (e n), so more than 100x that fails with probability <= 1% (Markov); the seed is
+  fixed. "weight": 5 standard errors of the mean over draws per (row, id).
+  """
+  entry, spec, ids, log_q = _contract_draws(name)
+  assert entry.log_q in _VALID_LOG_Q
+  assert entry.help and "\n" not in entry.help
+  from experiments.configs import synthetic
+  assert set(entry.config_keys) <= set(synthetic.get_config().sampler.keys())
+  per_row = (C_B,) if entry.per_example else ()
+  assert ids.shape == (C_DRAWS,) + per_row + (ids.shape[-1],) == log_q.shape, ids.shape
+  assert ids.dtype == np.int32 and ((ids >= 0) & (ids < C_N)).all()
+  if not entry.proper_log_q:
+    from jaxrec import config
+    c = synthetic.get_config()
+    c.loss.name, c.sampler.name, c.sampler.pool_size = "sampled", name, 64
+    assert not config.StepSpec.from_config(c).use_logq  # never logQ-corrected
+    return
+  ids_RxSxK = ids.reshape(C_DRAWS, -1, ids.shape[-1])
+  log_q_RxSxK = log_q.reshape(ids_RxSxK.shape)
+  for row in range(ids_RxSxK.shape[1]):
+    r_ids, r_log_q = ids_RxSxK[:, row].ravel(), log_q_RxSxK[:, row].ravel()
+    assert np.isfinite(r_log_q).all(), "a drawn id has q = 0"
+    if entry.log_q == "exact":
+      q = np.full(C_N, np.nan)
+      q[r_ids] = np.exp(r_log_q)
+      np.testing.assert_allclose(np.exp(r_log_q), q[r_ids], rtol=1e-5)  # q(row, id)
+      n = r_ids.size
+      seen = ~np.isnan(q)
+      unseen_mass = 1.0 - q[seen].sum()
+      assert -1e-5 <= unseen_mass <= 100 * C_N / (math.e * n), (name, unseen_mass)
+      empirical = np.bincount(r_ids, minlength=C_N) / n
+      tv = 0.5 * (np.abs(empirical[seen] - q[seen]).sum() + max(unseen_mass, 0.0))
+      bound = 0.5 * math.sqrt(C_N / n) + math.sqrt(math.log(1e6) / (2 * n))
+      print(f"{name} row {row}: TV {tv:.4f} <= {bound:.4f}")
+      assert tv <= bound, (name, row, tv, bound)
+    else:
+      k = ids.shape[-1]
+      w_RxN = np.zeros((C_DRAWS, C_N))
+      np.add.at(w_RxN, (np.repeat(np.arange(C_DRAWS), k), ids_RxSxK[:, row].ravel()),
+                np.exp(-log_q_RxSxK[:, row].ravel()) / k)
+      mean, sem = w_RxN.mean(0), w_RxN.std(0, ddof=1) / math.sqrt(C_DRAWS)
+      print(f"{name} row {row}: mean weights {np.round(mean, 3)}")
+      assert (np.abs(mean - 1.0) <= 5 * sem + 1e-9).all(), (name, row, mean, sem)
+
+
+def test_registry_metadata_is_what_the_step_and_validation_read():
+  """Every sampler.* key an entry declares exists in the default config; the optional
+  keys are validated against the entries that read them; help_text lists every entry."""
+  from experiments.configs import synthetic
+  from jaxrec import config
+  lines = samplers.help_text().splitlines()
+  assert [line.split(":")[0] for line in lines] == list(samplers.REGISTRY)
+  for name, entry in samplers.REGISTRY.items():
+    c = synthetic.get_config()
+    c.loss.name, c.sampler.name, c.sampler.pool_size = "sampled", name, 64
+    spec = config.StepSpec.from_config(c)
+    assert spec.uses_freq == entry.uses_freq
+    assert (spec.unigram_alpha is not None) == entry.uses_unigram
+    if "batch_negatives" not in entry.config_keys:
+      c.sampler.batch_negatives = 4
+      with pytest.raises(config.ConfigError, match="batch_negatives=4 applies to"):
+        config.StepSpec.from_config(c)

@@ -12,7 +12,7 @@ import pytest
 
 from experiments import sweep
 from experiments.configs import synthetic
-from jaxrec import metrics, train
+from jaxrec import config, data, metrics, samplers, step, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -36,7 +36,7 @@ def small_config(**over):
 @pytest.fixture(scope="module")
 def world():
   c = small_config()
-  return train.load_data(c.data, c.seed)
+  return data.load_data(c.data, c.seed)
 
 
 def _popularity_recall(train_i, test_i):
@@ -95,12 +95,12 @@ def test_dnn_bag_leaves_out_the_target(world):
   user's other items (all of them when there are at most max_bag)."""
   import jax
   import jax.numpy as jnp
-  spec = train.StepSpec.from_config(small_config(**{"model.max_bag": 8}))
-  data = train.device_data(world[0])
-  e, users, pos = train._sample_batch(spec, data, jax.random.PRNGKey(0), jnp.int32(0))
-  bag, mask = train._sample_bag(spec, data, jax.random.PRNGKey(1), e, users)
+  spec = config.StepSpec.from_config(small_config(**{"model.max_bag": 8}))
+  ddata = step.device_data(world[0])
+  e, users, _ = step.sample_batch(spec, ddata, jax.random.PRNGKey(0), jnp.int32(0))
+  bag, mask = step.sample_bag(spec, ddata, jax.random.PRNGKey(1), e, users)
   e, users, bag, mask = map(np.asarray, (e, users, bag, mask))
-  offs, items = np.asarray(data.offsets), np.asarray(data.e_items)
+  offs, items = np.asarray(ddata.offsets), np.asarray(ddata.e_items)
   for b in range(len(e)):
     u = users[b]
     hist = list(items[offs[u]:offs[u + 1]])
@@ -119,10 +119,10 @@ def test_bad_config_fails_before_compute(tmp_path):
                        ({"loss.temperature": -1.0}, "loss.temperature"),
                        ({"data.name": "movielens", "data.path": "/no/such/dir"},
                         "does not exist")]:
-    with pytest.raises(train.ConfigError, match=needle.replace("(", r"\(")):
+    with pytest.raises(config.ConfigError, match=needle.replace("(", r"\(")):
       train.train_and_evaluate(small_config(**over), str(tmp_path / "bad"), verbose=False)
   c = small_config(**{"sampler.replace": False, "sampler.num_negatives": 400})
-  with pytest.raises(train.ConfigError, match="without replacement"):
+  with pytest.raises(config.ConfigError, match="without replacement"):
     train.train_and_evaluate(c, str(tmp_path / "bad2"), verbose=False)
 
 
@@ -130,7 +130,7 @@ def test_workdir_of_another_config_is_refused(tmp_path, world):
   c = small_config(**{"train.steps": 20, "train.log_every": 10})
   train.train_and_evaluate(c, str(tmp_path), data=world, verbose=False)
   c2 = small_config(**{"train.steps": 20, "train.log_every": 10, "model.dim": 8})
-  with pytest.raises(train.ConfigError, match="different config.*model.dim"):
+  with pytest.raises(config.ConfigError, match="different config.*model.dim"):
     train.train_and_evaluate(c2, str(tmp_path), data=world, verbose=False)
   res = train.train_and_evaluate(c2, str(tmp_path), data=world, overwrite=True, verbose=False)
   assert res["config"]["model"]["dim"] == 8
@@ -179,7 +179,6 @@ def test_hard_fraction_mixes_hard_and_uniform_negatives(name):
   uniform ids shared by the rows (log q = -log N); f = 0 is the uniform sampler."""
   import jax
   import jax.numpy as jnp
-  from jaxrec import samplers
   b, n, d, k, temp = 6, 50, 4, 8, 0.7
   rng = np.random.default_rng(0)
   query = jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
@@ -191,8 +190,9 @@ def test_hard_fraction_mixes_hard_and_uniform_negatives(name):
     c = small_config(**{"loss.name": "sampled", "sampler.name": name,
                         "sampler.num_negatives": k, "sampler.pool_size": 16,
                         "sampler.temperature": temp, "sampler.hard_fraction": f})
-    spec = train.StepSpec.from_config(c)
-    return train._negatives(spec, key, None, (), pos, query, items, n)
+    spec = config.StepSpec.from_config(c).sampler
+    return spec.entry.draw(key, samplers.SamplerInputs(n, pos, query_BxD=query, items_NxD=items),
+                           spec)
 
   mix = negs(0.25)                        # 2 hard + 6 uniform
   ids, log_q = np.asarray(mix.ids), np.asarray(mix.log_q)

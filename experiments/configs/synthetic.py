@@ -55,7 +55,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.chunk_size = 0              # full softmax item chunk (0: unchunked)
 
   c.sampler = ml_collections.ConfigDict()
-  c.sampler.name = "uniform"         # see jaxrec.train.SAMPLERS
+  c.sampler.name = "uniform"         # see jaxrec.samplers.REGISTRY
   c.sampler.num_negatives = 64
   c.sampler.logq = True
   c.sampler.replace = True           # uniform sampler

@@ -1,6 +1,7 @@
 """Interaction data: the `Interactions` record, file readers, synthetic worlds, splits.
 
-The MovieLens download (`jaxrec.data.download`) is opt-in and not imported here.
+`load_data(config.data, seed)` is the one entry point of a run. The MovieLens download
+(`jaxrec.data.download`) is opt-in and not imported here.
 """
 
 from jaxrec.data.interactions import DataError, DataPathError, Interactions, k_core
@@ -8,7 +9,34 @@ from jaxrec.data.readers import load_csv, load_lastfm, load_movielens
 from jaxrec.data.splits import SPLIT_KINDS, split
 from jaxrec.data.synthetic import language_split, make_folding_world
 
+# config data.name -> reader of data.path (the synthetic world needs no file).
+READERS = {
+    "movielens": lambda cfg: load_movielens(cfg.path, min_rating=cfg.min_rating or None),
+    "lastfm": lambda cfg: load_lastfm(cfg.path),
+    "csv": lambda cfg: load_csv(cfg.path),
+}
+DATASETS = ("synthetic",) + tuple(READERS)
+
+
+def load_data(data_cfg, seed: int):
+  """(config.data, seed) -> (train, test) Interactions in one id space: read (or
+  generate), k-core filter, language split, then the seeded train/test split."""
+  if data_cfg.name == "synthetic":
+    inter = make_folding_world(
+        num_groups=data_cfg.num_groups, num_users=data_cfg.num_users,
+        num_items=data_cfg.num_items, interactions_per_user=data_cfg.interactions_per_user,
+        zipf_exponent=data_cfg.zipf_exponent, noise=data_cfg.noise, seed=seed)
+  else:
+    inter = READERS[data_cfg.name](data_cfg)
+  if data_cfg.k_core:
+    inter = k_core(inter, min_user=data_cfg.k_core, min_item=data_cfg.k_core)
+  if data_cfg.language_split and data_cfg.language_split > 1:
+    inter = language_split(inter, data_cfg.language_split, seed=seed)
+  return split(inter, kind=data_cfg.split, test_fraction=data_cfg.test_fraction, seed=seed)
+
+
 __all__ = [
-    "DataError", "DataPathError", "Interactions", "SPLIT_KINDS", "k_core", "language_split",
-    "load_csv", "load_lastfm", "load_movielens", "make_folding_world", "split",
+    "DATASETS", "DataError", "DataPathError", "Interactions", "READERS", "SPLIT_KINDS",
+    "k_core", "language_split", "load_csv", "load_data", "load_lastfm", "load_movielens",
+    "make_folding_world", "split",
 ]

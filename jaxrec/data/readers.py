@@ -42,11 +42,11 @@ from jaxrec.data.interactions import DataError, DataPathError, Interactions
 
 _INT32_MAX = int(np.iinfo(np.int32).max)
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
-_CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 8 << 20  # bytes per parse chunk (cut at a line end); tests shrink it
 _BOM = b"\xef\xbb\xbf"
 
 # Column kinds.
-_INT_ID, _STR_ID, _REAL, _INT = "int_id", "str_id", "real", "int"
+INT_ID, STR_ID, REAL, INT = "int_id", "str_id", "real", "int"
 _INT_ALPHABET = frozenset(b"0123456789+- \t")
 _REAL_ALPHABET = frozenset(b"0123456789+-.eE \t")
 _INT_RE = re.compile(rb"[ \t]*([+-]?)([0-9]+)[ \t]*\Z")
@@ -58,7 +58,7 @@ _LUT_CTRL = np.zeros(256, bool)  # bytes that make the fast pass hand over to th
 _LUT_CTRL[[b for b in range(32) if b not in (9, 10)]] = True
 
 
-class _Bail(Exception):
+class Bail(Exception):
   """The fast pass cannot vouch for this chunk; the reference parser takes over."""
 
 
@@ -72,9 +72,9 @@ def _show(token: bytes | str, limit: int = 40) -> str:
 # Reference (line by line) parser.
 
 
-def _parse_field(token: bytes, kind: str, name: str) -> int | float | str:
+def parse_field(token: bytes, kind: str, name: str) -> int | float | str:
   """Parses one field by the grammar in the module docstring; raises ValueError(reason)."""
-  if kind == _STR_ID:
+  if kind == STR_ID:
     try:
       text = token.decode("utf-8")
     except UnicodeDecodeError:
@@ -87,7 +87,7 @@ def _parse_field(token: bytes, kind: str, name: str) -> int | float | str:
     return text
   if not token.strip(b" \t"):
     raise ValueError(f"{name} is empty")
-  if kind in (_INT_ID, _INT):
+  if kind in (INT_ID, INT):
     m = _INT_RE.match(token)
     if m is None:
       raise ValueError(f"{name} {_show(token)} is not an integer")
@@ -96,7 +96,7 @@ def _parse_field(token: bytes, kind: str, name: str) -> int | float | str:
     if not _INT64_MIN <= value <= _INT64_MAX:
       raise ValueError(f"{name} {_show(token)} does not fit int64")
     return value
-  # _REAL: Python's float() restricted to the decimal alphabet (no nan/inf/underscores).
+  # REAL: Python's float() restricted to the decimal alphabet (no nan/inf/underscores).
   if not set(token) <= _REAL_ALPHABET:
     raise ValueError(f"{name} {_show(token)} is not a number")
   try:
@@ -109,7 +109,7 @@ def _parse_field(token: bytes, kind: str, name: str) -> int | float | str:
   return value
 
 
-def _parse_lines_slow(chunk: bytes, first_line: int, fname: str, delimiter: bytes,
+def parse_lines_slow(chunk: bytes, first_line: int, fname: str, delimiter: bytes,
                       kinds: tuple[str, ...], names: tuple[str, ...]) -> list[list]:
   """Reference parser: one Python pass over the lines of ``chunk``."""
   cols = [[] for _ in kinds]
@@ -128,7 +128,7 @@ def _parse_lines_slow(chunk: bytes, first_line: int, fname: str, delimiter: byte
           f"{len(kinds)} ({', '.join(names)}) separated by {delimiter.decode()!r}")
     for col, token, kind, name in zip(cols, fields, kinds, names):
       try:
-        col.append(_parse_field(token, kind, name))
+        col.append(parse_field(token, kind, name))
       except ValueError as err:
         raise DataError(f"{fname}:{first_line + offset}: {err}") from None
   return cols
@@ -138,12 +138,12 @@ def _parse_lines_slow(chunk: bytes, first_line: int, fname: str, delimiter: byte
 # Fast (vectorised) parser.
 
 
-def _fast_column(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, kind: str):
-  """Parses the tokens buf[starts[t]:ends[t]] of one column; raises _Bail if unsure."""
+def fast_column(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, kind: str):
+  """Parses the tokens buf[starts[t]:ends[t]] of one column; raises Bail if unsure."""
   lengths = ends - starts
   width = int(lengths.max())
-  if width == 0 or (kind != _STR_ID and width > 40) or width * lengths.size > (1 << 26):
-    raise _Bail  # an empty token, or too wide for the padded matrix: let the slow pass see
+  if width == 0 or (kind != STR_ID and width > 40) or width * lengths.size > (1 << 26):
+    raise Bail  # an empty token, or too wide for the padded matrix: let the slow pass see
   pos = np.arange(width, dtype=np.int32)  # chunks are small: int32 offsets suffice
   # [n, width] bytes, NUL-padded on the right: the layout of a numpy "S{width}" array.
   index = starts.astype(np.int32)[:, None] + pos
@@ -151,40 +151,40 @@ def _fast_column(buf: np.ndarray, starts: np.ndarray, ends: np.ndarray, kind: st
   matrix = buf[index]
   matrix[pos >= lengths[:, None]] = 0
   arr = matrix.view(f"S{width}")[:, 0]
-  if kind == _STR_ID:
+  if kind == STR_ID:
     text = np.strings.strip(np.strings.decode(arr, "utf-8"), " \t")
     if np.any(np.strings.str_len(text) == 0):
-      raise _Bail
+      raise Bail
     return text
-  lut = _LUT_REAL if kind == _REAL else _LUT_INT
+  lut = _LUT_REAL if kind == REAL else _LUT_INT
   if not lut[matrix].all():
-    raise _Bail
-  if kind == _REAL:
+    raise Bail
+  if kind == REAL:
     with np.errstate(over="ignore"):
       values = arr.astype(np.float64)
       if not np.isfinite(values.astype(np.float32)).all():
-        raise _Bail
+        raise Bail
     return values
   if width >= 19:  # might not fit int64; the reference parser checks
-    raise _Bail
+    raise Bail
   return arr.astype(np.int64)
 
 
-def _parse_lines_fast(chunk: bytes, delimiter: bytes, kinds: tuple[str, ...]) -> list:
-  """Vectorised parse of a chunk of whole lines; raises _Bail on anything unusual."""
+def parse_lines_fast(chunk: bytes, delimiter: bytes, kinds: tuple[str, ...]) -> list:
+  """Vectorised parse of a chunk of whole lines; raises Bail on anything unusual."""
   if b"\r" in chunk:
     chunk = chunk.replace(b"\r\n", b"\n")
   if chunk.endswith(b"\n"):
     chunk = chunk[:-1]
   if not chunk or _LUT_CTRL[np.frombuffer(chunk, np.uint8)].any():
-    raise _Bail  # empty, a stray CR or another control byte
+    raise Bail  # empty, a stray CR or another control byte
   if len(delimiter) > 1:
     if delimiter + delimiter[-1:] in chunk:
-      raise _Bail  # e.g. ":::" splits ambiguously
+      raise Bail  # e.g. ":::" splits ambiguously
     chunk = chunk.replace(delimiter, b"\x1f")  # \x1f cannot occur: control bytes bailed
     delimiter = b"\x1f"
   if b"\n\n" in chunk or chunk.startswith(b"\n"):
-    raise _Bail  # blank line
+    raise Bail  # blank line
   buf = np.frombuffer(chunk, np.uint8)
   is_sep = (buf == 10) | (buf == delimiter[0])
   sep_pos = np.flatnonzero(is_sep)
@@ -193,15 +193,15 @@ def _parse_lines_fast(chunk: bytes, delimiter: bytes, kinds: tuple[str, ...]) ->
   # Every line must hold exactly k - 1 delimiters: then the separators, in order, are
   # (k - 1 delimiters, a newline) repeated, and token t of line l is column t % k.
   if sep_pos.size != (newline_pos.size + 1) * k - 1:
-    raise _Bail
+    raise Bail
   if not np.array_equal(sep_pos[k - 1::k], newline_pos):
-    raise _Bail
+    raise Bail
   starts = np.concatenate([[0], sep_pos + 1])
   ends = np.append(sep_pos, buf.size)
   try:
-    return [_fast_column(buf, starts[c::k], ends[c::k], kind) for c, kind in enumerate(kinds)]
+    return [fast_column(buf, starts[c::k], ends[c::k], kind) for c, kind in enumerate(kinds)]
   except (ValueError, OverflowError, UnicodeError):
-    raise _Bail from None
+    raise Bail from None
 
 
 # --------------------------------------------------------------------------------------
@@ -240,13 +240,13 @@ def _parse_table(path: pathlib.Path, data: bytes, start: int, first_line: int,
   line_no = first_line
   pos = start
   while pos < len(data):
-    end = data.find(b"\n", min(pos + _CHUNK_BYTES, len(data)) - 1)
+    end = data.find(b"\n", min(pos + CHUNK_BYTES, len(data)) - 1)
     end = len(data) if end < 0 else end + 1
     chunk = data[pos:end]
     try:
-      cols = _parse_lines_fast(chunk, delimiter, kinds)
-    except _Bail:
-      cols = _parse_lines_slow(chunk, line_no, fname, delimiter, kinds, names)
+      cols = parse_lines_fast(chunk, delimiter, kinds)
+    except Bail:
+      cols = parse_lines_slow(chunk, line_no, fname, delimiter, kinds, names)
       cols = [np.array(c, dtype=_dtype(kind)) for c, kind in zip(cols, kinds)]
     for acc, col in zip(chunks, cols):
       acc.append(col)
@@ -260,7 +260,7 @@ def _parse_table(path: pathlib.Path, data: bytes, start: int, first_line: int,
 
 
 def _dtype(kind: str):
-  return {_INT_ID: np.int64, _INT: np.int64, _REAL: np.float64, _STR_ID: np.str_}[kind]
+  return {INT_ID: np.int64, INT: np.int64, REAL: np.float64, STR_ID: np.str_}[kind]
 
 
 def _remap(raw: np.ndarray, what: str, fname: str) -> tuple[np.ndarray, np.ndarray]:
@@ -314,7 +314,7 @@ def _build(fname: str, users_raw, items_raw, weights, timestamps, *,
 # Public readers.
 
 _ML_NAMES = ("user id", "item id", "rating", "timestamp")
-_ML_KINDS = (_INT_ID, _INT_ID, _REAL, _INT)
+_ML_KINDS = (INT_ID, INT_ID, REAL, INT)
 _ML_CSV_HEADER = ["userid", "movieid", "rating", "timestamp"]
 _ML_FILES = (("u.data", b"\t"), ("ratings.dat", b"::"), ("ratings.csv", b","))
 
@@ -396,7 +396,7 @@ def load_lastfm(path) -> Interactions:
   start, first_line = ((after, 2) if _header_fields(line, b"\t") == _LASTFM_HEADER
                        else (0, 1))
   users, items, weights = _parse_table(file, data, start, first_line, b"\t",
-                                       (_INT_ID, _INT_ID, _REAL),
+                                       (INT_ID, INT_ID, REAL),
                                        ("user id", "artist id", "weight"))
   return _build(str(file), users, items, weights, None, duplicates="sum")
 
@@ -409,7 +409,7 @@ _CSV_ITEM_NAMES = frozenset({"item", "itemid", "items", "iid", "i", "movie", "mo
                              "product", "productid", "book", "bookid", "isbn", "asin",
                              "business", "businessid", "doc", "docid", "video", "videoid"})
 _CSV_NAMES = ("user id", "item id", "weight", "timestamp")
-_CSV_KINDS = (_STR_ID, _STR_ID, _REAL, _INT)
+_CSV_KINDS = (STR_ID, STR_ID, REAL, INT)
 
 
 def _normalise_name(field: str) -> str:
@@ -507,7 +507,7 @@ def _as_int(ids: np.ndarray) -> np.ndarray:
 
 def _bad_number(token: bytes) -> bool:
   try:
-    _parse_field(token, _REAL, "")
+    parse_field(token, REAL, "")
     return False
   except ValueError:
     return True

@@ -1,0 +1,269 @@
+"""Config validation and the train step's static spec, one small frozen spec per section.
+
+`validate_config(config)` checks every section before any data is loaded or anything is
+compiled, raising `ConfigError` with one line naming the key. The step's settings are
+read into frozen dataclasses that check themselves (`ModelSpec`, `LossSpec`,
+`SamplerSpec`, `TrainSpec`, each `from_config(section)`), composed into the hashable
+`StepSpec`, the static argument of the jitted step: runs with equal specs and shapes
+share one compilation (a sweep over seeds compiles once). Names are checked against the
+registries (`models.REGISTRY`, `losses.REGISTRY`, `samplers.REGISTRY`,
+`tables.ROW_OPTIMIZERS`, `data.DATASETS`), never against lists restated here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+from jaxrec import data, losses, models, samplers, tables
+
+BATCHING = ("random", "epoch")  # train.batching: i.i.d. pairs | per-epoch permutation
+
+# Optional sampler.* keys: a sampler that does not read one must leave it at this value.
+_SAMPLER_KEY_DEFAULTS = {"hard_fraction": 1.0, "batch_negatives": 0}
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; raised before any data is loaded or compiled."""
+
+
+def _choice(value, valid, key):
+  if value not in valid:
+    raise ConfigError(f"{key}={value!r} is not one of {', '.join(valid)}")
+
+
+def _positive(value, key, *, allow_zero=False):
+  if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
+    raise ConfigError(f"{key}={value!r} must be a number")
+  if value < 0 or (value == 0 and not allow_zero):
+    raise ConfigError(f"{key}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def _names(names) -> str:
+  names = list(names)
+  return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """config.model as the step reads it."""
+  name: str
+  normalize: bool
+  hidden: tuple[int, ...]
+  max_bag: int
+
+  @classmethod
+  def from_config(cls, m) -> "ModelSpec":
+    _choice(m.name, tuple(models.REGISTRY), "model.name")
+    _positive(m.dim, "model.dim")
+    if m.name == "dnn":
+      if any(h <= 0 for h in m.hidden):
+        raise ConfigError(f"model.hidden={m.hidden!r} must be positive sizes")
+      _positive(m.max_bag, "model.max_bag")
+    if m.name == "wals":
+      _positive(m.iterations, "model.iterations")
+      _positive(m.unobserved_weight, "model.unobserved_weight", allow_zero=True)
+      _positive(m.regularization, "model.regularization", allow_zero=True)
+    return cls(name=m.name, normalize=bool(m.normalize),
+               hidden=tuple(int(h) for h in m.hidden), max_bag=int(m.max_bag))
+
+
+@dataclasses.dataclass(frozen=True)
+class LossSpec:
+  """config.loss as the step reads it."""
+  name: str
+  temperature: float
+  gravity: float
+  l2: float
+  positive_only_kind: str
+  chunk_size: int | None
+
+  @classmethod
+  def from_config(cls, lo) -> "LossSpec":
+    _choice(lo.name, tuple(losses.REGISTRY), "loss.name")
+    _choice(lo.positive_only_kind, losses.POSITIVE_ONLY_KINDS, "loss.positive_only_kind")
+    _positive(lo.temperature, "loss.temperature")
+    _positive(lo.gravity, "loss.gravity", allow_zero=True)
+    _positive(lo.l2, "loss.l2", allow_zero=True)
+    return cls(name=lo.name, temperature=float(lo.temperature), gravity=float(lo.gravity),
+               l2=float(lo.l2), positive_only_kind=lo.positive_only_kind,
+               chunk_size=int(lo.chunk_size) or None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplerSpec:
+  """config.sampler as a registered sampler's draw reads it (see `samplers.Sampler`).
+
+  chunk_size is the loss's (hard_exact streams the catalogue in chunks like the full
+  softmax); num_uniform / batch_negatives of 0 mean "the batch size"."""
+  name: str
+  num_negatives: int
+  logq: bool = True
+  replace: bool = True
+  alpha: float = 1.0
+  pool_size: int = 0
+  temperature: float = 1.0
+  freq_alpha: float = 0.01
+  num_uniform: int = 0
+  batch_negatives: int = 0
+  hard_fraction: float = 1.0
+  chunk_size: int | None = None
+
+  @classmethod
+  def from_config(cls, s, *, batch_size: int, chunk_size: int | None = None,
+                  check_keys: bool = True) -> "SamplerSpec":
+    """check_keys: the sampler-specific checks (only when the loss draws negatives)."""
+    _choice(s.name, tuple(samplers.REGISTRY), "sampler.name")
+    _positive(s.temperature, "sampler.temperature")
+    if check_keys:
+      entry = samplers.REGISTRY[s.name]
+      _positive(s.num_negatives, "sampler.num_negatives")
+      _positive(s.batch_negatives, "sampler.batch_negatives", allow_zero=True)
+      if s.batch_negatives > batch_size:
+        raise ConfigError(f"sampler.batch_negatives={s.batch_negatives} exceeds "
+                          f"train.batch_size={batch_size} (in-batch negatives come from "
+                          "the batch)")
+      if not (isinstance(s.hard_fraction, (int, float)) and 0.0 <= s.hard_fraction <= 1.0):
+        raise ConfigError(f"sampler.hard_fraction={s.hard_fraction!r} must be in [0, 1]")
+      for key, default in _SAMPLER_KEY_DEFAULTS.items():
+        if s[key] != default and key not in entry.config_keys:
+          users = [n for n, e in samplers.REGISTRY.items() if key in e.config_keys]
+          raise ConfigError(f"sampler.{key}={s[key]} applies to {_names(users)}, not "
+                            f"sampler.name={s.name}")
+      if "pool_size" in entry.config_keys:
+        _positive(s.pool_size, "sampler.pool_size")
+        if s.num_negatives > s.pool_size:
+          raise ConfigError(f"sampler.num_negatives={s.num_negatives} must be <= "
+                            f"sampler.pool_size={s.pool_size} for {s.name}")
+    return cls(name=s.name, num_negatives=int(s.num_negatives), logq=bool(s.logq),
+               replace=bool(s.replace), alpha=float(s.alpha), pool_size=int(s.pool_size),
+               temperature=float(s.temperature), freq_alpha=float(s.freq_alpha),
+               num_uniform=int(s.num_uniform) or int(batch_size),
+               batch_negatives=int(s.batch_negatives) or int(batch_size),
+               hard_fraction=float(s.hard_fraction), chunk_size=chunk_size)
+
+  @property
+  def entry(self) -> samplers.Sampler:
+    return samplers.REGISTRY[self.name]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+  """config.train as the step reads it."""
+  batch_size: int
+  batching: str
+  optimizer: str
+  learning_rate: float
+  skip_nonfinite: bool
+
+  @classmethod
+  def from_config(cls, t) -> "TrainSpec":
+    _choice(t.optimizer, tuple(tables.ROW_OPTIMIZERS), "train.optimizer")
+    _choice(t.batching, BATCHING, "train.batching")
+    _positive(t.steps, "train.steps")
+    _positive(t.batch_size, "train.batch_size")
+    _positive(t.learning_rate, "train.learning_rate")
+    _positive(t.log_every, "train.log_every")
+    _positive(t.checkpoint_every, "train.checkpoint_every", allow_zero=True)
+    return cls(batch_size=int(t.batch_size), batching=t.batching, optimizer=t.optimizer,
+               learning_rate=float(t.learning_rate), skip_nonfinite=bool(t.skip_nonfinite))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """The static (hashable) settings that shape the compiled step."""
+  model: ModelSpec
+  loss: LossSpec
+  sampler: SamplerSpec
+  train: TrainSpec
+
+  @classmethod
+  def from_config(cls, config) -> "StepSpec":
+    train = TrainSpec.from_config(config.train)
+    loss = LossSpec.from_config(config.loss)
+    return cls(model=ModelSpec.from_config(config.model), loss=loss,
+               sampler=SamplerSpec.from_config(
+                   config.sampler, batch_size=train.batch_size, chunk_size=loss.chunk_size,
+                   check_keys=losses.REGISTRY[loss.name].needs_negatives),
+               train=train)
+
+  @property
+  def draws_negatives(self) -> bool:
+    return losses.REGISTRY[self.loss.name].needs_negatives
+
+  @property
+  def uses_freq(self) -> bool:
+    """The state keeps the in-batch frequency estimator (Yi et al. 2019)."""
+    return self.draws_negatives and self.sampler.entry.uses_freq
+
+  @property
+  def unigram_alpha(self) -> float | None:
+    """The exponent of the unigram table the sampler reads (None: no table)."""
+    return self.sampler.alpha if self.sampler.entry.uses_unigram else None
+
+  @property
+  def use_logq(self) -> bool:
+    """log-Q correction of the negatives' logits: Z ~ e^{s_pos} + sum_j e^{s_j - log(K q_j)}
+    (Bengio & Senecal 2008; Jean et al. 2015). The positive is not corrected, so with every
+    item drawn once under uniform q this is exactly the full softmax. A sampler without a
+    proper q (hard_topk: deterministic mining) is never corrected."""
+    return self.sampler.logq and self.sampler.entry.proper_log_q
+
+  @property
+  def reads_all_items(self) -> bool:
+    """The loss (full softmax) or gravity reads every item row: the step differentiates
+    the whole item table (the dense path) instead of the batch's gathered rows."""
+    return losses.REGISTRY[self.loss.name].reads_all_items or self.loss.gravity > 0
+
+
+def _check_data(d) -> None:
+  _choice(d.name, data.DATASETS, "data.name")
+  _choice(d.split, data.SPLIT_KINDS, "data.split")
+  if d.name != "synthetic":
+    if not d.path:
+      raise ConfigError(f"data.path is required for data.name={d.name}")
+    if not os.path.exists(d.path):
+      raise ConfigError(f"data.path={d.path!r} does not exist")
+    if not os.access(d.path, os.R_OK):
+      raise ConfigError(f"data.path={d.path!r} is not readable")
+  else:
+    for k in ("num_groups", "num_users", "num_items", "interactions_per_user"):
+      _positive(d[k], f"data.{k}")
+    if not 0.0 <= d.noise <= 1.0:
+      raise ConfigError(f"data.noise={d.noise!r} must be in [0, 1]")
+  if not 0.0 < d.test_fraction < 1.0:
+    raise ConfigError(f"data.test_fraction={d.test_fraction!r} must be in (0, 1)")
+  _positive(d.language_split, "data.language_split", allow_zero=True)
+
+
+def _check_eval(e) -> None:
+  _positive(e.every, "eval.every", allow_zero=True)
+  if not e.ks or any((not isinstance(k, int)) or k <= 0 for k in e.ks):
+    raise ConfigError(f"eval.ks={e.ks!r} must be positive integers")
+
+
+def validate_config(config) -> None:
+  """Checks names and sizes of every section; raises ConfigError naming the key. Sizes
+  known only after loading data (e.g. K >= N without replacement) are checked by
+  `check_data_fit`."""
+  _check_data(config.data)
+  StepSpec.from_config(config)
+  _check_eval(config.eval)
+
+
+def check_data_fit(config, num_users: int, num_items: int) -> None:
+  """Checks that need the data's size."""
+  del num_users
+  s = config.sampler
+  draws = losses.REGISTRY[config.loss.name].needs_negatives
+  if draws and models.REGISTRY[config.model.name].trained_by_step:
+    keys = samplers.REGISTRY[s.name].config_keys
+    if "replace" in keys and not s.replace and s.num_negatives >= num_items:
+      raise ConfigError(f"sampler.num_negatives={s.num_negatives} must be < the number of "
+                        f"items ({num_items}) when sampling without replacement")
+    if "pool_size" in keys and s.pool_size > num_items:
+      raise ConfigError(f"sampler.pool_size={s.pool_size} exceeds the number of items "
+                        f"({num_items})")
+  if max(config.eval.ks) > num_items:
+    raise ConfigError(f"eval.ks={tuple(config.eval.ks)} exceeds the number of items ({num_items})")

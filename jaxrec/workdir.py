@@ -1,0 +1,224 @@
+"""The run's workdir: checkpoints, atomic JSON/JSONL writes, run facts and results.
+
+Layout: config.json (the resolved config), metrics.jsonl (one line per log step),
+results.json (final metrics, run facts, config), checkpoints/ (orbax, async),
+embeddings.npz (optional). Every file is written atomically (temp file + rename) by
+process 0; a rerun of the same config resumes from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform as _platform
+import shutil
+import subprocess
+import time
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+
+
+def write_json_atomic(path: str, obj) -> None:
+  """json.dump to a temp file, fsync, rename over `path`."""
+  tmp = f"{path}.tmp.{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def append_jsonl(path: str, row: dict) -> None:
+  """One JSON line appended (process 0 only: several hosts, one writer)."""
+  if jax.process_index() != 0:
+    return
+  with open(path, "a") as f:
+    f.write(json.dumps(row, sort_keys=True, default=_json_default) + "\n")
+    f.flush()
+
+
+def _json_default(x):
+  if isinstance(x, (np.integer,)):
+    return int(x)
+  if isinstance(x, (np.floating,)):
+    return float(x)
+  if isinstance(x, (np.ndarray, tuple)):
+    return list(x)
+  raise TypeError(f"not JSON serialisable: {type(x)}")
+
+
+def config_to_dict(config) -> dict:
+  """A ConfigDict as plain JSON types (what config.json holds)."""
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def config_diff(old: dict, new: dict, prefix: str = ""):
+  """Dotted keys whose values differ between two nested dicts (generator)."""
+  keys = set(old) | set(new) if isinstance(old, dict) and isinstance(new, dict) else set()
+  for k in keys:
+    p = f"{prefix}{k}"
+    if isinstance(old.get(k), dict) and isinstance(new.get(k), dict):
+      yield from config_diff(old[k], new[k], p + ".")
+    elif old.get(k) != new.get(k):
+      yield p
+
+
+def claim(workdir: str, cfg_dict: dict, *, overwrite: bool, error=ValueError) -> None:
+  """Writes config.json into `workdir`. A workdir holding another config raises `error`
+  naming the differing keys, or with `overwrite` is cleared of that run's outputs."""
+  os.makedirs(workdir, exist_ok=True)
+  cfg_path = os.path.join(workdir, "config.json")
+  if os.path.exists(cfg_path):
+    with open(cfg_path) as f:
+      old = json.load(f)
+    if old != cfg_dict:
+      if not overwrite:
+        diff = sorted(config_diff(old, cfg_dict))
+        raise error(
+            f"workdir {workdir} holds a run of a different config (differs in "
+            f"{', '.join(diff[:5])}); use another --workdir or pass --overwrite")
+      clear(workdir)
+  write_json_atomic(cfg_path, cfg_dict)
+
+
+def clear(workdir: str) -> None:
+  """Removes a previous run's metrics, results and checkpoints."""
+  for name in ("metrics.jsonl", "results.json"):
+    p = os.path.join(workdir, name)
+    if os.path.exists(p):
+      os.remove(p)
+  shutil.rmtree(os.path.join(workdir, "checkpoints"), ignore_errors=True)
+
+
+def metrics_path(workdir: str, resume_step: int) -> str:
+  """workdir/metrics.jsonl, holding only the lines of steps <= resume_step (a fresh run,
+  resume_step 0, starts an empty file; a resumed one drops the steps it will redo)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if resume_step == 0 and os.path.exists(path):
+    os.remove(path)
+  truncate_metrics(path, resume_step)
+  return path
+
+
+def truncate_metrics(path: str, step: int) -> None:
+  """On resume, drop log lines from steps after the checkpoint (they will be redone)."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    rows = [line for line in f if line.strip()]
+  keep = []
+  for line in rows:
+    try:
+      if json.loads(line).get("step", 0) <= step:
+        keep.append(line)
+    except json.JSONDecodeError:  # a torn last line from a killed run
+      pass
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.writelines(keep)
+  os.replace(tmp, path)
+
+
+def run_facts() -> dict:
+  """Platform, devices, host, git commit and library versions of this run."""
+  import flax
+  import jaxlib
+  try:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__)),
+                            timeout=5).stdout.strip() or None
+  except (OSError, subprocess.SubprocessError):
+    commit = None
+  return {
+      "platform": jax.default_backend(),
+      "device_count": jax.device_count(),
+      "device_kind": jax.devices()[0].device_kind,
+      "host": _platform.node(),
+      "git_commit": commit,
+      "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
+                   "flax": flax.__version__, "optax": optax.__version__,
+                   "numpy": np.__version__, "python": _platform.python_version()},
+  }
+
+
+def write_results(workdir: str, metrics: dict, run: dict, cfg_dict: dict) -> dict:
+  """results.json = {"metrics", "run": run facts + `run`, "config"}; returns it."""
+  results = {"metrics": metrics, "run": {**run_facts(), **run}, "config": cfg_dict}
+  write_json_atomic(os.path.join(workdir, "results.json"), results)
+  return results
+
+
+def save_embeddings(workdir, query_UxD, items_NxD, train) -> None:
+  """embeddings.npz: query/item embeddings and group labels (for the PCA picture)."""
+  def groups(g, n):
+    return np.asarray(g) if g is not None else np.zeros(n, np.int32)
+  path = os.path.join(workdir, "embeddings.npz")
+  with open(path + ".tmp", "wb") as f:
+    np.savez(f, query=np.asarray(query_UxD, np.float32), items=np.asarray(items_NxD, np.float32),
+             user_groups=groups(train.user_groups, train.num_users),
+             item_groups=groups(train.item_groups, train.num_items))
+  os.replace(path + ".tmp", path)
+
+
+def log(fmt, *args) -> None:
+  """Progress lines go to stdout (library logging stays quiet: orbax logs every file)."""
+  print(fmt % args if args else fmt, flush=True)
+
+
+def fmt_seconds(s) -> str:
+  s = int(s)
+  return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def fmt_metrics(m) -> str:
+  return "  ".join(f"{k} {v:.4f}" for k, v in sorted(m.items()) if isinstance(v, float))
+
+
+class Checkpointer:
+  """Orbax checkpoints under workdir/checkpoints (async; `every` 0: none). Orbax writes
+  each step into a temporary folder and renames it when complete, so a torn (killed)
+  save is never picked up; an unreadable checkpoint is set aside and an older one tried."""
+
+  def __init__(self, workdir: str, every: int):
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.every = every
+    self._mngr = None
+    if every:
+      import orbax.checkpoint as ocp
+      self._ocp = ocp
+      self._mngr = ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
+                                               enable_async_checkpointing=True))
+
+  def latest_step(self):
+    return self._mngr.latest_step() if self._mngr else None
+
+  def restore(self, state):
+    """-> (state, step): the latest readable checkpoint, or (state, 0)."""
+    if not self._mngr:
+      return state, 0
+    for step in sorted(self._mngr.all_steps(), reverse=True):
+      try:
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+        restored = self._mngr.restore(step, args=self._ocp.args.StandardRestore(abstract))
+        return type(state)(*restored) if isinstance(restored, (list, tuple)) else restored, step
+      except Exception as err:  # a damaged checkpoint: set it aside, try the previous one
+        aside = os.path.join(self.directory, f"{step}.unreadable-{int(time.time())}")
+        os.replace(os.path.join(self.directory, str(step)), aside)
+        self._mngr.reload()
+        logging.warning("checkpoint at step %d is unreadable (%s); moved to %s, trying an "
+                        "older one", step, err, aside)
+    return state, 0
+
+  def maybe_save(self, step, state, final=False):
+    if self._mngr and (step % self.every == 0 or final):
+      self._mngr.save(step, args=self._ocp.args.StandardSave(state), force=True)
+
+  def close(self):
+    if self._mngr:
+      self._mngr.wait_until_finished()
+      self._mngr.close()
