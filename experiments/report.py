@@ -236,14 +236,26 @@ def report(sweep_dir: str, *, title: str = "Sweep summary",
   rows = read_results(sweep_dir)
   summary = summarize(rows)
   write_summary(sweep_dir, summary, title=title, metrics=metrics, notes=notes)
+  plots(sweep_dir, summary)
+  if pca_panels:
+    plot_embeddings(sweep_dir, pca_panels)
+  return summary
+
+
+def plots(sweep_dir: str, summary: dict) -> None:
+  """metrics_bars.png (recall@20 and cross_group@20 where measured, in recall order) and,
+  with both, quality_vs_folding.png."""
   order = sorted(summary, key=lambda s: -summary[s].get(QUALITY, (-1, 0))[0])
   shown = [m for m in (QUALITY, FOLDING) if any(m in d for d in summary.values())]
   plot_bars(sweep_dir, summary, shown, "metrics_bars.png", order)
   if len(shown) == 2:
     plot_scatter(sweep_dir, summary)
-  if pca_panels:
-    plot_embeddings(sweep_dir, pca_panels)
-  return summary
+
+
+def standard_plots(sw) -> tuple[list[str], list[str]]:
+  """The analysis of a plain --grid sweep (experiments.sweep): the plots, no checks."""
+  plots(sw.workdir, sw.summary)
+  return [], []
 
 
 if __name__ == "__main__":
