@@ -35,15 +35,15 @@ def measure(cases=CASES):
   RSS of this process so far. Yields one dict per case."""
   import resource
 
-  from experiments import folding, sweep
-  from experiments.configs import synthetic
+  from experiments import sweep
+  from experiments.configs import folding, synthetic
   from jaxrec import train
 
-  runs = {r.strategy: r for r in folding.strategies()}
+  runs = {label: tuple(over.items()) for label, over in folding.strategies()}
   for label, num_items in cases:
     base = synthetic.get_config()
     base.data.num_items = num_items
-    cfg = sweep.apply_overrides(base, runs[label].overrides)
+    cfg = sweep.apply_overrides(base, runs[label])
     tr, _ = train.load_data(cfg.data, 0)
     spec = train.StepSpec.from_config(cfg)
     data = train.device_data(tr, spec.unigram_alpha if spec.sampler == "unigram" else None)

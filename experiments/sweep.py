@@ -89,16 +89,9 @@ def slug(label: str) -> str:
 def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run], seeds: Sequence[int],
               sweep_dir: str, *, overwrite: bool = False, verbose_runs: bool = False) -> str:
   """Trains every (run, seed) not yet done; returns the path of results.csv."""
-  os.makedirs(sweep_dir, exist_ok=True)
-  labels = [r.strategy for r in runs]
-  if len(set(labels)) != len(labels):
-    raise ConfigError(f"strategy labels must be unique: {labels}")
   jobs = [(r, s) for r in runs for s in seeds]
-  configs = []
-  for r, s in jobs:  # validate everything before training anything
-    c = apply_overrides(base, r.overrides + (("seed", int(s)),))
-    validate_config(c)
-    configs.append(c)
+  configs = run_configs(base, runs, seeds)  # validate everything before training anything
+  os.makedirs(sweep_dir, exist_ok=True)
   data_cache: dict[str, Any] = {}
   t0 = time.time()
   for i, ((run, seed), config) in enumerate(zip(jobs, configs)):
@@ -120,6 +113,21 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run], seeds: Seque
     eta = (time.time() - t0) / (i + 1) * (len(jobs) - i - 1)
     _progress(f"{tag}: {shown}  ({time.time() - t_run:.1f}s, sweep ETA {eta:.0f}s)")
   return gather(sweep_dir, runs, seeds)
+
+
+def run_configs(base: ml_collections.ConfigDict, runs: Sequence[Run],
+                seeds: Sequence[int]) -> list[ml_collections.ConfigDict]:
+  """The validated config of every (run, seed), runs outer; raises ConfigError."""
+  labels = [r.strategy for r in runs]
+  if len(set(labels)) != len(labels):
+    raise ConfigError(f"strategy labels must be unique: {labels}")
+  configs = []
+  for r in runs:
+    for s in seeds:
+      c = apply_overrides(base, r.overrides + (("seed", int(s)),))
+      validate_config(c)
+      configs.append(c)
+  return configs
 
 
 def run_dir(sweep_dir: str, strategy: str, seed: int) -> str:
@@ -210,6 +218,7 @@ class Sweep:
   rows: list[dict] = dataclasses.field(default_factory=list)   # results.csv
   summary: dict = dataclasses.field(default_factory=dict)      # report.summarize(rows)
   log: Callable[[str], None] = print
+  extras: dict = dataclasses.field(default_factory=dict)       # what an analysis measured
 
   def run_dir(self, strategy: str, seed: int) -> str:
     return run_dir(self.workdir, strategy, seed)
@@ -224,20 +233,28 @@ def split(config: ml_collections.ConfigDict):
   return base, spec
 
 
-def declared_runs(spec) -> list[Run]:
-  return [Run(label, tuple(dict(over).items())) for label, over in spec.runs]
+def declared_runs(config: ml_collections.ConfigDict) -> list[Run]:
+  """sweep.runs: ((label, {key: value}), ...), or the name of a function of the config
+  returning them (a sweep built from the config's own keys, e.g. sweep.ks)."""
+  runs = config.sweep.runs
+  if isinstance(runs, str):
+    runs = lookup(runs)(config)
+  return [Run(label, tuple(dict(over).items())) for label, over in runs]
 
 
-def select(runs: Sequence[Run], only) -> list[Run]:
-  """The runs named in `only` ("a,b" or a sequence; empty: all), in the sweep's order."""
-  names = [s for s in (only.split(",") if isinstance(only, str) else only) if s]
-  if not names:
-    return list(runs)
+def select(runs: Sequence[Run], only: str) -> list[Run]:
+  """The runs named in `only` (labels joined by commas; a label may hold commas itself;
+  empty: all), in the sweep's order."""
   known = [r.strategy for r in runs]
+  parts, names = only.split(",") if only else [], []
+  while parts:  # the longest prefix of the parts that joins into a label
+    n = next((n for n in range(len(parts), 0, -1) if ",".join(parts[:n]) in known), 1)
+    names.append(",".join(parts[:n]))
+    parts = parts[n:]
   unknown = [s for s in names if s not in known]
   if unknown:
     raise ValueError(f"unknown {', '.join(unknown)}; choose from {', '.join(known)}")
-  return [r for r in runs if r.strategy in names]
+  return [r for r in runs if r.strategy in names] if names else list(runs)
 
 
 def lookup(name: str) -> Callable:
@@ -246,34 +263,51 @@ def lookup(name: str) -> Callable:
   try:
     return getattr(importlib.import_module(f"experiments.{module}"), fn)
   except (ImportError, AttributeError, ValueError) as err:
-    raise ConfigError(f"no analysis function {name!r} in experiments/: {err}") from None
+    raise ConfigError(f"no function {name!r} under experiments/: {err}") from None
+
+
+def check(config: ml_collections.ConfigDict) -> list[Run]:
+  """Validates an ablation config without training: its functions exist, sweep.only names
+  runs, the data are there, and every (run, seed) config is valid. Returns the runs to
+  train."""
+  base, spec = split(config)
+  lookup(spec.analysis)
+  if spec.add_rows:
+    lookup(spec.add_rows)
+  runs = declared_runs(config)
+  try:
+    chosen = select(runs, spec.only)
+  except ValueError as err:
+    raise ConfigError(f"sweep.only: {err}") from None
+  if runs and base.data.name != "synthetic":
+    for path in (base.data.path, *(os.path.join(base.data.path, f) for f in spec.requires)):
+      missing = common.missing_data(path)
+      if missing:
+        raise ConfigError(missing)
+  run_configs(base, chosen, [int(s) for s in spec.seeds])
+  return chosen
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, log=print) -> Sweep:
   """Trains the config's sweep (resumable), gathers results.csv, runs its analysis and
-  writes summary.md. Returns the Sweep (rows, summary) as the analysis saw it."""
+  writes summary.md. Returns the Sweep (rows, summary, extras) as the analysis left it."""
+  chosen = check(config)
   base, spec = split(config)
   if spec.fast_compile:  # before JAX compiles anything (jaxrec/xla_flags.py)
     xla_flags.add_defaults(xla_flags.FAST_COMPILE)
   analysis = lookup(spec.analysis)
-  add_rows = lookup(spec.add_rows) if spec.add_rows else None
-  sw = Sweep(base, spec, workdir, [int(s) for s in spec.seeds], declared_runs(spec), log=log)
+  sw = Sweep(base, spec, workdir, [int(s) for s in spec.seeds], declared_runs(config),
+             log=log)
   if not sw.runs:  # a measurement of its own (gradient_bias): the analysis does it all
     analysis(sw)
     return sw
-  try:
-    chosen = select(sw.runs, spec.only)
-  except ValueError as err:
-    raise ConfigError(f"sweep.only: {err}") from None
-  if base.data.name != "synthetic" and common.missing_data(base.data.path):
-    raise ConfigError(common.missing_data(base.data.path))
   clock = Clock()
   log(f"{spec.name}: {len(chosen)} strategies x {len(sw.seeds)} seeds -> {workdir}")
   run_sweep(base, chosen, sw.seeds, workdir)
   path = gather(workdir, sw.runs, sw.seeds)  # every finished run, trained now or before
   sw.rows = report_lib.read_results(workdir)
-  if add_rows:
-    write_csv_atomic(path, add_rows(sw))
+  if spec.add_rows:
+    write_csv_atomic(path, lookup(spec.add_rows)(sw))
     sw.rows = report_lib.read_results(workdir)
   sw.summary = report_lib.summarize(sw.rows)
   notes, sections = analysis(sw)

@@ -5,10 +5,13 @@ section that `experiments.sweep` reads and removes before training:
 
   sweep.name, sweep.title   the ablation's name (progress lines) and summary.md heading
   sweep.runs                the strategies: ((label, {dotted key: value}), ...), each
-                            applied on top of the rest of the config
+                            applied on top of the rest of the config; or the name
+                            ("configs.module.function") of a function of the config that
+                            returns them, for a sweep built from the config's own keys
   sweep.seeds               every run is trained once per seed (one workdir each)
   sweep.only                labels to train now ("a,b"; default all); every finished run
                             of the workdir is still reported
+  sweep.requires            files under data.path the analysis reads (checked first)
   sweep.metrics             summary.md's columns (the first sorts the rows)
   sweep.analysis            "module.function" under experiments/: the ablation's own
                             checks, tables and plots (`experiments.sweep.Sweep` -> notes,
@@ -21,8 +24,8 @@ section that `experiments.sweep` reads and removes before training:
   sweep.facts               append wall/CPU time and the seeds to summary.md
 
 Variants are chosen by the config string, as in big_vision: `--config=FILE.py:quick` or
-`FILE.py:quick,ks=4+64` (`parse_arg`: a bare word is True, `key=value` takes the default's
-type, `a+b` is a tuple).
+`FILE.py:quick,movielens` (`parse_arg`: a bare word is True, `key=value` takes the
+default's type).
 """
 
 from __future__ import annotations
@@ -45,18 +48,18 @@ def ml_latest_small() -> str:
   return os.path.relpath(os.path.join(DATA_DIR, "ml-latest-small"))
 
 
-def missing_data(path: str, what: str = "ml-latest-small") -> str | None:
+def missing_data(path: str) -> str | None:
   """None if `path` exists, else the one-line error that says how to get the data."""
   if os.path.exists(path):
     return None
-  return (f"data.path={path!r} does not exist. This experiment needs MovieLens {what}; get "
-          "it with `python -m jaxrec.data.download --name=ml-latest-small --dest=DIR` and "
-          "pass --config.data.path=DIR/ml-latest-small")
+  return (f"{path!r} does not exist. This experiment needs MovieLens ml-latest-small "
+          "(ratings.csv, movies.csv); get it with `python -m jaxrec.data.download "
+          "--name=ml-latest-small --dest=DIR` and pass --config.data.path=DIR/ml-latest-small")
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
-  """'quick,ks=4+64' -> {quick: True, ks: (4, 64), ...defaults}. Each key must be one of
-  `defaults`; a value takes its default's type (tuples element-wise)."""
+  """'quick,steps=500' -> {quick: True, steps: 500, ...defaults}. Each key must be one of
+  `defaults`; a value takes its default's type."""
   out = dict(defaults)
   for part in filter(None, (arg or "").split(",")):
     key, eq, text = part.partition("=")
@@ -65,9 +68,6 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
     default = defaults[key]
     if not eq:
       out[key] = True
-    elif isinstance(default, tuple):
-      kind = type(default[0]) if default else str
-      out[key] = tuple(kind(v) for v in text.split("+"))
     elif isinstance(default, bool):
       out[key] = text.lower() in ("1", "true", "yes")
     else:
@@ -79,9 +79,10 @@ def sweep(name: str, runs, *, title: str, seeds=(0, 1, 2), metrics=("recall@20",
           analysis: str, **extra) -> ml_collections.ConfigDict:
   """The `sweep` section (see the module docstring); `extra` sets any other of its keys."""
   s = ml_collections.ConfigDict()
-  s.name, s.title, s.runs = name, title, tuple((label, dict(over)) for label, over in runs)
+  s.name, s.title = name, title
+  s.runs = runs if isinstance(runs, str) else tuple((lab, dict(o)) for lab, o in runs)
   s.seeds, s.only, s.metrics = tuple(seeds), "", tuple(metrics)
-  s.analysis, s.add_rows = analysis, ""
+  s.analysis, s.add_rows, s.requires = analysis, "", ()
   s.predictions = ml_collections.ConfigDict()
   s.notes, s.fast_compile, s.facts = (), False, True
   s.update(extra)
