@@ -136,5 +136,6 @@ def legacy_argv(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+  sys.argv = legacy_argv(sys.argv)  # config_flags reads the overrides from sys.argv
   sweep.define_flags(CONFIG, "runs/folding")
-  app.run(sweep.main, argv=legacy_argv(sys.argv))
+  app.run(sweep.main)
