@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import report as report_lib
 from experiments import sweep
 from experiments.configs import common
 from experiments.configs import synthetic as synthetic_config
@@ -394,9 +395,7 @@ _COLORS = {"uniform": "tab:blue", "unigram": "tab:orange", "log_uniform": "tab:b
 def plot(path: str, rows: Sequence[dict], datasets: Sequence[str]) -> None:
   """rel_norm_err vs K (log-log), one panel per dataset; solid logQ, dashed without;
   hollow markers where the bias is below 2x its Monte-Carlo noise (not resolved)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
   for ax, dataset in zip(axes[0], datasets):
@@ -421,11 +420,7 @@ def plot(path: str, rows: Sequence[dict], datasets: Sequence[str]) -> None:
     ax.set_title(f"{dataset}: sampled-softmax gradient bias")
     ax.grid(True, which="both", alpha=0.3)
   axes[0][-1].legend(fontsize=7, ncol=2, loc="lower left")
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
+  report_lib.save_figure(fig, os.path.dirname(path), os.path.basename(path))
 
 
 def run(workdir: str, *, datasets: Sequence[str] = DATASETS,

@@ -222,9 +222,7 @@ def checks(summary: dict, base: str = "observed_only",
 def _plot_pca(workdir, panels, train_inter, movies, top_genres=6, min_count=20):
   """Item embeddings (items with >= min_count train ratings) on their top-2 principal axes,
   coloured by primary genre (the 6 most common): the course's 'do genres cluster?' picture."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   labels, names = primary_genres(movies, _raw_ids(train_inter.item_raw))
   counts = np.bincount(train_inter.item_ids, minlength=train_inter.num_items)
@@ -232,8 +230,7 @@ def _plot_pca(workdir, panels, train_inter, movies, top_genres=6, min_count=20):
   if not sel.any():
     sel = (counts >= 1) & (labels >= 0)
   common = np.argsort(-np.bincount(labels[sel], minlength=len(names)))[:top_genres]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
-  axes = np.atleast_1d(axes)
+  fig, axes = report_lib.panel_row(len(panels), 4.2, 4.2)
   cmap = plt.get_cmap("tab10")
   for ax, (title, wd) in zip(axes, panels):
     v = np.load(os.path.join(wd, "embeddings.npz"))["items"][sel]
@@ -250,8 +247,4 @@ def _plot_pca(workdir, panels, train_inter, movies, top_genres=6, min_count=20):
   axes[0].legend(fontsize=7, markerscale=2, loc="best")
   fig.suptitle(f"PCA of L2-normalised item embeddings (items with >= {min_count} train "
                "ratings), by primary genre", fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(workdir, "item_pca.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return report_lib.save_figure(fig, workdir, "item_pca.png")

@@ -5,7 +5,6 @@ The sweep, the setting and what it measured: experiments/configs/hard_negatives.
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 
@@ -18,15 +17,13 @@ METRICS = ("recall@20", "cross_group@20")
 
 def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
   """The verdict, hard_negatives.png and the tables by fraction."""
-  fractions, temperatures = tuple(sw.spec.fractions), tuple(sw.spec.temperatures)
-  notes = verdict(sw.summary, sw.rows)
+  fractions, temperatures, c = tuple(sw.spec.fractions), tuple(sw.spec.temperatures), sw.config
   plot(sw.workdir, sw.summary, fractions, temperatures)
-  c = sw.config
-  return notes, [
-      "", "## By fraction", "",
-      f"K = {c.sampler.num_negatives} negatives, pool {c.sampler.pool_size} (hard_pool, "
-      f"hard_topk), language_split = {c.data.language_split}, {c.train.steps} steps of "
-      f"batch {c.train.batch_size}.", *tables(sw.summary, fractions, temperatures)]
+  setting = (f"K = {c.sampler.num_negatives} negatives, pool {c.sampler.pool_size} (hard_pool, "
+             f"hard_topk), language_split = {c.data.language_split}, {c.train.steps} steps "
+             f"of batch {c.train.batch_size}.")
+  return verdict(sw.summary, sw.rows), ["", "## By fraction", "", setting,
+                                        *tables(sw.summary, fractions, temperatures)]
 
 
 def _m(summary, s, metric):
@@ -36,21 +33,12 @@ def _m(summary, s, metric):
 
 def tables(summary: dict, fractions, temperatures, hard=HARD) -> list[str]:
   """recall@20 and cross_group@20 per sampler x temperature (rows) and fraction (columns)."""
-  out = []
-  base = summary.get(UNIFORM, {})
-  for metric in METRICS:
-    ref = report_lib.fmt(base[metric], 4) if metric in base else "–"
-    out += ["", f"### {metric} (f = 0, all uniform: {ref})", "",
-            "| hard sampler | T_h | " + " | ".join(f"f={f:g}" for f in fractions) + " |",
-            "|---|---|" + "---|" * len(fractions)]
-    for s in hard:
-      for t in ((None,) if s == "hard_topk" else temperatures):
-        cells = []
-        for f in fractions:
-          v = _m(summary, label(s, f, t), metric)
-          cells.append("–" if v is None else report_lib.fmt(v, 4))
-        out.append(f"| {s} | {'–' if t is None else f'{t:g}'} | " + " | ".join(cells) + " |")
-  return out
+  rows = [(s, "–" if t is None else f"{t:g}", lambda f, s=s, t=t: label(s, f, t))
+          for s in hard for t in ((None,) if s == "hard_topk" else temperatures)]
+  return report_lib.pivot_tables(
+      summary, METRICS, reference=UNIFORM, reference_name="f = 0, all uniform",
+      head=("hard sampler", "T_h"), rows=rows, columns=[(f"f={f:g}", f) for f in fractions],
+      missing="–")
 
 
 def verdict(summary: dict, rows: list[dict]) -> list[str]:
@@ -91,33 +79,22 @@ def verdict(summary: dict, rows: list[dict]) -> list[str]:
 
 
 def plot(workdir: str, summary: dict, fractions, temperatures, hard=HARD) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, len(METRICS), figsize=(5.4 * len(METRICS), 4.2))
+  fig, axes = report_lib.panel_row(len(METRICS), 5.4, 4.2)
   colors = {"hard_exact": "C0", "hard_pool": "C1", "hard_topk": "C2"}
   styles = {0.5: ":", 1.0: "-", 2.0: "--", None: "-"}
-  for ax, metric in zip(np.atleast_1d(axes), METRICS):
+  for ax, metric in zip(axes, METRICS):
     base = _m(summary, UNIFORM, metric)
     for s in hard:
       for t in ((None,) if s == "hard_topk" else temperatures):
-        pts = [(0.0, base)] + [(f, _m(summary, label(s, f, t), metric)) for f in fractions]
-        pts = [(f, v) for f, v in pts if v is not None]
-        if len(pts) < 2:
-          continue
-        ax.errorbar([f for f, _ in pts], [v[0] for _, v in pts], yerr=[v[1] for _, v in pts],
-                    color=colors.get(s, "k"), ls=styles.get(t, "-"), marker="o", ms=3,
-                    capsize=2, lw=1.1, label=s + ("" if t is None else f", T_h={t:g}"))
+        report_lib.plot_series(
+            ax, [(0.0, base)] + [(f, _m(summary, label(s, f, t), metric)) for f in fractions],
+            min_points=2, color=colors.get(s, "k"), ls=styles.get(t, "-"), marker="o", ms=3,
+            capsize=2, lw=1.1, label=s + ("" if t is None else f", T_h={t:g}"))
     ax.set_xlabel("hard fraction f (rest uniform)")
     ax.set_ylabel(metric)
     ax.set_xticks([0.0, *fractions])
     ax.grid(alpha=0.3)
-  np.atleast_1d(axes)[0].legend(fontsize=7)
+  axes[0].legend(fontsize=7)
   fig.suptitle("Hard negatives mixed with uniform (K = 64; mean ± std over seeds; f = 0 is "
                "all-uniform)", fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(workdir, "hard_negatives.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return report_lib.save_figure(fig, workdir, "hard_negatives.png")

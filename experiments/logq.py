@@ -6,7 +6,6 @@ The sweep, the setting, the claim and what it measured: experiments/configs/logq
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Sequence
 
@@ -126,9 +125,7 @@ def simulation_lines(sim: dict) -> list[str]:
 
 
 def plot_simulation(workdir: str, sim: dict) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for a, e in sim["alpha"].items():
@@ -147,20 +144,11 @@ def plot_simulation(workdir: str, sim: dict) -> str:
     ax.legend(fontsize=8)
   fig.suptitle("Streaming frequency estimation (Yi et al. 2019, Sec. 6.1 form): "
                "q_i ~ i^2, then (M-1-i)^2", fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(workdir, "freq_estimation.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return report_lib.save_figure(fig, workdir, "freq_estimation.png")
 
 
 def plot_recall(workdir: str, summary: dict, temperatures, ks) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.8))
-  axes = np.atleast_1d(axes)
+  fig, axes = report_lib.panel_row(len(ks), 4.2, 3.8)
   for ax, k in zip(axes, ks):
     key = f"recall@{k}"
     for q, style in ((True, "o-"), (False, "s--")):
@@ -176,8 +164,4 @@ def plot_recall(workdir: str, summary: dict, temperatures, ks) -> str:
   axes[0].legend(fontsize=8)
   fig.suptitle("In-batch softmax on normalised embeddings (mean ± std over seeds)",
                fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(workdir, "logq_recall.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return report_lib.save_figure(fig, workdir, "logq_recall.png")

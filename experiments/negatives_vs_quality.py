@@ -6,9 +6,7 @@ experiments/configs/negatives_vs_quality.py.
 
 from __future__ import annotations
 
-import os
 
-import numpy as np
 
 from experiments import report as report_lib
 from experiments import sweep
@@ -41,21 +39,12 @@ def _get(summary, s, k, q, metric):
 
 def tables(summary: dict, ks, sampler_names, metrics=METRICS) -> list[str]:
   """One markdown table per metric: rows = sampler x log-Q, columns = K."""
-  out = []
-  full = summary.get(FULL, {})
-  for m in metrics:
-    ref = report_lib.fmt(full[m], 4) if m in full else "–"
-    out += ["", f"### {m} (full softmax: {ref})", "",
-            "| sampler | log-Q | " + " | ".join(f"K={k}" for k in ks) + " |",
-            "|---|---|" + "---|" * len(ks)]
-    for s in sampler_names:
-      for q in (True, False):
-        cells = []
-        for k in ks:
-          v = _get(summary, s, k, q, m)
-          cells.append("n/a" if v is None else report_lib.fmt(v, 4))
-        out.append(f"| {s} | {'on' if q else 'off'} | " + " | ".join(cells) + " |")
-  return out
+  rows = [(s, "on" if q else "off", lambda k, s=s, q=q: label(s, k, q))
+          for s in sampler_names for q in (True, False)]
+  return report_lib.pivot_tables(
+      summary, metrics, reference=FULL, reference_name="full softmax",
+      head=("sampler", "log-Q"), rows=rows, columns=[(f"K={k}", k) for k in ks],
+      missing="n/a")
 
 
 def checks(summary: dict, ks, sampler_names, popularity_like) -> list[str]:
@@ -96,23 +85,14 @@ def checks(summary: dict, ks, sampler_names, popularity_like) -> list[str]:
 
 
 def plot(workdir: str, summary: dict, ks, sampler_names, metrics=METRICS) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, len(metrics), figsize=(5.0 * len(metrics), 4.2))
-  colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-  for ax, m in zip(np.atleast_1d(axes), metrics):
+  fig, axes = report_lib.panel_row(len(metrics), 5.0, 4.2)
+  colors = report_lib.pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+  for ax, m in zip(axes, metrics):
     for i, s in enumerate(sampler_names):
       for q, style in ((True, "o-"), (False, "s--")):
-        pts = [(k, _get(summary, s, k, q, m)) for k in ks]
-        pts = [(k, v) for k, v in pts if v is not None]
-        if not pts:
-          continue
-        x = [k for k, _ in pts]
-        ax.errorbar(x, [v[0] for _, v in pts], yerr=[v[1] for _, v in pts], fmt=style,
-                    color=colors[i % len(colors)], ms=3.5, lw=1.0, capsize=2,
-                    label=f"{s}{'' if q else ' (no log-Q)'}")
+        report_lib.plot_series(ax, [(k, _get(summary, s, k, q, m)) for k in ks], fmt=style,
+                               color=colors[i % len(colors)], ms=3.5, lw=1.0, capsize=2,
+                               label=f"{s}{'' if q else ' (no log-Q)'}")
     if FULL in summary and m in summary[FULL]:
       ax.axhline(summary[FULL][m][0], color="0.3", lw=1.5, ls=":", label="full softmax")
     ax.set_xscale("log", base=2)
@@ -121,11 +101,7 @@ def plot(workdir: str, summary: dict, ks, sampler_names, metrics=METRICS) -> str
     ax.set_xlabel("negatives per query K")
     ax.set_ylabel(m + (" (lower is better)" if "loss" in m else ""))
     ax.grid(alpha=0.3)
-  np.atleast_1d(axes)[0].legend(fontsize=6.5, ncol=2)
+  axes[0].legend(fontsize=6.5, ncol=2)
   fig.suptitle("Sampled softmax vs number of negatives (solid: log-Q corrected; dashed: "
                "uncorrected; mean ± std over seeds)", fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(workdir, "negatives_vs_quality.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return report_lib.save_figure(fig, workdir, "negatives_vs_quality.png")

@@ -196,9 +196,7 @@ def verdict(per_seed: list[dict], ks: Sequence[int]) -> list[str]:
 def plot(workdir: str, per_seed: list[dict]) -> str:
   """popularity_tail.png: top-20 slot shares by bin per run (held-out pairs beside), and
   sampled / exact push by bin for each proposal and K (mean over seeds)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   names = [b[0] for b in BINS]
   x = np.arange(len(names))
@@ -226,8 +224,4 @@ def plot(workdir: str, per_seed: list[dict]) -> str:
   a2.legend(fontsize=7)
   for ax in (a1, a2):
     ax.grid(alpha=0.3)
-  fig.tight_layout()
-  path = os.path.join(workdir, "popularity_tail.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return report_lib.save_figure(fig, workdir, "popularity_tail.png")

@@ -203,9 +203,7 @@ def popularity_row(config, seed: int, num_negatives: int, data=None) -> dict:
 
 
 def _plot_scatter(workdir, summary) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   fig, ax = plt.subplots(figsize=(6.5, 4.8))
   for s, d in sorted(summary.items()):
@@ -218,8 +216,4 @@ def _plot_scatter(workdir, summary) -> str:
   ax.set_ylabel("HR@10 against 100 sampled negatives")
   ax.grid(alpha=0.3)
   ax.set_title("Sampled vs full metric (Krichene & Rendle 2020)", fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(workdir, "full_vs_sampled.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return report_lib.save_figure(fig, workdir, "full_vs_sampled.png")
