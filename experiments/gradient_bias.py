@@ -452,7 +452,7 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
   done: list[str] = []
   for dataset in datasets:
     if dataset == "movielens" and not os.path.exists(data_path):
-      log(f"movielens: skipped, --data_path={data_path!r} does not exist")
+      log(f"movielens: skipped, sweep.data_path={data_path!r} does not exist")
       continue
     t0 = time.time()
     config = sweep.apply_overrides(

@@ -291,10 +291,10 @@ def check(config: ml_collections.ConfigDict) -> list[Run]:
 def run(config: ml_collections.ConfigDict, workdir: str, *, log=print) -> Sweep:
   """Trains the config's sweep (resumable), gathers results.csv, runs its analysis and
   writes summary.md. Returns the Sweep (rows, summary, extras) as the analysis left it."""
-  chosen = check(config)
   base, spec = split(config)
   if spec.fast_compile:  # before JAX compiles anything (jaxrec/xla_flags.py)
     xla_flags.add_defaults(xla_flags.FAST_COMPILE)
+  chosen = check(config)
   analysis = lookup(spec.analysis)
   sw = Sweep(base, spec, workdir, [int(s) for s in spec.seeds], declared_runs(config),
              log=log)
