@@ -35,17 +35,17 @@ def measure(cases=CASES):
   RSS of this process so far. Yields one dict per case."""
   import resource
 
-  from experiments import folding, sweep
-  from experiments.configs import synthetic
+  from experiments import sweep
+  from experiments.configs import folding, synthetic
   from jaxrec import config as config_lib
   from jaxrec import data as jaxrec_data
   from jaxrec import step as step_lib
 
-  runs = {r.strategy: r for r in folding.strategies()}
+  runs = {label: tuple(over.items()) for label, over in folding.strategies()}
   for label, num_items in cases:
     base = synthetic.get_config()
     base.data.num_items = num_items
-    cfg = sweep.apply_overrides(base, runs[label].overrides)
+    cfg = sweep.apply_overrides(base, runs[label])
     tr, _ = jaxrec_data.load_data(cfg.data, 0)
     spec = config_lib.StepSpec.from_config(cfg)
     data = step_lib.device_data(tr, spec)

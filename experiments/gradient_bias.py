@@ -1,79 +1,20 @@
 """Gradient fidelity of sampled softmax on trained models: bias and variance vs K.
 
-  python -m experiments.gradient_bias --workdir=runs/gradient_bias
-      [--datasets=synthetic,movielens] [--data_path=../shared/data/ml-latest-small]
-      [--ks=1,4,16,64,256,1024] [--samplers=uniform,unigram,in_batch,mixed,hard_exact,hard_pool]
-      [--draws=64] [--train_steps=1000] [--batch_size=64] [--quick]
-
-Writes WORKDIR/gradient_bias.csv and WORKDIR/gradient_bias.png (bias vs K per sampler, one
-panel per dataset, solid = logQ, dashed = no logQ) and prints the table. The measured
-table and wall time are in BUILD_NOTES.md.
-
-What is measured. For each dataset the launcher's config (configs/synthetic.py: softmax
-DNN, D=32; configs/movielens.py: softmax DNN, D=64) is trained briefly with the FULL
-softmax loss (no checkpoints, embeddings saved); its query embeddings [U,D] and item
-embeddings [N,D] are read back from embeddings.npz. A fixed batch of B (user, positive)
-pairs is drawn uniformly from the training interactions. With L the mean full-softmax loss
-of that batch and g* = grad_{Q,V} L (Q = the B query rows, V = the whole item table), a
-sampler's one-draw sampled-softmax gradient g (`diagnostics.sampled_gradient`'s loss:
-accidental hits masked, positive uncorrected, logQ on or off) is compared with g*:
-
-  one_minus_cos = 1 - cos(E g, g*),  rel_norm_err = ||E g - g*|| / ||g*||,
-  variance      = E ||g - E g||^2 / ||g*||^2            (the definitions of diagnostics.py)
+The measurement of experiments/configs/gradient_bias.py (its docstring: the command, what
+is measured, the samplers as the diagnostic sees them, what was found), run by
+`experiments.sweep` through `analysis` below. The nested-sampler machinery (NestedSampler,
+make_nested, the *_corrections, nested_fidelity and its jitted estimator) is marked off
+below: it moves to jaxrec/diagnostics.py.
 
 Two choices make this affordable and precise (both tested in tests/test_gradient_bias.py):
   * Nested draws. Every draw takes K_max negatives; the estimate at K uses the first K of
     them (a prefix of i.i.d. draws is K i.i.d. draws; for hard_pool, K draws in the same
     pool), the others masked out of the loss. All K and both logQ settings share the draws
     (common random numbers) and one compilation per (dataset, sampler).
-  * A control variate for E g - g*. With the same negatives, the importance-sampling
-    gradient g_IS = mean_b [sum_k p_bk / (K q_k) grad s_bk (hits excluded) +
-    (p_b,pos - 1) grad s_b,pos] (p = the exact softmax, Z known) has a closed-form mean
-    E g_IS (= g* restricted to the items q can draw). The bias is estimated as
-    mean_r (g_r - beta g_IS,r) + beta E g_IS - g*, unbiased for any fixed beta; beta in
-    [0, 1] minimises the estimate's variance (fitted on the same draws). Its Monte-Carlo
-    error is much smaller than that of the raw mean_r g_r - g* (beta = 0, error ~
-    sqrt(variance / R), which swamps the O(1/K) bias beyond small K). `noise` is the RMS
-    error of the bias vector relative to ||g*||; bias below ~2x noise is not resolved.
-    The raw estimate is kept in the CSV (raw_rel_norm_err, raw_one_minus_cos).
-
-Samplers, as the diagnostic sees them (q = the per-draw probability):
-  uniform     q_j = 1/N.
-  unigram     q_j proportional to count_j^alpha (--unigram_alpha, default 0.75; train counts).
-  log_uniform Zipf over popularity ranks (not in the default list).
-  in_batch    K = the batch size whose positives serve as negatives. The "batch" is K other
-              training positives drawn i.i.d. from the data (what random batching gives), so
-              q_j = f_j, the empirical item frequency. The logQ correction is the one the
-              in_batch sampler applies at the streaming estimator's fixed point (Yi et al.
-              2019; b -> 1/p): log p_j, p_j = P(j in a batch of K) = 1 - (1 - f_j)^K, not
-              log(K f_j): it under-corrects items with K f_j not << 1.
-  mixed       K in-batch positives (as in_batch) + K uniform ids (train's default
-              num_uniform = batch size): 2K negatives. logQ as `samplers.mixed` at the
-              estimator's fixed point: log(p_j + K/N).
-  hard_exact  q_b = softmax(s_b / T) over the catalogue, T = the loss temperature: the
-              model's own softmax, the zero-variance proposal for the normaliser.
-  hard_pool   a uniform pool of --pool_size ids per draw, then K draws from the softmax
-              inside it, with the sampler's q (an unbiased importance weight).
-K larger than the catalogue is skipped. hard_topk has no proper q and is not offered.
-
-Expected (Bengio & Senecal 2008; Blanc & Rendle, ICML 2018): with logQ, bias falls with K;
-the closer q is to the model's softmax the lower the bias at small K (hard_exact lowest);
-uncorrected popularity / in-batch sampling stays biased.
-
-Found with the default flags (seed 0; numbers in BUILD_NOTES.md):
-  * hard_exact + logQ is lowest by 1-2 orders of magnitude at every K (<= 0.04 at K=1),
-    and its bias is below the Monte-Carlo noise throughout.
-  * Without logQ, unigram, in_batch, mixed, hard_exact and hard_pool plateau at a
-    relative error of 0.2-0.4 that K does not remove. Uniform without logQ is the
-    exception: its missing correction is the constant log(K/N), which only over-weights
-    the positive (by ~p_pos (N/K - 1)); that bias falls with K and is small when p_pos is.
-  * With logQ, uniform / unigram fall with K, but unigram levels off at the mass of the
-    items it can never draw (zero training count: ~0.006 on ml-latest-small).
-  * in_batch and mixed with the estimator's correction log P(j in batch) fall until
-    K ~ 64 and then RISE (K = 256, 1024): popular items have K f_j > 1 expected copies
-    but are corrected by log P <= 0. The same draws with log(K f_j) keep falling.
-  * hard_pool + logQ sits at ~0.03-0.06 for every K, set by its pool (M = 256), not by K
-    (not resolved from its noise at R = 64).
+  * A control variate for E g - g*, with the importance-sampling gradient g_IS (closed-form
+    mean) of the same negatives; `noise` is the RMS error of the bias vector relative to
+    ||g*||; bias below ~2x noise is not resolved. The raw estimate is kept in the CSV
+    (raw_rel_norm_err, raw_one_minus_cos).
 """
 
 from __future__ import annotations
@@ -81,19 +22,18 @@ from __future__ import annotations
 import csv
 import math
 import os
-import sys
 import time
 from typing import Any, Callable, Sequence
 
-from absl import app, flags, logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments import ablation_common, sweep
+from experiments import report as report_lib
+from experiments import sweep
+from experiments.configs import common
 from experiments.configs import synthetic as synthetic_config
-from jaxrec import data as jaxrec_data
-from jaxrec import diagnostics, losses, samplers, train
+from jaxrec import diagnostics, losses, samplers
 
 DATASETS = ("synthetic", "movielens")
 SAMPLERS = diagnostics.nested_names()  # the registered samplers it can measure
@@ -253,12 +193,37 @@ _run = jax.jit(_run_impl, static_argnames=("draw", "corrections", "num_draws", "
 # The experiment.
 
 
+def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
+  """The runner's entry: `run` with the config's sweep keys, then the tables on the log."""
+  p, t0 = sw.spec, time.time()
+  if len(sw.seeds) != 1:
+    raise sweep.ConfigError(f"sweep.seeds={tuple(sw.seeds)}: the measurement takes one seed")
+  try:
+    rows = run(sw.workdir, datasets=tuple(p.datasets), data_path=p.data_path, ks=tuple(p.ks),
+               sampler_names=tuple(p.samplers), draws=p.draws, train_steps=p.train_steps,
+               batch_size=p.batch_size, pool_size=p.pool_size, unigram_alpha=p.unigram_alpha,
+               seed=sw.seeds[0], log=sw.log)
+  except ValueError as err:
+    raise sweep.ConfigError(str(err)) from None
+  if not rows:
+    raise sweep.ConfigError("no dataset was measured (see the messages above)")
+  sw.extras["rows"] = rows
+  for line in ("", markdown_table(rows), "\nrel_norm_err = ||E g - g*|| / ||g*|| (* : below "
+               "2x Monte-Carlo noise, an upper bound)\n", pivot_table(rows),
+               f"\nR = {p.draws} draws, B = {p.batch_size}; wrote "
+               f"{os.path.join(sw.workdir, 'gradient_bias.csv')} and gradient_bias.png "
+               f"({time.time() - t0:.1f}s)"):
+    sw.log(line)
+  return [], []
+
+
 def base_config(dataset: str, *, data_path: str, train_steps: int, seed: int):
   """The launcher's config for `dataset`, set to train briefly with the full softmax."""
   if dataset == "synthetic":
     config = synthetic_config.get_config()
   elif dataset == "movielens":
-    config = ablation_common.movielens_base(data_path)
+    config = common.movielens_base()
+    config.data.path = data_path
   else:
     raise ValueError(f"unknown dataset {dataset!r}; valid: {', '.join(DATASETS)}")
   config.seed = seed
@@ -269,6 +234,12 @@ def base_config(dataset: str, *, data_path: str, train_steps: int, seed: int):
   config.eval.every = 0
   config.eval.save_embeddings = True
   return config
+
+
+def _at_least(name: str, value, lo: int) -> int:
+  if isinstance(value, bool) or int(value) != value or value < lo:
+    raise ValueError(f"{name}={value!r} must be an integer >= {lo}")
+  return int(value)
 
 
 def _fmt(x: float) -> str:
@@ -322,9 +293,7 @@ _COLORS = {"uniform": "tab:blue", "unigram": "tab:orange", "log_uniform": "tab:b
 def plot(path: str, rows: Sequence[dict], datasets: Sequence[str]) -> None:
   """rel_norm_err vs K (log-log), one panel per dataset; solid logQ, dashed without;
   hollow markers where the bias is below 2x its Monte-Carlo noise (not resolved)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   fig, axes = plt.subplots(1, len(datasets), figsize=(6 * len(datasets), 4.5), squeeze=False)
   for ax, dataset in zip(axes[0], datasets):
@@ -349,15 +318,11 @@ def plot(path: str, rows: Sequence[dict], datasets: Sequence[str]) -> None:
     ax.set_title(f"{dataset}: sampled-softmax gradient bias")
     ax.grid(True, which="both", alpha=0.3)
   axes[0][-1].legend(fontsize=7, ncol=2, loc="lower left")
-  fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110)
-  plt.close(fig)
-  os.replace(tmp, path)
+  report_lib.save_figure(fig, os.path.dirname(path), os.path.basename(path))
 
 
 def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
-        data_path: str = "../shared/data/ml-latest-small",
+        data_path: str | None = None,
         ks: Sequence[int] = (1, 4, 16, 64, 256, 1024),
         sampler_names: Sequence[str] = ("uniform", "unigram", "in_batch", "mixed",
                                         "hard_exact", "hard_pool"),
@@ -376,23 +341,24 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
   for s in sampler_names:
     if s not in SAMPLERS:
       raise ValueError(f"unknown sampler {s!r}; valid: {', '.join(SAMPLERS)}")
-  ks = sorted({samplers.check_int("K", int(k), 1) for k in ks})
-  samplers.check_int("draws", draws, 2)
-  samplers.check_int("batch_size", batch_size, 1)
+  ks = sorted({_at_least("K", int(k), 1) for k in ks})
+  _at_least("draws", draws, 2)
+  _at_least("batch_size", batch_size, 1)
+  data_path = common.ml_latest_small() if data_path is None else data_path
   os.makedirs(workdir, exist_ok=True)
   rows: list[dict] = []
   done: list[str] = []
   for dataset in datasets:
     if dataset == "movielens" and not os.path.exists(data_path):
-      log(f"movielens: skipped, --data_path={data_path!r} does not exist")
+      log(f"movielens: skipped, sweep.data_path={data_path!r} does not exist")
       continue
     t0 = time.time()
     config = sweep.apply_overrides(
         base_config(dataset, data_path=data_path, train_steps=train_steps, seed=seed),
         overrides)
-    data = jaxrec_data.load_data(config.data, seed)
+    data = sweep.load_data(config.data, seed)
     wd = os.path.join(workdir, f"model_{dataset}")
-    res = train.train_and_evaluate(config, wd, data=data, overwrite=True, verbose=False)
+    res = sweep.train_and_evaluate(config, wd, data=data, overwrite=True, verbose=False)
     emb = np.load(os.path.join(wd, "embeddings.npz"))
     query_UxD, items_NxD = jnp.asarray(emb["query"]), jnp.asarray(emb["items"])
     train_set = data[0]
@@ -417,9 +383,9 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
     temperature = float(config.loss.temperature)
     for s_idx, name in enumerate(sampler_names):
       t1 = time.time()
-      nested = diagnostics.make_nested(name, num_items=num_items, k_max=max(ks_here),
-                                       counts_N=counts_N, unigram_alpha=unigram_alpha,
-                                       pool_size=pool_size, temperature=temperature)
+      nested = diagnostics.make_nested(name, num_items=num_items, k_max=max(ks_here), counts_N=counts_N,
+                           unigram_alpha=unigram_alpha, pool_size=pool_size,
+                           temperature=temperature)
       out = nested_fidelity(jax.random.fold_in(jax.random.PRNGKey(seed), s_idx), query_BxD,
                             items_NxD, pos_ids_B, nested, ks_here, num_draws=draws,
                             temperature=temperature)
@@ -436,59 +402,3 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
   if done:
     plot(os.path.join(workdir, "gradient_bias.png"), rows, done)
   return rows
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
-  quick = _QUICK.value
-  ks = [int(k) for k in _KS.value]
-  draws, steps = _DRAWS.value, _TRAIN_STEPS.value
-  if quick:
-    ks = [k for k in ks if k in (1, 16, 256)] or ks
-    draws, steps = min(draws, 16), min(steps, 300)
-  t0 = time.time()
-  try:
-    rows = run(_WORKDIR.value, datasets=_DATASETS.value, data_path=_DATA_PATH.value, ks=ks,
-               sampler_names=_SAMPLERS.value, draws=draws, train_steps=steps,
-               batch_size=_BATCH.value, pool_size=_POOL.value,
-               unigram_alpha=_ALPHA.value, seed=_SEED.value)
-  except (ValueError, train.ConfigError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
-  if not rows:
-    print("error: no dataset was measured (see the messages above)", file=sys.stderr)
-    sys.exit(1)
-  print()
-  print(markdown_table(rows))
-  print("\nrel_norm_err = ||E g - g*|| / ||g*|| (* : below 2x Monte-Carlo noise, an upper "
-        "bound)\n")
-  print(pivot_table(rows))
-  print(f"\nR = {draws} draws, B = {_BATCH.value}; wrote "
-        f"{os.path.join(_WORKDIR.value, 'gradient_bias.csv')} and gradient_bias.png "
-        f"({time.time() - t0:.1f}s)")
-
-
-if __name__ == "__main__":
-  # The flags live here (as in sweep.py) so that tests can import this module beside
-  # other experiment modules without absl's duplicate-flag error.
-  _WORKDIR = flags.DEFINE_string("workdir", "runs/gradient_bias", "Output folder.")
-  _DATASETS = flags.DEFINE_list("datasets", ["synthetic", "movielens"],
-                                f"Datasets, from {', '.join(DATASETS)}.")
-  _DATA_PATH = flags.DEFINE_string("data_path", "../shared/data/ml-latest-small",
-                                   "MovieLens folder (movielens is skipped if missing).")
-  _KS = flags.DEFINE_list("ks", ["1", "4", "16", "64", "256", "1024"],
-                          "Numbers of negatives K (for in_batch/mixed: the batch size).")
-  _SAMPLERS = flags.DEFINE_list(
-      "samplers", ["uniform", "unigram", "in_batch", "mixed", "hard_exact", "hard_pool"],
-      f"Samplers, from {', '.join(SAMPLERS)}.")
-  _DRAWS = flags.DEFINE_integer("draws", 64, "R: independent draws per (sampler, K).")
-  _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 1000, "Full-softmax training steps.")
-  _BATCH = flags.DEFINE_integer("batch_size", 64, "B: (user, positive) pairs in the batch.")
-  _POOL = flags.DEFINE_integer("pool_size", 256, "hard_pool's uniform pool size M.")
-  _ALPHA = flags.DEFINE_float("unigram_alpha", 0.75, "unigram's exponent on the counts.")
-  _SEED = flags.DEFINE_integer("seed", 0, "Seed of the data, the model and the draws.")
-  _QUICK = flags.DEFINE_bool("quick", False,
-                             "Smaller run: K in 1,16,256, R=16, 300 training steps.")
-  app.run(main)

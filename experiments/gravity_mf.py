@@ -1,110 +1,59 @@
-"""Regularised MF with gravity vs MF on observed entries only (Google's recommendation course).
+"""The gravity-MF ablation's analysis: embedding metrics (train error, mean squared score, genre
+structure) per run, the course's checks, the bars and the item PCA.
 
-Command (defaults: ml-latest-small, 3 seeds, 4 variants):
-  python -m experiments.gravity_mf --workdir=runs/gravity_mf \
-      [--data_path=../shared/data/ml-latest-small] [--seeds=0,1,2] [--quick] \
-      [--genre_min_ratings=20] [--config.train.steps=5000 --config.train.learning_rate=0.5 ...]
-
-Setting. The MovieLens exercise of Google's recommendation course ("Recommendation Systems",
-Matrix Factorization / Softmax notebooks): MF with D = 35 trained on observed (user, movie)
-pairs only, squared error of the score to 1 (`loss.name=positive_only`,
-`positive_only_kind=squared`, `model.name=mf`), against the same model with an L2 penalty
-(0.1) and the gravity term (1.0) = mean over ALL user-item pairs of score^2. We add the two
-halves (L2 only, gravity only) to see which term does what. Per run we report
-  train_mse        mean over train pairs of (u.v - 1)^2 (the "observed-train error"),
-  mean_sq_score    mean over all U x N pairs of (u.v)^2 (what gravity penalises),
-  recall@20        full ranking over the catalogue, train items masked,
-  genre_silhouette mean silhouette of item embeddings grouped by primary genre (first
-                   genre in movies.csv), cosine distance,
-  genre_knn@10     share of an item's 10 nearest items (cosine) that share its genre,
-both genre metrics over the items with >= 20 train ratings (`--genre_min_ratings`; rarer
-items barely move from their random init), with random Gaussian embeddings of the same
-items as the no-structure reference row. MovieLens lists genres alphabetically, so the
-"first" genre favours Action / Adventure / Animation: a noisy label.
-Differences from the course: its loss is on the rating value and its L2 and gravity are
-over all rows per full-batch step; here the target is 1, the optimiser is row-wise
-Adagrad on minibatches, L2 is on the batch's rows (popular rows are penalised more
-often) and gravity is over the batch's users x all items (train.py's definitions).
-
-Claim (course): observed-only MF drives the train error towards 0 but also scores the
-unobserved pairs high (a large mean squared score over all pairs: nothing in its loss
-tells it that most pairs are not relevant), so it recommends poorly; regularisation
-raises the training error but improves recall and the genre structure of the embeddings.
-
-Found (defaults, seeds 0-2, mean ± std; 2-core CPU shared with other jobs, load ~10:
-wall 105 s, process CPU 77 s):
-
-  variant             recall@20    train_mse    mean_sq_score  silhouette    knn@10
-  observed_only       0.093±0.008  0.021±0.000  0.310±0.004   -0.166±0.004  0.228±0.008
-  l2=0.1              0.110±0.017  0.076±0.000  0.235±0.002   -0.279±0.015  0.235±0.007
-  gravity=1.0         0.172±0.003  0.102±0.000  0.104±0.001   -0.186±0.001  0.247±0.011
-  l2=0.1+gravity=1.0  0.238±0.006  0.194±0.000  0.102±0.001   -0.312±0.023  0.251±0.009
-  random embeddings   -            -            -             -0.169±0.012  0.212±0.004
-
-Held: regularisation raises the observed-train error (0.02 -> 0.19), cuts the mean squared
-score over all pairs 3x (0.31 -> 0.10) and raises recall@20 2.6x (0.09 -> 0.24); gravity
-does most of it. Genre structure: mixed. The 10-NN genre agreement rises a little (0.228
--> 0.251, random 0.212), but the silhouette falls (-0.17 -> -0.31; random -0.17). Why we
-think so: the first-listed genre is an alphabetical, noisy label, and the L2 term packs
-the item embeddings around one shared direction (mean pairwise cosine of the items with
->= 20 ratings 0.85-0.89 with L2 vs 0.52 without, seed 0; coverage@20 falls from 14% to
-2%): local neighbourhoods (kNN) survive, but between-genre distances shrink relative to
-within-genre spread, so the silhouette, a global separation score, gets worse (gravity
-alone leaves it at -0.19). No run has genre clusters a silhouette can see (all < 0).
+The sweep, the setting, the claim and what it measured: experiments/configs/gravity_mf.py.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from typing import Sequence
 
 import numpy as np
 
-from experiments import ablation_common, report as report_lib
+from experiments import report as report_lib
 from experiments import sweep
-from jaxrec import data as jaxrec_data
-from jaxrec import train
 
-DEFAULT_DATA = "../shared/data/ml-latest-small"
-L2 = 0.1
-GRAVITY = 1.0
-METRICS = ("recall@20", "train_mse", "mean_sq_score", "genre_silhouette", "genre_knn@10")
-GENRE_MIN_RATINGS = 20   # genre metrics over items with at least this many train ratings
 KNN = 10
 RANDOM = "random_embeddings (reference)"
 NO_GENRE = "(no genres listed)"
 
 
-def get_config():
-  """Base config: MF, D = 35, squared error to 1 on observed pairs (no negatives)."""
-  c = ablation_common.movielens_base(DEFAULT_DATA)
-  c.data.path = DEFAULT_DATA
-  c.model.name = "mf"
-  c.model.dim = 35
-  c.loss.name = "positive_only"
-  c.loss.positive_only_kind = "squared"
-  c.loss.l2 = 0.0
-  c.loss.gravity = 0.0
-  c.train.steps = 5000
-  c.train.batch_size = 256
-  c.train.learning_rate = 0.5
-  c.train.optimizer = "adagrad"
-  c.train.log_every = 1000
-  c.train.checkpoint_every = 0
-  c.eval.ks = (10, 20)
-  c.eval.save_embeddings = True
-  return c
+def add_rows(sw: sweep.Sweep) -> list[dict]:
+  """The embedding metrics of every run, and one random-embedding reference row per seed
+  (the genre labels per seed are kept in sw.extras["genres"])."""
+  movies = os.path.join(sw.config.data.path, "movies.csv")
+  min_ratings = int(sw.spec.genre_min_ratings)
+  genres = sw.extras["genres"] = {}
+  for seed in sw.seeds:
+    tr, _ = sweep.load_data(sw.config.data, seed)
+    labels = genre_labels(tr, primary_genres(movies, _raw_ids(tr.item_raw))[0], min_ratings)
+    genres[seed] = (tr, labels)
+  rows = list(sw.rows)
+  for row in rows:
+    tr, labels = genres[int(row["seed"])]
+    row.update(extra_metrics(os.path.join(sw.workdir, row["workdir"]), tr, labels))
+  for seed in sw.seeds:
+    rows.append({"strategy": RANDOM, "seed": seed, "overrides": "{}", "workdir": "",
+                 **random_reference(genres[seed][1], int(sw.config.model.dim), seed)})
+  return rows
 
 
-def strategies() -> list[sweep.Run]:
-  R = sweep.Run
-  return [
-      R("observed_only", (("loss.l2", 0.0), ("loss.gravity", 0.0))),
-      R(f"l2={L2}", (("loss.l2", L2), ("loss.gravity", 0.0))),
-      R(f"gravity={GRAVITY}", (("loss.l2", 0.0), ("loss.gravity", GRAVITY))),
-      R(f"l2={L2}+gravity={GRAVITY}", (("loss.l2", L2), ("loss.gravity", GRAVITY))),
-  ]
+def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
+  """The checks, metrics_bars.png, item_pca.png (first seed) and the genre note."""
+  p = sw.spec.predictions
+  notes = checks(sw.summary, p.baseline, p.regularised)
+  order = [r.strategy for r in sw.runs if r.strategy in sw.summary] + [RANDOM]
+  report_lib.plot_bars(sw.workdir, sw.summary, sw.spec.metrics, "metrics_bars.png", order)
+  s0, min_ratings = sw.seeds[0], int(sw.spec.genre_min_ratings)
+  tr, labels = sw.extras["genres"][s0]
+  _plot_pca(sw.workdir, [(s, sw.run_dir(s, s0)) for s in order[:-1]], tr,
+            os.path.join(sw.config.data.path, "movies.csv"), min_count=min_ratings)
+  return notes, [
+      "", f"Genre metrics over the {int(np.sum(labels >= 0))} items with >= {min_ratings} "
+      f"train ratings (seed {s0}), labelled by their first genre in movies.csv (MovieLens "
+      "lists genres alphabetically, so 'first' favours Action/Adventure/Animation); "
+      f"genre_knn@{KNN} = share of an item's {KNN} nearest items (cosine) with its genre."]
 
 
 # --------------------------------------------------------------------------------------
@@ -240,13 +189,10 @@ def random_reference(labels_N, dim: int, seed: int) -> dict[str, float]:
           f"genre_knn@{KNN}": knn_label_agreement(v, labels_N)[0]}
 
 
-# --------------------------------------------------------------------------------------
-# The ablation.
-
-
-def checks(summary: dict) -> list[str]:
-  """The course's claims, each with the measured means and PASS/FAIL."""
-  base, reg = "observed_only", f"l2={L2}+gravity={GRAVITY}"
+def checks(summary: dict, base: str = "observed_only",
+           reg: str = "l2=0.1+gravity=1.0") -> list[str]:
+  """The course's claims (regularised `reg` against `base`), each with the measured means
+  and PASS/FAIL."""
   if base not in summary or reg not in summary:
     return []
 
@@ -273,70 +219,10 @@ def checks(summary: dict) -> list[str]:
   return out
 
 
-def run(config, workdir: str, seeds: Sequence[int], *, variants: Sequence[str] | None = None,
-        genre_min_ratings: int = GENRE_MIN_RATINGS, log=print) -> dict:
-  """Trains every variant (all of `strategies()` unless named) x seed (resumable), adds the
-  embedding metrics to results.csv, writes summary.md, metrics_bars.png and item_pca.png.
-  Returns the summary dict."""
-  movies = os.path.join(config.data.path, "movies.csv")
-  if not os.path.isfile(movies):
-    raise train.ConfigError(f"{movies} not found: the genre silhouette needs the movies.csv "
-                            "of a MovieLens 'latest' folder beside ratings.csv")
-  clock = ablation_common.Clock()
-  runs = strategies()
-  if variants is not None:
-    unknown = set(variants) - {r.strategy for r in runs}
-    if unknown:
-      raise ValueError(f"unknown variants {sorted(unknown)}; choose from "
-                       f"{[r.strategy for r in runs]}")
-    runs = [r for r in runs if r.strategy in variants]
-  log(f"gravity_mf: {len(runs)} variants x {len(seeds)} seeds -> {workdir}")
-  sweep.run_sweep(config, runs, seeds, workdir)
-  rows = report_lib.read_results(workdir)
-  inter_by_seed = {}
-  for seed in seeds:
-    tr, _ = jaxrec_data.load_data(config.data, int(seed))
-    labels = genre_labels(tr, primary_genres(movies, _raw_ids(tr.item_raw))[0],
-                          genre_min_ratings)
-    inter_by_seed[int(seed)] = (tr, labels)
-  for row in rows:
-    tr, labels = inter_by_seed[int(row["seed"])]
-    row.update(extra_metrics(os.path.join(workdir, row["workdir"]), tr, labels))
-  for seed in seeds:
-    rows.append({"strategy": RANDOM, "seed": int(seed), "overrides": "{}", "workdir": "",
-                 **random_reference(inter_by_seed[int(seed)][1], int(config.model.dim),
-                                    int(seed))})
-  sweep.write_csv_atomic(os.path.join(workdir, "results.csv"), rows)
-  summary = report_lib.summarize(report_lib.read_results(workdir))
-  notes = checks(summary)
-  order = [r.strategy for r in runs if r.strategy in summary] + [RANDOM]
-  report_lib.write_summary(workdir, summary, title="Regularised MF with gravity (D = 35)",
-                           metrics=METRICS, notes=notes)
-  report_lib.plot_bars(workdir, summary, METRICS, "metrics_bars.png", order)
-  tr, _ = inter_by_seed[int(seeds[0])]
-  _plot_pca(workdir, [(s, sweep.run_dir(workdir, s, seeds[0])) for s in order[:-1]], tr,
-            movies, min_count=genre_min_ratings)
-  facts = clock.facts()
-  n_items = int(np.sum(inter_by_seed[int(seeds[0])][1] >= 0))
-  ablation_common.append_lines(os.path.join(workdir, "summary.md"), [
-      "", f"Genre metrics over the {n_items} items with >= {genre_min_ratings} train ratings "
-      "(seed " + str(seeds[0]) + "), labelled by their first genre in movies.csv (MovieLens "
-      "lists genres alphabetically, so 'first' favours Action/Adventure/Animation); "
-      f"genre_knn@{KNN} = share of an item's {KNN} nearest items (cosine) with its genre.",
-      *ablation_common.facts_lines(facts, seeds, config)])
-  for n in notes:
-    log(n)
-  log(f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see "
-      f"{os.path.join(workdir, 'summary.md')}")
-  return summary
-
-
 def _plot_pca(workdir, panels, train_inter, movies, top_genres=6, min_count=20):
   """Item embeddings (items with >= min_count train ratings) on their top-2 principal axes,
   coloured by primary genre (the 6 most common): the course's 'do genres cluster?' picture."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   labels, names = primary_genres(movies, _raw_ids(train_inter.item_raw))
   counts = np.bincount(train_inter.item_ids, minlength=train_inter.num_items)
@@ -344,8 +230,7 @@ def _plot_pca(workdir, panels, train_inter, movies, top_genres=6, min_count=20):
   if not sel.any():
     sel = (counts >= 1) & (labels >= 0)
   common = np.argsort(-np.bincount(labels[sel], minlength=len(names)))[:top_genres]
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.2))
-  axes = np.atleast_1d(axes)
+  fig, axes = report_lib.panel_row(len(panels), 4.2, 4.2)
   cmap = plt.get_cmap("tab10")
   for ax, (title, wd) in zip(axes, panels):
     v = np.load(os.path.join(wd, "embeddings.npz"))["items"][sel]
@@ -362,27 +247,4 @@ def _plot_pca(workdir, panels, train_inter, movies, top_genres=6, min_count=20):
   axes[0].legend(fontsize=7, markerscale=2, loc="best")
   fig.suptitle(f"PCA of L2-normalised item embeddings (items with >= {min_count} train "
                "ratings), by primary genre", fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(workdir, "item_pca.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
-
-
-def main(config, workdir, data_path, seeds, quick, genre_min_ratings=GENRE_MIN_RATINGS):
-  config, seeds = ablation_common.prepare(
-      config, data_path, seeds, quick, quick_steps=1500,
-      what="ml-latest-small (ratings.csv and movies.csv)")
-  ablation_common.exit_on_config_error(run, config, workdir, seeds,
-                                       genre_min_ratings=genre_min_ratings)
-
-
-if __name__ == "__main__":
-  ablation_common.run_cli(
-      get_config, main, workdir="runs/gravity_mf", default_data=DEFAULT_DATA,
-      data_help="MovieLens folder with ratings.csv and movies.csv.",
-      seeds_help="Seeds (default 0,1,2; --quick: 0).",
-      quick_help="One seed, 1500 steps (about a minute).",
-      define_extra=lambda flags: {"genre_min_ratings": flags.DEFINE_integer(
-          "genre_min_ratings", GENRE_MIN_RATINGS,
-          "Genre metrics over items with at least this many train ratings.")})
+  return report_lib.save_figure(fig, workdir, "item_pca.png")

@@ -1,97 +1,46 @@
-"""log-Q correction for in-batch negatives (Yi et al., RecSys 2019), Table 1 form.
+"""The log-Q ablation's analysis: Yi et al.'s Table 1 form, its checks, the estimator simulation.
 
-Command (defaults: ml-latest-small, 3 seeds, 3 temperatures x log-Q on/off):
-  python -m experiments.logq --workdir=runs/logq \
-      [--data_path=../shared/data/ml-latest-small] [--seeds=0,1,2] [--quick] \
-      [--config.train.steps=3000 --config.model.dim=64 ...]
-
-Setting. A two-tower MF retrieval model (user table, item table, D = 64) with L2-normalised
-query and item embeddings (`model.normalize=True`, cosine scores divided by the
-temperature) trained with in-batch softmax (`sampler.name=in_batch`: the batch's positives
-are the negatives), with and without the log-Q correction s_ij - log p_j, where p_j is
-the streaming frequency estimate of Yi et al. (Algorithm 2, `sampler.freq_alpha`), over
-temperatures {0.05, 0.07, 0.14}; recall@{10, 50, 100} by full ranking (train items
-masked). Yi et al. use DNN towers over features; MF towers keep the default under 10
-minutes on 2 CPU cores (`--config.model.name=dnn` runs the DNN tower instead).
-
-Also the streaming-estimator simulation of their Section 6.1 (same form; our sizes): items
-i in [0, M) drawn with q_i ~ i^2, switching to q_i ~ (M-1-i)^2 half-way; the plot shows the
-estimation error sum_i |p_hat_i - p_i| / sum_i p_i per step for several alpha (left) and,
-with hash collisions (H < M), for 1, 2 and 4 hash functions (right, Algorithm 3).
-
-Claim (Yi et al., Table 1): the corrected in-batch softmax beats the uncorrected one at
-every temperature. Simulation: a larger alpha adapts faster to the shift but is noisier;
-more hash functions reduce the error caused by collisions.
-
-Found (defaults, seeds 0-2, mean ± std; 2-core CPU shared with other jobs, load ~8:
-wall 70 s, process CPU 59 s): the claim holds at every temperature and K, on every seed,
-by a wide margin (+90% to +300%; we think because ml-latest-small is popularity-dominated
-and uncorrected in-batch negatives, drawn in proportion to popularity, push the popular
-items that most test pairs hit down the ranking):
-
-  T     recall@10 (none -> log-Q)   recall@50 (none -> log-Q)   recall@100 (none -> log-Q)
-  0.05  0.044±0.003 -> 0.176±0.003    0.133±0.003 -> 0.293±0.006    0.200±0.004 -> 0.381±0.007
-  0.07  0.052±0.001 -> 0.202±0.008    0.135±0.006 -> 0.324±0.006    0.201±0.009 -> 0.410±0.007
-  0.14  0.083±0.003 -> 0.275±0.006    0.176±0.003 -> 0.382±0.003    0.247±0.004 -> 0.474±0.003
-
-Simulation (M = 1000, B = 128, 20k steps, shift at 10k): settled error before the shift
-0.054 / 0.116 / 0.169 / 0.496 for alpha 0.01 / 0.05 / 0.1 / 0.5, all ~1.2-1.4 right after
-it, and 1000-2000 steps after it 0.60 / 0.23 / 0.27 / 0.61: small alpha is accurate but
-slow to adapt, large alpha fast but noisy, as the paper describes. With H = 500 < M
-(collisions), 1 / 2 / 4 hash functions settle at 0.94 / 0.65 / 0.33 (Algorithm 3 helps).
+The sweep, the setting, the claim and what it measured: experiments/configs/logq.py.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Sequence
 
 import numpy as np
 
-from experiments import ablation_common, report as report_lib
+from experiments import report as report_lib
 from experiments import sweep
-
-DEFAULT_DATA = "../shared/data/ml-latest-small"
-TEMPERATURES = (0.05, 0.07, 0.14)
-KS = (10, 50, 100)
-# Simulation (Yi et al. Sec. 6.1 form): M items, batch B, H buckets, switch half-way.
-SIM = dict(num_items=1000, batch_size=128, steps=20_000)
-SIM_ALPHAS = (0.01, 0.05, 0.1, 0.5)
-SIM_HASHES = (1, 2, 4)
-SIM_COLLIDING_BUCKETS = 500          # H < M: every bucket holds two items under hash 0
-SIM_HASH_ALPHA = 0.01
+from experiments.configs.logq import label
 
 
-def get_config():
-  """Base config: normalised two-tower MF, in-batch softmax."""
-  c = ablation_common.movielens_base(DEFAULT_DATA)
-  c.data.path = DEFAULT_DATA
-  c.model.name = "mf"
-  c.model.dim = 64
-  c.model.normalize = True
-  c.loss.name = "sampled"
-  c.sampler.name = "in_batch"
-  c.sampler.logq = True
-  c.sampler.freq_alpha = 0.01
-  c.train.steps = 3000
-  c.train.batch_size = 256
-  c.train.learning_rate = 0.5
-  c.train.optimizer = "adagrad"
-  c.train.log_every = 1000
-  c.train.checkpoint_every = 0
-  c.eval.ks = KS
-  return c
-
-
-def label(temperature: float, logq: bool) -> str:
-  return f"T={temperature},{'logq' if logq else 'no_logq'}"
-
-
-def strategies(temperatures: Sequence[float] = TEMPERATURES) -> list[sweep.Run]:
-  return [sweep.Run(label(t, q), (("loss.temperature", float(t)), ("sampler.logq", q)))
-          for t in temperatures for q in (False, True)]
+def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
+  """Checks, logq_recall.png, the simulation (freq_estimation.png; its curves in
+  sw.extras["simulation"]) and the Table 1 section."""
+  temperatures = tuple(sw.spec.temperatures)
+  ks = tuple(int(k) for k in sw.config.eval.ks)
+  notes = checks(sw.summary, sw.rows, temperatures, ks)
+  plot_recall(sw.workdir, sw.summary, temperatures, ks)
+  t_sim = time.time()
+  sim = simulate(**sw.spec.simulation.to_dict())
+  plot_simulation(sw.workdir, sim)
+  sim_seconds = time.time() - t_sim
+  sw.extras["simulation"] = sim
+  c = sw.config
+  return notes, [
+      "", "## Table 1 form", "",
+      f"Yi et al. report the same comparison on their data; here ml-latest-small, MF towers "
+      f"D={c.model.dim}, normalised, {c.train.steps} steps of batch "
+      f"{c.train.batch_size}, seeds {', '.join(map(str, sw.seeds))}.", "",
+      *table1(sw.summary, temperatures, ks), "",
+      "## Streaming estimator simulation (freq_estimation.png)", "",
+      f"M={sim['num_items']} items, batch {sim['batch_size']}, {sim['steps']} steps, shift at "
+      f"{sim['switch']}, H=2M for the alpha curves and H={sim['colliding_buckets']} with "
+      f"alpha={sim['hash_alpha']} for the hash curves; error = sum_i |p_hat_i - p_i| / "
+      f"sum_i p_i ({sim_seconds:.0f} s).", "",
+      *simulation_lines(sim)]
 
 
 def table1(summary: dict, temperatures: Sequence[float], ks: Sequence[int]) -> list[str]:
@@ -135,10 +84,8 @@ def checks(summary: dict, rows: list[dict], temperatures, ks) -> list[str]:
   return out
 
 
-def simulate(steps: int, *, num_items: int = SIM["num_items"],
-             batch_size: int = SIM["batch_size"], alphas=SIM_ALPHAS, hashes=SIM_HASHES,
-             colliding_buckets: int = SIM_COLLIDING_BUCKETS, hash_alpha=SIM_HASH_ALPHA,
-             seed: int = 0) -> dict:
+def simulate(steps: int, *, num_items: int, batch_size: int, alphas, hashes,
+             colliding_buckets: int, hash_alpha: float, seed: int = 0) -> dict:
   """Estimator error curves [steps] per alpha (H = 2M, no collisions) and per number of
   hash functions (H < M, alpha = hash_alpha); the shift happens at steps // 2."""
   import jax
@@ -153,7 +100,7 @@ def simulate(steps: int, *, num_items: int = SIM["num_items"],
   by_hash = {h: np.asarray(samplers.simulate_frequency_estimation(
       key, num_items, batch_size, colliding_buckets, steps, switch, hash_alpha,
       num_hashes=h)) for h in hashes}
-  return {"switch": switch, "alpha": {a: np.asarray(e) for a, e in zip(alphas, by_alpha)},
+  return {"steps": steps, "switch": switch, "alpha": {a: np.asarray(e) for a, e in zip(alphas, by_alpha)},
           "hashes": by_hash, "num_items": num_items, "batch_size": batch_size,
           "colliding_buckets": colliding_buckets, "hash_alpha": hash_alpha}
 
@@ -178,9 +125,7 @@ def simulation_lines(sim: dict) -> list[str]:
 
 
 def plot_simulation(workdir: str, sim: dict) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
   for a, e in sim["alpha"].items():
@@ -199,20 +144,11 @@ def plot_simulation(workdir: str, sim: dict) -> str:
     ax.legend(fontsize=8)
   fig.suptitle("Streaming frequency estimation (Yi et al. 2019, Sec. 6.1 form): "
                "q_i ~ i^2, then (M-1-i)^2", fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(workdir, "freq_estimation.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return report_lib.save_figure(fig, workdir, "freq_estimation.png")
 
 
 def plot_recall(workdir: str, summary: dict, temperatures, ks) -> str:
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-
-  fig, axes = plt.subplots(1, len(ks), figsize=(4.2 * len(ks), 3.8))
-  axes = np.atleast_1d(axes)
+  fig, axes = report_lib.panel_row(len(ks), 4.2, 3.8)
   for ax, k in zip(axes, ks):
     key = f"recall@{k}"
     for q, style in ((True, "o-"), (False, "s--")):
@@ -228,62 +164,4 @@ def plot_recall(workdir: str, summary: dict, temperatures, ks) -> str:
   axes[0].legend(fontsize=8)
   fig.suptitle("In-batch softmax on normalised embeddings (mean ± std over seeds)",
                fontsize=9)
-  fig.tight_layout()
-  path = os.path.join(workdir, "logq_recall.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
-
-
-def run(config, workdir: str, seeds: Sequence[int], *, sim_steps: int = SIM["steps"],
-        temperatures: Sequence[float] = TEMPERATURES, sim_options: dict | None = None,
-        log=print) -> dict:
-  """Trains every (temperature, log-Q) x seed (resumable), runs the simulation (keyword
-  arguments of `simulate` in sim_options), writes summary.md, logq_recall.png and
-  freq_estimation.png. Returns the summary dict (plus "_simulation": the curves)."""
-  clock = ablation_common.Clock()
-  ks = tuple(int(k) for k in config.eval.ks)
-  runs = strategies(temperatures)
-  log(f"logq: {len(runs)} runs x {len(seeds)} seeds -> {workdir}")
-  sweep.run_sweep(config, runs, seeds, workdir)
-  rows = report_lib.read_results(workdir)
-  summary = report_lib.summarize(rows)
-  notes = checks(summary, rows, temperatures, ks)
-  report_lib.write_summary(workdir, summary, title="log-Q correction for in-batch negatives",
-                           metrics=[f"recall@{k}" for k in ks], notes=notes)
-  plot_recall(workdir, summary, temperatures, ks)
-  t_sim = time.time()
-  sim = simulate(sim_steps, **(sim_options or {}))
-  plot_simulation(workdir, sim)
-  sim_seconds = time.time() - t_sim
-  facts = clock.facts()
-  ablation_common.append_lines(os.path.join(workdir, "summary.md"), [
-      "", "## Table 1 form", "",
-      f"Yi et al. report the same comparison on their data; here ml-latest-small, MF towers "
-      f"D={config.model.dim}, normalised, {config.train.steps} steps of batch "
-      f"{config.train.batch_size}, seeds {', '.join(map(str, seeds))}.", "",
-      *table1(summary, temperatures, ks), "",
-      "## Streaming estimator simulation (freq_estimation.png)", "",
-      f"M={sim['num_items']} items, batch {sim['batch_size']}, {sim_steps} steps, shift at "
-      f"{sim['switch']}, H=2M for the alpha curves and H={sim['colliding_buckets']} with "
-      f"alpha={sim['hash_alpha']} for the hash curves; error = sum_i |p_hat_i - p_i| / "
-      f"sum_i p_i ({sim_seconds:.0f} s).", "",
-      *simulation_lines(sim), *ablation_common.facts_lines(facts, seeds, config)])
-  for n in notes:
-    log(n)
-  log(f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see "
-      f"{os.path.join(workdir, 'summary.md')}")
-  summary["_simulation"] = sim
-  return summary
-
-
-def main(config, workdir, data_path, seeds, quick):
-  config, seeds = ablation_common.prepare(config, data_path, seeds, quick, quick_steps=1000)
-  ablation_common.exit_on_config_error(run, config, workdir, seeds,
-                                       sim_steps=4000 if quick else SIM["steps"])
-
-
-if __name__ == "__main__":
-  ablation_common.run_cli(get_config, main, workdir="runs/logq", default_data=DEFAULT_DATA,
-                          seeds_help="Seeds (default 0,1,2; --quick: 0).",
-                          quick_help="One seed, 1000 steps, shorter simulation.")
+  return report_lib.save_figure(fig, workdir, "logq_recall.png")

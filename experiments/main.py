@@ -12,7 +12,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxrec import sharding, train
+from experiments.sweep import ConfigError, train_and_evaluate
+from jaxrec import sharding
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/synthetic.py", "Config file with get_config().",
@@ -28,8 +29,8 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)
   try:
-    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
-  except train.ConfigError as err:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value, overwrite=_OVERWRITE.value)
+  except ConfigError as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(2)
 

@@ -1,33 +1,8 @@
-"""Why a popularity proposal loses recall at small K: the long tail is under-pushed.
+"""The popularity-tail analysis: where the top-20 slots and the softmax mass go by training
+count, and the push of the partition term at the trained unigram model.
 
-Command (defaults: language-split ml-latest-small as in the folding ablation, seed 0,
-K = 64; 16 minutes on a 2-core box, 13 of them the full-softmax run):
-  python -m experiments.popularity_tail --workdir=runs/popularity_tail \
-      [--data_path=../shared/data/ml-latest-small] [--seeds=0] [--ks=64,256,1024] [--quick]
-
-Setting. `configs/folding_movielens.py` (softmax DNN, Adam 0.003, 10,000 steps) trained
-with the folding ablation's full_softmax, uniform and unigram0.75 strategies (the same
-labels and overrides as `experiments/folding.py`). Items are binned by their training
-count (0, 1, 2-4, 5-19, >= 20). For each run: the share of top-20 slots (train items
-masked) and of the model's softmax mass that falls in each bin, beside each bin's share of
-the held-out pairs. Then, at the trained unigram model, the push of the partition term on
-each bin (`jaxrec.diagnostics.logit_push`: d/db_j of log Z, exact vs expected sampled), as
-sampled / exact, for the unigram and the uniform proposal at several K.
-
-Claim examined. In the folding ablation on this split unigram0.75 (log-Q, K = 64) misses
-the recall bound (recall@20 0.141 vs full softmax 0.217) while the uniform sampler does
-not (0.179), and at K = 256 / 1024 unigram recovers (0.190 / 0.213). The mechanism
-proposed here: with q_j proportional to count_j^0.75 and few draws, the expected sampled
-gradient pushes rarely seen items down less than the full softmax would and popular ones
-more, so the tail's scores float up into the top-20.
-
-Found (seeds 0-2, mean; BUILD_NOTES.md has the tables; seed 0 alone, the default, took
-940 s on a 2-core box where the full softmax runs at 12 steps/s): at the trained unigram
-model the unigram proposal at K = 64 pushes count-1 items at 0.56x the exact rate and
-items seen >= 20 times at 1.47x (count-1 / >= 20: 0.38, 0.46, 0.59 at K = 64, 256, 1024);
-the uniform proposal pushes every bin at 0.84-1.08x. The unigram model gives 37% of its
-top-20 slots to items seen 1-4 times (full softmax 4%, uniform 6%), while those items hold
-26% of the held-out pairs spread over 15,700 items.
+The sweep, the setting, the claim examined and what it measured:
+experiments/configs/popularity_tail.py.
 """
 
 from __future__ import annotations
@@ -37,13 +12,11 @@ from typing import Sequence
 
 import numpy as np
 
-from experiments import ablation_common, folding, sweep
 from experiments import report as report_lib
+from experiments import sweep
+from experiments.configs.popularity_tail import RUNS
 
-DEFAULT_DATA = "../shared/data/ml-latest-small"
-RUNS = ("full_softmax", "uniform", "unigram0.75")
 UNIGRAM = "unigram0.75"
-KS = (64, 256, 1024)
 TOP_K = 20
 # (label, lowest count, highest count) of the training-count bins.
 BINS = (("0", 0, 0), ("1", 1, 1), ("2-4", 2, 4), ("5-19", 5, 19), (">=20", 20, None))
@@ -51,21 +24,35 @@ PUSH_BATCH = 256     # training pairs at which the push is measured
 PUSH_DRAWS = 128     # Monte-Carlo draws of the sampled push
 
 
-def get_config():
-  """configs/folding_movielens.py at the K = 64 of the ablation's first run (whose unigram
-  miss this explains), embeddings saved."""
-  from experiments.configs import folding_movielens
-  c = folding_movielens.get_config()
-  c.sampler.num_negatives = 64
-  c.sampler.pool_size = 256
-  c.data.path = DEFAULT_DATA
-  c.eval.save_embeddings = True
-  return c
-
-
-def strategies() -> list[sweep.Run]:
-  by_label = {r.strategy: r for r in folding.strategies()}
-  return [by_label[s] for s in RUNS]
+def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
+  """Per seed: bin shares of each run's top-20 slots and softmax mass, and the push ratios
+  at the unigram model (sw.extras["per_seed"]); the verdict, the tables, the plot."""
+  config, ks = sw.config, [int(k) for k in sw.spec.push_ks]
+  rows = {(r["strategy"], int(r["seed"])): r for r in sw.rows}
+  recall = {run: _mean_std([rows[(run, s)]["recall@20"] for s in sw.seeds]) for run in RUNS}
+  temperature = float(config.loss.temperature)
+  per_seed = sw.extras["per_seed"] = []
+  for seed in sw.seeds:
+    train, test = sweep.load_data(config.data, seed)
+    counts = np.bincount(train.item_ids, minlength=train.num_items)
+    masks = bin_masks(counts)
+    d = {"items": {n: float(m.mean()) for n, m in masks},
+         "test": shares(np.bincount(test.item_ids, minlength=train.num_items), masks),
+         "train": shares(counts, masks), "runs": {}}
+    for r in RUNS:
+      d["runs"][r] = analyse_run(sw.run_dir(r, seed), train, counts, temperature)
+    sw.log(f"seed {seed}: measuring the push ({2 * len(ks)} proposals x K, {PUSH_DRAWS} "
+           "draws)")
+    d["push"] = push_ratios(sw.run_dir(UNIGRAM, seed), train, counts, ks,
+                            alpha=float(config.sampler.alpha), temperature=temperature,
+                            seed=seed)
+    per_seed.append(d)
+  plot(sw.workdir, per_seed)
+  return verdict(per_seed, ks), [
+      *tables(per_seed, recall),
+      "", f"K = {config.sampler.num_negatives} negatives in training, "
+      f"language_split = {config.data.language_split}, {config.train.steps} steps of "
+      f"batch {config.train.batch_size}."]
 
 
 def bin_masks(counts_N: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -209,9 +196,7 @@ def verdict(per_seed: list[dict], ks: Sequence[int]) -> list[str]:
 def plot(workdir: str, per_seed: list[dict]) -> str:
   """popularity_tail.png: top-20 slot shares by bin per run (held-out pairs beside), and
   sampled / exact push by bin for each proposal and K (mean over seeds)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = report_lib.pyplot()
 
   names = [b[0] for b in BINS]
   x = np.arange(len(names))
@@ -239,70 +224,4 @@ def plot(workdir: str, per_seed: list[dict]) -> str:
   a2.legend(fontsize=7)
   for ax in (a1, a2):
     ax.grid(alpha=0.3)
-  fig.tight_layout()
-  path = os.path.join(workdir, "popularity_tail.png")
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
-
-
-def run(config, workdir: str, seeds: Sequence[int], *, ks: Sequence[int] = KS,
-        log=print) -> list[dict]:
-  from jaxrec import data as jaxrec_data
-
-  clock = ablation_common.Clock()
-  runs = strategies()
-  log(f"popularity_tail: {len(runs)} runs x {len(seeds)} seeds -> {workdir}")
-  sweep.run_sweep(config, runs, seeds, workdir)
-  rows = {(r["strategy"], int(r["seed"])): r for r in report_lib.read_results(workdir)}
-  recall = {run: _mean_std([rows[(run, s)]["recall@20"] for s in seeds]) for run in RUNS}
-  temperature = float(config.loss.temperature)
-  per_seed = []
-  for seed in seeds:
-    train, test = jaxrec_data.load_data(config.data, int(seed))
-    counts = np.bincount(train.item_ids, minlength=train.num_items)
-    masks = bin_masks(counts)
-    d = {"items": {n: float(m.mean()) for n, m in masks},
-         "test": shares(np.bincount(test.item_ids, minlength=train.num_items), masks),
-         "train": shares(counts, masks), "runs": {}}
-    for r in RUNS:
-      d["runs"][r] = analyse_run(sweep.run_dir(workdir, r, seed), train, counts,
-                                 temperature)
-    log(f"seed {seed}: measuring the push ({2 * len(ks)} proposals x K, {PUSH_DRAWS} draws)")
-    d["push"] = push_ratios(sweep.run_dir(workdir, UNIGRAM, seed), train, counts, ks,
-                            alpha=float(config.sampler.alpha), temperature=temperature,
-                            seed=int(seed))
-    per_seed.append(d)
-  notes = verdict(per_seed, ks)
-  facts = clock.facts()
-  path = os.path.join(workdir, "summary.md")
-  lines = ["# Popularity proposal and the long tail", "", *[f"- {n}" for n in notes],
-           *tables(per_seed, recall),
-           "", f"K = {config.sampler.num_negatives} negatives in training, "
-           f"language_split = {config.data.language_split}, {config.train.steps} steps of "
-           f"batch {config.train.batch_size}.",
-           *ablation_common.facts_lines(facts, seeds, config)]
-  with open(path + ".tmp", "w") as f:
-    f.write("\n".join(lines) + "\n")
-  os.replace(path + ".tmp", path)
-  plot(workdir, per_seed)
-  for n in notes:
-    log(n)
-  log(f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see {path} "
-      "and popularity_tail.png")
-  return per_seed
-
-
-def main(config, workdir, data_path, seeds, quick, ks):
-  config, seeds = ablation_common.prepare(config, data_path, seeds or ["0"], quick,
-                                          quick_steps=1000)
-  ks = [int(k) for k in ks] if ks else list(KS)
-  ablation_common.exit_on_config_error(run, config, workdir, seeds, ks=ks)
-
-
-if __name__ == "__main__":
-  ablation_common.run_cli(
-      get_config, main, workdir="runs/popularity_tail", default_data=DEFAULT_DATA,
-      seeds_help="Seeds (default 0).", quick_help="1,000 training steps (a smoke run).",
-      define_extra=lambda flags: {"ks": flags.DEFINE_list(
-          "ks", None, "K values at which the push is measured (default 64,256,1024).")})
+  return report_lib.save_figure(fig, workdir, "popularity_tail.png")

@@ -86,11 +86,66 @@ def write_summary(sweep_dir: str, summary: dict, *, title: str, metrics: Sequenc
   return path
 
 
-def plot_bars(sweep_dir: str, summary: dict, metric_names: Sequence[str], fname: str,
-              order: Sequence[str] | None = None) -> str:
+def pyplot():
+  """matplotlib.pyplot on the file-only Agg backend (imported when a plot is made)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  return plt
+
+
+def panel_row(n: int, width: float, height: float):
+  """A figure of n panels side by side, each width x height inches -> (fig, axes [n])."""
+  fig, axes = pyplot().subplots(1, n, figsize=(width * n, height))
+  return fig, np.atleast_1d(axes)
+
+
+def save_figure(fig, folder: str, fname: str, *, layout: bool = True) -> str:
+  """Tight layout (unless layout=False), a 110-dpi PNG at folder/fname written atomically
+  (temp file + rename), the figure closed. Returns the path."""
+  if layout:
+    fig.tight_layout()
+  path = os.path.join(folder, fname)
+  fig.savefig(f"{path}.tmp", dpi=110, format="png")
+  pyplot().close(fig)
+  os.replace(f"{path}.tmp", path)
+  return path
+
+
+def plot_series(ax, points, *, min_points: int = 1, **style) -> bool:
+  """points: (x, (mean, std) or None); draws the measured ones as mean ± std error bars
+  (matplotlib `style`) if there are at least min_points. Returns whether it drew."""
+  pts = [(x, v) for x, v in points if v is not None]
+  if len(pts) < min_points:
+    return False
+  ax.errorbar([x for x, _ in pts], [v[0] for _, v in pts], yerr=[v[1] for _, v in pts],
+              **style)
+  return True
+
+
+def pivot_tables(summary: dict, metrics: Sequence[str], *, reference: str, reference_name: str,
+                 head: tuple[str, str], rows, columns, missing: str) -> list[str]:
+  """One markdown table per metric ('mean ± std', 4 decimals): a row per (first cell,
+  second cell, label_of) of `rows`, a column per (title, value) of `columns`, the cell of
+  strategy label_of(value) (`missing` where it did not run); the heading carries the
+  `reference` strategy's value."""
+  out = []
+  ref_d = summary.get(reference, {})
+  for m in metrics:
+    ref = fmt(ref_d[m], 4) if m in ref_d else "–"
+    out += ["", f"### {m} ({reference_name}: {ref})", "",
+            f"| {head[0]} | {head[1]} | " + " | ".join(t for t, _ in columns) + " |",
+            "|---|---|" + "---|" * len(columns)]
+    for first, second, label_of in rows:
+      cells = [fmt(summary[lab][m], 4) if m in summary.get(lab := label_of(v), {}) else missing
+               for _, v in columns]
+      out.append(f"| {first} | {second} | " + " | ".join(cells) + " |")
+  return out
+
+
+def plot_bars(sweep_dir: str, summary: dict, metric_names: Sequence[str], fname: str,
+              order: Sequence[str] | None = None) -> str:
+  plt = pyplot()
 
   order = list(order or sorted(summary))
   fig, axes = plt.subplots(1, len(metric_names), figsize=(5.5 * len(metric_names), 4.2 +
@@ -105,11 +160,7 @@ def plot_bars(sweep_dir: str, summary: dict, metric_names: Sequence[str], fname:
     ax.invert_yaxis()
     ax.set_xlabel(m)
     ax.grid(axis="x", alpha=0.3)
-  fig.tight_layout()
-  path = os.path.join(sweep_dir, fname)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, sweep_dir, fname)
 
 
 def spread_labels(y, gap: float) -> np.ndarray:
@@ -139,9 +190,7 @@ def plot_scatter(sweep_dir: str, summary: dict, x: str = FOLDING, y: str = QUALI
   sit on top of each other (every non-folding one near x = 0), so labels go in a column to
   the right of each cluster of nearby points, spread apart (spread_labels), with a line to
   their point."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = pyplot()
 
   pts = [(s, d[x], d[y]) for s, d in sorted(summary.items())
          if x in d and y in d and np.isfinite(d[x][0]) and np.isfinite(d[y][0])]
@@ -179,10 +228,7 @@ def plot_scatter(sweep_dir: str, summary: dict, x: str = FOLDING, y: str = QUALI
                     color=colors[i % len(colors)], annotation_clip=False,
                     arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5", relpos=(0, 0.5),
                                     shrinkA=1, shrinkB=3))
-  path = os.path.join(sweep_dir, fname)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, sweep_dir, fname, layout=False)  # laid out before the labels
 
 
 def plot_embeddings(sweep_dir: str, panels: Sequence[tuple[str, str]],
@@ -191,16 +237,13 @@ def plot_embeddings(sweep_dir: str, panels: Sequence[tuple[str, str]],
 
   Items and queries of each run are projected together onto the top-2 principal axes of
   the items; colour = group, dots = items, crosses = queries."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+  plt = pyplot()
 
   found = [(t, os.path.join(sweep_dir, wd, "embeddings.npz")) for t, wd in panels]
   found = [(t, p) for t, p in found if os.path.exists(p)]
   if not found:
     return None
-  fig, axes = plt.subplots(1, len(found), figsize=(4.6 * len(found), 4.4))
-  axes = np.atleast_1d(axes)
+  fig, axes = panel_row(len(found), 4.6, 4.4)
   cmap = plt.get_cmap("tab10")
   for ax, (title, p) in zip(axes, found):
     z = np.load(p)
@@ -223,11 +266,7 @@ def plot_embeddings(sweep_dir: str, panels: Sequence[tuple[str, str]],
     ax.set_xticks([])
     ax.set_yticks([])
   fig.suptitle("PCA of item (dots) and query (x) embeddings, coloured by group", fontsize=10)
-  fig.tight_layout()
-  path = os.path.join(sweep_dir, fname)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
-  return path
+  return save_figure(fig, sweep_dir, fname)
 
 
 def report(sweep_dir: str, *, title: str = "Sweep summary",
@@ -236,14 +275,26 @@ def report(sweep_dir: str, *, title: str = "Sweep summary",
   rows = read_results(sweep_dir)
   summary = summarize(rows)
   write_summary(sweep_dir, summary, title=title, metrics=metrics, notes=notes)
+  plots(sweep_dir, summary)
+  if pca_panels:
+    plot_embeddings(sweep_dir, pca_panels)
+  return summary
+
+
+def plots(sweep_dir: str, summary: dict) -> None:
+  """metrics_bars.png (recall@20 and cross_group@20 where measured, in recall order) and,
+  with both, quality_vs_folding.png."""
   order = sorted(summary, key=lambda s: -summary[s].get(QUALITY, (-1, 0))[0])
   shown = [m for m in (QUALITY, FOLDING) if any(m in d for d in summary.values())]
   plot_bars(sweep_dir, summary, shown, "metrics_bars.png", order)
   if len(shown) == 2:
     plot_scatter(sweep_dir, summary)
-  if pca_panels:
-    plot_embeddings(sweep_dir, pca_panels)
-  return summary
+
+
+def standard_plots(sw) -> tuple[list[str], list[str]]:
+  """The analysis of a plain --grid sweep (experiments.sweep): the plots, no checks."""
+  plots(sw.workdir, sw.summary)
+  return [], []
 
 
 if __name__ == "__main__":

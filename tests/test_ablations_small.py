@@ -1,6 +1,7 @@
-"""Paper-style ablations (experiments/logq.py, gravity_mf.py, sampled_metrics.py) at tiny
-size: their metric helpers against brute force, and each script end to end on a tiny
-MovieLens-format folder written to tmp_path (no test reads ../shared/data)."""
+"""Paper-style ablations (experiments/configs/logq.py, gravity_mf.py, sampled_metrics.py, ...)
+at tiny size: their analysis helpers against brute force, and each config end to end
+through the runner (experiments.sweep) on a tiny MovieLens-format folder written to
+tmp_path (no test reads ../shared/data)."""
 
 import csv
 import json
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from experiments import gravity_mf, logq, sampled_metrics
+from experiments import gravity_mf, sampled_metrics, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GENRES = ("Action", "Comedy", "Drama", "Horror")
@@ -45,6 +46,7 @@ def write_tiny_movielens(folder, *, num_users=60, num_items=120, seed=0):
 
 
 def tiny(config, data_path, **extra):
+  """The config at tiny size on `data_path`; `extra`: {dotted key: value}, e.g. sweep.ks."""
   with config.unlocked():
     config.data.path = data_path
     config.train.steps = 40
@@ -59,6 +61,15 @@ def tiny(config, data_path, **extra):
         node = node[p]
       node[leaf] = v
   return config
+
+
+def get_config(name, arg=None):
+  import importlib
+  return importlib.import_module(f"experiments.configs.{name}").get_config(arg)
+
+
+def quiet(*_):
+  pass
 
 
 def read_csv(path):
@@ -189,17 +200,17 @@ def test_full_hit_rate_matches_brute_force():
 def test_gravity_mf_end_to_end(tmp_path):
   data = write_tiny_movielens(tmp_path / "ml")
   wd = str(tmp_path / "g")
-  config = tiny(gravity_mf.get_config(), data, **{"model.dim": 6})
   variants = ["observed_only", "l2=0.1+gravity=1.0"]
-  summary = gravity_mf.run(config, wd, [0], variants=variants, genre_min_ratings=1,
-                          log=lambda *_: None)
+  config = tiny(get_config("gravity_mf"), data, **{
+      "model.dim": 6, "sweep.seeds": (0,), "sweep.only": ",".join(variants),
+      "sweep.genre_min_ratings": 1})
+  summary = sweep.run(config, wd, log=quiet).summary
   rows = read_csv(os.path.join(wd, "results.csv"))
   assert sorted(r["strategy"] for r in rows) == sorted(variants + [gravity_mf.RANDOM])
   ref = [r for r in rows if r["strategy"] == gravity_mf.RANDOM][0]
   assert -0.2 < float(ref["genre_silhouette"]) < 0.2   # random vectors: no genre structure
   rows = [r for r in rows if r["strategy"] != gravity_mf.RANDOM]
-  from jaxrec import train
-  tr, _ = train.load_data(config.data, 0)
+  tr, _ = sweep.load_data(config.data, 0)
   for r in rows:  # the extra columns equal a brute-force recomputation from the embeddings
     z = np.load(os.path.join(wd, r["workdir"], "embeddings.npz"))
     s = z["query"].astype(np.float64) @ z["items"].astype(np.float64).T
@@ -218,11 +229,12 @@ def test_gravity_mf_end_to_end(tmp_path):
 def test_logq_end_to_end(tmp_path):
   data = write_tiny_movielens(tmp_path / "ml")
   wd = str(tmp_path / "l")
-  config = tiny(logq.get_config(), data, **{"model.dim": 8, "eval.ks": (5, 10, 20)})
-  sim = dict(num_items=50, batch_size=8, alphas=(0.01, 0.5), hashes=(2,),
-             colliding_buckets=20)
-  summary = logq.run(config, wd, [0], sim_steps=60, temperatures=(0.1,), sim_options=sim,
-                     log=lambda *_: None)
+  config = tiny(get_config("logq"), data, **{
+      "model.dim": 8, "eval.ks": (5, 10, 20), "sweep.seeds": (0,),
+      "sweep.metrics": ("recall@5", "recall@10", "recall@20"), "sweep.temperatures": (0.1,)})
+  config.sweep.simulation.update(steps=60, num_items=50, batch_size=8, alphas=(0.01, 0.5),
+                                 hashes=(2,), colliding_buckets=20)
+  sw = sweep.run(config, wd, log=quiet)
   rows = read_csv(os.path.join(wd, "results.csv"))
   assert sorted((r["strategy"], r["seed"]) for r in rows) == [
       ("T=0.1,logq", "0"), ("T=0.1,no_logq", "0")]
@@ -233,7 +245,7 @@ def test_logq_end_to_end(tmp_path):
   text = open(os.path.join(wd, "summary.md")).read()
   assert "## Table 1 form" in text and "| 0.1 |" in text
   assert text.count("log-Q better on") == 3            # one check per K
-  curves = summary["_simulation"]
+  curves = sw.extras["simulation"]
   assert set(curves["alpha"]) == {0.01, 0.5} and set(curves["hashes"]) == {2}
   assert all(e.shape == (60,) and np.all(np.isfinite(e)) for e in curves["alpha"].values())
   assert "| 2 hash fn, H=20, alpha=0.01 |" in text
@@ -244,13 +256,13 @@ def test_logq_end_to_end(tmp_path):
 def test_sampled_metrics_end_to_end(tmp_path):
   data = write_tiny_movielens(tmp_path / "ml")
   wd = str(tmp_path / "s")
-  config = tiny(sampled_metrics.get_config(), data, **{"model.dim": 8})
-  sampled_metrics.run(config, wd, [0], num_negatives=20, mf_dims=(4,),
-                      log=lambda *_: None)
+  config = tiny(get_config("sampled_metrics"), data, **{
+      "model.dim": 8, "sweep.seeds": (0,), "sweep.num_negatives": 20, "sweep.mf_dims": (4,)})
+  sweep.run(config, wd, log=quiet)
   rows = {r["strategy"]: r for r in read_csv(os.path.join(wd, "results.csv"))}
   assert set(rows) == {"popularity", "mf_d4", "softmax_dnn", "wals"}
-  from jaxrec import metrics, train
-  tr, te = train.load_data(config.data, 0)
+  from jaxrec import metrics
+  tr, te = sweep.load_data(config.data, 0)
   q, v = metrics.popularity_scores(tr)
   assert float(rows["popularity"]["recall@10"]) == pytest.approx(
       metrics.evaluate(q, v, tr, te, ks=(10,))["recall@10"])
@@ -267,23 +279,34 @@ def test_sampled_metrics_end_to_end(tmp_path):
 
 @pytest.mark.parametrize("module", ["logq", "gravity_mf", "sampled_metrics",
                                     "negatives_vs_quality", "hard_negatives",
-                                    "popularity_tail"])
+                                    "popularity_tail", "folding_movielens"])
 def test_missing_data_exits_2_with_a_message(tmp_path, module):
-  out = subprocess.run([sys.executable, "-m", f"experiments.{module}",
-                        f"--workdir={tmp_path / 'w'}", f"--data_path={tmp_path / 'none'}"],
+  out = subprocess.run([sys.executable, "-m", "experiments.sweep",
+                        f"--config=experiments/configs/{module}.py",
+                        f"--workdir={tmp_path / 'w'}", f"--config.data.path={tmp_path / 'none'}"],
                        cwd=REPO, capture_output=True, text=True, timeout=120)
   assert out.returncode == 2, out.stderr[-2000:]
   assert "does not exist" in out.stderr and "jaxrec.data.download" in out.stderr
   assert not os.path.exists(tmp_path / "w")
 
 
+def test_gravity_mf_needs_movies_csv(tmp_path):
+  data = write_tiny_movielens(tmp_path / "ml")
+  os.remove(os.path.join(data, "movies.csv"))
+  config = tiny(get_config("gravity_mf"), data)
+  with pytest.raises(sweep.ConfigError, match="movies.csv' does not exist"):
+    sweep.run(config, str(tmp_path / "w"), log=quiet)
+  assert not os.path.exists(tmp_path / "w")
+
+
 def test_negatives_vs_quality_end_to_end(tmp_path):
-  from experiments import negatives_vs_quality as nvq
+  from experiments.configs import negatives_vs_quality as nvq
   data = write_tiny_movielens(tmp_path / "ml")
   wd = str(tmp_path / "n")
-  config = tiny(nvq.get_config(), data, **{"model.dim": 8, "sampler.pool_size": 64})
-  summary = nvq.run(config, wd, [0], ks=(1, 48), sampler_names=("uniform", "in_batch", "mixed"),
-                    log=lambda *_: None)
+  config = tiny(get_config("negatives_vs_quality"), data, **{
+      "model.dim": 8, "sampler.pool_size": 64, "sweep.ks": (1, 48),
+      "sweep.samplers": ("uniform", "in_batch", "mixed")})
+  summary = sweep.run(config, wd, log=quiet).summary
   rows = {r["strategy"]: r for r in read_csv(os.path.join(wd, "results.csv"))}
   # in-batch K=48 > B=32 and mixed K=1 are not defined: 1 + 4 + 2 + 2 runs
   assert set(rows) == {nvq.FULL, "uniform,K=1,logq", "uniform,K=1,no_logq",
@@ -307,12 +330,13 @@ def test_negatives_vs_quality_end_to_end(tmp_path):
 
 
 def test_hard_negatives_end_to_end(tmp_path):
-  from experiments import hard_negatives as hn
+  from experiments.configs import hard_negatives as hn
   data = write_tiny_movielens(tmp_path / "ml")
   wd = str(tmp_path / "h")
-  config = tiny(hn.get_config(), data, **{"model.dim": 8, "sampler.pool_size": 64,
-                                          "sampler.num_negatives": 16, "data.k_core": 0})
-  hn.run(config, wd, [0, 1], fractions=(0.5,), temperatures=(2.0,), log=lambda *_: None)
+  config = tiny(get_config("hard_negatives"), data, **{
+      "model.dim": 8, "sampler.pool_size": 64, "sampler.num_negatives": 16, "data.k_core": 0,
+      "sweep.seeds": (0, 1), "sweep.fractions": (0.5,), "sweep.temperatures": (2.0,)})
+  sweep.run(config, wd, log=quiet)
   rows = read_csv(os.path.join(wd, "results.csv"))
   assert sorted({r["strategy"] for r in rows}) == sorted(
       [hn.UNIFORM, "hard_exact,f=0.5,T=2", "hard_pool,f=0.5,T=2", "hard_topk,f=0.5"])
@@ -353,8 +377,9 @@ def test_popularity_tail_end_to_end(tmp_path):
   from experiments import popularity_tail as pt
   data = write_tiny_movielens(tmp_path / "ml")
   wd = str(tmp_path / "p")
-  config = tiny(pt.get_config(), data, **{"model.dim": 8, "sampler.num_negatives": 16})
-  per_seed = pt.run(config, wd, [0], ks=(4, 16), log=lambda *_: None)
+  config = tiny(get_config("popularity_tail"), data, **{
+      "model.dim": 8, "sampler.num_negatives": 16, "sweep.push_ks": (4, 16)})
+  per_seed = sweep.run(config, wd, log=quiet).extras["per_seed"]
   rows = read_csv(os.path.join(wd, "results.csv"))
   assert sorted(r["strategy"] for r in rows) == sorted(pt.RUNS)
   d = per_seed[0]

@@ -214,3 +214,24 @@ def test_bad_names_raise():
     diagnostics.make_nested("hard_topk", num_items=5, k_max=2, counts_N=np.ones(5))
   with pytest.raises(ValueError, match="unknown dataset 'nope'"):
     gb.run("/tmp/unused", datasets=("nope",))
+
+
+def test_runner_path_reads_the_config_and_fails_in_one_line(tmp_path):
+  """`python -m experiments.sweep --config=experiments/configs/gradient_bias.py` goes
+  through gb.analysis: its errors are ConfigErrors (one 'error:' line, exit 2)."""
+  from experiments import sweep
+  from experiments.configs import gradient_bias as config_module
+  messages = []
+
+  def run(**sweep_keys):
+    c = config_module.get_config("quick")
+    c.sweep.update(sweep_keys)
+    return sweep.run(c, str(tmp_path / "w"), log=messages.append)
+
+  with pytest.raises(sweep.ConfigError, match="unknown dataset 'nope'"):
+    run(datasets=("nope",))
+  with pytest.raises(sweep.ConfigError, match="takes one seed"):
+    run(seeds=(0, 1))
+  with pytest.raises(sweep.ConfigError, match="no dataset was measured"):
+    run(datasets=("movielens",), data_path=str(tmp_path / "missing"))
+  assert any("movielens: skipped" in m for m in messages)

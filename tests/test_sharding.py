@@ -66,9 +66,9 @@ def _rows_of_collectives(hlo):
 
 
 def _world():
-  from jaxrec import train
+  from jaxrec import data
   c = _config()
-  return train.load_data(c.data, c.seed)
+  return data.load_data(c.data, c.seed)
 
 
 def _on_mesh(mesh, fn, *args, **kwargs):
@@ -204,6 +204,8 @@ def _four_devices():
   """Everything that needs the 4-device process."""
   import jax.numpy as jnp
   import scipy.stats
+  from jaxrec import config as config_lib
+  from jaxrec import step as step_lib
   from jaxrec import train
 
   assert jax.device_count() == NUM_DEVICES, jax.devices()
@@ -213,10 +215,10 @@ def _four_devices():
 
   # Placement: tables and row-optimizer state split by rows, the rest replicated.
   c = _config()
-  spec = train.StepSpec.from_config(c)
-  state0 = train.init_state(spec, c, world[0].num_users, world[0].num_items, 0)
+  spec = config_lib.StepSpec.from_config(c)
+  state0 = step_lib.init_state(spec, c, world[0].num_users, world[0].num_items, 0)
   state = sharding.place_state(state0, mesh)
-  ddata = sharding.place_data(train.device_data(world[0]), mesh)
+  ddata = sharding.place_data(step_lib.device_data(world[0]), mesh)
 
   def shards(x):
     return {"rows": [int(s.data.shape[0]) for s in x.addressable_shards],
@@ -231,7 +233,7 @@ def _four_devices():
   res["placed/dense_rows"] = [int(s.data.shape[0]) for s in
                               state.dense["params"]["hidden_0"]["kernel"].addressable_shards]
   with sharding.mesh_context(mesh):
-    stepped, _ = train.jitted_train_step(spec, state, ddata)
+    stepped, _ = step_lib.jitted_train_step(spec, state, ddata)
     res["after_step/item"] = shards(stepped.tables["item"])
     res["after_step/item_opt"] = shards(stepped.table_opt["item"].sum_of_squares)
     # Collectives of compiled train steps (the e2e runs below reuse these compilations).
@@ -239,11 +241,11 @@ def _four_devices():
         "model.name": "mf", "loss.name": "full", "loss.chunk_size": 96}),
         ("hard_exact_dnn", {"sampler.name": "hard_exact", "sampler.num_negatives": 4})):
       cs = _config(**over)
-      sp = train.StepSpec.from_config(cs)
-      st = sharding.place_state(train.init_state(
+      sp = config_lib.StepSpec.from_config(cs)
+      st = sharding.place_state(step_lib.init_state(
           sp, cs, world[0].num_users, world[0].num_items, 0), mesh)
       res[f"step_rows/{name}"] = _rows_of_collectives(
-          train.jitted_train_step.lower(sp, st, ddata).compile().as_text())
+          step_lib.jitted_train_step.lower(sp, st, ddata).compile().as_text())
 
   res.update(_kernels(mesh))
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import folding, report, sweep
+from experiments.configs import folding as folding_config
 from experiments.configs import synthetic
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -78,7 +79,7 @@ def test_report_mean_and_std_match_numpy(tmp_path):
 
 
 def test_overrides_reject_unknown_keys():
-  with pytest.raises(sweep.train.ConfigError, match="unknown config key 'loss.nope'"):
+  with pytest.raises(sweep.ConfigError, match="unknown config key 'loss.nope'"):
     sweep.apply_overrides(synthetic.get_config(), (("loss.nope", 1),))
 
 
@@ -120,7 +121,7 @@ def test_folding_checks_pass_fail_and_the_undertrained_note():
   # unigram keeps the groups apart but misses recall: one NOTE names the measured cause.
   notes = [line for line in lines if line.startswith("NOTE")]
   assert len(notes) == 1 and notes[0].startswith("NOTE: unigram0.75 keeps the groups apart")
-  assert "experiments.popularity_tail" in notes[0]
+  assert "experiments/configs/popularity_tail.py" in notes[0]
   fine = dict(good, **{"unigram0.75": good["uniform"]})
   assert not any(line.startswith("NOTE") for line in folding.checks(fine, groups=4))
   # A full softmax that itself mixes the groups (the undertrained case) is said plainly.
@@ -132,18 +133,31 @@ def test_folding_checks_pass_fail_and_the_undertrained_note():
 
 
 def test_folding_select_quick_subset_names_and_errors():
-  runs = folding.strategies()
+  runs = sweep.declared_runs(folding_config.get_config())
   labels = [r.strategy for r in runs]
-  assert [r.strategy for r in folding.select(runs, None, quick=False)] == labels
-  quick = [r.strategy for r in folding.select(runs, None, quick=True)]
-  assert quick == [s for s in labels if s in folding.QUICK] and len(quick) == len(folding.QUICK)
+  assert [r.strategy for r in sweep.select(runs, "")] == labels
+  quick_config = folding_config.get_config("quick")
+  assert sweep.declared_runs(quick_config) == runs   # quick declares all, trains a subset
+  quick = [r.strategy for r in sweep.select(runs, quick_config.sweep.only)]
+  assert quick == [s for s in labels if s in folding_config.QUICK]
+  assert len(quick) == len(folding_config.QUICK)
   # the quick run keeps what its checks and its PCA picture read
   assert {"positive_only", "positive_only+gravity", "full_softmax", "uniform"} <= set(quick)
-  # names win over --quick, in the table's order
-  picked = folding.select(runs, ["wals_w0=0", "uniform"], quick=True)
+  # names win over --quick (a later --config.sweep.only), in the table's order
+  argv = folding.legacy_argv(["folding", "--quick", "--strategies=wals_w0=0,uniform",
+                              "--seeds", "0,1", "--workdir=w"])
+  assert argv == ["folding", f"--config={folding.CONFIG}:quick",
+                  "--config.sweep.only=wals_w0=0,uniform", "--config.sweep.seeds=0,1",
+                  "--workdir=w"]
+  picked = sweep.select(runs, "wals_w0=0,uniform")
   assert [r.strategy for r in picked] == ["uniform", "wals_w0=0"]
   with pytest.raises(ValueError, match="unknown nope; choose from positive_only"):
-    folding.select(runs, ["uniform", "nope"], quick=False)
+    sweep.select(runs, "uniform,nope")
+  # labels that hold commas themselves (negatives_vs_quality's) are found whole
+  comma = [sweep.Run(x, ()) for x in ("a,K=1", "a,K=10", "b")]
+  assert [r.strategy for r in sweep.select(comma, "b,a,K=10")] == ["a,K=10", "b"]
+  assert folding.legacy_argv(["f", "--config=x.py:movielens", "--quick"])[1] == (
+      "--config=x.py:movielens,quick")
 
 
 def test_folding_checks_of_a_subset_say_not_checked_instead_of_failing():
@@ -200,3 +214,85 @@ def test_spread_labels_is_the_closest_spacing_of_the_points():
       y = rng.uniform(0, 0.3, n)
       np.testing.assert_allclose(report.spread_labels(y, 0.05),
                                  _spread_by_active_sets(y, 0.05), atol=1e-12)
+
+
+def _config_modules():
+  return sorted(f[:-3] for f in os.listdir(os.path.join(REPO, "experiments", "configs"))
+                if f.endswith(".py") and f not in ("__init__.py", "common.py"))
+
+
+@pytest.mark.parametrize("name", _config_modules())
+def test_every_config_loads_with_its_variants_and_its_sweep_validates(tmp_path, name):
+  """get_config() and each variant it knows (`quick`, `movielens`) load; an ablation's
+  declared sweep passes sweep.check (its analysis functions exist, labels are unique,
+  every run x seed config validates); its docstring names the command that runs it."""
+  import importlib
+  from experiments.configs import common
+  data = tmp_path / "ml"
+  data.mkdir()
+  for f in ("ratings.csv", "movies.csv"):
+    (data / f).write_text("")
+  module = importlib.import_module(f"experiments.configs.{name}")
+  configs = {"": module.get_config()}
+  if "arg" in module.get_config.__code__.co_varnames:
+    for variant in ("quick", "movielens"):
+      try:
+        configs[variant] = module.get_config(variant)
+      except ValueError as err:
+        assert "unknown config variant" in str(err)
+    with pytest.raises(ValueError, match="unknown config variant 'nope'"):
+      module.get_config("nope")
+  for variant, config in configs.items():
+    with config.unlocked():
+      if "data" in config and config.data.name != "synthetic":
+        assert config.data.path == common.ml_latest_small()   # the one default
+        config.data.path = str(data)
+    if "sweep" not in config:
+      sweep.validate_config(config)
+      continue
+    assert f"--config=experiments/configs/{name}.py" in module.__doc__ or (
+        f"experiments/configs/{name}.py" in module.__doc__), name
+    runs = sweep.check(config)
+    declared = sweep.declared_runs(config)
+    assert len({r.strategy for r in declared}) == len(declared)
+    assert set(runs) <= set(declared)
+    if variant == "quick":
+      assert tuple(config.sweep.seeds) == (0,)
+    if name == "gradient_bias":
+      assert declared == []      # a measurement of its own, no training sweep
+    else:
+      assert runs and config.sweep.seeds and config.sweep.title
+  assert "quick" in configs or name in ("synthetic", "movielens")
+
+
+def test_ablation_configs_keep_their_recorded_sweeps():
+  """The declared sweeps that docs/RESULTS.md's tables were measured with."""
+  def labels(name, arg=None):
+    import importlib
+    c = importlib.import_module(f"experiments.configs.{name}").get_config(arg)
+    return [r.strategy for r in sweep.select(sweep.declared_runs(c), c.sweep.only)]
+  assert labels("folding") == [
+      "positive_only", "positive_only+gravity", "full_softmax", "uniform", "unigram0.75",
+      "in_batch+logq", "in_batch-nologq", "mixed", "hard_exact", "hard_pool", "hard_topk",
+      "wals_w0=0", "wals_w0=0.1"]
+  assert labels("logq") == [f"T={t},{q}" for t in (0.05, 0.07, 0.14)
+                            for q in ("no_logq", "logq")]
+  nvq = labels("negatives_vs_quality")
+  assert len(nvq) == 1 + 2 * (6 * 6 - 2 - 1) and "in_batch,K=256,logq" not in nvq
+  assert len(labels("hard_negatives")) == 1 + 2 * 3 * 3 + 3
+  assert labels("gravity_mf") == ["observed_only", "l2=0.1", "gravity=1.0",
+                                  "l2=0.1+gravity=1.0"]
+  assert labels("sampled_metrics") == ["mf_d8", "mf_d32", "mf_d128", "softmax_dnn", "wals"]
+  assert labels("popularity_tail") == ["full_softmax", "uniform", "unigram0.75"]
+
+
+def test_missing_data_path_is_one_clear_message(tmp_path, monkeypatch):
+  from experiments.configs import common
+  monkeypatch.chdir(tmp_path)
+  # resolved against the repository, written relative to the current folder
+  assert os.path.abspath(common.ml_latest_small()) == os.path.normpath(
+      os.path.join(REPO, "..", "shared", "data", "ml-latest-small"))
+  assert common.missing_data(str(tmp_path)) is None
+  msg = common.missing_data(str(tmp_path / "none"))
+  assert "does not exist" in msg and "jaxrec.data.download" in msg
+  assert "--config.data.path=" in msg

@@ -1,7 +1,7 @@
-"""The folding ablation's model on language-split ml-latest-small.
+"""The folding ablation on language-split ml-latest-small (configs/folding.py:movielens).
 
-Command (the folding ablation on real data; every strategy, 3 seeds; JAXREC_GLIBC_MALLOC=keep
-keeps XLA's big freed buffers for reuse, jaxrec/host_malloc.py; time in BUILD_NOTES.md):
+Command (every strategy, 3 seeds; JAXREC_GLIBC_MALLOC=keep keeps XLA's big freed buffers
+for reuse, jaxrec/host_malloc.py):
   JAXREC_GLIBC_MALLOC=keep python -m experiments.folding \
       --config=experiments/configs/folding_movielens.py --workdir=runs/folding_ml
 
@@ -18,23 +18,12 @@ part), where the synthetic default's K = 64 would be 0.16% of this catalogue (6.
 synthetic 1,000 items). The pool of hard_pool / hard_topk is 4 K, as in the default. The first
 run of this ablation used K = 64 and a pool of 256, and there unigram (alpha 0.75) missed the
 recall bound (0.141 against 0.75 x full softmax = 0.162): a popularity proposal with few
-draws pushes rarely seen items down too little (experiments/popularity_tail.py, which keeps
-K = 64, measures it). K was raised after that miss; BUILD_NOTES.md keeps both tables.
+draws pushes rarely seen items down too little (configs/popularity_tail.py, which keeps
+K = 64, measures it). K was raised after that miss; docs/RESULTS.md keeps both tables.
 """
 
-from experiments.configs import synthetic
+from experiments.configs import folding
 
 
-def get_config():
-  c = synthetic.get_config()
-  c.data.name = "movielens"
-  c.data.path = "../shared/data/ml-latest-small"
-  c.data.language_split = 4
-  c.train.optimizer = "adam"
-  c.train.learning_rate = 0.003
-  c.train.steps = 10000
-  c.train.log_every = 2500
-  c.train.checkpoint_every = 0
-  c.sampler.num_negatives = 256
-  c.sampler.pool_size = 1024
-  return c
+def get_config(arg=None):
+  return folding.get_config(",".join(filter(None, ("movielens", arg))))

@@ -8,7 +8,7 @@ A softmax DNN: the mean of the user's other items' embeddings through a linear t
 L2-normalised query and item embeddings, in-batch negatives with log-Q, temperature 0.14.
 Measured on ml-latest-small (per-user 80/20 split, seed 0, full ranking, train items
 masked): recall@20 0.3386 (seed 0), 0.3348 (seed 1), about 2.5 minutes on 2 CPU cores;
-popularity 0.181. Tuning log in BUILD_NOTES.md.
+popularity 0.181. Tuning notes in docs/RESULTS.md.
 """
 
 from experiments.configs import synthetic

@@ -5,7 +5,7 @@ Command:
 
 Expected (2-core CPU, about half a minute): recall@20 far above popularity, cross_group@20
 near 0. With `--config.loss.name=positive_only` the same model folds: cross_group@20 near
-(G-1)/G = 0.75. Measured figures are in BUILD_NOTES.md.
+(G-1)/G = 0.75. Measured figures are in docs/RESULTS.md.
 """
 
 import ml_collections

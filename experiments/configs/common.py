@@ -1,0 +1,121 @@
+"""What the experiment configs share: the data path, the config-string parser, the sweep section.
+
+An ablation config is a training config (what `experiments.main` takes) plus a `sweep`
+section that `experiments.sweep` reads and removes before training:
+
+  sweep.name, sweep.title   the ablation's name (progress lines) and summary.md heading
+  sweep.runs                the strategies: ((label, {dotted key: value}), ...), each
+                            applied on top of the rest of the config; or the name
+                            ("configs.module.function") of a function of the config that
+                            returns them, for a sweep built from the config's own keys
+  sweep.seeds               every run is trained once per seed (one workdir each)
+  sweep.only                labels to train now ("a,b"; default all); every finished run
+                            of the workdir is still reported
+  sweep.requires            files under data.path the analysis reads (checked first)
+  sweep.metrics             summary.md's columns (the first sorts the rows)
+  sweep.analysis            "module.function" under experiments/: the ablation's own
+                            checks, tables and plots (`experiments.sweep.Sweep` -> notes,
+                            sections)
+  sweep.add_rows            "" or "module.function": extra columns/rows per run, written
+                            into results.csv before the summary
+  sweep.predictions         the thresholds the analysis checks (PASS/FAIL lines)
+  sweep.notes               lines added to the checks as they are (e.g. what `quick` means)
+  sweep.fast_compile        compile with jaxrec/xla_flags.FAST_COMPILE (smoke runs)
+  sweep.facts               append wall/CPU time and the seeds to summary.md
+
+Variants are chosen by the config string, as in big_vision: `--config=FILE.py:quick` or
+`FILE.py:quick,movielens` (`parse_arg`: a bare word is True, `key=value` takes the
+default's type).
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from experiments.configs import synthetic
+
+# The repository root: data paths are resolved against it, not against the current folder.
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DATA_DIR = os.path.join(REPO, os.pardir, "shared", "data")
+
+
+def ml_latest_small() -> str:
+  """MovieLens ml-latest-small beside the repository (REPO/../shared/data), as a path
+  relative to the current folder: run from the repository root this is
+  ../shared/data/ml-latest-small, the path every recorded run's config.json holds."""
+  return os.path.relpath(os.path.join(DATA_DIR, "ml-latest-small"))
+
+
+def missing_data(path: str) -> str | None:
+  """None if `path` exists, else the one-line error that says how to get the data."""
+  if os.path.exists(path):
+    return None
+  return (f"{path!r} does not exist. This experiment needs MovieLens ml-latest-small "
+          "(ratings.csv, movies.csv); get it with `python -m jaxrec.data.download "
+          "--name=ml-latest-small --dest=DIR` and pass --config.data.path=DIR/ml-latest-small")
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """'quick,steps=500' -> {quick: True, steps: 500, ...defaults}. Each key must be one of
+  `defaults`; a value takes its default's type."""
+  out = dict(defaults)
+  for part in filter(None, (arg or "").split(",")):
+    key, eq, text = part.partition("=")
+    if key not in defaults:
+      raise ValueError(f"unknown config variant {key!r}; choose from {', '.join(defaults)}")
+    default = defaults[key]
+    if not eq:
+      out[key] = True
+    elif isinstance(default, bool):
+      out[key] = text.lower() in ("1", "true", "yes")
+    else:
+      out[key] = type(default)(text)
+  return ml_collections.ConfigDict(out)
+
+
+def sweep(name: str, runs, *, title: str, seeds=(0, 1, 2), metrics=("recall@20",),
+          analysis: str, **extra) -> ml_collections.ConfigDict:
+  """The `sweep` section (see the module docstring); `extra` sets any other of its keys."""
+  s = ml_collections.ConfigDict()
+  s.name, s.title = name, title
+  s.runs = runs if isinstance(runs, str) else tuple((lab, dict(o)) for lab, o in runs)
+  s.seeds, s.only, s.metrics = tuple(seeds), "", tuple(metrics)
+  s.analysis, s.add_rows, s.requires = analysis, "", ()
+  s.predictions = ml_collections.ConfigDict()
+  s.notes, s.fast_compile, s.facts = (), False, True
+  s.update(extra)
+  return s
+
+
+def quick_steps(c: ml_collections.ConfigDict, steps: int) -> None:
+  """A smoke run's cap: at most `steps` training steps, a log line every <= 500 steps."""
+  c.train.steps = min(int(c.train.steps), steps)
+  c.train.log_every = min(int(c.train.log_every), 500)
+
+
+def movielens_base() -> ml_collections.ConfigDict:
+  """The MovieLens base of the ablations, pinned here so that retuning configs/movielens.py
+  does not silently change them: the synthetic config's defaults with ml-latest-small, a
+  64-d softmax DNN (one ReLU layer of 256, bags of 64), dot-product scores at temperature 1,
+  full softmax, row-wise Adagrad lr 0.1, 3000 steps of batch 256."""
+  c = synthetic.get_config()
+  c.data.update(name="movielens", path=ml_latest_small())
+  c.model.update(dim=64, hidden=(256,), max_bag=64)
+  c.loss.name = "full"
+  c.train.update(steps=3000, batch_size=256, learning_rate=0.1, log_every=500,
+                 checkpoint_every=1000)
+  return c
+
+
+def language_split_movielens() -> ml_collections.ConfigDict:
+  """The folding ablation's model on ml-latest-small split into 4 "languages" (see
+  configs/folding.py's `movielens` variant): the synthetic config with Adam lr 0.003,
+  10,000 steps, K = 256 negatives and a pool of 1,024."""
+  c = synthetic.get_config()
+  c.data.update(name="movielens", path=ml_latest_small(), language_split=4)
+  c.train.update(optimizer="adam", learning_rate=0.003, steps=10000, log_every=2500,
+                 checkpoint_every=0)
+  c.sampler.update(num_negatives=256, pool_size=1024)
+  return c
