@@ -95,15 +95,15 @@ def gram(train, *, pair_budget: int = _PAIR_BUDGET) -> np.ndarray:
   return g
 
 
-def _symmetrise_upper(a: np.ndarray) -> None:
-  """Copies the upper triangle of a C-order [N, N] array onto its lower one, in place."""
+def _symmetrise_lower(a: np.ndarray) -> None:
+  """Copies the lower triangle of a C-order [N, N] array onto its upper one, in place."""
   n = a.shape[0]
   for r0 in range(0, n, _ROW_BLOCK):
     r1 = min(r0 + _ROW_BLOCK, n)
-    a[r0:r1, :r0] = a[:r0, r0:r1].T
+    a[:r0, r0:r1] = a[r0:r1, :r0].T
     block = a[r0:r1, r0:r1]
-    lower = np.tril_indices(r1 - r0, -1)
-    block[lower] = block.T[lower]
+    upper = np.triu_indices(r1 - r0, 1)
+    block[upper] = block.T[upper]
 
 
 def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
@@ -111,17 +111,19 @@ def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
   a's own memory by a float32 Cholesky factorisation and inverse (LAPACK spotrf +
   spotri); a is overwritten and the returned array is the full symmetric inverse."""
   # A symmetric C-order array read as Fortran order (a.T) is the same matrix, so LAPACK
-  # works in place; its "lower" triangle is the upper triangle of `a` in C order.
+  # works in place; its "upper" triangle is the lower triangle of `a` in C order. (The
+  # "lower" variant is not used: with scipy's OpenBLAS 0.3.31 on 2 threads, spotrf on a
+  # lower triangle segfaulted at once for N = 32,700 and 41,000; the upper one runs.)
   f = a.T
-  c, info = lapack.spotrf(f, lower=1, clean=0, overwrite_a=1)
+  c, info = lapack.spotrf(f, lower=0, clean=0, overwrite_a=1)
   if info != 0:
     raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info}); X^T X + lam I is not "
                                 "positive definite in float32: increase lam")
-  inv, info = lapack.spotri(c, lower=1, overwrite_c=1)
+  inv, info = lapack.spotri(c, lower=0, overwrite_c=1)
   if info != 0:
     raise np.linalg.LinAlgError(f"EASE: Cholesky inverse failed (info={info})")
   p = inv.T                                               # C order when done in place
-  _symmetrise_upper(p)
+  _symmetrise_lower(p)
   return p
 
 
