@@ -25,6 +25,8 @@ from scipy.linalg import lapack
 _GATHER_BYTES = 256 << 20
 # The Gram build handles at most this many (item, item) increments per chunk of users.
 _PAIR_BUDGET = 1 << 24
+# Largest matrix inverted by one LAPACK call (`_inverse_spd_inplace`).
+_LAPACK_MAX_N = 24576
 # Rows per block when symmetrising / scaling an [N, N] matrix in place.
 _ROW_BLOCK = 2048
 
@@ -106,16 +108,11 @@ def _symmetrise_lower(a: np.ndarray) -> None:
     block[upper] = block.T[upper]
 
 
-def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
-  """(a)^-1 for a symmetric positive definite C-order float32 [N, N] array, computed in
-  a's own memory by a float32 Cholesky factorisation and inverse (LAPACK spotrf +
-  spotri); a is overwritten and the returned array is the full symmetric inverse."""
+def _lapack_inverse_inplace(a: np.ndarray) -> np.ndarray:
+  """a^-1 of a C-order SPD float32 array in a's own memory (LAPACK spotrf + spotri)."""
   # A symmetric C-order array read as Fortran order (a.T) is the same matrix, so LAPACK
-  # works in place; its "upper" triangle is the lower triangle of `a` in C order. (The
-  # "lower" variant is not used: with scipy's OpenBLAS 0.3.31 on 2 threads, spotrf on a
-  # lower triangle segfaulted at once for N = 32,700 and 41,000; the upper one runs.)
-  f = a.T
-  c, info = lapack.spotrf(f, lower=0, clean=0, overwrite_a=1)
+  # works in place; its "upper" triangle is the lower triangle of `a` in C order.
+  c, info = lapack.spotrf(a.T, lower=0, clean=0, overwrite_a=1)
   if info != 0:
     raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info}); X^T X + lam I is not "
                                 "positive definite in float32: increase lam")
@@ -125,6 +122,36 @@ def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
   p = inv.T                                               # C order when done in place
   _symmetrise_lower(p)
   return p
+
+
+def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
+  """a^-1 for a symmetric positive definite C-order float32 [N, N] array; a is
+  overwritten and holds the full symmetric inverse, which is returned.
+
+  Up to `_LAPACK_MAX_N` rows: a float32 Cholesky factorisation and inverse in place
+  (`_lapack_inverse_inplace`). Above it, by blocks (Schur complement), since scipy's
+  OpenBLAS 0.3.31 spotrf segfaulted on 2 threads for N >= 32,700:
+    a = [[A, B^T], [B, C]],  W = B A^-1,  S = C - W B^T,
+    a^-1 = [[A^-1 + W^T S^-1 W, -(S^-1 W)^T], [-S^-1 W, S^-1]],
+  with A^-1 and S^-1 by recursion; about 1.25 N^3 flops and 0.75 N^2 floats of scratch.
+  """
+  n = a.shape[0]
+  if n <= _LAPACK_MAX_N:
+    return _lapack_inverse_inplace(a)
+  m = n // 2
+  a_inv = _inverse_spd_inplace(np.ascontiguousarray(a[:m, :m]))
+  w = a[m:, :m] @ a_inv                                   # W = B A^-1
+  s = w @ a[:m, m:]
+  np.subtract(a[m:, m:], s, out=s)                        # S = C - W B^T
+  a[m:, m:] = _inverse_spd_inplace(s)
+  del s
+  np.matmul(a[m:, m:], w, out=a[m:, :m])
+  a[m:, :m] *= -1.0                                       # -S^-1 W
+  w_t_s_w = w.T @ a[m:, :m]                               # -W^T S^-1 W
+  np.subtract(a_inv, w_t_s_w, out=a[:m, :m])
+  del w_t_s_w, a_inv, w
+  a[:m, m:] = a[m:, :m].T
+  return a
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -168,9 +195,10 @@ def ease(train, *, lam: float) -> Ease:
     B_ij = -P_ij / P_jj for i != j;   scores s_u = x_u B.
 
   All in float32 in one [N, N] buffer: the Gram matrix (`gram`) gets lam on its diagonal,
-  is inverted in place by a Cholesky factorisation (`_inverse_spd_inplace`), and P is
-  turned into B in place; peak memory is about 4 N^2 bytes (6.7 GB for Gowalla's 40,981
-  items) plus the train pairs. Time is dominated by the inverse, about N^3 flops.
+  is inverted in place by a Cholesky factorisation (`_inverse_spd_inplace`; by 2 x 2
+  blocks above 24,576 items), and P is turned into B in place; peak memory is about
+  4 N^2 bytes (6.7 GB for Gowalla's 40,981 items), plus 3 N^2 bytes of scratch when
+  blocked, plus the train pairs. Time is dominated by the inverse, N^3 to 1.25 N^3 flops.
   """
   if isinstance(lam, bool) or not isinstance(lam, (int, float, np.number)) or not lam > 0:
     raise ValueError(f"ease: lam must be a positive number, got {lam!r}")

@@ -114,3 +114,19 @@ def test_inverse_is_computed_in_place():
   tol = np.linalg.cond(g64) * 200 * np.finfo(np.float32).eps
   np.testing.assert_allclose(p, want, rtol=0, atol=tol * np.abs(want).max())
   np.testing.assert_array_equal(p, p.T)
+
+
+@pytest.mark.parametrize("n, max_n", [(200, 64), (201, 100), (7, 3)])
+def test_blocked_inverse_matches_numpy(monkeypatch, n, max_n):
+  """The 2 x 2 Schur-complement path (recursing twice for 200 / 64) gives the inverse."""
+  monkeypatch.setattr(baselines, "_LAPACK_MAX_N", max_n)
+  rng = np.random.default_rng(n)
+  m = rng.standard_normal((n + 50, n))
+  g64 = m.T @ m + 5.0 * np.eye(n)
+  g = g64.astype(np.float32)
+  p = baselines._inverse_spd_inplace(g)
+  assert np.shares_memory(p, g)
+  want = np.linalg.inv(g64)
+  tol = np.linalg.cond(g64) * n * np.finfo(np.float32).eps
+  np.testing.assert_allclose(p, want, rtol=0, atol=tol * np.abs(want).max())
+  np.testing.assert_allclose(p, p.T, rtol=0, atol=tol * np.abs(want).max())
