@@ -309,9 +309,9 @@ def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
       ndcg@K        = mean_u  DCG / IDCG,  DCG = sum_r hit_r / log2(r + 1),
                       IDCG = sum_{r <= min(K, |T_u|)} 1 / log2(r + 1); the same as
                       LightGCN's NDCGatK_r (its ideal list has min(K, |T_u|) hits).
-      mrr        = mean_u  1 / (rank of the first test item), 0 if none is in the top
-                   max(ks): MRR truncated at max(ks)
-      coverage@K = |union_u top-K(u)| / N
+      mrr           = mean_u  1 / (rank of the first test item), 0 if none is in the
+                      top max(ks): MRR truncated at max(ks)
+      coverage@K    = |union_u top-K(u)| / N
     With user and item groups (same label space; Xin et al., RecSys 2017):
       cross_group@K = mean_u share of u's top-K items whose group != u's group
       folding_auc   = mean_u P(s_a > s_b) (+ half of ties) for a uniform unseen
