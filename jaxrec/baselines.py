@@ -199,6 +199,11 @@ def ease(train, *, lam: float) -> Ease:
   blocks above 24,576 items), and P is turned into B in place; peak memory is about
   4 N^2 bytes (6.7 GB for Gowalla's 40,981 items), plus 3 N^2 bytes of scratch when
   blocked, plus the train pairs. Time is dominated by the inverse, N^3 to 1.25 N^3 flops.
+
+  Gowalla (LightGCN split, `readers.load_lightgcn`), recall_full@20 / ndcg@20 by
+  `metrics.evaluate_scores`: lam 80 0.1765 / 0.1467, lam 500 0.1693 / 0.1399 (BARS
+  publishes 0.1765 / 0.1467 and 0.1693); on 2 cores each lambda took about 460 s to fit
+  and 150-175 s to evaluate, peak RSS 11.9 GB.
   """
   if isinstance(lam, bool) or not isinstance(lam, (int, float, np.number)) or not lam > 0:
     raise ValueError(f"ease: lam must be a positive number, got {lam!r}")
