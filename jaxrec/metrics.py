@@ -30,6 +30,7 @@ from jaxrec import chunked
 __all__ = [
     "topk",
     "evaluate",
+    "evaluate_scores",
     "heldout_softmax_loss",
     "sampled_hit_rate",
     "sample_unseen_items",
@@ -242,48 +243,9 @@ def _pair_keys(train, test, num_users: int, num_items: int):
     return train_keys, test_keys[~np.isin(test_keys, train_keys, assume_unique=True)]
 
 
-def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
-             eval_users=None, chunk_size=DEFAULT_CHUNK_SIZE,
-             query_batch=DEFAULT_QUERY_BATCH, relatedness=None, user_groups=None,
-             item_groups=None, topk_fn=None) -> dict[str, float]:
-    """Full-ranking metrics over the whole catalogue with each user's train items masked.
-
-    Users: those with >= 1 test item (restricted to `eval_users` if given); a test pair
-    that is also a train pair is dropped (a masked item cannot be recommended).
-    With T_u the user's test items and hit_r = [item at rank r in T_u] (r = 1..K):
-      recall@K   = mean_u  sum_r hit_r / min(K, |T_u|)
-      ndcg@K     = mean_u  DCG / IDCG,  DCG = sum_r hit_r / log2(r + 1),
-                   IDCG = sum_{r <= min(K, |T_u|)} 1 / log2(r + 1)
-      mrr        = mean_u  1 / (rank of the first test item), 0 if none is in the top
-                   max(ks): MRR truncated at max(ks)
-      coverage@K = |union_u top-K(u)| / N
-    With user and item groups (same label space; Xin et al., RecSys 2017):
-      cross_group@K = mean_u share of u's top-K items whose group != u's group
-      folding_auc   = mean_u P(s_a > s_b) (+ half of ties) for a uniform unseen
-                      other-group item a and a uniform unseen same-group item b, computed
-                      exactly by sorting each user's N scores (users lacking either set
-                      are skipped); 0.5 = no separation between groups, 0 = none folded.
-      folding_score = mean_u mean_{j unseen} max(0, s~_uj - R[g_u, g_j]), the folding
-                      metric of Xin et al. (mean over pairs of max(0, s - r)) with the
-                      model score min-max normalised per user over unseen items
-                      (s~ in [0, 1]) and relatedness R[user group, item group] in [0, 1]
-                      (default identity: same group related). The normalisation is this
-                      library's choice, since dot-product scores are unbounded.
-    Returns plain Python floats keyed "recall@K", "ndcg@K", "mrr", "coverage@K" and,
-    with groups, "cross_group@K", "folding_auc", "folding_score".
-    """
-    query, items = _embeddings(query_UxD, items_NxD)
-    num_users, num_items = query.shape[0], items.shape[0]
-    if isinstance(ks, (int, np.integer)):
-        ks = (ks,)
-    ks = tuple(_positive_int(k, "every K in ks") for k in ks)
-    if not ks:
-        raise ValueError("ks must name at least one K")
-    max_k = max(ks)
-    if max_k > num_items:
-        raise ValueError(f"max(ks)={max_k} exceeds the number of items N={num_items}")
-    for data, name in ((train, "train"), (test, "test")):
-        _check_sizes(data, name, num_users, num_items)
+def _eval_setup(train, test, num_users: int, num_items: int, eval_users):
+    """The evaluated users (sorted), their test counts, the test keys, and the train
+    pairs of those users as (row in `users`, item), rows sorted."""
     train_keys, test_keys = _pair_keys(train, test, num_users, num_items)
     test_users = test_keys // num_items
     users = np.unique(test_users)
@@ -302,11 +264,14 @@ def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
     keep = np.isin(tr_key_users, users)
     ex_rows = np.searchsorted(users, tr_key_users[keep])
     ex_cols = train_keys[keep] % num_items
+    return users, n_test, test_keys, ex_rows, ex_cols
 
-    query_users = query[jnp.asarray(users, jnp.int32)]
-    _, ids = (topk_fn or topk)(query_users, items, max_k, exclude_rows=ex_rows,
-                               exclude_cols=ex_cols, chunk_size=chunk_size,
-                               query_batch=query_batch)
+
+def _ranking_metrics(users, ids, n_test, test_keys, num_items: int,
+                     ks: Sequence[int]) -> dict[str, float]:
+    """recall@K, recall_full@K, ndcg@K, mrr, coverage@K from the top-max(ks) ids (-1 =
+    empty slot) of each evaluated user (see `evaluate`)."""
+    max_k = max(ks)
     valid = ids >= 0
     hits = valid & np.isin(users[:, None] * num_items + ids, test_keys)   # [U', Kmax]
 
@@ -316,6 +281,7 @@ def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
         h = hits[:, :k]
         denom = np.minimum(k, n_test)
         out[f"recall@{k}"] = float(np.mean(h.sum(1) / denom))
+        out[f"recall_full@{k}"] = float(np.mean(h.sum(1) / n_test))
         ideal = np.cumsum(discount[:k])[denom - 1]
         out[f"ndcg@{k}"] = float(np.mean((h * discount[:k]).sum(1) / ideal))
     first = np.where(hits.any(1), hits.argmax(1) + 1, np.inf)
@@ -323,6 +289,65 @@ def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
     for k in ks:
         rec = ids[:, :k][valid[:, :k]]
         out[f"coverage@{k}"] = float(np.unique(rec).size / num_items)
+    return out
+
+
+def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
+             eval_users=None, chunk_size=DEFAULT_CHUNK_SIZE,
+             query_batch=DEFAULT_QUERY_BATCH, relatedness=None, user_groups=None,
+             item_groups=None, topk_fn=None) -> dict[str, float]:
+    """Full-ranking metrics over the whole catalogue with each user's train items masked.
+
+    Users: those with >= 1 test item (restricted to `eval_users` if given); a test pair
+    that is also a train pair is dropped (a masked item cannot be recommended).
+    With T_u the user's test items and hit_r = [item at rank r in T_u] (r = 1..K):
+      recall@K      = mean_u  sum_r hit_r / min(K, |T_u|)   (reaches 1 for a perfect top-K)
+      recall_full@K = mean_u  sum_r hit_r / |T_u|, the definition of the LightGCN code
+                      (He et al., SIGIR 2020) and the BARS benchmark (Zhu et al., 2022);
+                      use it to compare with their tables. Equal to recall@K for users
+                      with |T_u| <= K, lower otherwise.
+      ndcg@K        = mean_u  DCG / IDCG,  DCG = sum_r hit_r / log2(r + 1),
+                      IDCG = sum_{r <= min(K, |T_u|)} 1 / log2(r + 1); the same as
+                      LightGCN's NDCGatK_r (its ideal list has min(K, |T_u|) hits).
+      mrr           = mean_u  1 / (rank of the first test item), 0 if none is in the
+                      top max(ks): MRR truncated at max(ks)
+      coverage@K    = |union_u top-K(u)| / N
+    With user and item groups (same label space; Xin et al., RecSys 2017):
+      cross_group@K = mean_u share of u's top-K items whose group != u's group
+      folding_auc   = mean_u P(s_a > s_b) (+ half of ties) for a uniform unseen
+                      other-group item a and a uniform unseen same-group item b, computed
+                      exactly by sorting each user's N scores (users lacking either set
+                      are skipped); 0.5 = no separation between groups, 0 = none folded.
+      folding_score = mean_u mean_{j unseen} max(0, s~_uj - R[g_u, g_j]), the folding
+                      metric of Xin et al. (mean over pairs of max(0, s - r)) with the
+                      model score min-max normalised per user over unseen items
+                      (s~ in [0, 1]) and relatedness R[user group, item group] in [0, 1]
+                      (default identity: same group related). The normalisation is this
+                      library's choice, since dot-product scores are unbounded.
+    Returns plain Python floats keyed "recall@K", "recall_full@K", "ndcg@K", "mrr",
+    "coverage@K" and, with groups, "cross_group@K", "folding_auc", "folding_score".
+    """
+    query, items = _embeddings(query_UxD, items_NxD)
+    num_users, num_items = query.shape[0], items.shape[0]
+    if isinstance(ks, (int, np.integer)):
+        ks = (ks,)
+    ks = tuple(_positive_int(k, "every K in ks") for k in ks)
+    if not ks:
+        raise ValueError("ks must name at least one K")
+    max_k = max(ks)
+    if max_k > num_items:
+        raise ValueError(f"max(ks)={max_k} exceeds the number of items N={num_items}")
+    for data, name in ((train, "train"), (test, "test")):
+        _check_sizes(data, name, num_users, num_items)
+    users, n_test, test_keys, ex_rows, ex_cols = _eval_setup(train, test, num_users,
+                                                             num_items, eval_users)
+
+    query_users = query[jnp.asarray(users, jnp.int32)]
+    _, ids = (topk_fn or topk)(query_users, items, max_k, exclude_rows=ex_rows,
+                               exclude_cols=ex_cols, chunk_size=chunk_size,
+                               query_batch=query_batch)
+    valid = ids >= 0
+    out = _ranking_metrics(users, ids, n_test, test_keys, num_items, ks)
 
     ug = _groups("user_groups", user_groups, train, test, num_users)
     ig = _groups("item_groups", item_groups, train, test, num_items)
@@ -372,6 +397,53 @@ def evaluate(query_UxD, items_NxD, train, test, *, ks: Sequence[int] = (10, 20),
     out["folding_auc"] = float(np.mean(auc_num[ok] / pairs[ok])) if ok.any() else math.nan
     out["folding_score"] = float(np.mean(fold_sum / np.maximum(n_unseen, 1)))
     return out
+
+
+def evaluate_scores(score_fn, num_users: int, num_items: int, train, test, *,
+                    ks: Sequence[int] = (10, 20), eval_users=None,
+                    query_batch: int = DEFAULT_QUERY_BATCH) -> dict[str, float]:
+    """`evaluate`'s ranking metrics for a model given by a scoring function instead of
+    embeddings, for scores that are not a low-rank dot product (EASE: s_u = x_u B, with
+    B an [N, N] matrix; `jaxrec.baselines`).
+
+    score_fn(users_B) -> scores_BxN (array-like, float) is called on the evaluated
+    users (sorted int64 ids) in batches of `query_batch`; so memory is
+    O(query_batch * N) beyond the model. Each batch's train items are set to -inf and its
+    top-max(ks) taken exactly (ties broken arbitrarily; an excluded item never ranks).
+    Same users, pairs and definitions as `evaluate`; returns "recall@K",
+    "recall_full@K", "ndcg@K", "mrr", "coverage@K" (no group metrics).
+    """
+    num_users = _positive_int(num_users, "num_users")
+    num_items = _positive_int(num_items, "num_items")
+    query_batch = _positive_int(query_batch, "query_batch")
+    if isinstance(ks, (int, np.integer)):
+        ks = (ks,)
+    ks = tuple(_positive_int(k, "every K in ks") for k in ks)
+    if not ks:
+        raise ValueError("ks must name at least one K")
+    max_k = max(ks)
+    if max_k > num_items:
+        raise ValueError(f"max(ks)={max_k} exceeds the number of items N={num_items}")
+    for data, name in ((train, "train"), (test, "test")):
+        _check_sizes(data, name, num_users, num_items)
+    users, n_test, test_keys, ex_rows, ex_cols = _eval_setup(train, test, num_users,
+                                                             num_items, eval_users)
+    ids = np.empty((users.size, max_k), np.int64)
+    for lo in range(0, users.size, query_batch):
+        hi = min(lo + query_batch, users.size)
+        scores = np.array(score_fn(users[lo:hi]), np.float32)   # a copy we may write to
+        if scores.shape != (hi - lo, num_items):
+            raise ValueError(f"score_fn returned shape {scores.shape} for {hi - lo} users; "
+                             f"expected ({hi - lo}, {num_items})")
+        a, b = np.searchsorted(ex_rows, [lo, hi])
+        scores[ex_rows[a:b] - lo, ex_cols[a:b]] = -np.inf
+        top = np.argpartition(-scores, max_k - 1, axis=1)[:, :max_k]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        empty = np.take_along_axis(top_scores, order, axis=1) == -np.inf
+        ids[lo:hi] = np.where(empty, -1, top)
+    return _ranking_metrics(users, ids, n_test, test_keys, num_items, ks)
 
 
 # ----------------------------------------------------------------------------------

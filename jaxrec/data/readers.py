@@ -1,4 +1,4 @@
-"""Readers for MovieLens, Last.fm (HetRec 2011) and generic delimited interaction files.
+"""Readers for MovieLens, Last.fm (HetRec 2011), generic delimited files and LightGCN splits.
 
 Every reader returns an `Interactions` or raises; it never returns partial data. A bad row
 raises `DataError("FILE:LINE: reason")` (LINE is the 1-based physical line of the file).
@@ -511,3 +511,99 @@ def _bad_number(token: bytes) -> bool:
     return False
   except ValueError:
     return True
+
+
+# --------------------------------------------------------------------------------------
+# LightGCN / BARS fixed splits: one line per user, `user item item ...`.
+
+_LIGHTGCN_FILES = ("train.txt", "test.txt")
+_LIGHTGCN_SEP = re.compile(rb"[ \t]+")
+_SIGNED_INT = re.compile(rb"[+-]?[0-9]+\Z")
+_NOT_DIGIT_OR_BLANK = b"0123456789 \t"
+
+
+def _lightgcn_ids(line: bytes, fname: str, line_no: int) -> list[int]:
+  """The ids of one line, user first; raises DataError("FILE:LINE: reason")."""
+  if not line.translate(None, _NOT_DIGIT_OR_BLANK):  # only digits and blanks: the fast case
+    tokens = line.split()
+  else:
+    tokens = _LIGHTGCN_SEP.split(line.strip(b" \t"))
+  ids = []
+  for pos, token in enumerate(tokens):
+    what = "user id" if pos == 0 else f"item id #{pos}"
+    if _SIGNED_INT.match(token) is None:
+      reason = ("contains a control character" if any(b < 32 and b != 9 for b in token)
+                else "is not an integer")
+      raise DataError(f"{fname}:{line_no}: {what} {_show(token)} {reason}")
+    value = int(token)
+    if value < 0:
+      raise DataError(f"{fname}:{line_no}: {what} {value} is negative (ids are 0-based)")
+    if value >= _INT32_MAX:
+      raise DataError(f"{fname}:{line_no}: {what} {value} is too large (ids must be below "
+                      f"{_INT32_MAX})")
+    ids.append(value)
+  return ids
+
+
+def _read_lightgcn_file(path: pathlib.Path):
+  """(users that have a line [L], pair users [E], pair items [E]) of one file, int64."""
+  fname = str(path)
+  data = _read_bytes(path)
+  first_line = {}
+  line_users, pair_users, pair_items = [], [], []
+  for line_no, line in enumerate(data.split(b"\n"), start=1):
+    if line.endswith(b"\r"):
+      line = line[:-1]
+    if not line.strip(b" \t"):
+      continue  # blank (also the empty piece after the final newline)
+    ids = _lightgcn_ids(line, fname, line_no)
+    user = ids[0]
+    if user in first_line:
+      raise DataError(f"{fname}:{line_no}: user {user} is listed twice in this file (first "
+                      f"on line {first_line[user]})")
+    first_line[user] = line_no
+    line_users.append(user)
+    pair_users.extend([user] * (len(ids) - 1))
+    pair_items.extend(ids[1:])
+  if not line_users:
+    raise DataError(f"{fname}: no users (the file has no data lines)")
+  if not pair_items:
+    raise DataError(f"{fname}: no interactions (every user line is empty)")
+  as_array = lambda xs: np.array(xs, np.int64)
+  return as_array(line_users), as_array(pair_users), as_array(pair_items)
+
+
+def load_lightgcn(path) -> tuple[Interactions, Interactions]:
+  """Loads a fixed train/test split in the LightGCN / BARS format (He et al., SIGIR 2020).
+
+  ``path`` is a folder holding ``train.txt`` and ``test.txt``, or either file (the other is
+  looked up beside it). Each line is ``user item item ...``: 0-based dense ids separated
+  by spaces or tabs; a user line may list no items; lines end in LF or CRLF; blank lines
+  are skipped. A token that is not a non-negative integer below 2**31 - 1, or a user listed
+  twice in one file, raises DataError("FILE:LINE: reason"). An item repeated on one line
+  counts once. ``user_list.txt``/``item_list.txt`` (raw ids) are not read.
+
+  Returns ``(train, test)`` in one id space, ids kept as given: ``num_users`` /
+  ``num_items`` = 1 + the largest user / item id in either file (so ids that never occur
+  are users/items without rows). Rows are sorted by (user, item); no weights, timestamps
+  or raw ids. A pair in both files is kept in both (`metrics.evaluate` drops such test
+  pairs). For a validation part carved out of train.txt only, see
+  `jaxrec.data.splits.carve_valid`.
+  """
+  given = pathlib.Path(os.fspath(path))
+  if not given.exists():
+    raise DataPathError(f"{given}: no such file or directory")
+  folder = given if given.is_dir() else given.parent
+  files = [folder / name for name in _LIGHTGCN_FILES]
+  for file in files:
+    if not file.is_file():
+      raise DataPathError(f"{folder}: no {file.name} in this folder (a LightGCN split needs "
+                          f"{' and '.join(_LIGHTGCN_FILES)})")
+  parts = [_read_lightgcn_file(file) for file in files]
+  num_users = 1 + max(int(max(line_users.max(), users.max())) for line_users, users, _ in parts)
+  num_items = 1 + max(int(items.max()) for _, _, items in parts)
+  out = []
+  for _, users, items in parts:
+    keys = np.unique(users * num_items + items)  # sorted by (user, item), repeats merged
+    out.append(Interactions(keys // num_items, keys % num_items, num_users, num_items))
+  return out[0], out[1]
