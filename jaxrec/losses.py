@@ -7,9 +7,10 @@ All losses take embeddings (not models), score a pair by its dot product divided
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
-from typing import Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -264,9 +265,6 @@ def gravity(query_MxD: Array, items_NxD: Array) -> Array:
 
 # --------------------------------------------------------------------------------------
 # The registry: config `loss.name` -> a record with one calling convention.
-# (Imports of this block; the integrator hoists them to the top of the file.)
-import dataclasses  # noqa: E402
-from typing import Callable, NamedTuple  # noqa: E402
 
 
 class LossInputs(NamedTuple):

@@ -81,11 +81,12 @@ def np_metrics(query, items, train, test, ks, relatedness=None, eval_users=None)
     scores, seen, ranks = np_rankings(query, items, train, users, max(ks))
     out = {}
     for k in ks:
-        rec, ndcg, cov, cross = [], [], set(), []
+        rec, rec_full, ndcg, cov, cross = [], [], [], set(), []
         for u in users:
             top = ranks[u][:k]
             hit = [j in tests[u] for j in top]
             rec.append(sum(hit) / min(k, len(tests[u])))
+            rec_full.append(sum(hit) / len(tests[u]))
             dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hit))
             idcg = sum(1 / np.log2(r + 2) for r in range(min(k, len(tests[u]))))
             ndcg.append(dcg / idcg)
@@ -93,6 +94,7 @@ def np_metrics(query, items, train, test, ks, relatedness=None, eval_users=None)
             ug, ig = train.user_groups, train.item_groups
             cross.append(np.mean([ig[j] != ug[u] for j in top]))
         out[f"recall@{k}"] = np.mean(rec)
+        out[f"recall_full@{k}"] = np.mean(rec_full)
         out[f"ndcg@{k}"] = np.mean(ndcg)
         out[f"coverage@{k}"] = len(cov) / items.shape[0]
         out[f"cross_group@{k}"] = np.mean(cross)
@@ -235,7 +237,8 @@ def test_evaluate_without_groups_has_only_ranking_keys():
     query, items, train, test = make_world(seed=4)
     train.user_groups = None
     got = metrics.evaluate(query, items, train, test, ks=(10,))
-    assert set(got) == {"recall@10", "ndcg@10", "mrr", "coverage@10"}
+    assert set(got) == {"recall@10", "recall_full@10", "ndcg@10", "mrr",
+                         "coverage@10"}
 
 
 def test_group_metrics_separate_folded_from_unfolded_embeddings():

@@ -5,8 +5,8 @@
 """
 
 from jaxrec.data.interactions import DataError, DataPathError, Interactions, k_core
-from jaxrec.data.readers import load_csv, load_lastfm, load_movielens
-from jaxrec.data.splits import SPLIT_KINDS, split
+from jaxrec.data.readers import load_csv, load_lastfm, load_lightgcn, load_movielens
+from jaxrec.data.splits import SPLIT_KINDS, Splits, carve_valid, split, split3
 from jaxrec.data.synthetic import language_split, make_folding_world
 
 # config data.name -> reader of data.path (the synthetic world needs no file).
@@ -37,6 +37,6 @@ def load_data(data_cfg, seed: int):
 
 __all__ = [
     "DATASETS", "DataError", "DataPathError", "Interactions", "READERS", "SPLIT_KINDS",
-    "k_core", "language_split", "load_csv", "load_data", "load_lastfm", "load_movielens",
-    "make_folding_world", "split",
+    "Splits", "carve_valid", "k_core", "language_split", "load_csv", "load_data", "load_lastfm",
+    "load_lightgcn", "load_movielens", "make_folding_world", "split", "split3",
 ]
