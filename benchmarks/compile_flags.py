@@ -23,9 +23,15 @@ from jaxrec import xla_flags  # imports no jax
 
 FLAG_SETS = {"defaults": (), "fast_compile": xla_flags.FAST_COMPILE, "tests": xla_flags.TESTS}
 # (strategy label of experiments.folding, num_items)
-CASES = (("positive_only", 1000), ("uniform", 1000), ("hard_exact", 1000),
-         ("hard_pool", 1000), ("full_softmax", 1000), ("full_softmax", 40000),
-         ("uniform", 40000))
+CASES = (
+    ("positive_only", 1000),
+    ("uniform", 1000),
+    ("hard_exact", 1000),
+    ("hard_pool", 1000),
+    ("full_softmax", 1000),
+    ("full_softmax", 40000),
+    ("uniform", 40000),
+)
 BLOCK_SECONDS = 0.5
 
 
@@ -67,9 +73,13 @@ def measure(cases=CASES):
       metrics["loss"].block_until_ready()
       best = min(best, (time.perf_counter() - t) / n)
       faults = min(faults, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / n)
-    yield {"case": f"{label} N={num_items}", "compile_s": compile_s, "step_ms": best * 1e3,
-           "faults_per_step": faults,
-           "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    yield {
+        "case": f"{label} N={num_items}",
+        "compile_s": compile_s,
+        "step_ms": best * 1e3,
+        "faults_per_step": faults,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def child() -> None:
@@ -83,18 +93,24 @@ def main() -> None:
   for name, flags in FLAG_SETS.items():
     env = dict(os.environ, XLA_FLAGS=" ".join(flags), JAX_PLATFORMS="cpu")
     print(f"{name}: XLA_FLAGS={env['XLA_FLAGS'] or '(none)'}", flush=True)
-    out = subprocess.run([sys.executable, "-m", "benchmarks.compile_flags", "--child"],
-                         env=env, capture_output=True, text=True, check=True)
-    results[name] = [json.loads(line) for line in out.stdout.splitlines()
-                     if line.startswith("{")]
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compile_flags", "--child"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    results[name] = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
   base = {r["case"]: r for r in results["defaults"]}
-  print(f"\n| case | flags | compile s | step ms | compile / defaults | step / defaults |")
+  print("\n| case | flags | compile s | step ms | compile / defaults | step / defaults |")
   print("|---|---|---|---|---|---|")
   for name, rows in results.items():
     for r in rows:
       b = base[r["case"]]
-      print(f"| {r['case']} | {name} | {r['compile_s']:.2f} | {r['step_ms']:.2f} | "
-            f"{r['compile_s'] / b['compile_s']:.2f} | {r['step_ms'] / b['step_ms']:.2f} |")
+      print(
+          f"| {r['case']} | {name} | {r['compile_s']:.2f} | {r['step_ms']:.2f} | "
+          f"{r['compile_s'] / b['compile_s']:.2f} | {r['step_ms'] / b['step_ms']:.2f} |"
+      )
 
 
 if __name__ == "__main__":

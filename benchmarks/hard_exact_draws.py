@@ -17,9 +17,11 @@ import jax
 
 from jaxrec import samplers
 
-SHAPES = ((128, 9742, 32, 1),     # negatives_vs_quality, hard_exact K=1 (ml-latest-small)
-          (128, 9076, 32, 32),    # hard_negatives, f=0.5 (10-core language split)
-          (256, 38896, 32, 64))   # folding ablation on the language split
+SHAPES = (
+    (128, 9742, 32, 1),  # negatives_vs_quality, hard_exact K=1 (ml-latest-small)
+    (128, 9076, 32, 32),  # hard_negatives, f=0.5 (10-core language split)
+    (256, 38896, 32, 64),
+)  # folding ablation on the language split
 
 
 def time_calls(fn, *args, blocks=3, calls=10) -> float:
@@ -39,14 +41,16 @@ def main():
     q = jax.random.normal(jax.random.PRNGKey(1), (b, d))
     v = 0.1 * jax.random.normal(jax.random.PRNGKey(2), (n, d))
     ms = {}
-    for name, block in (("whole_row", 10 ** 9), ("chosen_blocks", default)):
+    for name, block in (("whole_row", 10**9), ("chosen_blocks", default)):
       samplers.SMALL_BLOCK = block  # 10**9: K * block >= N, so the whole-row path
       fn = jax.jit(lambda key, q, v: samplers.hard_exact(key, q, v, k))
       ms[name] = time_calls(fn, q, v)
     samplers.SMALL_BLOCK = default
-    print(f"B={b} N={n} D={d} K={k}: whole row {ms['whole_row']:.1f} ms, chosen blocks "
-          f"{ms['chosen_blocks']:.1f} ms, ratio {ms['whole_row'] / ms['chosen_blocks']:.1f}",
-          flush=True)
+    print(
+        f"B={b} N={n} D={d} K={k}: whole row {ms['whole_row']:.1f} ms, chosen blocks "
+        f"{ms['chosen_blocks']:.1f} ms, ratio {ms['whole_row'] / ms['chosen_blocks']:.1f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -20,8 +20,14 @@ import sys
 
 from benchmarks import compile_flags
 
-CASES = (("uniform", 1000), ("full_softmax", 1000), ("full_softmax", 38896),
-         ("hard_exact", 38896), ("hard_pool", 38896), ("uniform", 38896))
+CASES = (
+    ("uniform", 1000),
+    ("full_softmax", 1000),
+    ("full_softmax", 38896),
+    ("hard_exact", 38896),
+    ("hard_pool", 38896),
+    ("uniform", 38896),
+)
 MODES = ("default", "keep")
 
 
@@ -31,17 +37,26 @@ def main() -> None:
     env = dict(os.environ, JAXREC_GLIBC_MALLOC=mode, JAX_PLATFORMS="cpu")
     env.pop("XLA_FLAGS", None)
     print(f"JAXREC_GLIBC_MALLOC={mode} ...", flush=True)
-    out = subprocess.run([sys.executable, "-m", "benchmarks.host_malloc", "--child"],
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.host_malloc", "--child"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     results[mode] = {r["case"]: r for r in map(json.loads, out.stdout.splitlines())}
-  print("\n| case | step ms, default | step ms, keep | step default / keep | "
-        "faults/step, default | faults/step, keep | peak RSS MB, default | keep |")
+  print(
+      "\n| case | step ms, default | step ms, keep | step default / keep | "
+      "faults/step, default | faults/step, keep | peak RSS MB, default | keep |"
+  )
   print("|---|---|---|---|---|---|---|---|")
   for case, d in results["default"].items():
     k = results["keep"][case]
-    print(f"| {case} | {d['step_ms']:.2f} | {k['step_ms']:.2f} | "
-          f"{d['step_ms'] / k['step_ms']:.2f} | {d['faults_per_step']:.0f} | "
-          f"{k['faults_per_step']:.0f} | {d['peak_rss_mb']:.0f} | {k['peak_rss_mb']:.0f} |")
+    print(
+        f"| {case} | {d['step_ms']:.2f} | {k['step_ms']:.2f} | "
+        f"{d['step_ms'] / k['step_ms']:.2f} | {d['faults_per_step']:.0f} | "
+        f"{k['faults_per_step']:.0f} | {d['peak_rss_mb']:.0f} | {k['peak_rss_mb']:.0f} |"
+    )
 
 
 if __name__ == "__main__":

@@ -22,8 +22,7 @@ from jaxrec import data as jaxrec_data
 from jaxrec import step as step_lib
 from jaxrec import train
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/synthetic.py",
-                                          "Config.")
+_CONFIG = config_flags.DEFINE_config_file("config", "experiments/configs/synthetic.py", "Config.")
 _STEPS = flags.DEFINE_integer("steps", 3000, "Steps per measurement.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats; the best of each is kept.")
 
@@ -64,18 +63,24 @@ def main(argv):
   for _ in range(_REPEATS.value):
     bare.append(bare_steps_per_second(config, data, steps))
     loop.append(loop_steps_per_second(config, data, steps, 0))
-    loop_ck.append(loop_steps_per_second(config, data, steps,
-                                         int(config.train.checkpoint_every)))
+    loop_ck.append(loop_steps_per_second(config, data, steps, int(config.train.checkpoint_every)))
   b, l, lc = max(bare), max(loop), max(loop_ck)
-  out = {"steps": steps, "log_every": int(config.train.log_every),
-         "bare_steps_per_second": b, "loop_steps_per_second": l,
-         "loop_with_checkpoints_steps_per_second": lc,
-         "checkpoint_every": int(config.train.checkpoint_every),
-         "ratio_loop_over_bare": l / b, "ratio_loop_with_checkpoints_over_bare": lc / b}
+  out = {
+      "steps": steps,
+      "log_every": int(config.train.log_every),
+      "bare_steps_per_second": b,
+      "loop_steps_per_second": l,
+      "loop_with_checkpoints_steps_per_second": lc,
+      "checkpoint_every": int(config.train.checkpoint_every),
+      "ratio_loop_over_bare": l / b,
+      "ratio_loop_with_checkpoints_over_bare": lc / b,
+  }
   print(f"bare jitted step        : {b:8.1f} steps/s")
   print(f"full loop (no ckpt)     : {l:8.1f} steps/s   ratio {l / b:.3f}  (target >= 0.80)")
-  print(f"full loop (ckpt / {int(config.train.checkpoint_every)}) : {lc:8.1f} steps/s"
-        f"   ratio {lc / b:.3f}")
+  print(
+      f"full loop (ckpt / {int(config.train.checkpoint_every)}) : {lc:8.1f} steps/s"
+      f"   ratio {lc / b:.3f}"
+  )
   print("RESULT " + json.dumps(out))
 
 

@@ -47,8 +47,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def parse_args(argv=None):
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--parts", default="a,b,c,d", help="comma-separated subset of a,b,c,d")
-  p.add_argument("--small", action="store_true",
-                 help="shrink every part (N up to 100k, fewer queries/steps) for a quick run")
+  p.add_argument(
+      "--small",
+      action="store_true",
+      help="shrink every part (N up to 100k, fewer queries/steps) for a quick run",
+  )
   p.add_argument("--json_out", default="", help="write all results to this JSON file")
   p.add_argument("--timeout", type=int, default=3600, help="seconds per part subprocess")
   # (a)
@@ -84,9 +87,24 @@ def parse_args(argv=None):
     args.sizes, args.num_users, args.steps, args.repeats = "10000,100000", 10_000, 10, 3
     args.fs_items, args.eval_items, args.eval_queries = 100_000, 100_000, 2_000
     args.dev_items, args.dev_users, args.dev_batch, args.dev_steps = 4_000, 2_000, 256, 10
-  for name in ("batch", "num_neg", "dim", "num_users", "steps", "repeats", "fs_batch",
-               "fs_items", "eval_items", "eval_queries", "eval_k", "dev_items", "dev_users",
-               "dev_batch", "dev_steps", "timeout"):
+  for name in (
+      "batch",
+      "num_neg",
+      "dim",
+      "num_users",
+      "steps",
+      "repeats",
+      "fs_batch",
+      "fs_items",
+      "eval_items",
+      "eval_queries",
+      "eval_k",
+      "dev_items",
+      "dev_users",
+      "dev_batch",
+      "dev_steps",
+      "timeout",
+  ):
     if getattr(args, name) <= 0:
       p.error(f"--{name} must be > 0; got {getattr(args, name)}")
   try:
@@ -109,9 +127,14 @@ def _peak_rss_gb() -> float:
 
 def _device_facts() -> dict:
   import jax
-  return {"platform": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
-          "device_count": jax.device_count(), "jax": jax.__version__,
-          "host": platform.node()}
+
+  return {
+      "platform": jax.default_backend(),
+      "device_kind": jax.devices()[0].device_kind,
+      "device_count": jax.device_count(),
+      "jax": jax.__version__,
+      "host": platform.node(),
+  }
 
 
 # --------------------------------------------------------------------------------------
@@ -132,8 +155,12 @@ def part_a(args) -> dict:
     opt = tables.row_adagrad(0.05)
     user_table = models.init_table(k_user, args.num_users, args.dim)
     item_table = models.init_table(k_item, n, args.dim)
-    state = step_scaling.State(jnp.zeros((), jnp.int32), user_table, item_table,
-                               (opt.init(user_table), opt.init(item_table)))
+    state = step_scaling.State(
+        jnp.zeros((), jnp.int32),
+        user_table,
+        item_table,
+        (opt.init(user_table), opt.init(item_table)),
+    )
     step = step_scaling.make_sparse_step(args.num_users, n, args.batch, args.num_neg, opt)
     copies = step_scaling.full_table_copies(step, state, key, n, args.dim)
     for i in range(3):  # compile + warm-up
@@ -151,10 +178,20 @@ def part_a(args) -> dict:
       if not math.isfinite(float(loss)):
         raise FloatingPointError(f"non-finite loss {float(loss)} at N={n}")
       runs[n][1] = state
-  out = {"B": args.batch, "K": args.num_neg, "D": args.dim, "num_users": args.num_users,
-         "per_n": {str(n): {"best_ms": 1e3 * min(runs[n][4]),
-                            "median_ms": 1e3 * statistics.median(runs[n][4]),
-                            "table_copies_in_step": runs[n][3]} for n in args.size_list}}
+  out = {
+      "B": args.batch,
+      "K": args.num_neg,
+      "D": args.dim,
+      "num_users": args.num_users,
+      "per_n": {
+          str(n): {
+              "best_ms": 1e3 * min(runs[n][4]),
+              "median_ms": 1e3 * statistics.median(runs[n][4]),
+              "table_copies_in_step": runs[n][3],
+          }
+          for n in args.size_list
+      },
+  }
   lo, hi = min(args.size_list), max(args.size_list)
   out["ratio_best"] = min(runs[hi][4]) / min(runs[lo][4])
   out["ratio_median"] = statistics.median(runs[hi][4]) / statistics.median(runs[lo][4])
@@ -187,9 +224,14 @@ def part_b(args) -> dict:
   y = jax.random.normal(jax.random.PRNGKey(2), (side, side), jnp.float32)
   matmul = jax.jit(jnp.dot)
   chunks = args.chunk_list or [losses.DEFAULT_CHUNK_SIZE]
-  steps = {c: jax.jit(jax.value_and_grad(
-      lambda q, v, c=c: jnp.mean(losses.full_softmax(q, v, ids, chunk_size=c)), (0, 1)))
-           for c in chunks}
+  steps = {
+      c: jax.jit(
+          jax.value_and_grad(
+              lambda q, v, c=c: jnp.mean(losses.full_softmax(q, v, ids, chunk_size=c)), (0, 1)
+          )
+      )
+      for c in chunks
+  }
 
   def timed(fn, *a):
     t0 = time.perf_counter()
@@ -205,14 +247,24 @@ def part_b(args) -> dict:
     for c in chunks:
       fs[c].append(timed(steps[c], query, items))
   mm_s = min(mm)
-  out = {"B": b, "N": n, "D": d, "flops_per_call": flops, "matmul_side": side,
-         "matmul_seconds": mm_s, "matmul_gflops": 2.0 * side**3 / mm_s / 1e9, "chunks": {}}
+  out = {
+      "B": b,
+      "N": n,
+      "D": d,
+      "flops_per_call": flops,
+      "matmul_side": side,
+      "matmul_seconds": mm_s,
+      "matmul_gflops": 2.0 * side**3 / mm_s / 1e9,
+      "chunks": {},
+  }
   for c in chunks:
     s = min(fs[c])
-    out["chunks"][str(c)] = {"seconds": s, "gflops": flops / s / 1e9,
-                             "fraction_of_matmul": (flops / s) / (2.0 * side**3 / mm_s)}
-  out["best_fraction_of_matmul"] = max(v["fraction_of_matmul"]
-                                       for v in out["chunks"].values())
+    out["chunks"][str(c)] = {
+        "seconds": s,
+        "gflops": flops / s / 1e9,
+        "fraction_of_matmul": (flops / s) / (2.0 * side**3 / mm_s),
+    }
+  out["best_fraction_of_matmul"] = max(v["fraction_of_matmul"] for v in out["chunks"].values())
   out["peak_rss_gb"] = _peak_rss_gb()
   return out
 
@@ -223,9 +275,15 @@ def part_b(args) -> dict:
 
 def part_c(args) -> dict:
   from benchmarks import eval_scaling
-  return eval_scaling.main([f"--num_items={args.eval_items}",
-                            f"--num_queries={args.eval_queries}", f"--k={args.eval_k}",
-                            f"--repeats={max(1, min(args.repeats, 2))}"])
+
+  return eval_scaling.main(
+      [
+          f"--num_items={args.eval_items}",
+          f"--num_queries={args.eval_queries}",
+          f"--k={args.eval_k}",
+          f"--repeats={max(1, min(args.repeats, 2))}",
+      ]
+  )
 
 
 # --------------------------------------------------------------------------------------
@@ -262,9 +320,10 @@ def part_d_child(args) -> dict:
 
   world = jaxrec_data.load_data(config().data, 0)
   tr = world[0]
-  for name, over in (("sampled_dnn", {}),
-                     ("full_mf_chunked", {"model.name": "mf", "loss.name": "full",
-                                          "loss.chunk_size": 2048})):
+  for name, over in (
+      ("sampled_dnn", {}),
+      ("full_mf_chunked", {"model.name": "mf", "loss.name": "full", "loss.chunk_size": 2048}),
+  ):
     c = config(**over)
     spec = config_lib.StepSpec.from_config(c)
     state = step_lib.init_state(spec, c, tr.num_users, tr.num_items, 0)
@@ -288,43 +347,55 @@ def part_d_child(args) -> dict:
         blocks.append((time.perf_counter() - t0) / args.dev_steps)
     table = state.tables["item"]
     table_rows = {state.tables["item"].shape[0], state.tables["query"].shape[0]}
-    out[name] = {"best_ms": 1e3 * min(blocks), "median_ms": 1e3 * statistics.median(blocks),
-                 "compile_s": compile_s, "first_loss": first_loss,
-                 "last_loss": float(metrics["loss"]),
-                 "largest_collective_elements": sharding.largest_collective(hlo),
-                 # operands of collectives with as many rows as a table: whole-table moves
-                 "table_row_collectives": sum(
-                     1 for _, shapes in sharding.collectives(hlo) for s in shapes
-                     if s and s[0] in table_rows),
-                 "item_table_elements": int(np.prod(table.shape)),
-                 "item_rows_per_device": sorted({int(s.data.shape[0])
-                                                 for s in table.addressable_shards})}
+    out[name] = {
+        "best_ms": 1e3 * min(blocks),
+        "median_ms": 1e3 * statistics.median(blocks),
+        "compile_s": compile_s,
+        "first_loss": first_loss,
+        "last_loss": float(metrics["loss"]),
+        "largest_collective_elements": sharding.largest_collective(hlo),
+        # operands of collectives with as many rows as a table: whole-table moves
+        "table_row_collectives": sum(
+            1 for _, shapes in sharding.collectives(hlo) for s in shapes if s and s[0] in table_rows
+        ),
+        "item_table_elements": int(np.prod(table.shape)),
+        "item_rows_per_device": sorted({int(s.data.shape[0]) for s in table.addressable_shards}),
+    }
   # Sharded top-100 over the trained item table for every user (excluding nothing).
-  query = step_lib.query_embeddings(config_lib.StepSpec.from_config(config(**{"model.name": "mf"})),
-                                 state, ddata)
+  query = step_lib.query_embeddings(
+      config_lib.StepSpec.from_config(config(**{"model.name": "mf"})), state, ddata
+  )
   with sharding.mesh_context(mesh):
     t0 = time.perf_counter()
     sharding.sharded_topk(query, state.tables["item"], 100, chunk_size=8192)
     warm = time.perf_counter() - t0
     t0 = time.perf_counter()
     _, ids = sharding.sharded_topk(query, state.tables["item"], 100, chunk_size=8192)
-    out["topk"] = {"seconds": time.perf_counter() - t0, "with_compile_s": warm,
-                   "queries": int(query.shape[0]), "checksum": int(np.asarray(ids)[:, 0].sum())}
+    out["topk"] = {
+        "seconds": time.perf_counter() - t0,
+        "with_compile_s": warm,
+        "queries": int(query.shape[0]),
+        "checksum": int(np.asarray(ids)[:, 0].sum()),
+    }
   return out
 
 
 def _run_child(part: str, args, env=None) -> dict:
   argv = [sys.executable, "-m", "benchmarks.scaling", f"--child={part}"] + [
-      a for a in args.argv if not a.startswith(("--child", "--json_out"))]
+      a for a in args.argv if not a.startswith(("--child", "--json_out"))
+  ]
   env = dict(os.environ if env is None else env)
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=args.timeout)
+  proc = subprocess.run(
+      argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=args.timeout
+  )
   lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
   if proc.returncode != 0 or not lines:
-    raise RuntimeError(f"part {part} failed (exit {proc.returncode}):\n"
-                       f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
-  return json.loads(lines[-1][len("RESULT "):])
+    raise RuntimeError(
+        f"part {part} failed (exit {proc.returncode}):\n"
+        f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    )
+  return json.loads(lines[-1][len("RESULT ") :])
 
 
 # --------------------------------------------------------------------------------------
@@ -334,33 +405,49 @@ def _run_child(part: str, args, env=None) -> dict:
 def _report_a(r):
   print(f"(a) sampled step, B={r['B']} K={r['K']} D={r['D']}, sparse row-wise Adagrad:")
   for n, v in r["per_n"].items():
-    print(f"    N={int(n):>11,}: best {v['best_ms']:8.2f} ms/step, median "
-          f"{v['median_ms']:8.2f}; [N,D] copies in the step: {v['table_copies_in_step']}")
+    print(
+        f"    N={int(n):>11,}: best {v['best_ms']:8.2f} ms/step, median "
+        f"{v['median_ms']:8.2f}; [N,D] copies in the step: {v['table_copies_in_step']}"
+    )
   sizes = [int(n) for n in r["per_n"]]
-  print(f"    time(N={max(sizes):,}) / time(N={min(sizes):,}) = {r['ratio_best']:.2f} (best), "
-        f"{r['ratio_median']:.2f} (median); target <= 1.3: "
-        f"{'OK' if r['ratio_best'] <= 1.3 else 'MISSED'}")
+  print(
+      f"    time(N={max(sizes):,}) / time(N={min(sizes):,}) = {r['ratio_best']:.2f} (best), "
+      f"{r['ratio_median']:.2f} (median); target <= 1.3: "
+      f"{'OK' if r['ratio_best'] <= 1.3 else 'MISSED'}"
+  )
 
 
 def _report_b(r):
-  print(f"(b) chunked full softmax value_and_grad, B={r['B']} N={r['N']:,} D={r['D']} "
-        f"({r['flops_per_call'] / 1e9:.1f} GFLOP per call); square matmul "
-        f"{r['matmul_side']}^3: {r['matmul_gflops']:.1f} GFLOP/s")
+  print(
+      f"(b) chunked full softmax value_and_grad, B={r['B']} N={r['N']:,} D={r['D']} "
+      f"({r['flops_per_call'] / 1e9:.1f} GFLOP per call); square matmul "
+      f"{r['matmul_side']}^3: {r['matmul_gflops']:.1f} GFLOP/s"
+  )
   for c, v in r["chunks"].items():
-    print(f"    chunk {int(c):>6}: {v['seconds']:.3f} s, {v['gflops']:.1f} GFLOP/s = "
-          f"{v['fraction_of_matmul']:.2f} x matmul")
-  print(f"    best fraction of matmul {r['best_fraction_of_matmul']:.2f}; target >= 0.40: "
-        f"{'OK' if r['best_fraction_of_matmul'] >= 0.40 else 'MISSED'}")
+    print(
+        f"    chunk {int(c):>6}: {v['seconds']:.3f} s, {v['gflops']:.1f} GFLOP/s = "
+        f"{v['fraction_of_matmul']:.2f} x matmul"
+    )
+  print(
+      f"    best fraction of matmul {r['best_fraction_of_matmul']:.2f}; target >= 0.40: "
+      f"{'OK' if r['best_fraction_of_matmul'] >= 0.40 else 'MISSED'}"
+  )
 
 
 def _report_c(r):
   frac = r.get("fraction_of_matmul")
-  print(f"(c) top-{r['k']} over N={r['num_items']:,} for Q={r['num_queries']:,}, "
-        f"D={r['dim']}: {r['topk_seconds']:.2f} s"
-        + (f", {frac:.2f} x the score matmul ({r.get('fraction_of_matmul_cpu', 0):.2f} by "
-           f"CPU time)" if frac else "")
-        + f"; peak RSS {r['peak_rss_gb']:.2f} GB (target < 2 GB: "
-        f"{'OK' if r['peak_rss_gb'] < 2 else 'MISSED'})")
+  print(
+      f"(c) top-{r['k']} over N={r['num_items']:,} for Q={r['num_queries']:,}, "
+      f"D={r['dim']}: {r['topk_seconds']:.2f} s"
+      + (
+          f", {frac:.2f} x the score matmul ({r.get('fraction_of_matmul_cpu', 0):.2f} by "
+          f"CPU time)"
+          if frac
+          else ""
+      )
+      + f"; peak RSS {r['peak_rss_gb']:.2f} GB (target < 2 GB: "
+      f"{'OK' if r['peak_rss_gb'] < 2 else 'MISSED'})"
+  )
 
 
 def _report_d(results):
@@ -370,14 +457,18 @@ def _report_d(results):
     for name in ("sampled_dnn", "full_mf_chunked"):
       v = r[name]
       ratio = f", {v['best_ms'] / base[name]['best_ms']:.2f} x 1 device" if base else ""
-      print(f"    {n} device(s) {name:>16}: {v['best_ms']:8.2f} ms/step{ratio}; first loss "
-            f"{v['first_loss']:.6f}; item rows/device {v['item_rows_per_device']}; "
-            f"largest collective {v['largest_collective_elements']:,} elements "
-            f"(item table {v['item_table_elements']:,}); collectives of table-row "
-            f"buffers: {v['table_row_collectives']}")
+      print(
+          f"    {n} device(s) {name:>16}: {v['best_ms']:8.2f} ms/step{ratio}; first loss "
+          f"{v['first_loss']:.6f}; item rows/device {v['item_rows_per_device']}; "
+          f"largest collective {v['largest_collective_elements']:,} elements "
+          f"(item table {v['item_table_elements']:,}); collectives of table-row "
+          f"buffers: {v['table_row_collectives']}"
+      )
     t = r["topk"]
-    print(f"    {n} device(s)     sharded top-100: {t['seconds']:.2f} s for "
-          f"{t['queries']:,} queries (checksum {t['checksum']})")
+    print(
+        f"    {n} device(s)     sharded top-100: {t['seconds']:.2f} s for "
+        f"{t['queries']:,} queries (checksum {t['checksum']})"
+    )
 
 
 def main(argv=None):
@@ -394,6 +485,7 @@ def main(argv=None):
     t0 = time.time()
     if part == "d":
       from jaxrec import sharding
+
       results["d"] = {}
       for n in args.device_list:
         env = sharding.cpu_devices_env(n)

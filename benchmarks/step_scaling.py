@@ -38,10 +38,12 @@ import optax
 
 from jaxrec import losses, models, tables
 
-_SIZES = flags.DEFINE_list("sizes", ["10000", "1000000", "10000000"],
-                           "Item catalogue sizes N for the sparse step.")
-_DENSE_SIZES = flags.DEFINE_list("dense_sizes", ["10000", "1000000"],
-                                 "Sizes N for the dense-update contrast (empty: skip).")
+_SIZES = flags.DEFINE_list(
+    "sizes", ["10000", "1000000", "10000000"], "Item catalogue sizes N for the sparse step."
+)
+_DENSE_SIZES = flags.DEFINE_list(
+    "dense_sizes", ["10000", "1000000"], "Sizes N for the dense-update contrast (empty: skip)."
+)
 _NUM_USERS = flags.DEFINE_integer("num_users", 10_000, "User table rows.")
 _BATCH = flags.DEFINE_integer("batch", 1024, "B: users (and positives) per step.")
 _NUM_NEG = flags.DEFINE_integer("num_neg", 1024, "K: shared uniform negatives per step.")
@@ -70,8 +72,11 @@ def _batch(key, num_users, num_items, batch, num_neg):
 
 def _loss(user_BxD, pos_BxD, neg_KxD, pos_ids, neg_ids, num_items):
   neg_log_q = jnp.full(neg_ids.shape, -math.log(num_items), jnp.float32)
-  return jnp.mean(losses.sampled_softmax(
-      user_BxD, pos_BxD, neg_KxD, pos_ids=pos_ids, neg_ids=neg_ids, neg_log_q=neg_log_q))
+  return jnp.mean(
+      losses.sampled_softmax(
+          user_BxD, pos_BxD, neg_KxD, pos_ids=pos_ids, neg_ids=neg_ids, neg_log_q=neg_log_q
+      )
+  )
 
 
 def make_sparse_step(num_users, num_items, batch, num_neg, row_opt):
@@ -83,13 +88,17 @@ def make_sparse_step(num_users, num_items, batch, num_neg, row_opt):
     pos_BxD = state.item_table[pos_ids]
     neg_KxD = state.item_table[neg_ids]
     loss, (g_user, g_pos, g_neg) = jax.value_and_grad(_loss, argnums=(0, 1, 2))(
-        user_BxD, pos_BxD, neg_KxD, pos_ids, neg_ids, num_items)
+        user_BxD, pos_BxD, neg_KxD, pos_ids, neg_ids, num_items
+    )
     user_opt, item_opt = state.opt_state
-    user_table, user_opt = row_opt.update(state.user_table, user_opt, user_ids, g_user,
-                                          state.step)
+    user_table, user_opt = row_opt.update(state.user_table, user_opt, user_ids, g_user, state.step)
     item_table, item_opt = row_opt.update(
-        state.item_table, item_opt, jnp.concatenate([pos_ids, neg_ids]),
-        jnp.concatenate([g_pos, g_neg]), state.step)
+        state.item_table,
+        item_opt,
+        jnp.concatenate([pos_ids, neg_ids]),
+        jnp.concatenate([g_pos, g_neg]),
+        state.step,
+    )
     return State(state.step + 1, user_table, item_table, (user_opt, item_opt)), loss
 
   return jax.jit(step_fn, donate_argnums=0)
@@ -103,8 +112,14 @@ def make_dense_step(num_users, num_items, batch, num_neg, opt):
 
     def loss_fn(tabs):
       user_table, item_table = tabs
-      return _loss(user_table[user_ids], item_table[pos_ids], item_table[neg_ids],
-                   pos_ids, neg_ids, num_items)
+      return _loss(
+          user_table[user_ids],
+          item_table[pos_ids],
+          item_table[neg_ids],
+          pos_ids,
+          neg_ids,
+          num_items,
+      )
 
     tabs = (state.user_table, state.item_table)
     loss, grads = jax.value_and_grad(loss_fn)(tabs)
@@ -163,9 +178,12 @@ def run(kind: str, sizes: list[int]) -> dict[int, list[float]]:
         raise FloatingPointError(f"non-finite loss {float(loss)} at N={n}")
       runs[n] = (step, state, key, copies)
   for n in sizes:
-    print(f"{kind:>6}  N={n:>10,}  best {1e3 * min(blocks[n]):8.2f} ms/step  median "
-          f"{1e3 * statistics.median(blocks[n]):8.2f} ms/step  copies of an [N,D] buffer "
-          f"in the compiled step: {runs[n][3]}", flush=True)
+    print(
+        f"{kind:>6}  N={n:>10,}  best {1e3 * min(blocks[n]):8.2f} ms/step  median "
+        f"{1e3 * statistics.median(blocks[n]):8.2f} ms/step  copies of an [N,D] buffer "
+        f"in the compiled step: {runs[n][3]}",
+        flush=True,
+    )
   del runs
   return blocks
 
@@ -177,16 +195,22 @@ def _report(kind, blocks):
   lo, hi = min(blocks), max(blocks)
   best = min(blocks[hi]) / min(blocks[lo])
   median = statistics.median(blocks[hi]) / statistics.median(blocks[lo])
-  print(f"{kind:>6}  time(N={hi:,}) / time(N={lo:,}) = {best:.2f} (best blocks), "
-        f"{median:.2f} (medians)", flush=True)
+  print(
+      f"{kind:>6}  time(N={hi:,}) / time(N={lo:,}) = {best:.2f} (best blocks), "
+      f"{median:.2f} (medians)",
+      flush=True,
+  )
 
 
 def main(argv):
   del argv
-  print(f"jax {jax.__version__} on {jax.devices()[0].platform} "
-        f"({jax.devices()[0].device_kind}); B={_BATCH.value} K={_NUM_NEG.value} "
-        f"D={_DIM.value} users={_NUM_USERS.value}; {_REPEATS.value} interleaved blocks "
-        f"of {_STEPS.value} steps per N", flush=True)
+  print(
+      f"jax {jax.__version__} on {jax.devices()[0].platform} "
+      f"({jax.devices()[0].device_kind}); B={_BATCH.value} K={_NUM_NEG.value} "
+      f"D={_DIM.value} users={_NUM_USERS.value}; {_REPEATS.value} interleaved blocks "
+      f"of {_STEPS.value} steps per N",
+      flush=True,
+  )
   sparse = run("sparse", [int(n) for n in _SIZES.value])
   _report("sparse", sparse)
   print("sparse target: ratio <= 1.3", flush=True)

@@ -37,7 +37,7 @@ import os
 import pathlib
 import sys
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # before numpy / scipy / implicit load
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy / scipy / implicit load
 
 import numpy as np  # noqa: E402
 
@@ -68,33 +68,53 @@ def parse_args(argv=None):
 
 def load(data_dir):
   from jaxrec import data
+
   path = pathlib.Path(data_dir)
   if not path.exists():
-    sys.exit(f"ml-latest-small not found at {path}: pass --data_dir=DIR (a folder holding "
-             "ratings.csv; see ../shared/data/README.md)")
+    sys.exit(
+        f"ml-latest-small not found at {path}: pass --data_dir=DIR (a folder holding "
+        "ratings.csv; see ../shared/data/README.md)"
+    )
   inter = data.load_movielens(path)
-  inter = data.Interactions(user_ids=inter.user_ids, item_ids=inter.item_ids,
-                            num_users=inter.num_users, num_items=inter.num_items)  # binary
+  inter = data.Interactions(
+      user_ids=inter.user_ids,
+      item_ids=inter.item_ids,
+      num_users=inter.num_users,
+      num_items=inter.num_items,
+  )  # binary
   return data.split(inter, kind="random", test_fraction=0.2, seed=0)
 
 
 def implicit_matrix(train, values):
   import scipy.sparse as sp
-  return sp.csr_matrix((values.astype(np.float32), (train.user_ids, train.item_ids)),
-                       shape=(train.num_users, train.num_items))
+
+  return sp.csr_matrix(
+      (values.astype(np.float32), (train.user_ids, train.item_ids)),
+      shape=(train.num_users, train.num_items),
+  )
 
 
 def fit_implicit(train, args, use_cg):
   from implicit.cpu.als import AlternatingLeastSquares
-  w = 1.0 + args.alpha                                   # binary: r = 1
+
+  w = 1.0 + args.alpha  # binary: r = 1
   m = AlternatingLeastSquares(
-      factors=args.dim, regularization=args.regularization / args.unobserved_weight,
-      alpha=1.0, iterations=args.iterations, use_cg=use_cg, num_threads=args.threads,
-      random_state=args.seed, calculate_training_loss=False)
+      factors=args.dim,
+      regularization=args.regularization / args.unobserved_weight,
+      alpha=1.0,
+      iterations=args.iterations,
+      use_cg=use_cg,
+      num_threads=args.threads,
+      random_state=args.seed,
+      calculate_training_loss=False,
+  )
   m.cg_steps = args.cg_steps
   seconds = []
-  m.fit(implicit_matrix(train, np.full(train.num_interactions, w / args.unobserved_weight)),
-        show_progress=False, callback=lambda it, elapsed, loss: seconds.append(elapsed))
+  m.fit(
+      implicit_matrix(train, np.full(train.num_interactions, w / args.unobserved_weight)),
+      show_progress=False,
+      callback=lambda it, elapsed, loss: seconds.append(elapsed),
+  )
   return m, seconds
 
 
@@ -104,20 +124,31 @@ def mapping_check(train, args):
   import jax.numpy as jnp
   from implicit.cpu.als import AlternatingLeastSquares
   from jaxrec import wals
+
   rng = np.random.default_rng(0)
   items = (0.1 * rng.standard_normal((train.num_items, args.dim))).astype(np.float32)
-  m = AlternatingLeastSquares(factors=args.dim, regularization=args.regularization
-                              / args.unobserved_weight, alpha=1.0, use_cg=False,
-                              num_threads=args.threads)
+  m = AlternatingLeastSquares(
+      factors=args.dim,
+      regularization=args.regularization / args.unobserved_weight,
+      alpha=1.0,
+      use_cg=False,
+      num_threads=args.threads,
+  )
   m.item_factors = items
   w = 1.0 + args.alpha
   mat = implicit_matrix(train, np.full(train.num_interactions, w / args.unobserved_weight))
   ref = m.recalculate_user(np.arange(train.num_users), mat)
-  offsets, cols, vals = wals.csr_from_pairs(train.user_ids, train.item_ids, None,
-                                            train.num_users, train.num_items)
-  ours = wals.solve_rows(jnp.asarray(items), wals.make_row_blocks(offsets, cols, vals),
-                         jnp.zeros((train.num_users, args.dim)), w0=args.unobserved_weight,
-                         reg=args.regularization, alpha=args.alpha)
+  offsets, cols, vals = wals.csr_from_pairs(
+      train.user_ids, train.item_ids, None, train.num_users, train.num_items
+  )
+  ours = wals.solve_rows(
+      jnp.asarray(items),
+      wals.make_row_blocks(offsets, cols, vals),
+      jnp.zeros((train.num_users, args.dim)),
+      w0=args.unobserved_weight,
+      reg=args.regularization,
+      alpha=args.alpha,
+  )
   ours = np.asarray(jax.device_get(ours))
   return float(np.abs(ours - ref).max()), float(np.abs(ref).max())
 
@@ -129,74 +160,125 @@ def main(argv=None):
   from jaxrec import metrics, wals
 
   train, test = load(args.data_dir)
-  print(f"ml-latest-small: {train.num_users} users, {train.num_items} items, "
-        f"{train.num_interactions} train / {test.num_interactions} test pairs (binary)")
-  blas = [f"{d['internal_api']}:{d['num_threads']}" for d in threadpoolctl.threadpool_info()
-          if d["user_api"] == "blas"]
-  print(f"threads: implicit num_threads={args.threads} (BLAS pools {blas}); jax "
-        f"{jax.__version__} on {jax.devices()[0].platform}, XLA CPU pool = "
-        f"{os.cpu_count()} cores")
-  print(f"settings: dim={args.dim} iterations={args.iterations} lambda={args.regularization} "
-        f"alpha={args.alpha} w0={args.unobserved_weight} cg_steps={args.cg_steps}")
-  print(f"mapping: implicit values = (1 + alpha r) / w0 = "
-        f"{(1 + args.alpha) / args.unobserved_weight:g}, implicit alpha = 1, implicit "
-        f"regularization = lambda / w0 = {args.regularization / args.unobserved_weight:g}")
+  print(
+      f"ml-latest-small: {train.num_users} users, {train.num_items} items, "
+      f"{train.num_interactions} train / {test.num_interactions} test pairs (binary)"
+  )
+  blas = [
+      f"{d['internal_api']}:{d['num_threads']}"
+      for d in threadpoolctl.threadpool_info()
+      if d["user_api"] == "blas"
+  ]
+  print(
+      f"threads: implicit num_threads={args.threads} (BLAS pools {blas}); jax "
+      f"{jax.__version__} on {jax.devices()[0].platform}, XLA CPU pool = "
+      f"{os.cpu_count()} cores"
+  )
+  print(
+      f"settings: dim={args.dim} iterations={args.iterations} lambda={args.regularization} "
+      f"alpha={args.alpha} w0={args.unobserved_weight} cg_steps={args.cg_steps}"
+  )
+  print(
+      f"mapping: implicit values = (1 + alpha r) / w0 = "
+      f"{(1 + args.alpha) / args.unobserved_weight:g}, implicit alpha = 1, implicit "
+      f"regularization = lambda / w0 = {args.regularization / args.unobserved_weight:g}"
+  )
   diff, scale = mapping_check(train, args)
-  print(f"mapping check: one user half-step, max |jaxrec - implicit| = {diff:.2e} "
-        f"(max |factor| {scale:.2e})")
+  print(
+      f"mapping check: one user half-step, max |jaxrec - implicit| = {diff:.2e} "
+      f"(max |factor| {scale:.2e})"
+  )
 
-  hp = dict(unobserved_weight=args.unobserved_weight, regularization=args.regularization,
-            alpha=args.alpha)
+  hp = dict(
+      unobserved_weight=args.unobserved_weight, regularization=args.regularization, alpha=args.alpha
+  )
   rows = []
   for solver, use_cg in (("cholesky", False), ("cg", True)):
-    state, hist = wals.wals_fit(train, dim=args.dim, iterations=args.iterations,
-                                seed=args.seed, solver=solver, cg_steps=args.cg_steps, **hp)
+    state, hist = wals.wals_fit(
+        train,
+        dim=args.dim,
+        iterations=args.iterations,
+        seed=args.seed,
+        solver=solver,
+        cg_steps=args.cg_steps,
+        **hp,
+    )
     j_sec = [h["seconds"] for h in hist]
     j_rec = metrics.evaluate(state.users_UxD, state.items_NxD, train, test, ks=(20,))
     model, i_sec = fit_implicit(train, args, use_cg)
     i_rec = metrics.evaluate(model.user_factors, model.item_factors, train, test, ks=(20,))
-    i_obj = wals.wals_objective(wals.WALSState(model.user_factors, model.item_factors),
-                                train, **hp)
+    i_obj = wals.wals_objective(wals.WALSState(model.user_factors, model.item_factors), train, **hp)
     j_med, i_med = float(np.median(j_sec[1:])), float(np.median(i_sec[1:]))
-    row = dict(solver=solver, jaxrec_s_per_iter=j_med, implicit_s_per_iter=i_med,
-               ratio=j_med / i_med, jaxrec_compile_s=j_sec[0] - j_med,
-               jaxrec_recall20=j_rec["recall@20"], implicit_recall20=i_rec["recall@20"],
-               jaxrec_objective=hist[-1]["objective"], implicit_objective=i_obj)
+    row = dict(
+        solver=solver,
+        jaxrec_s_per_iter=j_med,
+        implicit_s_per_iter=i_med,
+        ratio=j_med / i_med,
+        jaxrec_compile_s=j_sec[0] - j_med,
+        jaxrec_recall20=j_rec["recall@20"],
+        implicit_recall20=i_rec["recall@20"],
+        jaxrec_objective=hist[-1]["objective"],
+        implicit_objective=i_obj,
+    )
     rows.append(row)
-    print(f"[{solver:8s} vs implicit use_cg={use_cg!s:5s}] s/iter jaxrec {j_med * 1e3:7.1f} ms"
-          f"  implicit {i_med * 1e3:7.1f} ms  ratio {row['ratio']:.2f}  (jaxrec compile "
-          f"{row['jaxrec_compile_s']:.1f} s) | recall@20 jaxrec {row['jaxrec_recall20']:.4f}"
-          f"  implicit {row['implicit_recall20']:.4f} | final objective jaxrec "
-          f"{row['jaxrec_objective']:.1f}  implicit {i_obj:.1f}")
+    print(
+        f"[{solver:8s} vs implicit use_cg={use_cg!s:5s}] s/iter jaxrec {j_med * 1e3:7.1f} ms"
+        f"  implicit {i_med * 1e3:7.1f} ms  ratio {row['ratio']:.2f}  (jaxrec compile "
+        f"{row['jaxrec_compile_s']:.1f} s) | recall@20 jaxrec {row['jaxrec_recall20']:.4f}"
+        f"  implicit {row['implicit_recall20']:.4f} | final objective jaxrec "
+        f"{row['jaxrec_objective']:.1f}  implicit {i_obj:.1f}"
+    )
 
   best = best_plain = None
   if not args.no_tune:
-    print("tuning jaxrec (cholesky) on this split -- selected on the test pairs, so the "
-          "best value is optimistic:")
-    grid = [dict(regularization=lam, alpha=alpha, unobserved_weight=1.0, reg_scaling="none")
-            for alpha in (1.0, 3.0, 10.0) for lam in (3.0, 10.0, 30.0, 50.0)]
-    grid += [dict(regularization=lam, alpha=3.0, unobserved_weight=1.0,
-                  reg_scaling="frequency") for lam in (0.005, 0.01, 0.02)]
+    print(
+        "tuning jaxrec (cholesky) on this split -- selected on the test pairs, so the "
+        "best value is optimistic:"
+    )
+    grid = [
+        dict(regularization=lam, alpha=alpha, unobserved_weight=1.0, reg_scaling="none")
+        for alpha in (1.0, 3.0, 10.0)
+        for lam in (3.0, 10.0, 30.0, 50.0)
+    ]
+    grid += [
+        dict(regularization=lam, alpha=3.0, unobserved_weight=1.0, reg_scaling="frequency")
+        for lam in (0.005, 0.01, 0.02)
+    ]
     for hp_t in grid:
-      state, _ = wals.wals_fit(train, dim=args.dim, iterations=args.iterations,
-                               seed=args.seed, **hp_t)
+      state, _ = wals.wals_fit(
+          train, dim=args.dim, iterations=args.iterations, seed=args.seed, **hp_t
+      )
       r = metrics.evaluate(state.users_UxD, state.items_NxD, train, test, ks=(20,))
       print(f"  {hp_t}  recall@20 {r['recall@20']:.4f}")
       if best is None or r["recall@20"] > best["jaxrec_recall20"]:
         best = dict(hp_t, jaxrec_recall20=r["recall@20"])
-      if hp_t["reg_scaling"] == "none" and (     # a setting implicit can express
-          best_plain is None or r["recall@20"] > best_plain["jaxrec_recall20"]):
+      if hp_t["reg_scaling"] == "none" and (  # a setting implicit can express
+          best_plain is None or r["recall@20"] > best_plain["jaxrec_recall20"]
+      ):
         best_plain = dict(hp_t, jaxrec_recall20=r["recall@20"])
-    tuned = argparse.Namespace(**{**vars(args), **{k: best_plain[k] for k in (
-        "regularization", "alpha", "unobserved_weight")}})
+    tuned = argparse.Namespace(
+        **{
+            **vars(args),
+            **{k: best_plain[k] for k in ("regularization", "alpha", "unobserved_weight")},
+        }
+    )
     model, _ = fit_implicit(train, tuned, use_cg=False)
     best_plain["implicit_recall20"] = metrics.evaluate(
-        model.user_factors, model.item_factors, train, test, ks=(20,))["recall@20"]
+        model.user_factors, model.item_factors, train, test, ks=(20,)
+    )["recall@20"]
     print(f"best without reg scaling, implicit (Cholesky) at the same setting: {best_plain}")
     print(f"best: {best}")
-  print("RESULT " + json.dumps({"comparison": rows, "best_tuned": best,
-                                "best_tuned_no_scaling": best_plain,
-                                "implicit_threads": args.threads}))
+  print(
+      "RESULT "
+      + json.dumps(
+          {
+              "comparison": rows,
+              "best_tuned": best,
+              "best_tuned_no_scaling": best_plain,
+              "implicit_threads": args.threads,
+          }
+      )
+  )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,12 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
   notes = checks(sw.summary, num_groups(sw.config), sw.spec.predictions)
   report_lib.plots(sw.workdir, sw.summary)
   report_lib.plot_embeddings(
-      sw.workdir, [(t, os.path.relpath(sw.run_dir(t, sw.seeds[0]), sw.workdir))
-                   for t in ("positive_only", "uniform", "full_softmax")])
+      sw.workdir,
+      [
+          (t, os.path.relpath(sw.run_dir(t, sw.seeds[0]), sw.workdir))
+          for t in ("positive_only", "uniform", "full_softmax")
+      ],
+  )
   return notes, []
 
 
@@ -65,11 +69,14 @@ def checks(summary: dict, groups: int, predictions=None) -> list[str]:
   chance = (groups - 1) / groups
   po = m("positive_only", cg)
   if can_check("positive-only folds", {"positive_only"}):
-    out.append(f"{'PASS' if po >= p.folds * chance else 'FAIL'}: positive-only folds: "
-               f"{cg} = {po:.3f} (>= {p.folds:g} x (G-1)/G = {p.folds * chance:.3f})")
+    out.append(
+        f"{'PASS' if po >= p.folds * chance else 'FAIL'}: positive-only folds: "
+        f"{cg} = {po:.3f} (>= {p.folds:g} x (G-1)/G = {p.folds * chance:.3f})"
+    )
   full_r = m("full_softmax", rc)
-  has_full = can_check(f"the recall bound (>= {p.recall_vs_full:g} x full softmax)",
-                       {"full_softmax"})
+  has_full = can_check(
+      f"the recall bound (>= {p.recall_vs_full:g} x full softmax)", {"full_softmax"}
+  )
   top = p.max_cross_group
   for s in p.judged:
     if s not in ran:
@@ -82,32 +89,39 @@ def checks(summary: dict, groups: int, predictions=None) -> list[str]:
       bound, ok = f" (>= {p.recall_vs_full:g} x full = {least:.3f})", c <= top and r >= least
     else:
       bound, ok = " (recall bound not checked: no full_softmax run)", c <= top
-    out.append(f"{'PASS' if ok else 'FAIL'}: {s}: {cg} = {c:.3f} (<= {top:g}), {rc} = {r:.3f}"
-               + bound)
+    out.append(
+        f"{'PASS' if ok else 'FAIL'}: {s}: {cg} = {c:.3f} (<= {top:g}), {rc} = {r:.3f}" + bound
+    )
   if can_check("gravity halves folding", {"positive_only", "positive_only+gravity"}):
     pg = m("positive_only+gravity", cg)
-    out.append(f"{'PASS' if pg <= p.gravity * po else 'FAIL'}: gravity halves folding: {cg} "
-               f"{po:.3f} -> {pg:.3f} (<= {p.gravity * po:.3f})")
+    out.append(
+        f"{'PASS' if pg <= p.gravity * po else 'FAIL'}: gravity halves folding: {cg} "
+        f"{po:.3f} -> {pg:.3f} (<= {p.gravity * po:.3f})"
+    )
   if unchecked:
     out.append(f"NOT CHECKED (their strategies were not run): {'; '.join(unchecked)}")
   uc, ur = m("unigram0.75", cg), m("unigram0.75", rc)
   if uc <= top and ur < p.recall_vs_full * full_r:
-    out.append("NOTE: unigram0.75 keeps the groups apart but misses the recall bound. On "
-               "language-split ml-latest-small this was traced to the popularity proposal: "
-               "with few draws its expected gradient pushes rarely seen items down less than "
-               "the full softmax would (count-1 items at 0.56x, items seen >= 20 times at "
-               "1.47x, K = 64), so they crowd the top-20; more negatives "
-               "(--config.sampler.num_negatives) close the gap. `python -m "
-               "experiments.sweep --config=experiments/configs/popularity_tail.py` measures "
-               "it.")
+    out.append(
+        "NOTE: unigram0.75 keeps the groups apart but misses the recall bound. On "
+        "language-split ml-latest-small this was traced to the popularity proposal: "
+        "with few draws its expected gradient pushes rarely seen items down less than "
+        "the full softmax would (count-1 items at 0.56x, items seen >= 20 times at "
+        "1.47x, K = 64), so they crowd the top-20; more negatives "
+        "(--config.sampler.num_negatives) close the gap. `python -m "
+        "experiments.sweep --config=experiments/configs/popularity_tail.py` measures "
+        "it."
+    )
   full_c = m("full_softmax", cg)
   if full_c > top:
-    out.append(f"NOTE: the full softmax itself mixes the groups ({cg} = "
-               f"{full_c:.3f}, {rc} = {full_r:.3f}): the model is undertrained "
-               "for this data, so the checks above say little about the losses. Train longer "
-               "or with a faster optimizer (--config.train.steps, --config.train.optimizer); "
-               "for the language-split MovieLens use "
-               "--config=experiments/configs/folding.py:movielens.")
+    out.append(
+        f"NOTE: the full softmax itself mixes the groups ({cg} = "
+        f"{full_c:.3f}, {rc} = {full_r:.3f}): the model is undertrained "
+        "for this data, so the checks above say little about the losses. Train longer "
+        "or with a faster optimizer (--config.train.steps, --config.train.optimizer); "
+        "for the language-split MovieLens use "
+        "--config=experiments/configs/folding.py:movielens."
+    )
   return out
 
 

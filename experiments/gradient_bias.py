@@ -37,10 +37,20 @@ from jaxrec import diagnostics, losses, samplers
 
 DATASETS = ("synthetic", "movielens")
 SAMPLERS = diagnostics.nested_names()  # the registered samplers it can measure
-CSV_FIELDS = ("dataset", "sampler", "K", "logq", "one_minus_cos", "rel_norm_err", "variance",
-              "num_negatives", "noise", "raw_rel_norm_err", "raw_one_minus_cos")
+CSV_FIELDS = (
+    "dataset",
+    "sampler",
+    "K",
+    "logq",
+    "one_minus_cos",
+    "rel_norm_err",
+    "variance",
+    "num_negatives",
+    "noise",
+    "raw_rel_norm_err",
+    "raw_one_minus_cos",
+)
 _MASKED = 1e30  # neg_log_q of a masked-out (beyond-K) slot: its logit becomes ~ -1e30
-
 
 
 # --------------------------------------------------------------------------------------
@@ -58,9 +68,17 @@ def _gather_scores(query_BxD, items_NxD, ids, inv_t):
   return jnp.einsum("bd,bsd->bs", query_BxD, items_NxD[ids]) * inv_t
 
 
-def nested_fidelity(key, query_BxD, items_NxD, pos_ids_B, nested: diagnostics.NestedSampler,
-                    ks: Sequence[int], *, num_draws: int, temperature: float = 1.0
-                    ) -> dict[str, np.ndarray]:
+def nested_fidelity(
+    key,
+    query_BxD,
+    items_NxD,
+    pos_ids_B,
+    nested: diagnostics.NestedSampler,
+    ks: Sequence[int],
+    *,
+    num_draws: int,
+    temperature: float = 1.0,
+) -> dict[str, np.ndarray]:
   """Bias and variance of the sampled-softmax gradient for every K in `ks`, logQ on and off.
 
   Draw r uses fold_in(key, r) (as `diagnostics.gradient_fidelity`). Returns arrays [2*len(ks)]
@@ -73,23 +91,45 @@ def nested_fidelity(key, query_BxD, items_NxD, pos_ids_B, nested: diagnostics.Ne
   ks_C = jnp.asarray(np.repeat(ks, 2), jnp.float32)
   logq_C = jnp.asarray(np.tile([True, False], len(ks)))
   support_N = jnp.asarray(nested.support_N)
-  out = _run(key, jnp.asarray(query_BxD, jnp.float32), jnp.asarray(items_NxD, jnp.float32),
-             jnp.asarray(pos_ids_B, jnp.int32), ks_C, logq_C, support_N, draw=nested.draw,
-             corrections=nested.corrections, num_draws=num_draws,
-             temperature=float(temperature))
+  out = _run(
+      key,
+      jnp.asarray(query_BxD, jnp.float32),
+      jnp.asarray(items_NxD, jnp.float32),
+      jnp.asarray(pos_ids_B, jnp.int32),
+      ks_C,
+      logq_C,
+      support_N,
+      draw=nested.draw,
+      corrections=nested.corrections,
+      num_draws=num_draws,
+      temperature=float(temperature),
+  )
   out = {k: np.asarray(v, np.float64) for k, v in out.items()}
   out["K"] = np.repeat(ks, 2)
   out["logq"] = np.tile([True, False], len(ks))
   return out
 
 
-def _run_impl(key, query_BxD, items_NxD, pos_ids_B, ks_C, logq_C, support_N, *, draw,
-              corrections, num_draws, temperature):
+def _run_impl(
+    key,
+    query_BxD,
+    items_NxD,
+    pos_ids_B,
+    ks_C,
+    logq_C,
+    support_N,
+    *,
+    draw,
+    corrections,
+    num_draws,
+    temperature,
+):
   inv_t = 1.0 / temperature
   batch = query_BxD.shape[0]
   rows_B = jnp.arange(batch)
-  g_star = _flat(diagnostics.exact_gradient(query_BxD, items_NxD, pos_ids_B,
-                                            temperature=temperature))
+  g_star = _flat(
+      diagnostics.exact_gradient(query_BxD, items_NxD, pos_ids_B, temperature=temperature)
+  )
   norm2 = jnp.sum(jnp.square(g_star))
 
   # The exact softmax (constants of every surrogate below).
@@ -119,16 +159,22 @@ def _run_impl(key, query_BxD, items_NxD, pos_ids_B, ks_C, logq_C, support_N, *, 
 
     def one_setting(k, logq):
       active, c_loss, c_true = corrections(ids, log_q, k)
-      neg_log_q = jnp.where(active, jnp.where(logq, c_loss, 0.0) - math.log(num_slots),
-                            _MASKED)
+      neg_log_q = jnp.where(active, jnp.where(logq, c_loss, 0.0) - math.log(num_slots), _MASKED)
 
       def sampled(q, v):
-        return jnp.mean(losses.sampled_softmax(
-            q, v[pos_ids_B], v[ids], pos_ids=pos_ids_B, neg_ids=ids, neg_log_q=neg_log_q,
-            temperature=temperature))
+        return jnp.mean(
+            losses.sampled_softmax(
+                q,
+                v[pos_ids_B],
+                v[ids],
+                pos_ids=pos_ids_B,
+                neg_ids=ids,
+                neg_log_q=neg_log_q,
+                temperature=temperature,
+            )
+        )
 
-      w_BxS = jnp.where(active & ~hit_BxS,
-                        jnp.exp(scores_BxS - log_z_B[:, None] - c_true), 0.0)
+      w_BxS = jnp.where(active & ~hit_BxS, jnp.exp(scores_BxS - log_z_B[:, None] - c_true), 0.0)
 
       def importance(q, v):
         s = _gather_scores(q, v, ids, inv_t)
@@ -156,7 +202,8 @@ def _run_impl(key, query_BxD, items_NxD, pos_ids_B, ks_C, logq_C, support_N, *, 
   zeros_CxP = jnp.zeros((num_settings, g_star.shape[0]), jnp.float32)
   zeros_C = jnp.zeros((num_settings,), jnp.float32)
   (mean_g, mean_d, m2_g, m2_d, c_gd), _ = jax.lax.scan(
-      body, (zeros_CxP, zeros_CxP, zeros_C, zeros_C, zeros_C), jnp.arange(num_draws))
+      body, (zeros_CxP, zeros_CxP, zeros_C, zeros_C, zeros_C), jnp.arange(num_draws)
+  )
 
   # Control variate: b(beta) = mean(g - beta g_IS) + beta E[g_IS] - g*
   #                           = (1 - beta) (mean g - g*) + beta (mean d + E[g_IS] - g*)
@@ -165,8 +212,9 @@ def _run_impl(key, query_BxD, items_NxD, pos_ids_B, ks_C, logq_C, support_N, *, 
   # effect); everything is written in g and d so nothing cancels when g ~ g_IS.
   m2_i = jnp.maximum(m2_g - 2 * c_gd + m2_d, 1e-30)  # tr Var(g_IS) * R
   beta_C = jnp.clip((m2_g - c_gd) / m2_i, 0.0, 1.0)
-  m2_e = jnp.maximum((1 - beta_C) ** 2 * m2_g + 2 * beta_C * (1 - beta_C) * c_gd
-                     + beta_C ** 2 * m2_d, 0.0)
+  m2_e = jnp.maximum(
+      (1 - beta_C) ** 2 * m2_g + 2 * beta_C * (1 - beta_C) * c_gd + beta_C**2 * m2_d, 0.0
+  )
   norm = jnp.sqrt(norm2)
 
   def one_minus_cos(g_CxP):  # = ||u - u*||^2 / 2 for unit vectors: no cancellation near 0
@@ -199,20 +247,35 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
   if len(sw.seeds) != 1:
     raise sweep.ConfigError(f"sweep.seeds={tuple(sw.seeds)}: the measurement takes one seed")
   try:
-    rows = run(sw.workdir, datasets=tuple(p.datasets), data_path=p.data_path, ks=tuple(p.ks),
-               sampler_names=tuple(p.samplers), draws=p.draws, train_steps=p.train_steps,
-               batch_size=p.batch_size, pool_size=p.pool_size, unigram_alpha=p.unigram_alpha,
-               seed=sw.seeds[0], log=sw.log)
+    rows = run(
+        sw.workdir,
+        datasets=tuple(p.datasets),
+        data_path=p.data_path,
+        ks=tuple(p.ks),
+        sampler_names=tuple(p.samplers),
+        draws=p.draws,
+        train_steps=p.train_steps,
+        batch_size=p.batch_size,
+        pool_size=p.pool_size,
+        unigram_alpha=p.unigram_alpha,
+        seed=sw.seeds[0],
+        log=sw.log,
+    )
   except ValueError as err:
     raise sweep.ConfigError(str(err)) from None
   if not rows:
     raise sweep.ConfigError("no dataset was measured (see the messages above)")
   sw.extras["rows"] = rows
-  for line in ("", markdown_table(rows), "\nrel_norm_err = ||E g - g*|| / ||g*|| (* : below "
-               "2x Monte-Carlo noise, an upper bound)\n", pivot_table(rows),
-               f"\nR = {p.draws} draws, B = {p.batch_size}; wrote "
-               f"{os.path.join(sw.workdir, 'gradient_bias.csv')} and gradient_bias.png "
-               f"({time.time() - t0:.1f}s)"):
+  for line in (
+      "",
+      markdown_table(rows),
+      "\nrel_norm_err = ||E g - g*|| / ||g*|| (* : below "
+      "2x Monte-Carlo noise, an upper bound)\n",
+      pivot_table(rows),
+      f"\nR = {p.draws} draws, B = {p.batch_size}; wrote "
+      f"{os.path.join(sw.workdir, 'gradient_bias.csv')} and gradient_bias.png "
+      f"({time.time() - t0:.1f}s)",
+  ):
     sw.log(line)
   return [], []
 
@@ -247,14 +310,17 @@ def _fmt(x: float) -> str:
 
 
 def markdown_table(rows: Sequence[dict]) -> str:
-  head = ("| dataset | sampler | K | logQ | negatives | 1 - cos | rel. norm err | noise "
-          "| variance | raw rel. err |")
+  head = (
+      "| dataset | sampler | K | logQ | negatives | 1 - cos | rel. norm err | noise "
+      "| variance | raw rel. err |"
+  )
   lines = [head, "|" + "---|" * 10]
   for r in rows:
     lines.append(
         f"| {r['dataset']} | {r['sampler']} | {r['K']} | {'on' if r['logq'] else 'off'} "
         f"| {r['num_negatives']} | {_fmt(r['one_minus_cos'])} | {_fmt(r['rel_norm_err'])} "
-        f"| {_fmt(r['noise'])} | {_fmt(r['variance'])} | {_fmt(r['raw_rel_norm_err'])} |")
+        f"| {_fmt(r['noise'])} | {_fmt(r['variance'])} | {_fmt(r['raw_rel_norm_err'])} |"
+    )
   return "\n".join(lines)
 
 
@@ -262,16 +328,22 @@ def pivot_table(rows: Sequence[dict]) -> str:
   """rel_norm_err with one row per (dataset, sampler, logQ) and one column per K; a value
   marked * is below 2x its Monte-Carlo noise (an upper bound, not a measurement)."""
   ks = sorted({r["K"] for r in rows})
-  lines = ["| dataset | sampler | logQ | " + " | ".join(f"K={k}" for k in ks) + " |",
-           "|" + "---|" * (3 + len(ks))]
+  lines = [
+      "| dataset | sampler | logQ | " + " | ".join(f"K={k}" for k in ks) + " |",
+      "|" + "---|" * (3 + len(ks)),
+  ]
   cells: dict = {}
   for r in rows:
     mark = "" if r["rel_norm_err"] > 2 * r["noise"] else "*"
     cells.setdefault((r["dataset"], r["sampler"], r["logq"]), {})[r["K"]] = (
-        _fmt(r["rel_norm_err"]) + mark)
+        _fmt(r["rel_norm_err"]) + mark
+    )
   for (dataset, sampler, logq), by_k in cells.items():
-    lines.append(f"| {dataset} | {sampler} | {'on' if logq else 'off'} | "
-                 + " | ".join(by_k.get(k, "-") for k in ks) + " |")
+    lines.append(
+        f"| {dataset} | {sampler} | {'on' if logq else 'off'} | "
+        + " | ".join(by_k.get(k, "-") for k in ks)
+        + " |"
+    )
   return "\n".join(lines)
 
 
@@ -285,9 +357,15 @@ def write_csv(path: str, rows: Sequence[dict]) -> None:
   os.replace(tmp, path)
 
 
-_COLORS = {"uniform": "tab:blue", "unigram": "tab:orange", "log_uniform": "tab:brown",
-           "in_batch": "tab:green", "mixed": "tab:purple", "hard_exact": "tab:red",
-           "hard_pool": "tab:pink"}
+_COLORS = {
+    "uniform": "tab:blue",
+    "unigram": "tab:orange",
+    "log_uniform": "tab:brown",
+    "in_batch": "tab:green",
+    "mixed": "tab:purple",
+    "hard_exact": "tab:red",
+    "hard_pool": "tab:pink",
+}
 
 
 def plot(path: str, rows: Sequence[dict], datasets: Sequence[str]) -> None:
@@ -299,18 +377,29 @@ def plot(path: str, rows: Sequence[dict], datasets: Sequence[str]) -> None:
   for ax, dataset in zip(axes[0], datasets):
     for sampler in dict.fromkeys(r["sampler"] for r in rows if r["dataset"] == dataset):
       for logq, style in ((True, "-"), (False, "--")):
-        rs = sorted((r for r in rows if r["dataset"] == dataset and r["sampler"] == sampler
-                     and r["logq"] == logq), key=lambda r: r["K"])
+        rs = sorted(
+            (
+                r
+                for r in rows
+                if r["dataset"] == dataset and r["sampler"] == sampler and r["logq"] == logq
+            ),
+            key=lambda r: r["K"],
+        )
         if not rs:
           continue
         ks = [r["K"] for r in rs]
         ys = [max(r["rel_norm_err"], 1e-6) for r in rs]
         color = _COLORS.get(sampler, "k")
-        ax.plot(ks, ys, style, color=color,
-                label=f"{sampler} {'logQ' if logq else 'no logQ'}")
+        ax.plot(ks, ys, style, color=color, label=f"{sampler} {'logQ' if logq else 'no logQ'}")
         resolved = [r["rel_norm_err"] > 2 * r["noise"] for r in rs]
-        ax.scatter(ks, ys, color=[color if ok else "white" for ok in resolved],
-                   edgecolors=color, s=18, zorder=3)
+        ax.scatter(
+            ks,
+            ys,
+            color=[color if ok else "white" for ok in resolved],
+            edgecolors=color,
+            s=18,
+            zorder=3,
+        )
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("K (negatives; in_batch/mixed: batch size)")
@@ -321,15 +410,29 @@ def plot(path: str, rows: Sequence[dict], datasets: Sequence[str]) -> None:
   report_lib.save_figure(fig, os.path.dirname(path), os.path.basename(path))
 
 
-def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
-        data_path: str | None = None,
-        ks: Sequence[int] = (1, 4, 16, 64, 256, 1024),
-        sampler_names: Sequence[str] = ("uniform", "unigram", "in_batch", "mixed",
-                                        "hard_exact", "hard_pool"),
-        draws: int = 64, train_steps: int = 1000, batch_size: int = 64,
-        pool_size: int = 256, unigram_alpha: float = 0.75, seed: int = 0,
-        overrides: Sequence[tuple[str, Any]] = (), log: Callable[[str], None] = print
-        ) -> list[dict]:
+def run(
+    workdir: str,
+    *,
+    datasets: Sequence[str] = DATASETS,
+    data_path: str | None = None,
+    ks: Sequence[int] = (1, 4, 16, 64, 256, 1024),
+    sampler_names: Sequence[str] = (
+        "uniform",
+        "unigram",
+        "in_batch",
+        "mixed",
+        "hard_exact",
+        "hard_pool",
+    ),
+    draws: int = 64,
+    train_steps: int = 1000,
+    batch_size: int = 64,
+    pool_size: int = 256,
+    unigram_alpha: float = 0.75,
+    seed: int = 0,
+    overrides: Sequence[tuple[str, Any]] = (),
+    log: Callable[[str], None] = print,
+) -> list[dict]:
   """Trains one model per dataset and measures every sampler x K x logQ; writes
   gradient_bias.csv and gradient_bias.png into `workdir`; returns the rows.
 
@@ -354,8 +457,8 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
       continue
     t0 = time.time()
     config = sweep.apply_overrides(
-        base_config(dataset, data_path=data_path, train_steps=train_steps, seed=seed),
-        overrides)
+        base_config(dataset, data_path=data_path, train_steps=train_steps, seed=seed), overrides
+    )
     data = sweep.load_data(config.data, seed)
     wd = os.path.join(workdir, f"model_{dataset}")
     res = sweep.train_and_evaluate(config, wd, data=data, overwrite=True, verbose=False)
@@ -363,15 +466,17 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
     query_UxD, items_NxD = jnp.asarray(emb["query"]), jnp.asarray(emb["items"])
     train_set = data[0]
     num_items = train_set.num_items
-    recall = sorted((int(k.split("@")[1]), k) for k in res["metrics"]
-                    if k.startswith("recall@"))
+    recall = sorted((int(k.split("@")[1]), k) for k in res["metrics"] if k.startswith("recall@"))
     shown = f"{recall[-1][1]} {res['metrics'][recall[-1][1]]:.3f}" if recall else "done"
-    log(f"{dataset}: {train_set.num_users} users, {num_items} items; full softmax "
-        f"{train_steps} steps -> {shown} ({time.time() - t0:.1f}s)")
+    log(
+        f"{dataset}: {train_set.num_users} users, {num_items} items; full softmax "
+        f"{train_steps} steps -> {shown} ({time.time() - t0:.1f}s)"
+    )
 
     rng = np.random.default_rng(seed)
-    e = rng.choice(len(train_set.item_ids), size=min(batch_size, len(train_set.item_ids)),
-                   replace=False)
+    e = rng.choice(
+        len(train_set.item_ids), size=min(batch_size, len(train_set.item_ids)), replace=False
+    )
     query_BxD = query_UxD[train_set.user_ids[e]]
     pos_ids_B = jnp.asarray(train_set.item_ids[e].astype(np.int32))
     counts_N = np.bincount(train_set.item_ids, minlength=num_items).astype(np.float32)
@@ -383,19 +488,46 @@ def run(workdir: str, *, datasets: Sequence[str] = DATASETS,
     temperature = float(config.loss.temperature)
     for s_idx, name in enumerate(sampler_names):
       t1 = time.time()
-      nested = diagnostics.make_nested(name, num_items=num_items, k_max=max(ks_here), counts_N=counts_N,
-                           unigram_alpha=unigram_alpha, pool_size=pool_size,
-                           temperature=temperature)
-      out = nested_fidelity(jax.random.fold_in(jax.random.PRNGKey(seed), s_idx), query_BxD,
-                            items_NxD, pos_ids_B, nested, ks_here, num_draws=draws,
-                            temperature=temperature)
+      nested = diagnostics.make_nested(
+          name,
+          num_items=num_items,
+          k_max=max(ks_here),
+          counts_N=counts_N,
+          unigram_alpha=unigram_alpha,
+          pool_size=pool_size,
+          temperature=temperature,
+      )
+      out = nested_fidelity(
+          jax.random.fold_in(jax.random.PRNGKey(seed), s_idx),
+          query_BxD,
+          items_NxD,
+          pos_ids_B,
+          nested,
+          ks_here,
+          num_draws=draws,
+          temperature=temperature,
+      )
       for i in range(len(out["K"])):
-        rows.append({"dataset": dataset, "sampler": name, "K": int(out["K"][i]),
-                     "logq": bool(out["logq"][i]),
-                     "num_negatives": int(out["K"][i]) * nested.negatives_per_k,
-                     **{k: float(out[k][i]) for k in
-                        ("one_minus_cos", "rel_norm_err", "variance", "noise",
-                         "raw_rel_norm_err", "raw_one_minus_cos")}})
+        rows.append(
+            {
+                "dataset": dataset,
+                "sampler": name,
+                "K": int(out["K"][i]),
+                "logq": bool(out["logq"][i]),
+                "num_negatives": int(out["K"][i]) * nested.negatives_per_k,
+                **{
+                    k: float(out[k][i])
+                    for k in (
+                        "one_minus_cos",
+                        "rel_norm_err",
+                        "variance",
+                        "noise",
+                        "raw_rel_norm_err",
+                        "raw_one_minus_cos",
+                    )
+                },
+            }
+        )
       log(f"{dataset}: {name} done ({time.time() - t1:.1f}s)")
     done.append(dataset)
   write_csv(os.path.join(workdir, "gradient_bias.csv"), rows)

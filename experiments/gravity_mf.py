@@ -34,8 +34,15 @@ def add_rows(sw: sweep.Sweep) -> list[dict]:
     tr, labels = genres[int(row["seed"])]
     row.update(extra_metrics(os.path.join(sw.workdir, row["workdir"]), tr, labels))
   for seed in sw.seeds:
-    rows.append({"strategy": RANDOM, "seed": seed, "overrides": "{}", "workdir": "",
-                 **random_reference(genres[seed][1], int(sw.config.model.dim), seed)})
+    rows.append(
+        {
+            "strategy": RANDOM,
+            "seed": seed,
+            "overrides": "{}",
+            "workdir": "",
+            **random_reference(genres[seed][1], int(sw.config.model.dim), seed),
+        }
+    )
   return rows
 
 
@@ -47,13 +54,20 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
   report_lib.plot_bars(sw.workdir, sw.summary, sw.spec.metrics, "metrics_bars.png", order)
   s0, min_ratings = sw.seeds[0], int(sw.spec.genre_min_ratings)
   tr, labels = sw.extras["genres"][s0]
-  _plot_pca(sw.workdir, [(s, sw.run_dir(s, s0)) for s in order[:-1]], tr,
-            os.path.join(sw.config.data.path, "movies.csv"), min_count=min_ratings)
+  _plot_pca(
+      sw.workdir,
+      [(s, sw.run_dir(s, s0)) for s in order[:-1]],
+      tr,
+      os.path.join(sw.config.data.path, "movies.csv"),
+      min_count=min_ratings,
+  )
   return notes, [
-      "", f"Genre metrics over the {int(np.sum(labels >= 0))} items with >= {min_ratings} "
+      "",
+      f"Genre metrics over the {int(np.sum(labels >= 0))} items with >= {min_ratings} "
       f"train ratings (seed {s0}), labelled by their first genre in movies.csv (MovieLens "
       "lists genres alphabetically, so 'first' favours Action/Adventure/Animation); "
-      f"genre_knn@{KNN} = share of an item's {KNN} nearest items (cosine) with its genre."]
+      f"genre_knn@{KNN} = share of an item's {KNN} nearest items (cosine) with its genre.",
+  ]
 
 
 # --------------------------------------------------------------------------------------
@@ -104,7 +118,7 @@ def silhouette_cosine(x_NxD, labels_N, *, chunk: int = 1024) -> float:
     sums_CxG = dist_CxN @ onehot_NxG
     rows = np.arange(sums_CxG.shape[0])
     own = lab[sl]
-    self_dist = 1.0 - np.sum(xn[sl] * xn[sl], axis=1)   # 0 for a nonzero row
+    self_dist = 1.0 - np.sum(xn[sl] * xn[sl], axis=1)  # 0 for a nonzero row
     n_own = sizes[own]
     a = (sums_CxG[rows, own] - self_dist) / np.maximum(n_own - 1, 1)
     means = sums_CxG / sizes
@@ -115,8 +129,7 @@ def silhouette_cosine(x_NxD, labels_N, *, chunk: int = 1024) -> float:
   return float(out.mean())
 
 
-def knn_label_agreement(x_NxD, labels_N, *, k: int = KNN, chunk: int = 1024
-                        ) -> tuple[float, float]:
+def knn_label_agreement(x_NxD, labels_N, *, k: int = KNN, chunk: int = 1024) -> tuple[float, float]:
   """(agreement, chance): mean over labelled rows of the share of the row's k nearest
   other rows (cosine similarity) with the same label, and its value for neighbours drawn
   at random, sum_c n_c (n_c - 1) / (n (n - 1)). Rows with a negative label are left out."""
@@ -130,11 +143,11 @@ def knn_label_agreement(x_NxD, labels_N, *, k: int = KNN, chunk: int = 1024
   xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)
   agree = 0.0
   for lo in range(0, n, chunk):
-    sim = xn[lo:lo + chunk] @ xn.T
+    sim = xn[lo : lo + chunk] @ xn.T
     rows = np.arange(sim.shape[0])
-    sim[rows, lo + rows] = -np.inf                      # not its own neighbour
+    sim[rows, lo + rows] = -np.inf  # not its own neighbour
     nn = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-    agree += float(np.sum(lab[nn] == lab[lo:lo + chunk, None]))
+    agree += float(np.sum(lab[nn] == lab[lo : lo + chunk, None]))
   sizes = np.unique(lab, return_counts=True)[1].astype(np.float64)
   return agree / (n * k), float(np.sum(sizes * (sizes - 1)) / (n * (n - 1)))
 
@@ -146,8 +159,7 @@ def primary_genres(movies_csv: str, item_raw) -> tuple[np.ndarray, list[str]]:
   with open(movies_csv, newline="", encoding="utf-8") as f:
     rows = csv.reader(f)
     header = next(rows, None)
-    if header is None or [h.strip().lower() for h in header[:3]] != ["movieid", "title",
-                                                                     "genres"]:
+    if header is None or [h.strip().lower() for h in header[:3]] != ["movieid", "title", "genres"]:
       raise ValueError(f"{movies_csv}: expected the header movieId,title,genres, got {header}")
     for line, row in enumerate(rows, start=2):
       if len(row) < 3:
@@ -176,21 +188,26 @@ def extra_metrics(run_workdir: str, train_inter, labels_N) -> dict[str, float]:
   """The embedding metrics of one finished run (from its embeddings.npz)."""
   z = np.load(os.path.join(run_workdir, "embeddings.npz"))
   q, v = z["query"], z["items"]
-  return {"train_mse": observed_mse(q, v, train_inter.user_ids, train_inter.item_ids),
-          "mean_sq_score": mean_squared_score(q, v),
-          "genre_silhouette": silhouette_cosine(v, labels_N),
-          f"genre_knn@{KNN}": knn_label_agreement(v, labels_N)[0]}
+  return {
+      "train_mse": observed_mse(q, v, train_inter.user_ids, train_inter.item_ids),
+      "mean_sq_score": mean_squared_score(q, v),
+      "genre_silhouette": silhouette_cosine(v, labels_N),
+      f"genre_knn@{KNN}": knn_label_agreement(v, labels_N)[0],
+  }
 
 
 def random_reference(labels_N, dim: int, seed: int) -> dict[str, float]:
   """Genre metrics of Gaussian random item embeddings: the no-structure level."""
   v = np.random.default_rng(seed).normal(size=(labels_N.shape[0], dim))
-  return {"genre_silhouette": silhouette_cosine(v, labels_N),
-          f"genre_knn@{KNN}": knn_label_agreement(v, labels_N)[0]}
+  return {
+      "genre_silhouette": silhouette_cosine(v, labels_N),
+      f"genre_knn@{KNN}": knn_label_agreement(v, labels_N)[0],
+  }
 
 
-def checks(summary: dict, base: str = "observed_only",
-           reg: str = "l2=0.1+gravity=1.0") -> list[str]:
+def checks(
+    summary: dict, base: str = "observed_only", reg: str = "l2=0.1+gravity=1.0"
+) -> list[str]:
   """The course's claims (regularised `reg` against `base`), each with the measured means
   and PASS/FAIL."""
   if base not in summary or reg not in summary:
@@ -200,22 +217,24 @@ def checks(summary: dict, base: str = "observed_only",
     return summary[s][k][0]
 
   out = []
-  for key, word, better in (("train_mse", "raises observed-train error", lambda b, r: r > b),
-                            ("mean_sq_score", "lowers the mean squared score over all pairs",
-                             lambda b, r: r < b),
-                            ("recall@20", "improves recall@20", lambda b, r: r > b),
-                            ("genre_silhouette", "improves genre structure (silhouette)",
-                             lambda b, r: r > b),
-                            (f"genre_knn@{KNN}", f"improves genre structure ({KNN}-NN agreement)",
-                             lambda b, r: r > b)):
+  for key, word, better in (
+      ("train_mse", "raises observed-train error", lambda b, r: r > b),
+      ("mean_sq_score", "lowers the mean squared score over all pairs", lambda b, r: r < b),
+      ("recall@20", "improves recall@20", lambda b, r: r > b),
+      ("genre_silhouette", "improves genre structure (silhouette)", lambda b, r: r > b),
+      (f"genre_knn@{KNN}", f"improves genre structure ({KNN}-NN agreement)", lambda b, r: r > b),
+  ):
     b, r = m(base, key), m(reg, key)
-    out.append(f"{'PASS' if better(b, r) else 'FAIL'}: regularisation {word}: {key} "
-               f"{b:.4f} -> {r:.4f}")
+    out.append(
+        f"{'PASS' if better(b, r) else 'FAIL'}: regularisation {word}: {key} " f"{b:.4f} -> {r:.4f}"
+    )
   if RANDOM in summary:
     rs = summary[RANDOM]
-    out.append(f"reference: random Gaussian item embeddings score genre_silhouette "
-               f"{rs['genre_silhouette'][0]:.4f}, genre_knn@{KNN} "
-               f"{rs[f'genre_knn@{KNN}'][0]:.4f} on the same items")
+    out.append(
+        f"reference: random Gaussian item embeddings score genre_silhouette "
+        f"{rs['genre_silhouette'][0]:.4f}, genre_knn@{KNN} "
+        f"{rs[f'genre_knn@{KNN}'][0]:.4f} on the same items"
+    )
   return out
 
 
@@ -245,6 +264,9 @@ def _plot_pca(workdir, panels, train_inter, movies, top_genres=6, min_count=20):
     ax.set_xticks([])
     ax.set_yticks([])
   axes[0].legend(fontsize=7, markerscale=2, loc="best")
-  fig.suptitle(f"PCA of L2-normalised item embeddings (items with >= {min_count} train "
-               "ratings), by primary genre", fontsize=9)
+  fig.suptitle(
+      f"PCA of L2-normalised item embeddings (items with >= {min_count} train "
+      "ratings), by primary genre",
+      fontsize=9,
+  )
   return report_lib.save_figure(fig, workdir, "item_pca.png")

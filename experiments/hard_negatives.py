@@ -19,11 +19,18 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
   """The verdict, hard_negatives.png and the tables by fraction."""
   fractions, temperatures, c = tuple(sw.spec.fractions), tuple(sw.spec.temperatures), sw.config
   plot(sw.workdir, sw.summary, fractions, temperatures)
-  setting = (f"K = {c.sampler.num_negatives} negatives, pool {c.sampler.pool_size} (hard_pool, "
-             f"hard_topk), language_split = {c.data.language_split}, {c.train.steps} steps "
-             f"of batch {c.train.batch_size}.")
-  return verdict(sw.summary, sw.rows), ["", "## By fraction", "", setting,
-                                        *tables(sw.summary, fractions, temperatures)]
+  setting = (
+      f"K = {c.sampler.num_negatives} negatives, pool {c.sampler.pool_size} (hard_pool, "
+      f"hard_topk), language_split = {c.data.language_split}, {c.train.steps} steps "
+      f"of batch {c.train.batch_size}."
+  )
+  return verdict(sw.summary, sw.rows), [
+      "",
+      "## By fraction",
+      "",
+      setting,
+      *tables(sw.summary, fractions, temperatures),
+  ]
 
 
 def _m(summary, s, metric):
@@ -33,12 +40,21 @@ def _m(summary, s, metric):
 
 def tables(summary: dict, fractions, temperatures, hard=HARD) -> list[str]:
   """recall@20 and cross_group@20 per sampler x temperature (rows) and fraction (columns)."""
-  rows = [(s, "–" if t is None else f"{t:g}", lambda f, s=s, t=t: label(s, f, t))
-          for s in hard for t in ((None,) if s == "hard_topk" else temperatures)]
+  rows = [
+      (s, "–" if t is None else f"{t:g}", lambda f, s=s, t=t: label(s, f, t))
+      for s in hard
+      for t in ((None,) if s == "hard_topk" else temperatures)
+  ]
   return report_lib.pivot_tables(
-      summary, METRICS, reference=UNIFORM, reference_name="f = 0, all uniform",
-      head=("hard sampler", "T_h"), rows=rows, columns=[(f"f={f:g}", f) for f in fractions],
-      missing="–")
+      summary,
+      METRICS,
+      reference=UNIFORM,
+      reference_name="f = 0, all uniform",
+      head=("hard sampler", "T_h"),
+      rows=rows,
+      columns=[(f"f={f:g}", f) for f in fractions],
+      missing="–",
+  )
 
 
 def verdict(summary: dict, rows: list[dict]) -> list[str]:
@@ -46,8 +62,7 @@ def verdict(summary: dict, rows: list[dict]) -> list[str]:
   worst folding (largest cross_group@20) of any setting."""
   if UNIFORM not in summary:
     return ["no f = 0 (all-uniform) run: nothing to compare against"]
-  ranked = sorted((s for s in summary if s != UNIFORM),
-                  key=lambda s: -summary[s]["recall@20"][0])
+  ranked = sorted((s for s in summary if s != UNIFORM), key=lambda s: -summary[s]["recall@20"][0])
   if not ranked:
     return ["no hard-negative runs"]
   best, base = ranked[0], summary[UNIFORM]
@@ -58,14 +73,19 @@ def verdict(summary: dict, rows: list[dict]) -> list[str]:
       by_seed.setdefault(r["seed"], {})[r["strategy"]] = r["recall@20"]
   paired = [d[best] - d[UNIFORM] for d in by_seed.values() if len(d) == 2]
   wins = sum(1 for x in paired if x > 0)
-  out = [f"best recall@20: {best}: {bm:.4f} ± {bs:.4f} vs all-uniform {um:.4f} ± {us:.4f} "
-         f"({(bm / um - 1) * 100:+.0f}% relative; better on {wins}/{len(paired)} seeds, "
-         f"paired difference {np.mean(paired):+.4f}"
-         + (f" ± {np.std(paired, ddof=1):.4f}" if len(paired) > 1 else "") + ")"]
+  out = [
+      f"best recall@20: {best}: {bm:.4f} ± {bs:.4f} vs all-uniform {um:.4f} ± {us:.4f} "
+      f"({(bm / um - 1) * 100:+.0f}% relative; better on {wins}/{len(paired)} seeds, "
+      f"paired difference {np.mean(paired):+.4f}"
+      + (f" ± {np.std(paired, ddof=1):.4f}" if len(paired) > 1 else "")
+      + ")"
+  ]
   worse = [s for s in ranked if summary[s]["recall@20"][0] < um]
-  out.append(f"{len(ranked) - len(worse)} of {len(ranked)} hard settings beat all-uniform "
-             f"in mean recall@20; worst: {ranked[-1]} "
-             f"{summary[ranked[-1]]['recall@20'][0]:.4f}")
+  out.append(
+      f"{len(ranked) - len(worse)} of {len(ranked)} hard settings beat all-uniform "
+      f"in mean recall@20; worst: {ranked[-1]} "
+      f"{summary[ranked[-1]]['recall@20'][0]:.4f}"
+  )
   per_sampler = []
   for s in HARD:
     mine = [x for x in ranked if x.startswith(s + ",")]
@@ -73,8 +93,10 @@ def verdict(summary: dict, rows: list[dict]) -> list[str]:
       per_sampler.append(f"{mine[0]} {summary[mine[0]]['recall@20'][0]:.4f}")
   out.append("best per hard sampler: " + "; ".join(per_sampler))
   cg = max(summary, key=lambda s: summary[s]["cross_group@20"][0])
-  out.append(f"largest cross_group@20: {cg} {summary[cg]['cross_group@20'][0]:.4f} "
-             f"(all-uniform {base['cross_group@20'][0]:.4f})")
+  out.append(
+      f"largest cross_group@20: {cg} {summary[cg]['cross_group@20'][0]:.4f} "
+      f"(all-uniform {base['cross_group@20'][0]:.4f})"
+  )
   return out
 
 
@@ -87,14 +109,24 @@ def plot(workdir: str, summary: dict, fractions, temperatures, hard=HARD) -> str
     for s in hard:
       for t in ((None,) if s == "hard_topk" else temperatures):
         report_lib.plot_series(
-            ax, [(0.0, base)] + [(f, _m(summary, label(s, f, t), metric)) for f in fractions],
-            min_points=2, color=colors.get(s, "k"), ls=styles.get(t, "-"), marker="o", ms=3,
-            capsize=2, lw=1.1, label=s + ("" if t is None else f", T_h={t:g}"))
+            ax,
+            [(0.0, base)] + [(f, _m(summary, label(s, f, t), metric)) for f in fractions],
+            min_points=2,
+            color=colors.get(s, "k"),
+            ls=styles.get(t, "-"),
+            marker="o",
+            ms=3,
+            capsize=2,
+            lw=1.1,
+            label=s + ("" if t is None else f", T_h={t:g}"),
+        )
     ax.set_xlabel("hard fraction f (rest uniform)")
     ax.set_ylabel(metric)
     ax.set_xticks([0.0, *fractions])
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=7)
-  fig.suptitle("Hard negatives mixed with uniform (K = 64; mean ± std over seeds; f = 0 is "
-               "all-uniform)", fontsize=9)
+  fig.suptitle(
+      "Hard negatives mixed with uniform (K = 64; mean ± std over seeds; f = 0 is " "all-uniform)",
+      fontsize=9,
+  )
   return report_lib.save_figure(fig, workdir, "hard_negatives.png")

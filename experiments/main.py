@@ -16,11 +16,12 @@ from experiments.sweep import ConfigError, train_and_evaluate
 from jaxrec import sharding
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", "experiments/configs/synthetic.py", "Config file with get_config().",
-    lock_config=True)
+    "config", "experiments/configs/synthetic.py", "Config file with get_config().", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (created; resumed if present).")
 _OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Replace a run of a different config found in --workdir.")
+    "overwrite", False, "Replace a run of a different config found in --workdir."
+)
 
 
 def main(argv):

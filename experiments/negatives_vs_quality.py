@@ -7,7 +7,6 @@ experiments/configs/negatives_vs_quality.py.
 from __future__ import annotations
 
 
-
 from experiments import report as report_lib
 from experiments import sweep
 from experiments.configs.negatives_vs_quality import FULL, label
@@ -20,16 +19,21 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
   ks = tuple(sorted(int(k) for k in sw.spec.ks))
   names = tuple(sw.spec.samplers)
   ran = {r.strategy for r in sw.runs}
-  skipped = [label(s, k, q) for s in names for k in ks for q in (True, False)
-             if label(s, k, q) not in ran]
+  skipped = [
+      label(s, k, q) for s in names for k in ks for q in (True, False) if label(s, k, q) not in ran
+  ]
   notes = checks(sw.summary, ks, names, sw.spec.predictions.popularity_like)
   plot(sw.workdir, sw.summary, ks, names)
   c = sw.config
   return notes, [
-      "", "## By K", "",
+      "",
+      "## By K",
+      "",
       f"MF D={c.model.dim}, {c.train.steps} steps of batch {c.train.batch_size}; hard_pool "
       f"pool {max(int(c.sampler.pool_size), max(ks))}; not defined (n/a): "
-      f"{', '.join(skipped) or 'none'}.", *tables(sw.summary, ks, names)]
+      f"{', '.join(skipped) or 'none'}.",
+      *tables(sw.summary, ks, names),
+  ]
 
 
 def _get(summary, s, k, q, metric):
@@ -39,12 +43,21 @@ def _get(summary, s, k, q, metric):
 
 def tables(summary: dict, ks, sampler_names, metrics=METRICS) -> list[str]:
   """One markdown table per metric: rows = sampler x log-Q, columns = K."""
-  rows = [(s, "on" if q else "off", lambda k, s=s, q=q: label(s, k, q))
-          for s in sampler_names for q in (True, False)]
+  rows = [
+      (s, "on" if q else "off", lambda k, s=s, q=q: label(s, k, q))
+      for s in sampler_names
+      for q in (True, False)
+  ]
   return report_lib.pivot_tables(
-      summary, metrics, reference=FULL, reference_name="full softmax",
-      head=("sampler", "log-Q"), rows=rows, columns=[(f"K={k}", k) for k in ks],
-      missing="n/a")
+      summary,
+      metrics,
+      reference=FULL,
+      reference_name="full softmax",
+      head=("sampler", "log-Q"),
+      rows=rows,
+      columns=[(f"K={k}", k) for k in ks],
+      missing="n/a",
+  )
 
 
 def checks(summary: dict, ks, sampler_names, popularity_like) -> list[str]:
@@ -65,22 +78,30 @@ def checks(summary: dict, ks, sampler_names, popularity_like) -> list[str]:
     g_hi = abs(_get(summary, s, hi, True, "test_softmax_loss")[0] - f_loss)
     r_lo = _get(summary, s, lo, True, "recall@20")[0]
     r_hi = _get(summary, s, hi, True, "recall@20")[0]
-    out.append(f"{'PASS' if g_hi < g_lo else 'FAIL'}: {s} + log-Q: held-out loss gap to full "
-               f"softmax {g_lo:.3f} at K={lo} -> {g_hi:.3f} at K={hi} (recall@20 {r_lo:.4f} "
-               f"-> {r_hi:.4f}; full {full['recall@20'][0]:.4f})")
+    out.append(
+        f"{'PASS' if g_hi < g_lo else 'FAIL'}: {s} + log-Q: held-out loss gap to full "
+        f"softmax {g_lo:.3f} at K={lo} -> {g_hi:.3f} at K={hi} (recall@20 {r_lo:.4f} "
+        f"-> {r_hi:.4f}; full {full['recall@20'][0]:.4f})"
+    )
   for s in sampler_names:
     if s not in popularity_like:
       continue
-    both = [k for k in ks if _get(summary, s, k, True, "recall@20") is not None
-            and _get(summary, s, k, False, "recall@20") is not None]
+    both = [
+        k
+        for k in ks
+        if _get(summary, s, k, True, "recall@20") is not None
+        and _get(summary, s, k, False, "recall@20") is not None
+    ]
     if not both:
       continue
     k = both[-1]
     on_r, off_r = (_get(summary, s, k, q, "recall@20")[0] for q in (True, False))
     on_l, off_l = (_get(summary, s, k, q, "test_softmax_loss")[0] for q in (True, False))
     ok = on_r > off_r and on_l < off_l
-    out.append(f"{'PASS' if ok else 'FAIL'}: log-Q matters for {s} at K={k}: recall@20 "
-               f"{off_r:.4f} -> {on_r:.4f}, held-out loss {off_l:.3f} -> {on_l:.3f}")
+    out.append(
+        f"{'PASS' if ok else 'FAIL'}: log-Q matters for {s} at K={k}: recall@20 "
+        f"{off_r:.4f} -> {on_r:.4f}, held-out loss {off_l:.3f} -> {on_l:.3f}"
+    )
   return out
 
 
@@ -90,9 +111,16 @@ def plot(workdir: str, summary: dict, ks, sampler_names, metrics=METRICS) -> str
   for ax, m in zip(axes, metrics):
     for i, s in enumerate(sampler_names):
       for q, style in ((True, "o-"), (False, "s--")):
-        report_lib.plot_series(ax, [(k, _get(summary, s, k, q, m)) for k in ks], fmt=style,
-                               color=colors[i % len(colors)], ms=3.5, lw=1.0, capsize=2,
-                               label=f"{s}{'' if q else ' (no log-Q)'}")
+        report_lib.plot_series(
+            ax,
+            [(k, _get(summary, s, k, q, m)) for k in ks],
+            fmt=style,
+            color=colors[i % len(colors)],
+            ms=3.5,
+            lw=1.0,
+            capsize=2,
+            label=f"{s}{'' if q else ' (no log-Q)'}",
+        )
     if FULL in summary and m in summary[FULL]:
       ax.axhline(summary[FULL][m][0], color="0.3", lw=1.5, ls=":", label="full softmax")
     ax.set_xscale("log", base=2)
@@ -102,6 +130,9 @@ def plot(workdir: str, summary: dict, ks, sampler_names, metrics=METRICS) -> str
     ax.set_ylabel(m + (" (lower is better)" if "loss" in m else ""))
     ax.grid(alpha=0.3)
   axes[0].legend(fontsize=6.5, ncol=2)
-  fig.suptitle("Sampled softmax vs number of negatives (solid: log-Q corrected; dashed: "
-               "uncorrected; mean ± std over seeds)", fontsize=9)
+  fig.suptitle(
+      "Sampled softmax vs number of negatives (solid: log-Q corrected; dashed: "
+      "uncorrected; mean ± std over seeds)",
+      fontsize=9,
+  )
   return report_lib.save_figure(fig, workdir, "negatives_vs_quality.png")

@@ -20,8 +20,8 @@ UNIGRAM = "unigram0.75"
 TOP_K = 20
 # (label, lowest count, highest count) of the training-count bins.
 BINS = (("0", 0, 0), ("1", 1, 1), ("2-4", 2, 4), ("5-19", 5, 19), (">=20", 20, None))
-PUSH_BATCH = 256     # training pairs at which the push is measured
-PUSH_DRAWS = 128     # Monte-Carlo draws of the sampled push
+PUSH_BATCH = 256  # training pairs at which the push is measured
+PUSH_DRAWS = 128  # Monte-Carlo draws of the sampled push
 
 
 def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
@@ -36,23 +36,33 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
     train, test = sweep.load_data(config.data, seed)
     counts = np.bincount(train.item_ids, minlength=train.num_items)
     masks = bin_masks(counts)
-    d = {"items": {n: float(m.mean()) for n, m in masks},
-         "test": shares(np.bincount(test.item_ids, minlength=train.num_items), masks),
-         "train": shares(counts, masks), "runs": {}}
+    d = {
+        "items": {n: float(m.mean()) for n, m in masks},
+        "test": shares(np.bincount(test.item_ids, minlength=train.num_items), masks),
+        "train": shares(counts, masks),
+        "runs": {},
+    }
     for r in RUNS:
       d["runs"][r] = analyse_run(sw.run_dir(r, seed), train, counts, temperature)
-    sw.log(f"seed {seed}: measuring the push ({2 * len(ks)} proposals x K, {PUSH_DRAWS} "
-           "draws)")
-    d["push"] = push_ratios(sw.run_dir(UNIGRAM, seed), train, counts, ks,
-                            alpha=float(config.sampler.alpha), temperature=temperature,
-                            seed=seed)
+    sw.log(f"seed {seed}: measuring the push ({2 * len(ks)} proposals x K, {PUSH_DRAWS} " "draws)")
+    d["push"] = push_ratios(
+        sw.run_dir(UNIGRAM, seed),
+        train,
+        counts,
+        ks,
+        alpha=float(config.sampler.alpha),
+        temperature=temperature,
+        seed=seed,
+    )
     per_seed.append(d)
   plot(sw.workdir, per_seed)
   return verdict(per_seed, ks), [
       *tables(per_seed, recall),
-      "", f"K = {config.sampler.num_negatives} negatives in training, "
+      "",
+      f"K = {config.sampler.num_negatives} negatives in training, "
       f"language_split = {config.data.language_split}, {config.train.steps} steps of "
-      f"batch {config.train.batch_size}."]
+      f"batch {config.train.batch_size}.",
+  ]
 
 
 def bin_masks(counts_N: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -66,8 +76,15 @@ def bin_masks(counts_N: np.ndarray) -> list[tuple[str, np.ndarray]]:
   return out
 
 
-def topk_and_mass(query_UxD, items_NxD, train_users, train_items, k: int = TOP_K,
-                  temperature: float = 1.0, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def topk_and_mass(
+    query_UxD,
+    items_NxD,
+    train_users,
+    train_items,
+    k: int = TOP_K,
+    temperature: float = 1.0,
+    chunk: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
   """-> (top_UxK item ids with the user's training items masked, mean_N = mean over users
   of the softmax probability p_uj of every item, nothing masked), in float64."""
   q, v = np.asarray(query_UxD, np.float64), np.asarray(items_NxD, np.float64)
@@ -77,12 +94,12 @@ def topk_and_mass(query_UxD, items_NxD, train_users, train_items, k: int = TOP_K
   order = np.argsort(train_users, kind="stable")
   tu, ti = np.asarray(train_users)[order], np.asarray(train_items)[order]
   for start in range(0, num_users, chunk):
-    s = q[start:start + chunk] @ v.T / temperature
+    s = q[start : start + chunk] @ v.T / temperature
     p = np.exp(s - s.max(1, keepdims=True))
     mass += (p / p.sum(1, keepdims=True)).sum(0)
     lo, hi = np.searchsorted(tu, [start, start + s.shape[0]])
     s[tu[lo:hi] - start, ti[lo:hi]] = -np.inf
-    top[start:start + s.shape[0]] = np.argpartition(-s, k - 1, axis=1)[:, :k]
+    top[start : start + s.shape[0]] = np.argpartition(-s, k - 1, axis=1)[:, :k]
   return top, mass / num_users
 
 
@@ -93,15 +110,17 @@ def shares(values_N: np.ndarray, masks) -> dict[str, float]:
 
 def analyse_run(run_dir: str, train, counts_N, temperature: float) -> dict:
   z = np.load(os.path.join(run_dir, "embeddings.npz"))
-  top, mass = topk_and_mass(z["query"], z["items"], train.user_ids, train.item_ids,
-                            temperature=temperature)
+  top, mass = topk_and_mass(
+      z["query"], z["items"], train.user_ids, train.item_ids, temperature=temperature
+  )
   masks = bin_masks(counts_N)
   slots = np.bincount(top.ravel(), minlength=len(counts_N))
   return {"top20": shares(slots, masks), "mass": shares(mass, masks)}
 
 
-def push_ratios(run_dir: str, train, counts_N, ks: Sequence[int], *, alpha: float,
-                temperature: float, seed: int) -> dict:
+def push_ratios(
+    run_dir: str, train, counts_N, ks: Sequence[int], *, alpha: float, temperature: float, seed: int
+) -> dict:
   """{(proposal, K): {bin: sampled push / exact push}} at the run's final embeddings, at
   PUSH_BATCH training pairs drawn with `seed`."""
   import jax
@@ -119,15 +138,27 @@ def push_ratios(run_dir: str, train, counts_N, ks: Sequence[int], *, alpha: floa
   out = {}
   for proposal in ("unigram", "uniform"):
     for k in ks:
-      kw = {"counts": jnp.asarray(counts_N, jnp.float32), "unigram_alpha": alpha} \
-          if proposal == "unigram" else {}
+      kw = (
+          {"counts": jnp.asarray(counts_N, jnp.float32), "unigram_alpha": alpha}
+          if proposal == "unigram"
+          else {}
+      )
       exact, sampled = diagnostics.logit_push(
-          jax.random.PRNGKey(seed), query, items, pos, proposal, int(k),
-          num_draws=PUSH_DRAWS, temperature=temperature, sampler_kwargs=kw)
+          jax.random.PRNGKey(seed),
+          query,
+          items,
+          pos,
+          proposal,
+          int(k),
+          num_draws=PUSH_DRAWS,
+          temperature=temperature,
+          sampler_kwargs=kw,
+      )
       exact, sampled = np.asarray(exact, np.float64), np.asarray(sampled, np.float64)
       out[(proposal, int(k))] = {
-          name: (float(sampled[m].sum() / exact[m].sum()) if exact[m].sum() > 0 else
-                 float("nan")) for name, m in masks}
+          name: (float(sampled[m].sum() / exact[m].sum()) if exact[m].sum() > 0 else float("nan"))
+          for name, m in masks
+      }
   return out
 
 
@@ -144,26 +175,38 @@ def tables(per_seed: list[dict], recall: dict) -> list[str]:
   def cells(get):
     return " | ".join(report_lib.fmt(_mean_std([get(d, n) for d in per_seed])) for n in names)
 
-  lines = ["", "## Where the top-20 slots and the softmax mass go, by training count", "",
-           "Share of all top-20 slots (train items masked) per training-count bin, then the "
-           "share of the model's softmax mass (mean over users, nothing masked); the "
-           "reference rows are the held-out and the training pairs. Mean ± std over seeds.",
-           "", head, sep,
-           f"| share of items | {cells(lambda d, n: d['items'][n])} | |",
-           f"| held-out pairs | {cells(lambda d, n: d['test'][n])} | |",
-           f"| training pairs | {cells(lambda d, n: d['train'][n])} | |"]
+  lines = [
+      "",
+      "## Where the top-20 slots and the softmax mass go, by training count",
+      "",
+      "Share of all top-20 slots (train items masked) per training-count bin, then the "
+      "share of the model's softmax mass (mean over users, nothing masked); the "
+      "reference rows are the held-out and the training pairs. Mean ± std over seeds.",
+      "",
+      head,
+      sep,
+      f"| share of items | {cells(lambda d, n: d['items'][n])} | |",
+      f"| held-out pairs | {cells(lambda d, n: d['test'][n])} | |",
+      f"| training pairs | {cells(lambda d, n: d['train'][n])} | |",
+  ]
   for run in RUNS:
-    lines.append(f"| {run}: top-20 slots | {cells(lambda d, n: d['runs'][run]['top20'][n])} "
-                 f"| {report_lib.fmt(recall[run])} |")
+    lines.append(
+        f"| {run}: top-20 slots | {cells(lambda d, n: d['runs'][run]['top20'][n])} "
+        f"| {report_lib.fmt(recall[run])} |"
+    )
   for run in RUNS:
-    lines.append(f"| {run}: softmax mass | {cells(lambda d, n: d['runs'][run]['mass'][n])} "
-                 "| |")
-  lines += ["", f"## Push of the partition term at the trained {UNIGRAM} model", "",
-            "Expected sampled push / exact (full-softmax) push on each bin's logits, "
-            f"`diagnostics.logit_push`, {PUSH_BATCH} training pairs, {PUSH_DRAWS} draws, "
-            "log-Q on. Below 1: the bin is pushed down less than the full softmax would.",
-            "", "| proposal, K | " + " | ".join(f"count {n}" for n in names) + " |",
-            "|---|" + "---|" * len(names)]
+    lines.append(f"| {run}: softmax mass | {cells(lambda d, n: d['runs'][run]['mass'][n])} " "| |")
+  lines += [
+      "",
+      f"## Push of the partition term at the trained {UNIGRAM} model",
+      "",
+      "Expected sampled push / exact (full-softmax) push on each bin's logits, "
+      f"`diagnostics.logit_push`, {PUSH_BATCH} training pairs, {PUSH_DRAWS} draws, "
+      "log-Q on. Below 1: the bin is pushed down less than the full softmax would.",
+      "",
+      "| proposal, K | " + " | ".join(f"count {n}" for n in names) + " |",
+      "|---|" + "---|" * len(names),
+  ]
   for key in per_seed[0]["push"]:
     lines.append(f"| {key[0]}, K={key[1]} | {cells(lambda d, n: d['push'][key][n])} |")
   return lines
@@ -178,18 +221,27 @@ def verdict(per_seed: list[dict], ks: Sequence[int]) -> list[str]:
 
   rare = m(lambda d: d["push"][("unigram", k0)]["1"])
   head = m(lambda d: d["push"][("unigram", k0)][">=20"])
-  out = [f"unigram proposal, K={k0}, at the trained {UNIGRAM} model: count-1 items pushed at "
-         f"{rare:.2f}x the exact rate, items seen >= 20 times at {head:.2f}x; the ratio of "
-         "the two by K: " + ", ".join(
-             f"K={k}: {m(lambda d: d['push'][('unigram', k)]['1']) / m(lambda d: d['push'][('unigram', k)]['>=20']):.2f}"
-             for k in ks)]
+  out = [
+      f"unigram proposal, K={k0}, at the trained {UNIGRAM} model: count-1 items pushed at "
+      f"{rare:.2f}x the exact rate, items seen >= 20 times at {head:.2f}x; the ratio of "
+      "the two by K: "
+      + ", ".join(
+          f"K={k}: {m(lambda d: d['push'][('unigram', k)]['1']) / m(lambda d: d['push'][('unigram', k)]['>=20']):.2f}"
+          for k in ks
+      )
+  ]
   slot = {r: m(lambda d: sum(d["runs"][r]["top20"][b] for b in tail)) for r in RUNS}
   test = m(lambda d: sum(d["test"][b] for b in tail))
-  out.append("top-20 slots given to items seen 1-4 times: " + ", ".join(
-      f"{r} {slot[r]:.3f}" for r in RUNS) + f" (held-out pairs on those items: {test:.3f})")
+  out.append(
+      "top-20 slots given to items seen 1-4 times: "
+      + ", ".join(f"{r} {slot[r]:.3f}" for r in RUNS)
+      + f" (held-out pairs on those items: {test:.3f})"
+  )
   under = rare < 1.0 and rare < head and slot[UNIGRAM] > max(slot[r] for r in RUNS if r != UNIGRAM)
-  out.append(("SUPPORTED" if under else "NOT SUPPORTED") + ": the popularity proposal "
-             "under-pushes the tail and its model over-ranks it")
+  out.append(
+      ("SUPPORTED" if under else "NOT SUPPORTED") + ": the popularity proposal "
+      "under-pushes the tail and its model over-ranks it"
+  )
   return out
 
 
@@ -202,25 +254,36 @@ def plot(workdir: str, per_seed: list[dict]) -> str:
   x = np.arange(len(names))
   fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
   series = [("held-out pairs", lambda d: d["test"])] + [
-      (f"{r}: top-20", lambda d, r=r: d["runs"][r]["top20"]) for r in RUNS]
+      (f"{r}: top-20", lambda d, r=r: d["runs"][r]["top20"]) for r in RUNS
+  ]
   width = 0.8 / len(series)
   for i, (lab, get) in enumerate(series):
     vals = [np.mean([get(d)[n] for d in per_seed]) for n in names]
-    a1.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=lab,
-           color="0.6" if i == 0 else f"C{i - 1}")
+    a1.bar(
+        x + (i - (len(series) - 1) / 2) * width,
+        vals,
+        width,
+        label=lab,
+        color="0.6" if i == 0 else f"C{i - 1}",
+    )
   a1.set_xticks(x, [f"count {n}" for n in names])
   a1.set_ylabel("share")
   a1.set_title("Top-20 slots by training count of the item", fontsize=9)
   a1.legend(fontsize=7)
   for key in per_seed[0]["push"]:
     vals = [np.mean([d["push"][key][n] for d in per_seed]) for n in names]
-    a2.plot(x, vals, marker="o", ls="-" if key[0] == "unigram" else "--", lw=1.2,
-            label=f"{key[0]}, K={key[1]}")
+    a2.plot(
+        x,
+        vals,
+        marker="o",
+        ls="-" if key[0] == "unigram" else "--",
+        lw=1.2,
+        label=f"{key[0]}, K={key[1]}",
+    )
   a2.axhline(1.0, color="k", lw=0.8)
   a2.set_xticks(x, [f"count {n}" for n in names])
   a2.set_ylabel("sampled push / exact push on log Z")
-  a2.set_title(f"At the trained {UNIGRAM} model (below 1: pushed down too little)",
-               fontsize=9)
+  a2.set_title(f"At the trained {UNIGRAM} model (below 1: pushed down too little)", fontsize=9)
   a2.legend(fontsize=7)
   for ax in (a1, a2):
     ax.grid(alpha=0.3)

@@ -57,21 +57,25 @@ def fmt(ms, digits: int = 3) -> str:
   return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-def write_summary(sweep_dir: str, summary: dict, *, title: str, metrics: Sequence[str],
-                  notes: Sequence[str] = ()) -> str:
+def write_summary(
+    sweep_dir: str, summary: dict, *, title: str, metrics: Sequence[str], notes: Sequence[str] = ()
+) -> str:
   order = sorted(summary, key=lambda s: -summary[s].get(metrics[0], (-1, 0))[0])
-  lines = [f"# {title}", "",
-           f"Mean ± std over seeds (n per row in the last column; the mean alone where n = 1), "
-           f"sorted by {metrics[0]}. "
-           "Full-ranking metrics over the whole catalogue, training items masked.", ""]
+  lines = [
+      f"# {title}",
+      "",
+      f"Mean ± std over seeds (n per row in the last column; the mean alone where n = 1), "
+      f"sorted by {metrics[0]}. "
+      "Full-ranking metrics over the whole catalogue, training items masked.",
+      "",
+  ]
   cols = [m for m in metrics if any(m in summary[s] for s in order)]
   lines.append("| strategy | " + " | ".join(cols) + " | steps/s | n |")
   lines.append("|---|" + "---|" * (len(cols) + 2))
   for s in order:
     d = summary[s]
     # one seed: the mean alone (a sample std is undefined; "± 0.000" would read as measured)
-    cells = [("–" if m not in d else fmt(d[m]) if d["n"] > 1 else f"{d[m][0]:.3f}")
-             for m in cols]
+    cells = [("–" if m not in d else fmt(d[m]) if d["n"] > 1 else f"{d[m][0]:.3f}") for m in cols]
     sps = f"{d['steps_per_second'][0]:.0f}" if "steps_per_second" in d else "–"
     lines.append(f"| {s} | " + " | ".join(cells) + f" | {sps} | {d['n']} |")
   lines += ["", "Config overrides per strategy (on top of the base config):", ""]
@@ -89,8 +93,10 @@ def write_summary(sweep_dir: str, summary: dict, *, title: str, metrics: Sequenc
 def pyplot():
   """matplotlib.pyplot on the file-only Agg backend (imported when a plot is made)."""
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+
   return plt
 
 
@@ -118,13 +124,21 @@ def plot_series(ax, points, *, min_points: int = 1, **style) -> bool:
   pts = [(x, v) for x, v in points if v is not None]
   if len(pts) < min_points:
     return False
-  ax.errorbar([x for x, _ in pts], [v[0] for _, v in pts], yerr=[v[1] for _, v in pts],
-              **style)
+  ax.errorbar([x for x, _ in pts], [v[0] for _, v in pts], yerr=[v[1] for _, v in pts], **style)
   return True
 
 
-def pivot_tables(summary: dict, metrics: Sequence[str], *, reference: str, reference_name: str,
-                 head: tuple[str, str], rows, columns, missing: str) -> list[str]:
+def pivot_tables(
+    summary: dict,
+    metrics: Sequence[str],
+    *,
+    reference: str,
+    reference_name: str,
+    head: tuple[str, str],
+    rows,
+    columns,
+    missing: str,
+) -> list[str]:
   """One markdown table per metric ('mean ± std', 4 decimals): a row per (first cell,
   second cell, label_of) of `rows`, a column per (title, value) of `columns`, the cell of
   strategy label_of(value) (`missing` where it did not run); the heading carries the
@@ -133,23 +147,35 @@ def pivot_tables(summary: dict, metrics: Sequence[str], *, reference: str, refer
   ref_d = summary.get(reference, {})
   for m in metrics:
     ref = fmt(ref_d[m], 4) if m in ref_d else "–"
-    out += ["", f"### {m} ({reference_name}: {ref})", "",
-            f"| {head[0]} | {head[1]} | " + " | ".join(t for t, _ in columns) + " |",
-            "|---|---|" + "---|" * len(columns)]
+    out += [
+        "",
+        f"### {m} ({reference_name}: {ref})",
+        "",
+        f"| {head[0]} | {head[1]} | " + " | ".join(t for t, _ in columns) + " |",
+        "|---|---|" + "---|" * len(columns),
+    ]
     for first, second, label_of in rows:
-      cells = [fmt(summary[lab][m], 4) if m in summary.get(lab := label_of(v), {}) else missing
-               for _, v in columns]
+      cells = [
+          fmt(summary[lab][m], 4) if m in summary.get(lab := label_of(v), {}) else missing
+          for _, v in columns
+      ]
       out.append(f"| {first} | {second} | " + " | ".join(cells) + " |")
   return out
 
 
-def plot_bars(sweep_dir: str, summary: dict, metric_names: Sequence[str], fname: str,
-              order: Sequence[str] | None = None) -> str:
+def plot_bars(
+    sweep_dir: str,
+    summary: dict,
+    metric_names: Sequence[str],
+    fname: str,
+    order: Sequence[str] | None = None,
+) -> str:
   plt = pyplot()
 
   order = list(order or sorted(summary))
-  fig, axes = plt.subplots(1, len(metric_names), figsize=(5.5 * len(metric_names), 4.2 +
-                                                          0.12 * len(order)))
+  fig, axes = plt.subplots(
+      1, len(metric_names), figsize=(5.5 * len(metric_names), 4.2 + 0.12 * len(order))
+  )
   axes = np.atleast_1d(axes)
   for ax, m in zip(axes, metric_names):
     means = [summary[s].get(m, (np.nan, 0))[0] for s in order]
@@ -184,20 +210,34 @@ def spread_labels(y, gap: float) -> np.ndarray:
   return out
 
 
-def plot_scatter(sweep_dir: str, summary: dict, x: str = FOLDING, y: str = QUALITY,
-                 fname: str = "quality_vs_folding.png") -> str:
+def plot_scatter(
+    sweep_dir: str,
+    summary: dict,
+    x: str = FOLDING,
+    y: str = QUALITY,
+    fname: str = "quality_vs_folding.png",
+) -> str:
   """recall vs cross-group, one point per strategy with std error bars. Strategies often
   sit on top of each other (every non-folding one near x = 0), so labels go in a column to
   the right of each cluster of nearby points, spread apart (spread_labels), with a line to
   their point."""
   plt = pyplot()
 
-  pts = [(s, d[x], d[y]) for s, d in sorted(summary.items())
-         if x in d and y in d and np.isfinite(d[x][0]) and np.isfinite(d[y][0])]
+  pts = [
+      (s, d[x], d[y])
+      for s, d in sorted(summary.items())
+      if x in d and y in d and np.isfinite(d[x][0]) and np.isfinite(d[y][0])
+  ]
   fig, ax = plt.subplots(figsize=(7.5, 5.5))
   # tab10, then darker colours of their own (tab20's pale halves read badly as text)
-  colors = list(plt.get_cmap("tab10").colors) + ["black", "darkgoldenrod", "teal", "navy",
-                                                 "maroon", "darkolivegreen"]
+  colors = list(plt.get_cmap("tab10").colors) + [
+      "black",
+      "darkgoldenrod",
+      "teal",
+      "navy",
+      "maroon",
+      "darkolivegreen",
+  ]
   for i, (s, (mx, sx), (my, sy)) in enumerate(pts):
     ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt="o", capsize=3, color=colors[i % len(colors)])
   ax.set_xlabel(f"{x} (folding: lower is better)")
@@ -223,16 +263,26 @@ def plot_scatter(sweep_dir: str, summary: dict, x: str = FOLDING, y: str = QUALI
       label_y = spread_labels(ax_xy[c, 1], gap)
       label_x = ax_xy[c, 0].max() + 0.06
       for i, ly in zip(c, label_y):
-        ax.annotate(pts[i][0], ax_xy[i], xycoords="axes fraction", xytext=(label_x, ly),
-                    textcoords="axes fraction", fontsize=7, va="center",
-                    color=colors[i % len(colors)], annotation_clip=False,
-                    arrowprops=dict(arrowstyle="-", lw=0.5, color="0.5", relpos=(0, 0.5),
-                                    shrinkA=1, shrinkB=3))
+        ax.annotate(
+            pts[i][0],
+            ax_xy[i],
+            xycoords="axes fraction",
+            xytext=(label_x, ly),
+            textcoords="axes fraction",
+            fontsize=7,
+            va="center",
+            color=colors[i % len(colors)],
+            annotation_clip=False,
+            arrowprops=dict(
+                arrowstyle="-", lw=0.5, color="0.5", relpos=(0, 0.5), shrinkA=1, shrinkB=3
+            ),
+        )
   return save_figure(fig, sweep_dir, fname, layout=False)  # laid out before the labels
 
 
-def plot_embeddings(sweep_dir: str, panels: Sequence[tuple[str, str]],
-                    fname: str = "embeddings_pca.png") -> str | None:
+def plot_embeddings(
+    sweep_dir: str, panels: Sequence[tuple[str, str]], fname: str = "embeddings_pca.png"
+) -> str | None:
   """panels: (title, run workdir relative to sweep_dir) with an embeddings.npz inside.
 
   Items and queries of each run are projected together onto the top-2 principal axes of
@@ -260,8 +310,7 @@ def plot_embeddings(sweep_dir: str, panels: Sequence[tuple[str, str]],
     ax.scatter(*pi[order].T, s=4, c=[cmap(int(g) % 10) for g in ig[order]], alpha=0.6)
     shown = np.concatenate([np.flatnonzero(ug == g)[:200] for g in np.unique(ug)])
     shown = np.random.default_rng(1).permutation(shown)
-    ax.scatter(*pq[shown].T, s=10, marker="x", c=[cmap(int(g) % 10) for g in ug[shown]],
-               alpha=0.5)
+    ax.scatter(*pq[shown].T, s=10, marker="x", c=[cmap(int(g) % 10) for g in ug[shown]], alpha=0.5)
     ax.set_title(title, fontsize=10)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -269,9 +318,14 @@ def plot_embeddings(sweep_dir: str, panels: Sequence[tuple[str, str]],
   return save_figure(fig, sweep_dir, fname)
 
 
-def report(sweep_dir: str, *, title: str = "Sweep summary",
-           metrics: Sequence[str] = (QUALITY, "ndcg@20", FOLDING, "folding_auc"),
-           notes: Sequence[str] = (), pca_panels: Sequence[tuple[str, str]] = ()) -> dict:
+def report(
+    sweep_dir: str,
+    *,
+    title: str = "Sweep summary",
+    metrics: Sequence[str] = (QUALITY, "ndcg@20", FOLDING, "folding_auc"),
+    notes: Sequence[str] = (),
+    pca_panels: Sequence[tuple[str, str]] = (),
+) -> dict:
   rows = read_results(sweep_dir)
   summary = summarize(rows)
   write_summary(sweep_dir, summary, title=title, metrics=metrics, notes=notes)

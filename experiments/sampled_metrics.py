@@ -44,17 +44,20 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
   summary, rows = sw.summary, sw.rows
   notes = reorder_notes(summary, rows, FULL) + reorder_notes(summary, rows, FULL_HR)
   order = ranking({s: d[FULL][0] for s, d in summary.items()})
-  report_lib.plot_bars(sw.workdir, summary, [FULL, FULL_HR, SAMPLED], "metrics_bars.png",
-                       order)
+  report_lib.plot_bars(sw.workdir, summary, [FULL, FULL_HR, SAMPLED], "metrics_bars.png", order)
   _plot_scatter(sw.workdir, summary)
   return notes, [
-      "", "## Rankings", "",
+      "",
+      "## Rankings",
+      "",
       f"sampled_hr@10: each test pair against {sw.spec.num_negatives} uniform unseen items "
       f"(same draws for every model of a seed); {FULL_HR}: the same test pairs against all "
       "unseen items (the exact value the sampled metric estimates, so the second block of "
       "checks isolates the effect of sampling); recall@10: per user, full ranking. Never "
       "read a sampled metric without the full ones beside it.",
-      "", *ranking_table(summary, [FULL, FULL_HR, SAMPLED])]
+      "",
+      *ranking_table(summary, [FULL, FULL_HR, SAMPLED]),
+  ]
 
 
 # --------------------------------------------------------------------------------------
@@ -84,8 +87,7 @@ def kendall_tau(a: dict[str, float], b: dict[str, float]) -> float:
   n = len(keys)
   if n < 2:
     raise ValueError(f"Kendall tau needs >= 2 models, got {n}")
-  s = sum(np.sign(a[x] - a[y]) * np.sign(b[x] - b[y])
-          for x, y in itertools.combinations(keys, 2))
+  s = sum(np.sign(a[x] - a[y]) * np.sign(b[x] - b[y]) for x, y in itertools.combinations(keys, 2))
   return float(s / (n * (n - 1) / 2))
 
 
@@ -95,25 +97,32 @@ def relative_spread(means: dict[str, float]) -> float:
   return float((v.max() - v.min()) / v.max()) if v.max() > 0 else 0.0
 
 
-def reorder_notes(summary: dict, rows: list[dict], full_key: str,
-                  sampled_key: str = SAMPLED) -> list[str]:
+def reorder_notes(
+    summary: dict, rows: list[dict], full_key: str, sampled_key: str = SAMPLED
+) -> list[str]:
   """Kendall tau, every reordered pair (with the number of seeds where it is reordered)
   and the gap compression, between a full-ranking metric and the sampled one."""
   full = {s: d[full_key][0] for s, d in summary.items() if full_key in d and sampled_key in d}
   samp = {s: d[sampled_key][0] for s, d in summary.items() if s in full}
-  notes = [f"{full_key} vs {sampled_key}: Kendall tau between the rankings of the means "
-           f"{kendall_tau(full, samp):.3f}"]
+  notes = [
+      f"{full_key} vs {sampled_key}: Kendall tau between the rankings of the means "
+      f"{kendall_tau(full, samp):.3f}"
+  ]
   pairs = discordant_pairs(full, samp)
   for x, y in pairs:
     flips, n = _seed_orders(rows, x, y, full_key, sampled_key)
-    notes.append(f"REORDERED: {x} > {y} by {full_key} ({full[x]:.4f} vs {full[y]:.4f}) but "
-                 f"{x} < {y} by {sampled_key} ({samp[x]:.4f} vs {samp[y]:.4f}); reordered "
-                 f"on {flips}/{n} seeds")
+    notes.append(
+        f"REORDERED: {x} > {y} by {full_key} ({full[x]:.4f} vs {full[y]:.4f}) but "
+        f"{x} < {y} by {sampled_key} ({samp[x]:.4f} vs {samp[y]:.4f}); reordered "
+        f"on {flips}/{n} seeds"
+    )
   if not pairs:
     notes.append(f"no reordering: {full_key} and {sampled_key} rank the models alike")
   sf, ss = relative_spread(full), relative_spread(samp)
-  notes.append(f"{'PASS' if ss < sf else 'FAIL'}: the sampled metric compresses the gaps: "
-               f"(best - worst) / best = {sf:.3f} for {full_key}, {ss:.3f} for {sampled_key}")
+  notes.append(
+      f"{'PASS' if ss < sf else 'FAIL'}: the sampled metric compresses the gaps: "
+      f"(best - worst) / best = {sf:.3f} for {full_key}, {ss:.3f} for {sampled_key}"
+  )
   return notes
 
 
@@ -121,8 +130,7 @@ def ranking_table(summary: dict, keys: Sequence[str]) -> list[str]:
   """Markdown: rank i -> the i-th model (and its mean) under each metric."""
   have = [s for s, d in summary.items() if all(k in d for k in keys)]
   orders = [ranking({s: summary[s][k][0] for s in have}) for k in keys]
-  lines = ["| rank | " + " | ".join(f"by {k}" for k in keys) + " |",
-           "|---|" + "---|" * len(keys)]
+  lines = ["| rank | " + " | ".join(f"by {k}" for k in keys) + " |", "|---|" + "---|" * len(keys)]
   for i in range(len(have)):
     cells = [f"{o[i]} ({summary[o[i]][k][0]:.4f})" for o, k in zip(orders, keys)]
     lines.append(f"| {i + 1} | " + " | ".join(cells) + " |")
@@ -136,8 +144,7 @@ def _seed_orders(rows, x, y, full_key, sampled_key) -> tuple[int, int]:
     if r["strategy"] in (x, y):
       by.setdefault(r["seed"], {})[r["strategy"]] = (r[full_key], r[sampled_key])
   both = [d for d in by.values() if len(d) == 2]
-  flips = sum(1 for d in both
-              if (d[x][0] - d[y][0]) * (d[x][1] - d[y][1]) < 0)
+  flips = sum(1 for d in both if (d[x][0] - d[y][0]) * (d[x][1] - d[y][1]) < 0)
   return flips, len(both)
 
 
@@ -145,8 +152,9 @@ def _seed_orders(rows, x, y, full_key, sampled_key) -> tuple[int, int]:
 # The ablation.
 
 
-def full_hit_rate(query_UxD, items_NxD, train_inter, test_inter, *, k: int = 10,
-                  user_batch: int = 256) -> float:
+def full_hit_rate(
+    query_UxD, items_NxD, train_inter, test_inter, *, k: int = 10, user_batch: int = 256
+) -> float:
   """The exact counterpart of `metrics.sampled_hit_rate`: each test pair (u, i) (not a
   train pair) is ranked against ALL items u never interacted with (train or test); hit
   iff fewer than k of them score >= s_ui. Averaged over test pairs. Scores in float32."""
@@ -158,24 +166,23 @@ def full_hit_rate(query_UxD, items_NxD, train_inter, test_inter, *, k: int = 10,
   te = te[~np.isin(te, tr, assume_unique=True)]
   if te.size == 0:
     raise ValueError("test has no (user, item) pair outside train")
-  seen = np.union1d(tr, te)                 # sorted keys, so sorted by user
+  seen = np.union1d(tr, te)  # sorted keys, so sorted by user
   seen_u, seen_i = seen // n, seen % n
   te_u, te_i = te // n, te % n
   users = np.unique(te_u)
   hits = 0
   for lo in range(0, users.size, user_batch):
-    ub = users[lo:lo + user_batch]
-    scores = q[ub] @ v.T                                       # [b, N]
+    ub = users[lo : lo + user_batch]
+    scores = q[ub] @ v.T  # [b, N]
     a, b = np.searchsorted(te_u, [ub[0], ub[-1] + 1])
     rows = np.searchsorted(ub, te_u[a:b])
     pos = scores[rows, te_i[a:b]]
     c, d = np.searchsorted(seen_u, [ub[0], ub[-1] + 1])
     su, si = seen_u[c:d], seen_i[c:d]
-    own = np.isin(su, ub)                 # users without test pairs lie in between too
-    scores[np.searchsorted(ub, su[own]), si[own]] = -np.inf    # seen items out
+    own = np.isin(su, ub)  # users without test pairs lie in between too
+    scores[np.searchsorted(ub, su[own]), si[own]] = -np.inf  # seen items out
     scores.sort(axis=1)
-    ahead = np.array([n - np.searchsorted(scores[r], p, side="left")
-                      for r, p in zip(rows, pos)])
+    ahead = np.array([n - np.searchsorted(scores[r], p, side="left") for r, p in zip(rows, pos)])
     hits += int(np.sum(ahead < k))
   return hits / te.size
 
@@ -183,23 +190,32 @@ def full_hit_rate(query_UxD, items_NxD, train_inter, test_inter, *, k: int = 10,
 def _sampled(query, items, tr, te, seed, num_negatives):
   import jax
   from jaxrec import metrics
+
   key = jax.random.fold_in(jax.random.PRNGKey(seed), 1234)  # same negatives for all models
-  return metrics.sampled_hit_rate(query, items, tr, te, num_negatives=num_negatives, k=10,
-                                  key=key)
+  return metrics.sampled_hit_rate(query, items, tr, te, num_negatives=num_negatives, k=10, key=key)
 
 
 def hit_rates(query, items, tr, te, seed, num_negatives) -> dict[str, float]:
-  return {FULL_HR: full_hit_rate(query, items, tr, te, k=10),
-          SAMPLED: _sampled(query, items, tr, te, seed, num_negatives)}
+  return {
+      FULL_HR: full_hit_rate(query, items, tr, te, k=10),
+      SAMPLED: _sampled(query, items, tr, te, seed, num_negatives),
+  }
 
 
 def popularity_row(config, seed: int, num_negatives: int, data=None) -> dict:
   from jaxrec import metrics
+
   tr, te = data if data is not None else sweep.load_data(config.data, seed)
   q, v = metrics.popularity_scores(tr)
   m = metrics.evaluate(q, v, tr, te, ks=tuple(config.eval.ks))
-  return {"strategy": POPULARITY, "seed": seed, "overrides": "{}", "workdir": "",
-          **m, **hit_rates(q, v, tr, te, seed, num_negatives)}
+  return {
+      "strategy": POPULARITY,
+      "seed": seed,
+      "overrides": "{}",
+      "workdir": "",
+      **m,
+      **hit_rates(q, v, tr, te, seed, num_negatives),
+  }
 
 
 def _plot_scatter(workdir, summary) -> str:
@@ -208,10 +224,12 @@ def _plot_scatter(workdir, summary) -> str:
   fig, ax = plt.subplots(figsize=(6.5, 4.8))
   for s, d in sorted(summary.items()):
     if FULL in d and SAMPLED in d:
-      ax.errorbar(d[FULL][0], d[SAMPLED][0], xerr=d[FULL][1], yerr=d[SAMPLED][1], fmt="o",
-                  capsize=3)
-      ax.annotate(s, (d[FULL][0], d[SAMPLED][0]), fontsize=8, xytext=(4, 3),
-                  textcoords="offset points")
+      ax.errorbar(
+          d[FULL][0], d[SAMPLED][0], xerr=d[FULL][1], yerr=d[SAMPLED][1], fmt="o", capsize=3
+      )
+      ax.annotate(
+          s, (d[FULL][0], d[SAMPLED][0]), fontsize=8, xytext=(4, 3), textcoords="offset points"
+      )
   ax.set_xlabel("recall@10, full ranking")
   ax.set_ylabel("HR@10 against 100 sampled negatives")
   ax.grid(alpha=0.3)

@@ -39,6 +39,7 @@ from ml_collections import config_flags
 
 from experiments import report as report_lib
 from experiments.configs import common
+
 # The jaxrec entry points of every experiment, imported here and nowhere else in experiments/.
 from jaxrec.config import ConfigError, validate_config
 from jaxrec.data import load_data
@@ -46,14 +47,22 @@ from jaxrec.train import train_and_evaluate
 from jaxrec.workdir import config_to_dict
 from jaxrec import xla_flags
 
-__all__ = ["ConfigError", "load_data", "train_and_evaluate", "Run", "Sweep", "run",
-           "run_sweep", "apply_overrides"]
+__all__ = [
+    "ConfigError",
+    "load_data",
+    "train_and_evaluate",
+    "Run",
+    "Sweep",
+    "run",
+    "run_sweep",
+    "apply_overrides",
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-  strategy: str                      # label shown in tables and plots
-  overrides: tuple[tuple[str, Any], ...]   # (dotted key, value) pairs
+  strategy: str  # label shown in tables and plots
+  overrides: tuple[tuple[str, Any], ...]  # (dotted key, value) pairs
 
 
 def grid(axes: dict[str, Sequence[Any]]) -> list[Run]:
@@ -86,8 +95,15 @@ def slug(label: str) -> str:
   return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", label).strip("_") or "run"
 
 
-def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run], seeds: Sequence[int],
-              sweep_dir: str, *, overwrite: bool = False, verbose_runs: bool = False) -> str:
+def run_sweep(
+    base: ml_collections.ConfigDict,
+    runs: Sequence[Run],
+    seeds: Sequence[int],
+    sweep_dir: str,
+    *,
+    overwrite: bool = False,
+    verbose_runs: bool = False,
+) -> str:
   """Trains every (run, seed) not yet done; returns the path of results.csv."""
   jobs = [(r, s) for r in runs for s in seeds]
   configs = run_configs(base, runs, seeds)  # validate everything before training anything
@@ -100,14 +116,14 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run], seeds: Seque
     if os.path.exists(os.path.join(wd, "results.json")) and not _config_changed(wd, config):
       _progress(f"{tag}: done earlier, skipped")
       continue
-    data_key = json.dumps({"data": config_to_dict(config.data), "seed": int(seed)},
-                          sort_keys=True)
+    data_key = json.dumps({"data": config_to_dict(config.data), "seed": int(seed)}, sort_keys=True)
     if data_key not in data_cache:
       data_cache.clear()  # keep one data set in memory at a time
       data_cache[data_key] = load_data(config.data, int(seed))
     t_run = time.time()
-    res = train_and_evaluate(config, wd, overwrite=overwrite,
-                                   data=data_cache[data_key], verbose=verbose_runs)
+    res = train_and_evaluate(
+        config, wd, overwrite=overwrite, data=data_cache[data_key], verbose=verbose_runs
+    )
     m = res["metrics"]
     shown = "  ".join(f"{k} {m[k]:.3f}" for k in ("recall@20", "cross_group@20") if k in m)
     eta = (time.time() - t0) / (i + 1) * (len(jobs) - i - 1)
@@ -115,8 +131,9 @@ def run_sweep(base: ml_collections.ConfigDict, runs: Sequence[Run], seeds: Seque
   return gather(sweep_dir, runs, seeds)
 
 
-def run_configs(base: ml_collections.ConfigDict, runs: Sequence[Run],
-                seeds: Sequence[int]) -> list[ml_collections.ConfigDict]:
+def run_configs(
+    base: ml_collections.ConfigDict, runs: Sequence[Run], seeds: Sequence[int]
+) -> list[ml_collections.ConfigDict]:
   """The validated config of every (run, seed), runs outer; raises ConfigError."""
   labels = [r.strategy for r in runs]
   if len(set(labels)) != len(labels):
@@ -156,11 +173,14 @@ def gather(sweep_dir: str, runs: Sequence[Run], seeds: Sequence[int]) -> str:
         continue
       with open(path) as f:
         res = json.load(f)
-      row = {"strategy": run.strategy, "seed": seed,
-             "overrides": json.dumps(dict(run.overrides), sort_keys=True),
-             "steps_per_second": res["run"].get("steps_per_second"),
-             "train_seconds": res["run"].get("train_seconds"),
-             "workdir": os.path.relpath(os.path.dirname(path), sweep_dir)}
+      row = {
+          "strategy": run.strategy,
+          "seed": seed,
+          "overrides": json.dumps(dict(run.overrides), sort_keys=True),
+          "steps_per_second": res["run"].get("steps_per_second"),
+          "train_seconds": res["run"].get("train_seconds"),
+          "workdir": os.path.relpath(os.path.dirname(path), sweep_dir),
+      }
       row.update(res["metrics"])
       rows.append(row)
   out = os.path.join(sweep_dir, "results.csv")
@@ -210,15 +230,16 @@ def parse_grid(specs: Sequence[str]) -> list[Run]:
 @dataclasses.dataclass
 class Sweep:
   """A swept ablation as its analysis function sees it."""
-  config: ml_collections.ConfigDict   # the config every run starts from (no `sweep`)
-  spec: ml_collections.ConfigDict     # the `sweep` section
+
+  config: ml_collections.ConfigDict  # the config every run starts from (no `sweep`)
+  spec: ml_collections.ConfigDict  # the `sweep` section
   workdir: str
   seeds: list[int]
-  runs: list[Run]                     # every declared run, trained now or not
-  rows: list[dict] = dataclasses.field(default_factory=list)   # results.csv
-  summary: dict = dataclasses.field(default_factory=dict)      # report.summarize(rows)
+  runs: list[Run]  # every declared run, trained now or not
+  rows: list[dict] = dataclasses.field(default_factory=list)  # results.csv
+  summary: dict = dataclasses.field(default_factory=dict)  # report.summarize(rows)
   log: Callable[[str], None] = print
-  extras: dict = dataclasses.field(default_factory=dict)       # what an analysis measured
+  extras: dict = dataclasses.field(default_factory=dict)  # what an analysis measured
 
   def run_dir(self, strategy: str, seed: int) -> str:
     return run_dir(self.workdir, strategy, seed)
@@ -296,8 +317,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, log=print) -> Sweep:
     xla_flags.add_defaults(xla_flags.FAST_COMPILE)
   chosen = check(config)
   analysis = lookup(spec.analysis)
-  sw = Sweep(base, spec, workdir, [int(s) for s in spec.seeds], declared_runs(config),
-             log=log)
+  sw = Sweep(base, spec, workdir, [int(s) for s in spec.seeds], declared_runs(config), log=log)
   if not sw.runs:  # a measurement of its own (gradient_bias): the analysis does it all
     analysis(sw)
     return sw
@@ -313,18 +333,24 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, log=print) -> Sweep:
   notes, sections = analysis(sw)
   not_run = [r.strategy for r in sw.runs if r.strategy not in sw.summary]
   if not_run:  # e.g. quick leaves some out: say so, not only what it judged
-    notes.append(f"NOT RUN (not judged, not in the table): {', '.join(not_run)}; the default "
-                 f"run trains all {len(sw.runs)}, --config.sweep.only any of them.")
+    notes.append(
+        f"NOT RUN (not judged, not in the table): {', '.join(not_run)}; the default "
+        f"run trains all {len(sw.runs)}, --config.sweep.only any of them."
+    )
   notes += list(spec.notes)
-  summary_md = report_lib.write_summary(workdir, sw.summary, title=spec.title,
-                                        metrics=spec.metrics, notes=notes)
+  summary_md = report_lib.write_summary(
+      workdir, sw.summary, title=spec.title, metrics=spec.metrics, notes=notes
+  )
   facts = clock.facts()
-  append_lines(summary_md, list(sections) + (facts_lines(facts, sw.seeds, base)
-                                             if spec.facts else []))
+  append_lines(
+      summary_md, list(sections) + (facts_lines(facts, sw.seeds, base) if spec.facts else [])
+  )
   for n in notes:
     log(n)
-  log(f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see "
-      f"{summary_md} and the PNGs beside it")
+  log(
+      f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see "
+      f"{summary_md} and the PNGs beside it"
+  )
   return sw
 
 
@@ -335,21 +361,27 @@ class Clock:
     self.wall, self.cpu = time.time(), time.process_time()
 
   def facts(self) -> dict:
-    return {"wall_seconds": time.time() - self.wall,
-            "cpu_seconds": time.process_time() - self.cpu,
-            "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "cpu_count": os.cpu_count()}
+    return {
+        "wall_seconds": time.time() - self.wall,
+        "cpu_seconds": time.process_time() - self.cpu,
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "cpu_count": os.cpu_count(),
+    }
 
 
 def facts_lines(facts, seeds, config) -> list[str]:
   load = facts["load_average"]
-  return ["", "## Run", "",
-          f"- seeds: {', '.join(str(s) for s in seeds)}; data: `{config.data.path}`; "
-          f"steps: {config.train.steps}",
-          f"- wall {facts['wall_seconds']:.0f} s, process CPU {facts['cpu_seconds']:.0f} s "
-          f"(all threads) on {facts['cpu_count']} cores"
-          + (f", 1-min load average {load:.1f} at the end" if load is not None else "")
-          + " (runs found finished in the workdir are not retrained and not timed)"]
+  return [
+      "",
+      "## Run",
+      "",
+      f"- seeds: {', '.join(str(s) for s in seeds)}; data: `{config.data.path}`; "
+      f"steps: {config.train.steps}",
+      f"- wall {facts['wall_seconds']:.0f} s, process CPU {facts['cpu_seconds']:.0f} s "
+      f"(all threads) on {facts['cpu_count']} cores"
+      + (f", 1-min load average {load:.1f} at the end" if load is not None else "")
+      + " (runs found finished in the workdir are not retrained and not timed)",
+  ]
 
 
 def append_lines(path: str, lines: Sequence[str]) -> None:
@@ -364,9 +396,14 @@ def with_grid(config, grid_specs: Sequence[str], seeds) -> ml_collections.Config
   config = copy.deepcopy(config)
   with config.unlocked():
     config.sweep = common.sweep(
-        "sweep", runs, title="Sweep summary", seeds=[int(s) for s in seeds or [0]],
+        "sweep",
+        runs,
+        title="Sweep summary",
+        seeds=[int(s) for s in seeds or [0]],
         metrics=(report_lib.QUALITY, "ndcg@20", report_lib.FOLDING, "folding_auc"),
-        analysis="report.standard_plots", facts=False)
+        analysis="report.standard_plots",
+        facts=False,
+    )
   return config
 
 
@@ -377,14 +414,20 @@ def with_grid(config, grid_specs: Sequence[str], seeds) -> ml_collections.Config
 def define_flags(config: str | None, workdir: str | None) -> None:
   global _CONFIG, _WORKDIR, _GRID, _SEEDS
   _CONFIG = config_flags.DEFINE_config_file(
-      "config", config, "Config file with get_config(arg) (FILE.py:VARIANT); override any "
-      "key with --config.x=y.")
+      "config",
+      config,
+      "Config file with get_config(arg) (FILE.py:VARIANT); override any " "key with --config.x=y.",
+  )
   _WORKDIR = flags.DEFINE_string("workdir", workdir, "Sweep folder.")
   _GRID = flags.DEFINE_multi_string(
-      "grid", [], "key=v1,v2 (repeat for a grid); only for a config without a sweep section.")
+      "grid", [], "key=v1,v2 (repeat for a grid); only for a config without a sweep section."
+  )
   _SEEDS = flags.DEFINE_list(
-      "seeds", None, "Seeds (default 0); only for a config without a sweep section (an "
-      "ablation's: --config.sweep.seeds).")
+      "seeds",
+      None,
+      "Seeds (default 0); only for a config without a sweep section (an "
+      "ablation's: --config.sweep.seeds).",
+  )
   if workdir is None:
     flags.mark_flag_as_required("workdir")
 
@@ -398,8 +441,10 @@ def main(argv):
     if "sweep" not in config:
       config = with_grid(config, _GRID.value, _SEEDS.value)
     elif _GRID.value or _SEEDS.value:
-      raise ConfigError("--grid and --seeds are for a config without a sweep section; an "
-                        "ablation's seeds and runs: --config.sweep.seeds, --config.sweep.only")
+      raise ConfigError(
+          "--grid and --seeds are for a config without a sweep section; an "
+          "ablation's seeds and runs: --config.sweep.seeds, --config.sweep.only"
+      )
     run(config, _WORKDIR.value)
   except ConfigError as err:
     print(f"error: {err}", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 # scipy is a hard dependency of jax and jaxlib, so this import is always available; its
 # LAPACK wrappers give the in-place Cholesky inverse (potrf + potri) that lets an
 # [N, N] float32 matrix be inverted without a second [N, N] copy.
@@ -34,8 +35,9 @@ _ROW_BLOCK = 2048
 def _binary_csr(train) -> tuple[np.ndarray, np.ndarray, int, int]:
   """(offsets [U + 1] int64, items [nnz] int64 sorted per user, U, N) of binary X."""
   num_users, num_items = int(train.num_users), int(train.num_items)
-  keys = np.unique(np.asarray(train.user_ids, np.int64) * num_items
-                   + np.asarray(train.item_ids, np.int64))
+  keys = np.unique(
+      np.asarray(train.user_ids, np.int64) * num_items + np.asarray(train.item_ids, np.int64)
+  )
   users, items = keys // num_items, keys % num_items
   offsets = np.zeros(num_users + 1, np.int64)
   np.cumsum(np.bincount(users, minlength=num_users), out=offsets[1:])
@@ -87,10 +89,10 @@ def gram(train, *, pair_budget: int = _PAIR_BUDGET) -> np.ndarray:
     hi = lo + max(1, int(np.searchsorted(cum, pair_budget, side="right")))
     e_lo, e_hi = offsets[lo], offsets[hi]
     if e_hi > e_lo:
-      n_e = np.repeat(n[lo:hi], n[lo:hi])                 # each entry's user's count
-      start_e = np.repeat(offsets[lo:hi], n[lo:hi])       # each entry's user's first entry
+      n_e = np.repeat(n[lo:hi], n[lo:hi])  # each entry's user's count
+      start_e = np.repeat(offsets[lo:hi], n[lo:hi])  # each entry's user's first entry
       left = np.repeat(np.arange(e_lo, e_hi), n_e)
-      first = np.cumsum(n_e) - n_e                        # where each entry's run starts
+      first = np.cumsum(n_e) - n_e  # where each entry's run starts
       right = np.repeat(start_e - first, n_e) + np.arange(left.size)
       np.add.at(flat, items[left] * num_items + items[right], np.float32(1))
     lo = hi
@@ -114,12 +116,14 @@ def _lapack_inverse_inplace(a: np.ndarray) -> np.ndarray:
   # works in place; its "upper" triangle is the lower triangle of `a` in C order.
   c, info = lapack.spotrf(a.T, lower=0, clean=0, overwrite_a=1)
   if info != 0:
-    raise np.linalg.LinAlgError(f"EASE: Cholesky failed (info={info}); X^T X + lam I is not "
-                                "positive definite in float32: increase lam")
+    raise np.linalg.LinAlgError(
+        f"EASE: Cholesky failed (info={info}); X^T X + lam I is not "
+        "positive definite in float32: increase lam"
+    )
   inv, info = lapack.spotri(c, lower=0, overwrite_c=1)
   if info != 0:
     raise np.linalg.LinAlgError(f"EASE: Cholesky inverse failed (info={info})")
-  p = inv.T                                               # C order when done in place
+  p = inv.T  # C order when done in place
   _symmetrise_lower(p)
   return p
 
@@ -140,14 +144,14 @@ def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
     return _lapack_inverse_inplace(a)
   m = n // 2
   a_inv = _inverse_spd_inplace(np.ascontiguousarray(a[:m, :m]))
-  w = a[m:, :m] @ a_inv                                   # W = B A^-1
+  w = a[m:, :m] @ a_inv  # W = B A^-1
   s = w @ a[:m, m:]
-  np.subtract(a[m:, m:], s, out=s)                        # S = C - W B^T
+  np.subtract(a[m:, m:], s, out=s)  # S = C - W B^T
   a[m:, m:] = _inverse_spd_inplace(s)
   del s
   np.matmul(a[m:, m:], w, out=a[m:, :m])
-  a[m:, :m] *= -1.0                                       # -S^-1 W
-  w_t_s_w = w.T @ a[m:, :m]                               # -W^T S^-1 W
+  a[m:, :m] *= -1.0  # -S^-1 W
+  w_t_s_w = w.T @ a[m:, :m]  # -W^T S^-1 W
   np.subtract(a_inv, w_t_s_w, out=a[:m, :m])
   del w_t_s_w, a_inv, w
   a[:m, m:] = a[m:, :m].T
@@ -159,7 +163,7 @@ class Ease:
   """EASE scores s_u = x_u B (x_u the user's binary train row), B [N, N] float32."""
 
   b_NxN: np.ndarray
-  offsets: np.ndarray     # binary X in CSR form (`_binary_csr`)
+  offsets: np.ndarray  # binary X in CSR form (`_binary_csr`)
   items: np.ndarray
 
   def scores(self, users_B) -> np.ndarray:
@@ -212,8 +216,8 @@ def ease(train, *, lam: float) -> Ease:
   g[np.diag_indices(num_items)] += np.float32(lam)
   p = _inverse_spd_inplace(g)
   del g
-  scale = -1.0 / np.diag(p).astype(np.float32)            # copy, before p is overwritten
+  scale = -1.0 / np.diag(p).astype(np.float32)  # copy, before p is overwritten
   for r0 in range(0, num_items, _ROW_BLOCK):
-    p[r0:r0 + _ROW_BLOCK] *= scale[None, :]
+    p[r0 : r0 + _ROW_BLOCK] *= scale[None, :]
   p[np.diag_indices(num_items)] = 0.0
   return Ease(p, offsets, items)

@@ -63,22 +63,26 @@ def logsumexp_forward(query_BxD: Array, items_NxD: Array, chunk_size: int) -> Ar
     scores_BxC = jnp.dot(query_BxD, items_CxD.T).astype(acc_dtype)
     new_max_B = jnp.maximum(max_B, jnp.max(scores_BxC, axis=1))
     sum_B = sum_B * jnp.exp(max_B - new_max_B) + jnp.sum(
-        jnp.exp(scores_BxC - new_max_B[:, None]), axis=1)
+        jnp.exp(scores_BxC - new_max_B[:, None]), axis=1
+    )
     return new_max_B, sum_B
 
   carry = (jnp.full((batch,), -jnp.inf, acc_dtype), jnp.zeros((batch,), acc_dtype))
   carry = jax.lax.fori_loop(
-      0, num_full,
+      0,
+      num_full,
       lambda i, c: step(c, jax.lax.dynamic_slice_in_dim(items_NxD, i * chunk, chunk, 0)),
-      carry)
+      carry,
+  )
   if tail:
-    carry = step(carry, items_NxD[num_full * chunk:])
+    carry = step(carry, items_NxD[num_full * chunk :])
   max_B, sum_B = carry
   return max_B + jnp.log(sum_B)
 
 
-def logsumexp_backward(query_BxD: Array, items_NxD: Array, lse_B: Array, g_B: Array,
-                       chunk_size: int) -> tuple[Array, Array]:
+def logsumexp_backward(
+    query_BxD: Array, items_NxD: Array, lse_B: Array, g_B: Array, chunk_size: int
+) -> tuple[Array, Array]:
   """Cotangents (d query_BxD, d items_NxD) of lse_b = log sum_j exp(q_b . v_j) given g_B.
 
     d q_b = g_b sum_j p_bj v_j ;  d v_j = sum_b g_b p_bj q_b ;  p_bj = exp(s_bj - lse_b).
@@ -107,7 +111,8 @@ def logsumexp_backward(query_BxD: Array, items_NxD: Array, lse_B: Array, g_B: Ar
     start = i * chunk
     dq_c, ditems_CxD = grads(jax.lax.dynamic_slice_in_dim(items_NxD, start, chunk, 0))
     ditems_NxD = jax.lax.dynamic_update_slice_in_dim(
-        ditems_NxD, ditems_CxD.astype(items_NxD.dtype), start, 0)
+        ditems_NxD, ditems_CxD.astype(items_NxD.dtype), start, 0
+    )
     return dq_BxD + dq_c, ditems_NxD
 
   carry = (jnp.zeros(query_BxD.shape, query_BxD.dtype), jnp.zeros_like(items_NxD))
@@ -117,7 +122,8 @@ def logsumexp_backward(query_BxD: Array, items_NxD: Array, lse_B: Array, g_B: Ar
     dq_c, ditems_TxD = grads(items_NxD[start:])
     dq_BxD = dq_BxD + dq_c
     ditems_NxD = jax.lax.dynamic_update_slice_in_dim(
-        ditems_NxD, ditems_TxD.astype(items_NxD.dtype), start, 0)
+        ditems_NxD, ditems_TxD.astype(items_NxD.dtype), start, 0
+    )
   return dq_BxD.astype(query_BxD.dtype), ditems_NxD
 
 
@@ -170,8 +176,8 @@ def chunk_candidates(scores_BxC: Array, k: int, group: int) -> tuple[Array, Arra
   if pad:
     scores_BxC = jnp.pad(scores_BxC, ((0, 0), (0, pad)), constant_values=_NEG_INF)
   blocks = scores_BxC.reshape(batch, num_groups, group)
-  _, best = jax.lax.top_k(blocks.max(axis=-1), k)                       # [B, k]
-  cand = jnp.take_along_axis(blocks, best[:, :, None], axis=1)          # [B, k, g]
+  _, best = jax.lax.top_k(blocks.max(axis=-1), k)  # [B, k]
+  cand = jnp.take_along_axis(blocks, best[:, :, None], axis=1)  # [B, k, g]
   cols = best[:, :, None] * group + jnp.arange(group, dtype=jnp.int32)  # [B, k, g]
   return cand.reshape(batch, k * group), cols.reshape(batch, k * group)
 
@@ -198,7 +204,7 @@ def topk_batch(query_BxD, items_NxD, ex_rows_E, ex_cols_E, *, k, chunk_size, gro
   def merge(carry, start, items_CxD):
     run_vals, run_ids = carry
     width = items_CxD.shape[0]
-    scores = jnp.dot(query_BxD, items_CxD.T, precision=_HIGHEST)     # [B, C]
+    scores = jnp.dot(query_BxD, items_CxD.T, precision=_HIGHEST)  # [B, C]
     local = ex_cols_E - start
     local = jnp.where((local >= 0) & (local < width), local, width)  # OOB -> drop
     scores = scores.at[ex_rows_E, local].set(_NEG_INF, mode="drop")
@@ -208,8 +214,7 @@ def topk_batch(query_BxD, items_NxD, ex_rows_E, ex_cols_E, *, k, chunk_size, gro
     top_vals, pos = jax.lax.top_k(vals, k)
     return top_vals, jnp.take_along_axis(ids, pos, axis=1)
 
-  carry = (jnp.full((batch, k), _NEG_INF, jnp.float32),
-           jnp.full((batch, k), -1, jnp.int32))
+  carry = (jnp.full((batch, k), _NEG_INF, jnp.float32), jnp.full((batch, k), -1, jnp.int32))
 
   def body(carry, i):
     start = i * chunk
@@ -226,8 +231,9 @@ def topk_batch(query_BxD, items_NxD, ex_rows_E, ex_cols_E, *, k, chunk_size, gro
   return vals, ids
 
 
-def split_exclusions(rows: np.ndarray, cols: np.ndarray, num_queries: int,
-                     batch: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def split_exclusions(
+    rows: np.ndarray, cols: np.ndarray, num_queries: int, batch: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
   """Per query batch: (row within batch, col) int32 arrays, padded to one common length.
 
   Batch b holds the pairs with b*batch <= row < (b+1)*batch; the padded length is the
@@ -245,9 +251,9 @@ def split_exclusions(rows: np.ndarray, cols: np.ndarray, num_queries: int,
   out = []
   for b in range(num_batches):
     lo, hi = bounds[b], bounds[b + 1]
-    r = np.full(width, batch, np.int32)         # pad row = batch -> dropped
+    r = np.full(width, batch, np.int32)  # pad row = batch -> dropped
     c = np.zeros(width, np.int32)
-    r[:hi - lo] = rows[lo:hi] - b * batch
-    c[:hi - lo] = cols[lo:hi]
+    r[: hi - lo] = rows[lo:hi] - b * batch
+    c[: hi - lo] = cols[lo:hi]
     out.append((r, c))
   return out

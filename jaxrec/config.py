@@ -48,6 +48,7 @@ def _names(names) -> str:
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
   """config.model as the step reads it."""
+
   name: str
   normalize: bool
   hidden: tuple[int, ...]
@@ -65,13 +66,18 @@ class ModelSpec:
       _positive(m.iterations, "model.iterations")
       _positive(m.unobserved_weight, "model.unobserved_weight", allow_zero=True)
       _positive(m.regularization, "model.regularization", allow_zero=True)
-    return cls(name=m.name, normalize=bool(m.normalize),
-               hidden=tuple(int(h) for h in m.hidden), max_bag=int(m.max_bag))
+    return cls(
+        name=m.name,
+        normalize=bool(m.normalize),
+        hidden=tuple(int(h) for h in m.hidden),
+        max_bag=int(m.max_bag),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class LossSpec:
   """config.loss as the step reads it."""
+
   name: str
   temperature: float
   gravity: float
@@ -86,9 +92,14 @@ class LossSpec:
     _positive(lo.temperature, "loss.temperature")
     _positive(lo.gravity, "loss.gravity", allow_zero=True)
     _positive(lo.l2, "loss.l2", allow_zero=True)
-    return cls(name=lo.name, temperature=float(lo.temperature), gravity=float(lo.gravity),
-               l2=float(lo.l2), positive_only_kind=lo.positive_only_kind,
-               chunk_size=int(lo.chunk_size) or None)
+    return cls(
+        name=lo.name,
+        temperature=float(lo.temperature),
+        gravity=float(lo.gravity),
+        l2=float(lo.l2),
+        positive_only_kind=lo.positive_only_kind,
+        chunk_size=int(lo.chunk_size) or None,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +108,7 @@ class SamplerSpec:
 
   chunk_size is the loss's (hard_exact streams the catalogue in chunks like the full
   softmax); num_uniform / batch_negatives of 0 mean "the batch size"."""
+
   name: str
   num_negatives: int
   logq: bool = True
@@ -111,8 +123,9 @@ class SamplerSpec:
   chunk_size: int | None = None
 
   @classmethod
-  def from_config(cls, s, *, batch_size: int, chunk_size: int | None = None,
-                  check_keys: bool = True) -> "SamplerSpec":
+  def from_config(
+      cls, s, *, batch_size: int, chunk_size: int | None = None, check_keys: bool = True
+  ) -> "SamplerSpec":
     """check_keys: the sampler-specific checks (only when the loss draws negatives)."""
     _choice(s.name, tuple(samplers.REGISTRY), "sampler.name")
     _positive(s.temperature, "sampler.temperature")
@@ -121,27 +134,40 @@ class SamplerSpec:
       _positive(s.num_negatives, "sampler.num_negatives")
       _positive(s.batch_negatives, "sampler.batch_negatives", allow_zero=True)
       if s.batch_negatives > batch_size:
-        raise ConfigError(f"sampler.batch_negatives={s.batch_negatives} exceeds "
-                          f"train.batch_size={batch_size} (in-batch negatives come from "
-                          "the batch)")
+        raise ConfigError(
+            f"sampler.batch_negatives={s.batch_negatives} exceeds "
+            f"train.batch_size={batch_size} (in-batch negatives come from "
+            "the batch)"
+        )
       if not (isinstance(s.hard_fraction, (int, float)) and 0.0 <= s.hard_fraction <= 1.0):
         raise ConfigError(f"sampler.hard_fraction={s.hard_fraction!r} must be in [0, 1]")
       for key, default in _SAMPLER_KEY_DEFAULTS.items():
         if s[key] != default and key not in entry.config_keys:
           users = [n for n, e in samplers.REGISTRY.items() if key in e.config_keys]
-          raise ConfigError(f"sampler.{key}={s[key]} applies to {_names(users)}, not "
-                            f"sampler.name={s.name}")
+          raise ConfigError(
+              f"sampler.{key}={s[key]} applies to {_names(users)}, not " f"sampler.name={s.name}"
+          )
       if "pool_size" in entry.config_keys:
         _positive(s.pool_size, "sampler.pool_size")
         if s.num_negatives > s.pool_size:
-          raise ConfigError(f"sampler.num_negatives={s.num_negatives} must be <= "
-                            f"sampler.pool_size={s.pool_size} for {s.name}")
-    return cls(name=s.name, num_negatives=int(s.num_negatives), logq=bool(s.logq),
-               replace=bool(s.replace), alpha=float(s.alpha), pool_size=int(s.pool_size),
-               temperature=float(s.temperature), freq_alpha=float(s.freq_alpha),
-               num_uniform=int(s.num_uniform) or int(batch_size),
-               batch_negatives=int(s.batch_negatives) or int(batch_size),
-               hard_fraction=float(s.hard_fraction), chunk_size=chunk_size)
+          raise ConfigError(
+              f"sampler.num_negatives={s.num_negatives} must be <= "
+              f"sampler.pool_size={s.pool_size} for {s.name}"
+          )
+    return cls(
+        name=s.name,
+        num_negatives=int(s.num_negatives),
+        logq=bool(s.logq),
+        replace=bool(s.replace),
+        alpha=float(s.alpha),
+        pool_size=int(s.pool_size),
+        temperature=float(s.temperature),
+        freq_alpha=float(s.freq_alpha),
+        num_uniform=int(s.num_uniform) or int(batch_size),
+        batch_negatives=int(s.batch_negatives) or int(batch_size),
+        hard_fraction=float(s.hard_fraction),
+        chunk_size=chunk_size,
+    )
 
   @property
   def entry(self) -> samplers.Sampler:
@@ -151,6 +177,7 @@ class SamplerSpec:
 @dataclasses.dataclass(frozen=True)
 class TrainSpec:
   """config.train as the step reads it."""
+
   batch_size: int
   batching: str
   optimizer: str
@@ -166,13 +193,19 @@ class TrainSpec:
     _positive(t.learning_rate, "train.learning_rate")
     _positive(t.log_every, "train.log_every")
     _positive(t.checkpoint_every, "train.checkpoint_every", allow_zero=True)
-    return cls(batch_size=int(t.batch_size), batching=t.batching, optimizer=t.optimizer,
-               learning_rate=float(t.learning_rate), skip_nonfinite=bool(t.skip_nonfinite))
+    return cls(
+        batch_size=int(t.batch_size),
+        batching=t.batching,
+        optimizer=t.optimizer,
+        learning_rate=float(t.learning_rate),
+        skip_nonfinite=bool(t.skip_nonfinite),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
   """The static (hashable) settings that shape the compiled step."""
+
   model: ModelSpec
   loss: LossSpec
   sampler: SamplerSpec
@@ -182,11 +215,17 @@ class StepSpec:
   def from_config(cls, config) -> "StepSpec":
     train = TrainSpec.from_config(config.train)
     loss = LossSpec.from_config(config.loss)
-    return cls(model=ModelSpec.from_config(config.model), loss=loss,
-               sampler=SamplerSpec.from_config(
-                   config.sampler, batch_size=train.batch_size, chunk_size=loss.chunk_size,
-                   check_keys=losses.REGISTRY[loss.name].needs_negatives),
-               train=train)
+    return cls(
+        model=ModelSpec.from_config(config.model),
+        loss=loss,
+        sampler=SamplerSpec.from_config(
+            config.sampler,
+            batch_size=train.batch_size,
+            chunk_size=loss.chunk_size,
+            check_keys=losses.REGISTRY[loss.name].needs_negatives,
+        ),
+        train=train,
+    )
 
   @property
   def draws_negatives(self) -> bool:
@@ -260,10 +299,13 @@ def check_data_fit(config, num_users: int, num_items: int) -> None:
   if draws and models.REGISTRY[config.model.name].trained_by_step:
     keys = samplers.REGISTRY[s.name].config_keys
     if "replace" in keys and not s.replace and s.num_negatives >= num_items:
-      raise ConfigError(f"sampler.num_negatives={s.num_negatives} must be < the number of "
-                        f"items ({num_items}) when sampling without replacement")
+      raise ConfigError(
+          f"sampler.num_negatives={s.num_negatives} must be < the number of "
+          f"items ({num_items}) when sampling without replacement"
+      )
     if "pool_size" in keys and s.pool_size > num_items:
-      raise ConfigError(f"sampler.pool_size={s.pool_size} exceeds the number of items "
-                        f"({num_items})")
+      raise ConfigError(
+          f"sampler.pool_size={s.pool_size} exceeds the number of items " f"({num_items})"
+      )
   if max(config.eval.ks) > num_items:
     raise ConfigError(f"eval.ks={tuple(config.eval.ks)} exceeds the number of items ({num_items})")

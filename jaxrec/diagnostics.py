@@ -33,11 +33,19 @@ from jaxrec.config import SamplerSpec
 Array = jax.Array
 
 
-def make_sampler(name: str, *, num_items: int, num_samples: int, counts=None,
-                 unigram_alpha=1.0, replace: bool = True, temperature=1.0,
-                 pool_size: Optional[int] = None, chunk_size: Optional[int] = None,
-                 num_uniform: Optional[int] = None
-                 ) -> Callable[..., samplers.Negatives]:
+def make_sampler(
+    name: str,
+    *,
+    num_items: int,
+    num_samples: int,
+    counts=None,
+    unigram_alpha=1.0,
+    replace: bool = True,
+    temperature=1.0,
+    pool_size: Optional[int] = None,
+    chunk_size: Optional[int] = None,
+    num_uniform: Optional[int] = None,
+) -> Callable[..., samplers.Negatives]:
   """-> sample(key, query_BxD, items_NxD, pos_ids_B, freq_state=None) -> Negatives.
 
   The registered sampler `name` (`samplers.REGISTRY`) outside a train step: num_samples
@@ -57,46 +65,79 @@ def make_sampler(name: str, *, num_items: int, num_samples: int, counts=None,
     if counts is None:
       raise ValueError(f"sampler {name!r} needs counts")
     table = samplers.unigram_table(counts, unigram_alpha)
-  spec = SamplerSpec(name=name, num_negatives=num_samples, replace=replace,
-                     alpha=float(unigram_alpha), pool_size=pool_size or 0,
-                     temperature=temperature, num_uniform=num_uniform or num_samples,
-                     chunk_size=chunk_size)
+  spec = SamplerSpec(
+      name=name,
+      num_negatives=num_samples,
+      replace=replace,
+      alpha=float(unigram_alpha),
+      pool_size=pool_size or 0,
+      temperature=temperature,
+      num_uniform=num_uniform or num_samples,
+      chunk_size=chunk_size,
+  )
 
   def sample(key, query_BxD=None, items_NxD=None, pos_ids_B=None, freq_state=None):
     if entry.uses_freq and freq_state is None:
       raise ValueError(f"sampler {name!r} needs freq_state (see freq_init/freq_update)")
-    inputs = samplers.SamplerInputs(num_items, pos_ids_B, freq_state, query_BxD, items_NxD,
-                                    table, jnp.arange(num_items, dtype=jnp.int32))
+    inputs = samplers.SamplerInputs(
+        num_items,
+        pos_ids_B,
+        freq_state,
+        query_BxD,
+        items_NxD,
+        table,
+        jnp.arange(num_items, dtype=jnp.int32),
+    )
     return entry.draw(key, inputs, spec)
 
   return sample
 
 
-def exact_gradient(query_BxD: Array, items_NxD: Array, pos_ids_B: Array, *,
-                   temperature=1.0) -> tuple[Array, Array]:
+def exact_gradient(
+    query_BxD: Array, items_NxD: Array, pos_ids_B: Array, *, temperature=1.0
+) -> tuple[Array, Array]:
   """grad of mean_b full_softmax_b w.r.t. (query_BxD, items_NxD)."""
+
   def loss(q, v):
     return jnp.mean(losses.full_softmax(q, v, pos_ids_B, temperature=temperature))
+
   return jax.grad(loss, argnums=(0, 1))(query_BxD, items_NxD)
 
 
-def sampled_gradient(key: Array, query_BxD: Array, items_NxD: Array, pos_ids_B: Array,
-                     sample_fn: Callable[..., samplers.Negatives], *, logq: bool = True,
-                     temperature=1.0, freq_state=None) -> tuple[Array, Array]:
+def sampled_gradient(
+    key: Array,
+    query_BxD: Array,
+    items_NxD: Array,
+    pos_ids_B: Array,
+    sample_fn: Callable[..., samplers.Negatives],
+    *,
+    logq: bool = True,
+    temperature=1.0,
+    freq_state=None,
+) -> tuple[Array, Array]:
   """grad of mean_b sampled_softmax_b w.r.t. (query_BxD, items_NxD) for one draw.
 
   `sample_fn` has `make_sampler`'s calling convention. Negatives are drawn from
   stop-gradient embeddings (ids and log_q are constants of the loss, as in training);
   accidental hits are removed.
   """
-  neg = sample_fn(key, jax.lax.stop_gradient(query_BxD), jax.lax.stop_gradient(items_NxD),
-                  pos_ids_B, freq_state)
+  neg = sample_fn(
+      key, jax.lax.stop_gradient(query_BxD), jax.lax.stop_gradient(items_NxD), pos_ids_B, freq_state
+  )
   neg_log_q = jax.lax.stop_gradient(neg.log_q) if logq else None
 
   def loss(q, v):
-    return jnp.mean(losses.sampled_softmax(
-        q, v[pos_ids_B], v[neg.ids], pos_ids=pos_ids_B, neg_ids=neg.ids,
-        neg_log_q=neg_log_q, temperature=temperature))
+    return jnp.mean(
+        losses.sampled_softmax(
+            q,
+            v[pos_ids_B],
+            v[neg.ids],
+            pos_ids=pos_ids_B,
+            neg_ids=neg.ids,
+            neg_log_q=neg_log_q,
+            temperature=temperature,
+        )
+    )
 
   return jax.grad(loss, argnums=(0, 1))(query_BxD, items_NxD)
 
@@ -105,8 +146,7 @@ def _flat(grads: tuple[Array, Array]) -> Array:
   return jnp.concatenate([grads[0].reshape(-1), grads[1].reshape(-1)])
 
 
-def _sampler_and_chunk(sampler, num_samples, num_items, sampler_kwargs, num_draws,
-                       draws_per_chunk):
+def _sampler_and_chunk(sampler, num_samples, num_items, sampler_kwargs, num_draws, draws_per_chunk):
   """-> (sample_fn, draws per vmapped group: the largest divisor of num_draws that is at
   most draws_per_chunk), validating the arguments shared by the diagnostics."""
   num_draws = samplers.check_int("num_draws", num_draws, 1)
@@ -114,32 +154,37 @@ def _sampler_and_chunk(sampler, num_samples, num_items, sampler_kwargs, num_draw
   if isinstance(sampler, str):
     if num_samples is None:
       raise ValueError(f"sampler {sampler!r} given by name needs num_samples")
-    sample_fn = make_sampler(sampler, num_items=num_items, num_samples=num_samples,
-                             **(sampler_kwargs or {}))
+    sample_fn = make_sampler(
+        sampler, num_items=num_items, num_samples=num_samples, **(sampler_kwargs or {})
+    )
   elif callable(sampler):
     sample_fn = sampler
   else:
-    raise ValueError(f"sampler must be a name in samplers.REGISTRY ({', '.join(samplers.REGISTRY)}) "
-                     f"or a callable, got {sampler!r}")
+    raise ValueError(
+        f"sampler must be a name in samplers.REGISTRY ({', '.join(samplers.REGISTRY)}) "
+        f"or a callable, got {sampler!r}"
+    )
   per_chunk = min(draws_per_chunk, num_draws)
   while num_draws % per_chunk:
     per_chunk -= 1
   return sample_fn, per_chunk
 
 
-def gradient_fidelity(key: Array,
-                      query_BxD: Array,
-                      items_NxD: Array,
-                      pos_ids_B: Array,
-                      sampler: Union[str, Callable[..., samplers.Negatives]],
-                      num_samples: Optional[int] = None,
-                      *,
-                      num_draws: int = 64,
-                      logq: bool = True,
-                      temperature=1.0,
-                      freq_state: Optional[samplers.FreqState] = None,
-                      sampler_kwargs: Optional[dict] = None,
-                      draws_per_chunk: int = 8) -> dict[str, float]:
+def gradient_fidelity(
+    key: Array,
+    query_BxD: Array,
+    items_NxD: Array,
+    pos_ids_B: Array,
+    sampler: Union[str, Callable[..., samplers.Negatives]],
+    num_samples: Optional[int] = None,
+    *,
+    num_draws: int = 64,
+    logq: bool = True,
+    temperature=1.0,
+    freq_state: Optional[samplers.FreqState] = None,
+    sampler_kwargs: Optional[dict] = None,
+    draws_per_chunk: int = 8,
+) -> dict[str, float]:
   """Bias and variance of the sampled-softmax gradient vs the exact full-softmax one.
 
   Args:
@@ -158,8 +203,9 @@ def gradient_fidelity(key: Array,
 
   Returns: {"bias_cosine", "rel_norm_error", "variance", "exact_norm"} as python floats.
   """
-  sample_fn, per_chunk = _sampler_and_chunk(sampler, num_samples, items_NxD.shape[0],
-                                             sampler_kwargs, num_draws, draws_per_chunk)
+  sample_fn, per_chunk = _sampler_and_chunk(
+      sampler, num_samples, items_NxD.shape[0], sampler_kwargs, num_draws, draws_per_chunk
+  )
   num_chunks = num_draws // per_chunk
   pos_ids_B = jnp.asarray(pos_ids_B)
 
@@ -168,9 +214,18 @@ def gradient_fidelity(key: Array,
     g_star = _flat(exact_gradient(query_BxD, items_NxD, pos_ids_B, temperature=temperature))
 
     def one(draw):
-      return _flat(sampled_gradient(jax.random.fold_in(key, draw), query_BxD, items_NxD,
-                                    pos_ids_B, sample_fn, logq=logq,
-                                    temperature=temperature, freq_state=freq_state))
+      return _flat(
+          sampled_gradient(
+              jax.random.fold_in(key, draw),
+              query_BxD,
+              items_NxD,
+              pos_ids_B,
+              sample_fn,
+              logq=logq,
+              temperature=temperature,
+              freq_state=freq_state,
+          )
+      )
 
     def body(carry, draws):
       count, mean, m2 = carry
@@ -201,19 +256,21 @@ def gradient_fidelity(key: Array,
   return {k: float(v) for k, v in out.items()}
 
 
-def logit_push(key: Array,
-               query_BxD: Array,
-               items_NxD: Array,
-               pos_ids_B: Array,
-               sampler: Union[str, Callable[..., samplers.Negatives]],
-               num_samples: Optional[int] = None,
-               *,
-               num_draws: int = 64,
-               logq: bool = True,
-               temperature=1.0,
-               freq_state: Optional[samplers.FreqState] = None,
-               sampler_kwargs: Optional[dict] = None,
-               draws_per_chunk: int = 8) -> tuple[Array, Array]:
+def logit_push(
+    key: Array,
+    query_BxD: Array,
+    items_NxD: Array,
+    pos_ids_B: Array,
+    sampler: Union[str, Callable[..., samplers.Negatives]],
+    num_samples: Optional[int] = None,
+    *,
+    num_draws: int = 64,
+    logq: bool = True,
+    temperature=1.0,
+    freq_state: Optional[samplers.FreqState] = None,
+    sampler_kwargs: Optional[dict] = None,
+    draws_per_chunk: int = 8,
+) -> tuple[Array, Array]:
   """How hard the partition term pushes down each item's logit, exact vs sampled.
 
   Add an offset b_j to every score of item j (s_bj = q_b.v_j / T + b_j). The loss is
@@ -233,23 +290,30 @@ def logit_push(key: Array,
   the sampled one averaged over `num_draws` draws (draw r uses fold_in(key, r)).
   """
   num_items = items_NxD.shape[0]
-  sample_fn, per_chunk = _sampler_and_chunk(sampler, num_samples, num_items, sampler_kwargs,
-                                            num_draws, draws_per_chunk)
+  sample_fn, per_chunk = _sampler_and_chunk(
+      sampler, num_samples, num_items, sampler_kwargs, num_draws, draws_per_chunk
+  )
   pos_ids_B = jnp.asarray(pos_ids_B)
   batch = pos_ids_B.shape[0]
 
   @jax.jit
   def run(key, query_BxD, items_NxD, freq_state):
-    q_aug = jnp.concatenate(
-        [query_BxD, jnp.full((batch, 1), temperature, query_BxD.dtype)], axis=1)
+    q_aug = jnp.concatenate([query_BxD, jnp.full((batch, 1), temperature, query_BxD.dtype)], axis=1)
     v_aug = jnp.concatenate([items_NxD, jnp.zeros((num_items, 1), items_NxD.dtype)], axis=1)
     pos_share_N = jnp.zeros(num_items, jnp.float32).at[pos_ids_B].add(1.0 / batch)
     exact = exact_gradient(q_aug, v_aug, pos_ids_B, temperature=temperature)[1][:, -1]
 
     def one(draw):
-      g = sampled_gradient(jax.random.fold_in(key, draw), q_aug, v_aug, pos_ids_B,
-                           sample_fn, logq=logq, temperature=temperature,
-                           freq_state=freq_state)
+      g = sampled_gradient(
+          jax.random.fold_in(key, draw),
+          q_aug,
+          v_aug,
+          pos_ids_B,
+          sample_fn,
+          logq=logq,
+          temperature=temperature,
+          freq_state=freq_state,
+      )
       return g[1][:, -1]
 
     def body(total, draws):
@@ -277,6 +341,7 @@ class NestedSampler(NamedTuple):
   support_N: bool [N], the items with q > 0.
   negatives_per_k: number of negatives a K-sample holds (2 for mixed, else 1).
   """
+
   draw: Callable
   corrections: Callable
   support_N: np.ndarray
@@ -307,8 +372,9 @@ def _nested_in_batch(num_items: int, k_max: int, counts_N: np.ndarray) -> Nested
   del num_items
   table = samplers.unigram_table(counts_N, 1.0)
   support = np.asarray(samplers.unigram_weights(counts_N, 1.0)) > 0
-  return NestedSampler(lambda key, q, v: samplers.unigram_sample(key, table, k_max),
-                       in_batch_corrections, support, 1)
+  return NestedSampler(
+      lambda key, q, v: samplers.unigram_sample(key, table, k_max), in_batch_corrections, support, 1
+  )
 
 
 def _nested_mixed(num_items: int, k_max: int, counts_N: np.ndarray) -> NestedSampler:
@@ -343,26 +409,41 @@ _BATCH_MODELS = {"in_batch": _nested_in_batch, "mixed": _nested_mixed}
 
 def nested_names() -> tuple[str, ...]:
   """The registered samplers the nested diagnostic can measure."""
-  return tuple(n for n, e in samplers.REGISTRY.items()
-               if n in _BATCH_MODELS or (e.iid and e.proper_log_q))
+  return tuple(
+      n for n, e in samplers.REGISTRY.items() if n in _BATCH_MODELS or (e.iid and e.proper_log_q)
+  )
 
 
-def make_nested(name: str, *, num_items: int, k_max: int, counts_N: np.ndarray,
-                unigram_alpha: float = 0.75, pool_size: int = 256,
-                temperature: float = 1.0) -> NestedSampler:
+def make_nested(
+    name: str,
+    *,
+    num_items: int,
+    k_max: int,
+    counts_N: np.ndarray,
+    unigram_alpha: float = 0.75,
+    pool_size: int = 256,
+    temperature: float = 1.0,
+) -> NestedSampler:
   """The nested version of registered sampler `name`: an i.i.d. sampler draws K_max
   negatives with its registry draw (train counts give the unigram table, with exponent
   `unigram_alpha`, and the popularity ranks); in_batch / mixed model the batch as K
   i.i.d. training positives. hard_topk (no proper q) is not offered."""
   if name not in nested_names():
-    raise ValueError(f"unknown sampler {name!r} for the nested diagnostic; valid: "
-                     f"{', '.join(nested_names())}")
+    raise ValueError(
+        f"unknown sampler {name!r} for the nested diagnostic; valid: "
+        f"{', '.join(nested_names())}"
+    )
   counts_N = np.asarray(counts_N, np.float32)
   if name in _BATCH_MODELS:
     return _BATCH_MODELS[name](num_items, k_max, counts_N)
   entry = samplers.REGISTRY[name]
-  spec = SamplerSpec(name=name, num_negatives=k_max, alpha=float(unigram_alpha),
-                     pool_size=pool_size, temperature=temperature)
+  spec = SamplerSpec(
+      name=name,
+      num_negatives=k_max,
+      alpha=float(unigram_alpha),
+      pool_size=pool_size,
+      temperature=temperature,
+  )
   table = samplers.unigram_table(counts_N, unigram_alpha) if entry.uses_unigram else None
   pop_order = jnp.asarray(np.argsort(-counts_N, kind="stable").astype(np.int32))
 
@@ -372,6 +453,9 @@ def make_nested(name: str, *, num_items: int, k_max: int, counts_N: np.ndarray,
 
   support = np.ones(num_items, bool)
   if entry.support is not None:
-    support = np.asarray(entry.support(
-        samplers.SamplerInputs(num_items, None, unigram=table, pop_order_N=pop_order), spec))
+    support = np.asarray(
+        entry.support(
+            samplers.SamplerInputs(num_items, None, unigram=table, pop_order_N=pop_order), spec
+        )
+    )
   return NestedSampler(draw, iid_corrections, support, 1)

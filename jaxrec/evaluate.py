@@ -12,16 +12,24 @@ from jaxrec import metrics, sharding
 
 def evaluate_embeddings(query_UxD, items_NxD, train, test, eval_cfg) -> dict[str, float]:
   """Full-ranking metrics at config eval.ks of given embeddings (`metrics.evaluate`)."""
-  return metrics.evaluate(query_UxD, items_NxD, train, test, ks=tuple(eval_cfg.ks),
-                          chunk_size=int(eval_cfg.chunk_size), topk_fn=sharding.sharded_topk)
+  return metrics.evaluate(
+      query_UxD,
+      items_NxD,
+      train,
+      test,
+      ks=tuple(eval_cfg.ks),
+      chunk_size=int(eval_cfg.chunk_size),
+      topk_fn=sharding.sharded_topk,
+  )
 
 
-def evaluate_model(query_UxD, items_NxD, train, test, eval_cfg, *, temperature: float
-                   ) -> dict[str, float]:
+def evaluate_model(
+    query_UxD, items_NxD, train, test, eval_cfg, *, temperature: float
+) -> dict[str, float]:
   """Full-ranking metrics plus test_softmax_loss: the held-out pairs' cross-entropy under
   the full softmax at the training temperature (what every sampled loss estimates)."""
   out = evaluate_embeddings(query_UxD, items_NxD, train, test, eval_cfg)
   out["test_softmax_loss"] = metrics.heldout_softmax_loss(
-      query_UxD, items_NxD, test, temperature=temperature,
-      chunk_size=int(eval_cfg.chunk_size))
+      query_UxD, items_NxD, test, temperature=temperature, chunk_size=int(eval_cfg.chunk_size)
+  )
   return out

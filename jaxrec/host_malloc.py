@@ -52,8 +52,10 @@ def apply(env: Optional[Mapping[str, str]] = None) -> bool:
   env = os.environ if env is None else env
   mode = env.get(ENV, "default")
   if mode not in ("keep", "default"):
-    raise ValueError(f"{ENV}={mode!r}: use 'keep' (keep freed memory for reuse) or "
-                     "'default' (glibc's own settings, also what an unset variable means)")
+    raise ValueError(
+        f"{ENV}={mode!r}: use 'keep' (keep freed memory for reuse) or "
+        "'default' (glibc's own settings, also what an unset variable means)"
+    )
   if mode == "default" or not _is_glibc():
     return False
   try:

@@ -44,13 +44,15 @@ def _check_2d(name: str, x) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def full_softmax(query_BxD: Array,
-                 items_NxD: Array,
-                 pos_ids: Array,
-                 pos_weights: Optional[Array] = None,
-                 *,
-                 temperature=1.0,
-                 chunk_size: Optional[int] = None) -> Array:
+def full_softmax(
+    query_BxD: Array,
+    items_NxD: Array,
+    pos_ids: Array,
+    pos_weights: Optional[Array] = None,
+    *,
+    temperature=1.0,
+    chunk_size: Optional[int] = None,
+) -> Array:
   """Cross-entropy of the softmax over all N items -> per-example loss [B].
 
   With scores s_bj = q_b . v_j / T and positives p with weights w_bp (a probability
@@ -84,8 +86,9 @@ def full_softmax(query_BxD: Array,
   if num_items < 1:
     raise ValueError("items_NxD must have at least one row")
   _check_temperature(temperature)
-  if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(
-      chunk_size, bool) or chunk_size < 1):
+  if chunk_size is not None and (
+      not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+  ):
     raise ValueError(f"chunk_size must be None or a positive int, got {chunk_size!r}")
 
   pos_ids = jnp.asarray(pos_ids)
@@ -94,8 +97,10 @@ def full_softmax(query_BxD: Array,
   if pos_ids.ndim == 1:
     pos_ids_BxP = pos_ids[:, None]
     if pos_weights is not None:
-      raise ValueError("pos_weights is only meaningful with pos_ids of shape [B,P]; "
-                       f"got pos_ids of shape {pos_ids.shape}")
+      raise ValueError(
+          "pos_weights is only meaningful with pos_ids of shape [B,P]; "
+          f"got pos_ids of shape {pos_ids.shape}"
+      )
   elif pos_ids.ndim == 2:
     pos_ids_BxP = pos_ids
   else:
@@ -108,8 +113,9 @@ def full_softmax(query_BxD: Array,
   else:
     weights_BxP = jnp.asarray(pos_weights, query_BxD.dtype)
     if weights_BxP.shape != pos_ids_BxP.shape:
-      raise ValueError(f"pos_weights shape {weights_BxP.shape} != pos_ids shape "
-                       f"{pos_ids_BxP.shape}")
+      raise ValueError(
+          f"pos_weights shape {weights_BxP.shape} != pos_ids shape " f"{pos_ids_BxP.shape}"
+      )
 
   # Temperature folded into the query: s = (q / T) . v; d/dT then flows by autodiff.
   scaled_BxD = query_BxD / jnp.asarray(temperature, query_BxD.dtype)
@@ -137,20 +143,23 @@ def _as_bk(name: str, x, batch: int, num_neg: int) -> Array:
     return jnp.broadcast_to(x[None, :], (batch, num_neg))
   if x.shape == (batch, num_neg):
     return x
-  raise ValueError(f"{name} must have shape [K]=({num_neg},) or [B,K]=({batch}, {num_neg}), "
-                   f"got {x.shape}")
+  raise ValueError(
+      f"{name} must have shape [K]=({num_neg},) or [B,K]=({batch}, {num_neg}), " f"got {x.shape}"
+  )
 
 
-def sampled_softmax(query_BxD: Array,
-                    pos_BxD: Array,
-                    neg,
-                    *,
-                    pos_ids: Optional[Array] = None,
-                    neg_ids: Optional[Array] = None,
-                    neg_log_q: Optional[Array] = None,
-                    pos_log_q: Optional[Array] = None,
-                    temperature=1.0,
-                    remove_accidental_hits: bool = True) -> Array:
+def sampled_softmax(
+    query_BxD: Array,
+    pos_BxD: Array,
+    neg,
+    *,
+    pos_ids: Optional[Array] = None,
+    neg_ids: Optional[Array] = None,
+    neg_log_q: Optional[Array] = None,
+    pos_log_q: Optional[Array] = None,
+    temperature=1.0,
+    remove_accidental_hits: bool = True,
+) -> Array:
   """Softmax cross-entropy over [positive, K negatives] -> per-example loss [B].
 
     o_b   = q_b . pos_b / T  - log(K * q(pos_b))       (second term if pos_log_q given)
@@ -201,9 +210,11 @@ def sampled_softmax(query_BxD: Array,
     pos_logit_B = pos_logit_B - (log_k + pos_log_q)
 
   if remove_accidental_hits and (pos_ids is None) != (neg_ids is None):
-    raise ValueError("remove_accidental_hits=True needs both pos_ids and neg_ids (or "
-                     "neither, to skip masking); got only "
-                     f"{'pos_ids' if neg_ids is None else 'neg_ids'}")
+    raise ValueError(
+        "remove_accidental_hits=True needs both pos_ids and neg_ids (or "
+        "neither, to skip masking); got only "
+        f"{'pos_ids' if neg_ids is None else 'neg_ids'}"
+    )
   if remove_accidental_hits and pos_ids is not None:
     pos_ids = jnp.asarray(pos_ids)
     if pos_ids.shape != (batch,):
@@ -236,8 +247,9 @@ def positive_only(query_BxD: Array, pos_BxD: Array, *, kind: str = "squared") ->
     raise ValueError(f"kind must be one of {POSITIVE_ONLY_KINDS}, got {kind!r}")
   _check_2d("query_BxD", query_BxD)
   if jnp.shape(pos_BxD) != jnp.shape(query_BxD):
-    raise ValueError(f"pos_BxD shape {jnp.shape(pos_BxD)} != query_BxD shape "
-                     f"{jnp.shape(query_BxD)}")
+    raise ValueError(
+        f"pos_BxD shape {jnp.shape(pos_BxD)} != query_BxD shape " f"{jnp.shape(query_BxD)}"
+    )
   scores_B = jnp.sum(query_BxD * pos_BxD, axis=1)
   if kind == "squared":
     return jnp.square(1.0 - scores_B)
@@ -256,8 +268,9 @@ def gravity(query_MxD: Array, items_NxD: Array) -> Array:
   _check_2d("query_MxD", query_MxD)
   _check_2d("items_NxD", items_NxD)
   if query_MxD.shape[1] != items_NxD.shape[1]:
-    raise ValueError(f"query_MxD has dim {query_MxD.shape[1]} but items_NxD has dim "
-                     f"{items_NxD.shape[1]}")
+    raise ValueError(
+        f"query_MxD has dim {query_MxD.shape[1]} but items_NxD has dim " f"{items_NxD.shape[1]}"
+    )
   gram_q_DxD = jnp.dot(query_MxD.T, query_MxD)
   gram_v_DxD = jnp.dot(items_NxD.T, items_NxD)
   return jnp.sum(gram_q_DxD * gram_v_DxD) / (query_MxD.shape[0] * items_NxD.shape[0])
@@ -273,24 +286,36 @@ class LossInputs(NamedTuple):
   neg_log_q is None when the step applies no logQ correction. `full_softmax` is the
   full-catalogue kernel (the step passes `sharding.sharded_full_softmax`, which is this
   function on one device)."""
+
   pos_ids_B: Array
   pos_BxD: Array
-  neg_ids: Optional[Array] = None      # [K] or [B,K]
-  neg_rows: Optional[Array] = None     # [K,D] or [B,K,D]
+  neg_ids: Optional[Array] = None  # [K] or [B,K]
+  neg_rows: Optional[Array] = None  # [K,D] or [B,K,D]
   neg_log_q: Optional[Array] = None
-  items_NxD: Optional[Array] = None    # every item row (losses that read them)
+  items_NxD: Optional[Array] = None  # every item row (losses that read them)
   full_softmax: Callable[..., Array] = full_softmax
 
 
 def _full_loss(query_BxD, inputs: LossInputs, spec):
-  return inputs.full_softmax(query_BxD, inputs.items_NxD, inputs.pos_ids_B,
-                             temperature=spec.temperature, chunk_size=spec.chunk_size)
+  return inputs.full_softmax(
+      query_BxD,
+      inputs.items_NxD,
+      inputs.pos_ids_B,
+      temperature=spec.temperature,
+      chunk_size=spec.chunk_size,
+  )
 
 
 def _sampled_loss(query_BxD, inputs: LossInputs, spec):
-  return sampled_softmax(query_BxD, inputs.pos_BxD, inputs.neg_rows,
-                         pos_ids=inputs.pos_ids_B, neg_ids=inputs.neg_ids,
-                         neg_log_q=inputs.neg_log_q, temperature=spec.temperature)
+  return sampled_softmax(
+      query_BxD,
+      inputs.pos_BxD,
+      inputs.neg_rows,
+      pos_ids=inputs.pos_ids_B,
+      neg_ids=inputs.neg_ids,
+      neg_log_q=inputs.neg_log_q,
+      temperature=spec.temperature,
+  )
 
 
 def _positive_only_loss(query_BxD, inputs: LossInputs, spec):
@@ -303,6 +328,7 @@ class Loss:
   losses (`spec` a `jaxrec.config.LossSpec`). needs_negatives: the step draws negatives
   (config sampler.*); reads_all_items: the loss reads every item row, so the step
   differentiates the whole item table (the dense path)."""
+
   fn: Callable[..., Array]
   help: str
   needs_negatives: bool = False
@@ -310,12 +336,17 @@ class Loss:
 
 
 REGISTRY: dict[str, Loss] = {
-    "full": Loss(_full_loss, "softmax cross-entropy over the whole catalogue",
-                 reads_all_items=True),
-    "sampled": Loss(_sampled_loss, "softmax over [positive, sampled negatives], logQ "
-                    "corrected (sampler.*)", needs_negatives=True),
-    "positive_only": Loss(_positive_only_loss, "positive pairs alone (loss.positive_only_kind)"
-                          "; meant to fold"),
+    "full": Loss(
+        _full_loss, "softmax cross-entropy over the whole catalogue", reads_all_items=True
+    ),
+    "sampled": Loss(
+        _sampled_loss,
+        "softmax over [positive, sampled negatives], logQ " "corrected (sampler.*)",
+        needs_negatives=True,
+    ),
+    "positive_only": Loss(
+        _positive_only_loss, "positive pairs alone (loss.positive_only_kind)" "; meant to fold"
+    ),
 }
 
 

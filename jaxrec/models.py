@@ -48,8 +48,9 @@ def pool_rows(rows_BxLxE: Array, mask_BxL: Array) -> Array:
   """
   if rows_BxLxE.ndim != 3 or mask_BxL.shape != rows_BxLxE.shape[:2]:
     raise ValueError(
-      f"pool_rows expects rows [B,L,E] and mask [B,L]; got {rows_BxLxE.shape} and "
-      f"{mask_BxL.shape}")
+        f"pool_rows expects rows [B,L,E] and mask [B,L]; got {rows_BxLxE.shape} and "
+        f"{mask_BxL.shape}"
+    )
   mask_BxL = mask_BxL.astype(rows_BxLxE.dtype)
   total_BxE = jnp.einsum("ble,bl->be", rows_BxLxE, mask_BxL)
   count_Bx1 = jnp.maximum(jnp.sum(mask_BxL, axis=1, keepdims=True), 1.0)
@@ -71,8 +72,8 @@ class DNNQueryTower(nn.Module):
     if features_BxF is not None:
       if features_BxF.ndim != 2 or features_BxF.shape[0] != bag_BxE.shape[0]:
         raise ValueError(
-          f"features must be [B,F] with B={bag_BxE.shape[0]}; got "
-          f"{features_BxF.shape}")
+            f"features must be [B,F] with B={bag_BxE.shape[0]}; got " f"{features_BxF.shape}"
+        )
       x = jnp.concatenate([x, features_BxF.astype(x.dtype)], axis=-1)
     for i, width in enumerate(self.hidden):
       x = nn.relu(nn.Dense(width, name=f"hidden_{i}")(x))
@@ -103,6 +104,7 @@ class Model:
   per user; "items": the query pools a bag of the user's other items over item rows).
   `trained_by_step`: False for closed-form models (no jitted step; their run lives in
   their own module). `spec` is a `jaxrec.config.ModelSpec`."""
+
   help: str
   query_table: str = "users"
   trained_by_step: bool = True
@@ -112,8 +114,12 @@ class Model:
 
 REGISTRY: dict[str, Model] = {
     "mf": Model("matrix factorization: the query is the user's row"),
-    "dnn": Model("softmax DNN: MLP over the mean of the user's other items' rows",
-                 query_table="items", init_dense=_dnn_init, apply_dense=_dnn_apply),
+    "dnn": Model(
+        "softmax DNN: MLP over the mean of the user's other items' rows",
+        query_table="items",
+        init_dense=_dnn_init,
+        apply_dense=_dnn_apply,
+    ),
     "wals": Model("weighted ALS / iALS, closed form (jaxrec.wals)", trained_by_step=False),
 }
 

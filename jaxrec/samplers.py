@@ -43,6 +43,7 @@ Array = jax.Array
 
 class Negatives(NamedTuple):
   """Sampled negatives: ids [K] or [B,K] int32 and log_q of the same shape (float32)."""
+
   ids: Array
   log_q: Array
 
@@ -55,8 +56,9 @@ class Negatives(NamedTuple):
 def check_int(name: str, value, minimum: int) -> int:
   """`value` as a python int >= `minimum` (a static size under jit), else ValueError."""
   if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-    raise ValueError(f"{name} must be a python int >= {minimum} (static under jit), "
-                     f"got {value!r}")
+    raise ValueError(
+        f"{name} must be a python int >= {minimum} (static under jit), " f"got {value!r}"
+    )
   return int(value)
 
 
@@ -67,8 +69,10 @@ def _check_temperature(temperature) -> None:
 
 def _check_embeddings(query_BxD, items_NxD) -> tuple[int, int, int]:
   if jnp.ndim(query_BxD) != 2 or jnp.ndim(items_NxD) != 2:
-    raise ValueError(f"query_BxD and items_NxD must be 2-D, got shapes "
-                     f"{jnp.shape(query_BxD)} and {jnp.shape(items_NxD)}")
+    raise ValueError(
+        f"query_BxD and items_NxD must be 2-D, got shapes "
+        f"{jnp.shape(query_BxD)} and {jnp.shape(items_NxD)}"
+    )
   (batch, dim), (num_items, dim_items) = jnp.shape(query_BxD), jnp.shape(items_NxD)
   if dim != dim_items:
     raise ValueError(f"query_BxD has dim {dim} but items_NxD has dim {dim_items}")
@@ -102,15 +106,15 @@ def _cdf_and_last(w_xS: Array) -> tuple[Array, Array]:
   return cum, last.astype(jnp.int32)
 
 
-def _searchsorted_rows(cum_RxS: Array, target_RxK: Array, method: str = "compare_all"
-                       ) -> Array:
+def _searchsorted_rows(cum_RxS: Array, target_RxK: Array, method: str = "compare_all") -> Array:
   """Row-wise searchsorted(side='right'): first j with cum[r, j] > target[r, k].
 
   "compare_all" (O(S) per target, cheap to compile) suits short rows (hard_exact's choice
   of a chunk); "scan" (binary search) long ones.
   """
   return jax.vmap(lambda c, t: jnp.searchsorted(c, t, side="right", method=method))(
-      cum_RxS, target_RxK)
+      cum_RxS, target_RxK
+  )
 
 
 def _draw_rows(u_RxK: Array, w_RxS: Array, method: str = "compare_all") -> Array:
@@ -193,8 +197,7 @@ def draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
 # ---------------------------------------------------------------------------------------
 
 
-def uniform(key: Array, num_items: int, num_samples: int, *, replace: bool = True
-            ) -> Negatives:
+def uniform(key: Array, num_items: int, num_samples: int, *, replace: bool = True) -> Negatives:
   """K ids uniform over the catalogue [0, N) -> Negatives [K], log_q = -log N.
 
   replace=True: i.i.d. draws, q_j = 1/N exactly.
@@ -211,19 +214,22 @@ def uniform(key: Array, num_items: int, num_samples: int, *, replace: bool = Tru
     ids = jax.random.randint(key, (num_samples,), 0, num_items, dtype=jnp.int32)
   else:
     if num_samples > num_items:
-      raise ValueError(f"num_samples={num_samples} > num_items={num_items}: cannot draw "
-                       "that many distinct ids without replacement (use replace=True)")
+      raise ValueError(
+          f"num_samples={num_samples} > num_items={num_items}: cannot draw "
+          "that many distinct ids without replacement (use replace=True)"
+      )
     ids = jax.random.choice(key, num_items, (num_samples,), replace=False).astype(jnp.int32)
   return Negatives(ids, jnp.full((num_samples,), -math.log(num_items), jnp.float32))
 
 
 class UnigramTable(NamedTuple):
   """Two-level inverse-CDF table for q_j proportional to w_j (see `unigram_table`)."""
-  block_cum_C: Array     # [C] cumulative block totals (flat over empty blocks)
-  last_block: Array      # () index of the last non-empty block
-  cum_CxS: Array         # [C,S] cumulative weights inside each block
+
+  block_cum_C: Array  # [C] cumulative block totals (flat over empty blocks)
+  last_block: Array  # () index of the last non-empty block
+  cum_CxS: Array  # [C,S] cumulative weights inside each block
   last_in_block_C: Array  # [C] index of the last positive weight in each block
-  log_q_N: Array         # [N] log q_j (-inf for weight 0)
+  log_q_N: Array  # [N] log q_j (-inf for weight 0)
 
 
 def unigram_weights(counts: Array, alpha=1.0) -> Array:
@@ -235,7 +241,7 @@ def unigram_weights(counts: Array, alpha=1.0) -> Array:
   counts = jnp.asarray(counts, jnp.float32)
   alpha = jnp.asarray(alpha, jnp.float32)
   safe = jnp.where(counts > 0, counts, 1.0)
-  return jnp.where(counts > 0, safe ** alpha, jnp.where(alpha == 0, 1.0, 0.0))
+  return jnp.where(counts > 0, safe**alpha, jnp.where(alpha == 0, 1.0, 0.0))
 
 
 def unigram_table(counts: Array, alpha=1.0) -> UnigramTable:
@@ -322,6 +328,7 @@ class FreqState(NamedTuple):
   a: last step at which the bucket was hit (-1: never).
   b: running estimate of the number of steps between two hits (0: never hit).
   """
+
   a: Array
   b: Array
 
@@ -410,8 +417,9 @@ def freq_log_q(state: FreqState, ids: Array) -> Array:
   return -jnp.log(jnp.maximum(jnp.max(b, axis=0), 1.0))
 
 
-def in_batch(pos_ids_B: Array, freq_state: FreqState,
-             num_negatives: Optional[int] = None) -> Negatives:
+def in_batch(
+    pos_ids_B: Array, freq_state: FreqState, num_negatives: Optional[int] = None
+) -> Negatives:
   """The batch's positives as shared negatives [K], with Yi et al.'s logQ correction.
 
   Yi et al. 2019 (eq. 3) correct each in-batch logit by s_ij - log(p_j), p_j = probability
@@ -436,8 +444,14 @@ def in_batch(pos_ids_B: Array, freq_state: FreqState,
   return Negatives(ids, freq_log_q(freq_state, ids) - math.log(batch))
 
 
-def mixed(key: Array, pos_ids_B: Array, freq_state: FreqState, num_items: int,
-          num_uniform: int, num_batch: Optional[int] = None) -> Negatives:
+def mixed(
+    key: Array,
+    pos_ids_B: Array,
+    freq_state: FreqState,
+    num_items: int,
+    num_uniform: int,
+    num_batch: Optional[int] = None,
+) -> Negatives:
   """Mixed negative sampling (Yang et al., WWW 2020): K_b in-batch + B' uniform ids.
 
   K_b = num_batch <= B (default B) of the batch's positives (the first K_b, as in
@@ -484,14 +498,20 @@ def with_uniform(key: Array, hard: Negatives, num_items: int, num_uniform: int) 
   batch = hard.ids.shape[0]
   uni = uniform(key, num_items, num_uniform)
   ids = jnp.concatenate([hard.ids, jnp.broadcast_to(uni.ids, (batch, num_uniform))], axis=1)
-  log_q = jnp.concatenate(
-      [hard.log_q, jnp.broadcast_to(uni.log_q, (batch, num_uniform))], axis=1)
+  log_q = jnp.concatenate([hard.log_q, jnp.broadcast_to(uni.log_q, (batch, num_uniform))], axis=1)
   return Negatives(ids, log_q)
 
 
-def simulate_frequency_estimation(key: Array, num_items: int, batch_size: int,
-                                  num_buckets: int, steps: int, switch_step: int, alpha,
-                                  num_hashes: int = 1) -> Array:
+def simulate_frequency_estimation(
+    key: Array,
+    num_items: int,
+    batch_size: int,
+    num_buckets: int,
+    steps: int,
+    switch_step: int,
+    alpha,
+    num_hashes: int = 1,
+) -> Array:
   """Yi et al. 2019 (Sec. 6.1) simulation: estimator error per step -> [steps].
 
   Items i in [0, M) are drawn (batch_size per step, i.i.d.) with q_i proportional to i^2
@@ -551,8 +571,15 @@ def _block_scores_fn(scaled_BxD: Array, items_NxD: Array, chunk: int):
   return block
 
 
-def hard_exact(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, *,
-               temperature=1.0, chunk_size: Optional[int] = None) -> Negatives:
+def hard_exact(
+    key: Array,
+    query_BxD: Array,
+    items_NxD: Array,
+    num_samples: int,
+    *,
+    temperature=1.0,
+    chunk_size: Optional[int] = None,
+) -> Negatives:
   """K i.i.d. draws per row from q_bj = softmax_j(s_bj / T) over the catalogue -> [B,K].
 
   Exact, with replacement: log_q = s_bj/T - logsumexp_j(s_bj/T). With this q the
@@ -580,8 +607,7 @@ def hard_exact(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int,
     chunk = min(check_int("chunk_size", chunk_size, 1), num_items)
     num_chunks = -(-num_items // chunk)
     block = _block_scores_fn(scaled_BxD, items_NxD, chunk)
-    lse_CxB = jax.lax.map(lambda c: jax.nn.logsumexp(block(c)[0], axis=1),
-                          jnp.arange(num_chunks))
+    lse_CxB = jax.lax.map(lambda c: jax.nn.logsumexp(block(c)[0], axis=1), jnp.arange(num_chunks))
     lse_B = jax.nn.logsumexp(lse_CxB, axis=0)
     u_chunk, u_item = jax.random.uniform(key, (2, batch, num_samples))
     chunk_BxK = _draw_rows(u_chunk, jnp.exp(lse_CxB.T - lse_B[:, None]))
@@ -591,15 +617,21 @@ def hard_exact(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int,
       j = _draw_rows(u_item, jnp.exp(scores_BxS - lse_CxB[c][:, None]), "scan")
       return jnp.where(chunk_BxK == c, ids_S[j], ids_BxK), None
 
-    ids, _ = jax.lax.scan(body, jnp.zeros((batch, num_samples), jnp.int32),
-                          jnp.arange(num_chunks))
+    ids, _ = jax.lax.scan(body, jnp.zeros((batch, num_samples), jnp.int32), jnp.arange(num_chunks))
   ids = ids.astype(jnp.int32)
   scores_BxK = jnp.einsum("bd,bkd->bk", scaled_BxD, items_NxD[ids])
   return Negatives(ids, scores_BxK - lse_B[:, None])
 
 
-def hard_pool(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, *,
-              pool_size: int, temperature=1.0) -> Negatives:
+def hard_pool(
+    key: Array,
+    query_BxD: Array,
+    items_NxD: Array,
+    num_samples: int,
+    *,
+    pool_size: int,
+    temperature=1.0,
+) -> Negatives:
   """Uniform pool of M ids (with replacement, shared by the batch), then K draws per row
   with replacement from softmax(s/T) inside the pool -> Negatives [B,K].
 
@@ -635,8 +667,15 @@ def hard_pool(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, 
   return Negatives(pool_M[pos_BxK], log_q)
 
 
-def hard_topk(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, *,
-              pool_size: int, pos_ids: Optional[Array] = None) -> Negatives:
+def hard_topk(
+    key: Array,
+    query_BxD: Array,
+    items_NxD: Array,
+    num_samples: int,
+    *,
+    pool_size: int,
+    pos_ids: Optional[Array] = None,
+) -> Negatives:
   """Deterministic hard mining: the K highest-scoring distinct ids of a uniform pool of M.
 
   As TFRS `num_hard_negatives` / RecBole dynamic negatives. The pool (drawn with
@@ -670,8 +709,9 @@ def hard_topk(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, 
     excluded_BxM = excluded_BxM | (pool_M[None, :] == pos_ids[:, None])
   scores_BxM = jnp.where(excluded_BxM, -jnp.inf, scores_BxM)
   _, pos_BxK = jax.lax.top_k(scores_BxM, num_samples)
-  return Negatives(pool_M[pos_BxK],
-                   jnp.full((batch, num_samples), -math.log(num_items), jnp.float32))
+  return Negatives(
+      pool_M[pos_BxK], jnp.full((batch, num_samples), -math.log(num_items), jnp.float32)
+  )
 
 
 # ---------------------------------------------------------------------------------------
@@ -682,13 +722,14 @@ def hard_topk(key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, 
 class SamplerInputs(NamedTuple):
   """What a train step holds when it draws negatives (fields a sampler does not read may
   be None). Everything here is a constant of the loss (stop-gradient)."""
-  num_items: int               # N, static
-  pos_ids_B: Array             # the batch's positives
-  freq: Any = None             # FreqState after this step's `freq_update` (uses_freq)
-  query_BxD: Any = None        # the batch's queries, as the model scores them (needs_scores)
-  items_NxD: Any = None        # every item embedding, as the model scores them (needs_scores)
-  unigram: Any = None          # UnigramTable of the train counts (uses_unigram)
-  pop_order_N: Any = None      # item ids by decreasing train count (log_uniform's ranks)
+
+  num_items: int  # N, static
+  pos_ids_B: Array  # the batch's positives
+  freq: Any = None  # FreqState after this step's `freq_update` (uses_freq)
+  query_BxD: Any = None  # the batch's queries, as the model scores them (needs_scores)
+  items_NxD: Any = None  # every item embedding, as the model scores them (needs_scores)
+  unigram: Any = None  # UnigramTable of the train counts (uses_unigram)
+  pop_order_N: Any = None  # item ids by decreasing train count (log_uniform's ranks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -713,6 +754,7 @@ class Sampler:
   support: support(inputs, spec) -> bool [N], the items with q > 0, for a sampler that
     cannot draw every item (None: every item; the gradient diagnostic reads it).
   """
+
   draw: Callable[..., Negatives]
   help: str
   config_keys: tuple[str, ...] = ("num_negatives",)
@@ -750,8 +792,14 @@ def draw_in_batch(key, inputs: SamplerInputs, spec) -> Negatives:
 
 def draw_mixed(key, inputs: SamplerInputs, spec) -> Negatives:
   num_uniform = spec.num_uniform or inputs.pos_ids_B.shape[0]
-  return mixed(key, inputs.pos_ids_B, inputs.freq, inputs.num_items, num_uniform,
-               spec.batch_negatives or None)
+  return mixed(
+      key,
+      inputs.pos_ids_B,
+      inputs.freq,
+      inputs.num_items,
+      num_uniform,
+      spec.batch_negatives or None,
+  )
 
 
 def with_hard_fraction(draw_hard: Callable[..., Negatives]) -> Callable[..., Negatives]:
@@ -778,53 +826,90 @@ def with_hard_fraction(draw_hard: Callable[..., Negatives]) -> Callable[..., Neg
 def _hard_exact_rows(key, inputs: SamplerInputs, spec, k: int) -> Negatives:
   """hard_exact draws, on several devices each shard's own (jaxrec.sharding)."""
   from jaxrec import sharding  # sharding imports losses/metrics; kept off the import path
-  return sharding.sharded_hard_exact(key, inputs.query_BxD, inputs.items_NxD, k,
-                                     temperature=spec.temperature,
-                                     chunk_size=spec.chunk_size)
+
+  return sharding.sharded_hard_exact(
+      key,
+      inputs.query_BxD,
+      inputs.items_NxD,
+      k,
+      temperature=spec.temperature,
+      chunk_size=spec.chunk_size,
+  )
 
 
 def _hard_pool_rows(key, inputs: SamplerInputs, spec, k: int) -> Negatives:
-  return hard_pool(key, inputs.query_BxD, inputs.items_NxD, k, pool_size=spec.pool_size,
-                   temperature=spec.temperature)
+  return hard_pool(
+      key,
+      inputs.query_BxD,
+      inputs.items_NxD,
+      k,
+      pool_size=spec.pool_size,
+      temperature=spec.temperature,
+  )
 
 
 def _hard_topk_rows(key, inputs: SamplerInputs, spec, k: int) -> Negatives:
-  return hard_topk(key, inputs.query_BxD, inputs.items_NxD, k, pool_size=spec.pool_size,
-                   pos_ids=inputs.pos_ids_B)
+  return hard_topk(
+      key, inputs.query_BxD, inputs.items_NxD, k, pool_size=spec.pool_size, pos_ids=inputs.pos_ids_B
+  )
 
 
 _HARD_KEYS = ("num_negatives", "temperature", "hard_fraction")
 
 REGISTRY: dict[str, Sampler] = {
     "uniform": Sampler(
-        draw_uniform, "q_j = 1/N (with or without replacement)",
-        config_keys=("num_negatives", "replace")),
+        draw_uniform,
+        "q_j = 1/N (with or without replacement)",
+        config_keys=("num_negatives", "replace"),
+    ),
     "unigram": Sampler(
-        draw_unigram, "q_j proportional to train count_j ** sampler.alpha",
-        config_keys=("num_negatives", "alpha"), uses_unigram=True,
-        support=lambda inputs, spec: inputs.unigram.log_q_N > -jnp.inf),
+        draw_unigram,
+        "q_j proportional to train count_j ** sampler.alpha",
+        config_keys=("num_negatives", "alpha"),
+        uses_unigram=True,
+        support=lambda inputs, spec: inputs.unigram.log_q_N > -jnp.inf,
+    ),
     "log_uniform": Sampler(
-        draw_log_uniform, "Zipf over popularity ranks (tf log_uniform_candidate_sampler)"),
+        draw_log_uniform, "Zipf over popularity ranks (tf log_uniform_candidate_sampler)"
+    ),
     "in_batch": Sampler(
-        draw_in_batch, "the batch's positives, q from the Yi et al. 2019 streaming estimate",
-        config_keys=("batch_negatives", "freq_alpha"), uses_freq=True, iid=False),
+        draw_in_batch,
+        "the batch's positives, q from the Yi et al. 2019 streaming estimate",
+        config_keys=("batch_negatives", "freq_alpha"),
+        uses_freq=True,
+        iid=False,
+    ),
     "mixed": Sampler(
-        draw_mixed, "in-batch positives + uniform ids (Yang et al. 2020)",
-        config_keys=("batch_negatives", "num_uniform", "freq_alpha"), uses_freq=True,
-        iid=False),
+        draw_mixed,
+        "in-batch positives + uniform ids (Yang et al. 2020)",
+        config_keys=("batch_negatives", "num_uniform", "freq_alpha"),
+        uses_freq=True,
+        iid=False,
+    ),
     "hard_exact": Sampler(
-        with_hard_fraction(_hard_exact_rows), "q_bj = softmax(s_bj / T) over the catalogue",
-        config_keys=_HARD_KEYS, per_example=True, needs_scores=True),
+        with_hard_fraction(_hard_exact_rows),
+        "q_bj = softmax(s_bj / T) over the catalogue",
+        config_keys=_HARD_KEYS,
+        per_example=True,
+        needs_scores=True,
+    ),
     "hard_pool": Sampler(
         with_hard_fraction(_hard_pool_rows),
         "uniform pool of sampler.pool_size, then softmax(s / T) inside it",
-        config_keys=_HARD_KEYS + ("pool_size",), per_example=True, needs_scores=True,
-        log_q="weight"),
+        config_keys=_HARD_KEYS + ("pool_size",),
+        per_example=True,
+        needs_scores=True,
+        log_q="weight",
+    ),
     "hard_topk": Sampler(
         with_hard_fraction(_hard_topk_rows),
         "top-K scores of a uniform pool (deterministic mining, no logQ)",
-        config_keys=_HARD_KEYS + ("pool_size",), per_example=True, needs_scores=True,
-        log_q="none", iid=False),
+        config_keys=_HARD_KEYS + ("pool_size",),
+        per_example=True,
+        needs_scores=True,
+        log_q="none",
+        iid=False,
+    ),
 }
 
 

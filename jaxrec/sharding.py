@@ -93,10 +93,12 @@ def maybe_initialize_distributed() -> bool:
       num = int(os.environ["JAX_NUM_PROCESSES"])
       pid = int(os.environ["JAX_PROCESS_ID"])
     except (KeyError, ValueError) as err:
-      raise ValueError("JAX_COORDINATOR_ADDRESS is set, so JAX_NUM_PROCESSES and "
-                       "JAX_PROCESS_ID must be integers too; got "
-                       f"JAX_NUM_PROCESSES={os.environ.get('JAX_NUM_PROCESSES')!r}, "
-                       f"JAX_PROCESS_ID={os.environ.get('JAX_PROCESS_ID')!r}") from err
+      raise ValueError(
+          "JAX_COORDINATOR_ADDRESS is set, so JAX_NUM_PROCESSES and "
+          "JAX_PROCESS_ID must be integers too; got "
+          f"JAX_NUM_PROCESSES={os.environ.get('JAX_NUM_PROCESSES')!r}, "
+          f"JAX_PROCESS_ID={os.environ.get('JAX_PROCESS_ID')!r}"
+      ) from err
     if not 0 <= pid < num:
       raise ValueError(f"JAX_PROCESS_ID={pid} must be in [0, JAX_NUM_PROCESSES={num})")
   if jax.distributed.is_initialized():
@@ -118,13 +120,17 @@ def make_mesh(shape=None) -> Mesh | None:
   """
   shape = tuple(int(s) for s in shape) if shape else ()
   if len(shape) > 1:
-    raise ValueError(f"mesh.shape={shape}: only a 1-D ('{DATA}',) mesh is supported; "
-                     "pass (n,) or () for all devices")
+    raise ValueError(
+        f"mesh.shape={shape}: only a 1-D ('{DATA}',) mesh is supported; "
+        "pass (n,) or () for all devices"
+    )
   available = jax.device_count()
   n = shape[0] if shape else available
   if n < 1 or n > available:
-    raise ValueError(f"mesh.shape={shape} needs {n} devices; {available} available "
-                     f"({jax.default_backend()}); valid: 1..{available} or () for all")
+    raise ValueError(
+        f"mesh.shape={shape} needs {n} devices; {available} available "
+        f"({jax.default_backend()}); valid: 1..{available} or () for all"
+    )
   if n == 1:
     return None
   return Mesh(np.asarray(jax.devices()[:n]), (DATA,), axis_types=(AxisType.Auto,))
@@ -158,8 +164,12 @@ def rows_mesh(x):
   """
   if _is_concrete(x):
     sh = x.sharding
-    if (isinstance(sh, NamedSharding) and len(sh.spec) and sh.spec[0] == DATA
-        and _data_size(sh.mesh) > 1):
+    if (
+        isinstance(sh, NamedSharding)
+        and len(sh.spec)
+        and sh.spec[0] == DATA
+        and _data_size(sh.mesh) > 1
+    ):
       return sh.mesh
   mesh = jax.sharding.get_abstract_mesh()
   n = _data_size(None if mesh.empty else mesh)
@@ -185,8 +195,12 @@ def row_sharding(mesh: Mesh, num_rows: int) -> NamedSharding:
   """Rows split over "data" when they divide evenly, else replicated (with a warning)."""
   n = _data_size(mesh)
   if num_rows % n:
-    _log.warning("a table of %d rows does not divide over %d devices: it is replicated "
-                 "(pick a device count that divides it to shard it)", num_rows, n)
+    _log.warning(
+        "a table of %d rows does not divide over %d devices: it is replicated "
+        "(pick a device count that divides it to shard it)",
+        num_rows,
+        n,
+    )
     return NamedSharding(mesh, P())
   return NamedSharding(mesh, P(DATA))
 
@@ -221,10 +235,12 @@ def place_state(state, mesh: Mesh | None):
   if mesh is None:
     return state
   tables = {k: place_rows(v, mesh) for k, v in state.tables.items()}
-  table_opt = {k: place_rows(v, mesh, state.tables[k].shape[0])
-               for k, v in state.table_opt.items()}
-  rest = {k: replicate(getattr(state, k), mesh)
-          for k in state._fields if k not in ("tables", "table_opt")}
+  table_opt = {k: place_rows(v, mesh, state.tables[k].shape[0]) for k, v in state.table_opt.items()}
+  rest = {
+      k: replicate(getattr(state, k), mesh)
+      for k in state._fields
+      if k not in ("tables", "table_opt")
+  }
   return state._replace(tables=tables, table_opt=table_opt, **rest)
 
 
@@ -261,8 +277,9 @@ def gather_rows(table_NxD, ids, *, split_batch: bool = False):
       return jax.lax.psum_scatter(got, DATA, scatter_dimension=0, tiled=True)
     return jax.lax.psum(got, DATA)
 
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), P()),
-                       out_specs=P(DATA) if split else P())(table_NxD, ids)
+  return jax.shard_map(
+      local, mesh=mesh, in_specs=(P(DATA), P()), out_specs=P(DATA) if split else P()
+  )(table_NxD, ids)
 
 
 class DispatchThrottle:
@@ -331,8 +348,13 @@ def _sharded_lse(query_BxD, items_NxD, mesh, chunk_size):
 
 
 def _sharded_lse_fwd(query_BxD, items_NxD, mesh, chunk_size):
-  fn = jax.shard_map(lambda q, v: _combine_lse(_local_lse(q, v, chunk_size)), mesh=mesh,
-                     in_specs=(P(), P(DATA)), out_specs=P(), check_vma=False)
+  fn = jax.shard_map(
+      lambda q, v: _combine_lse(_local_lse(q, v, chunk_size)),
+      mesh=mesh,
+      in_specs=(P(), P(DATA)),
+      out_specs=P(),
+      check_vma=False,
+  )
   lse_B = fn(query_BxD, items_NxD)
   return lse_B, (query_BxD, items_NxD, lse_B)
 
@@ -342,8 +364,9 @@ def _sharded_lse_bwd(mesh, chunk_size, residuals, g_B):
     dq, dv = _local_lse_grads(q, v, lse, g, chunk_size)
     return jax.lax.psum(dq, DATA), dv.astype(v.dtype)
 
-  fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(DATA), P(), P()),
-                     out_specs=(P(), P(DATA)), check_vma=False)
+  fn = jax.shard_map(
+      local, mesh=mesh, in_specs=(P(), P(DATA), P(), P()), out_specs=(P(), P(DATA)), check_vma=False
+  )
   return fn(*residuals, g_B)
 
 
@@ -368,8 +391,15 @@ def logsumexp_scores(query_BxD, items_NxD, *, chunk_size: Optional[int] = None):
   return _sharded_lse(query_BxD, items_NxD, mesh, chunk_size)
 
 
-def sharded_full_softmax(query_BxD, items_NxD, pos_ids, pos_weights=None, *,
-                         temperature=1.0, chunk_size: Optional[int] = None):
+def sharded_full_softmax(
+    query_BxD,
+    items_NxD,
+    pos_ids,
+    pos_weights=None,
+    *,
+    temperature=1.0,
+    chunk_size: Optional[int] = None,
+):
   """`losses.full_softmax` (same arguments and result, per-example loss [B]) for a
   row-sharded item table; on one device it *is* losses.full_softmax.
 
@@ -380,13 +410,18 @@ def sharded_full_softmax(query_BxD, items_NxD, pos_ids, pos_weights=None, *,
   """
   mesh = rows_mesh(items_NxD)
   if mesh is None:
-    return losses.full_softmax(query_BxD, items_NxD, pos_ids, pos_weights,
-                               temperature=temperature, chunk_size=chunk_size)
+    return losses.full_softmax(
+        query_BxD, items_NxD, pos_ids, pos_weights, temperature=temperature, chunk_size=chunk_size
+    )
   # Same argument checks (shapes, dtypes, temperature, chunk_size) as the unsharded loss.
   static_t = temperature if isinstance(temperature, (int, float)) else 1.0
-  jax.eval_shape(functools.partial(losses.full_softmax, temperature=static_t,
-                                   chunk_size=chunk_size),
-                 query_BxD, items_NxD, pos_ids, pos_weights)
+  jax.eval_shape(
+      functools.partial(losses.full_softmax, temperature=static_t, chunk_size=chunk_size),
+      query_BxD,
+      items_NxD,
+      pos_ids,
+      pos_weights,
+  )
   pos_ids = jnp.asarray(pos_ids)
   pos_BxP = pos_ids[:, None] if pos_ids.ndim == 1 else pos_ids
   if pos_weights is None:
@@ -401,8 +436,15 @@ def sharded_full_softmax(query_BxD, items_NxD, pos_ids, pos_weights=None, *,
   return jnp.sum(w_BxP, axis=1) * lse_B - jnp.sum(weighted_BxP, axis=1)
 
 
-def sharded_hard_exact(key, query_BxD, items_NxD, num_samples: int, *, temperature=1.0,
-                       chunk_size: Optional[int] = None):
+def sharded_hard_exact(
+    key,
+    query_BxD,
+    items_NxD,
+    num_samples: int,
+    *,
+    temperature=1.0,
+    chunk_size: Optional[int] = None,
+):
   """`samplers.hard_exact` for a row-sharded item table -> Negatives [B, K], exact.
 
   Two levels, as the unsharded sampler's chunks: device c draws K candidates per row
@@ -417,8 +459,9 @@ def sharded_hard_exact(key, query_BxD, items_NxD, num_samples: int, *, temperatu
   """
   mesh = rows_mesh(items_NxD)
   if mesh is None:
-    return samplers.hard_exact(key, query_BxD, items_NxD, num_samples,
-                               temperature=temperature, chunk_size=chunk_size)
+    return samplers.hard_exact(
+        key, query_BxD, items_NxD, num_samples, temperature=temperature, chunk_size=chunk_size
+    )
   n = _data_size(mesh)
   rows = items_NxD.shape[0] // n
   k_local, k_choice = jax.random.split(key)
@@ -426,8 +469,14 @@ def sharded_hard_exact(key, query_BxD, items_NxD, num_samples: int, *, temperatu
 
   def local(k_local, k_choice, q, items_local):
     c = jax.lax.axis_index(DATA)
-    neg = samplers.hard_exact(jax.random.fold_in(k_local, c), q, items_local, num_samples,
-                              temperature=temperature, chunk_size=chunk_size)
+    neg = samplers.hard_exact(
+        jax.random.fold_in(k_local, c),
+        q,
+        items_local,
+        num_samples,
+        temperature=temperature,
+        chunk_size=chunk_size,
+    )
     scaled = q / jnp.asarray(temperature, q.dtype)
     # lse_c from the first draw: log_q = s/T - lse_c  =>  lse_c = s/T - log_q.
     s0_B = jnp.sum(scaled * items_local[neg.ids[:, 0]], axis=1)
@@ -443,15 +492,15 @@ def sharded_hard_exact(key, query_BxD, items_NxD, num_samples: int, *, temperatu
 
   # check_vma=False: the chunked sampler's scan starts from constants; nothing here is
   # differentiated (the train step stops gradients through negatives).
-  fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P(), P(DATA)),
-                     out_specs=(P(), P()), check_vma=False)
+  fn = jax.shard_map(
+      local, mesh=mesh, in_specs=(P(), P(), P(), P(DATA)), out_specs=(P(), P()), check_vma=False
+  )
   ids, log_q = fn(k_local, k_choice, query_BxD, items_NxD)
   return samplers.Negatives(ids, log_q)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "chunk_size", "group", "mesh"))
-def sharded_topk_batch(query_BxD, items_NxD, ex_rows_E, ex_cols_E, *, k, chunk_size,
-                       group, mesh):
+def sharded_topk_batch(query_BxD, items_NxD, ex_rows_E, ex_cols_E, *, k, chunk_size, group, mesh):
   """`chunked.topk_batch` of one query batch, items row-sharded on `mesh` -> (vals_BxK,
   ids_BxK), replicated: each device ranks its own rows (excluded item ids shifted to its
   row range), then one top-k over the all-gathered [B, n k] per-device lists."""
@@ -460,22 +509,33 @@ def sharded_topk_batch(query_BxD, items_NxD, ex_rows_E, ex_cols_E, *, k, chunk_s
   def local(q, items_local, ex_r, ex_c):
     offset = jax.lax.axis_index(DATA) * rows
     # Excluded columns of other shards fall outside [0, rows) and are dropped.
-    vals, ids = chunked.topk_batch(q, items_local, ex_r, ex_c - offset, k=k,
-                                   chunk_size=chunk_size, group=group)
+    vals, ids = chunked.topk_batch(
+        q, items_local, ex_r, ex_c - offset, k=k, chunk_size=chunk_size, group=group
+    )
     ids = jnp.where(ids >= 0, ids + offset, -1)
-    vals_all = jax.lax.all_gather(vals, DATA, axis=1, tiled=True)   # [B, n k]
+    vals_all = jax.lax.all_gather(vals, DATA, axis=1, tiled=True)  # [B, n k]
     ids_all = jax.lax.all_gather(ids, DATA, axis=1, tiled=True)
     top_vals, pos = jax.lax.top_k(vals_all, k)
     return top_vals, jnp.take_along_axis(ids_all, pos, axis=1)
 
   # check_vma=False: the chunked scan starts from unvarying constants (nothing to
   # differentiate here); the outputs are replicated by construction (all_gather + top_k).
-  return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(DATA), P(), P()),
-                       out_specs=(P(), P()), check_vma=False)(query_BxD, items_NxD, ex_rows_E, ex_cols_E)
+  return jax.shard_map(
+      local, mesh=mesh, in_specs=(P(), P(DATA), P(), P()), out_specs=(P(), P()), check_vma=False
+  )(query_BxD, items_NxD, ex_rows_E, ex_cols_E)
 
 
-def sharded_topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=None,
-                 chunk_size=None, query_batch=None, group=None):
+def sharded_topk(
+    query_QxD,
+    items_NxD,
+    k,
+    *,
+    exclude_rows=None,
+    exclude_cols=None,
+    chunk_size=None,
+    query_batch=None,
+    group=None,
+):
   """`metrics.topk` (same arguments and numpy result) for a row-sharded item table.
 
   Each device runs the chunked top-k of `metrics.topk` over its own rows (excluded
@@ -489,9 +549,16 @@ def sharded_topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=Non
   group = metrics.DEFAULT_GROUP if group is None else group
   mesh = rows_mesh(items_NxD)
   if mesh is None:
-    return metrics.topk(query_QxD, items_NxD, k, exclude_rows=exclude_rows,
-                        exclude_cols=exclude_cols, chunk_size=chunk_size,
-                        query_batch=query_batch, group=group)
+    return metrics.topk(
+        query_QxD,
+        items_NxD,
+        k,
+        exclude_rows=exclude_rows,
+        exclude_cols=exclude_cols,
+        chunk_size=chunk_size,
+        query_batch=query_batch,
+        group=group,
+    )
   num_queries, num_items = jnp.shape(query_QxD)[0], jnp.shape(items_NxD)[0]
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 < k <= num_items:
     raise ValueError(f"k={k!r} must be an int in [1, N={num_items}]")
@@ -502,10 +569,13 @@ def sharded_topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=Non
     rows = np.asarray(exclude_rows).astype(np.int64).ravel()
     cols = np.asarray(exclude_cols).astype(np.int64).ravel()
     if rows.shape != cols.shape:
-      raise ValueError(f"exclude_rows {rows.shape} and exclude_cols {cols.shape} must have "
-                       "the same length")
-    for ids, upper, what in ((rows, num_queries, "exclude_rows"),
-                             (cols, num_items, "exclude_cols")):
+      raise ValueError(
+          f"exclude_rows {rows.shape} and exclude_cols {cols.shape} must have " "the same length"
+      )
+    for ids, upper, what in (
+        (rows, num_queries, "exclude_rows"),
+        (cols, num_items, "exclude_cols"),
+    ):
       if ids.size and (ids.min() < 0 or ids.max() >= upper):
         raise ValueError(f"{what} has ids outside [0, {upper})")
   if num_queries == 0:
@@ -518,12 +588,20 @@ def sharded_topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=Non
   parts = chunked.split_exclusions(rows, cols, num_queries, batch)
   vals_out, ids_out = [], []
   for b, (ex_r, ex_c) in enumerate(parts):
-    q = query[b * batch:(b + 1) * batch]
+    q = query[b * batch : (b + 1) * batch]
     real = q.shape[0]
     if real < batch:
       q = jnp.pad(q, ((0, batch - real), (0, 0)))
-    vals, ids = sharded_topk_batch(q, items, jnp.asarray(ex_r), jnp.asarray(ex_c), k=k,
-                                   chunk_size=chunk_size, group=group, mesh=mesh)
+    vals, ids = sharded_topk_batch(
+        q,
+        items,
+        jnp.asarray(ex_r),
+        jnp.asarray(ex_c),
+        k=k,
+        chunk_size=chunk_size,
+        group=group,
+        mesh=mesh,
+    )
     vals_out.append(np.asarray(vals)[:real])
     ids_out.append(np.asarray(ids)[:real])
   return np.concatenate(vals_out), np.concatenate(ids_out)
@@ -531,8 +609,8 @@ def sharded_topk(query_QxD, items_NxD, k, *, exclude_rows=None, exclude_cols=Non
 
 def _state_specs(opt_state, num_rows):
   return jax.tree.map(
-      lambda x: P(DATA) if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == num_rows else P(),
-      opt_state)
+      lambda x: P(DATA) if jnp.ndim(x) >= 1 and jnp.shape(x)[0] == num_rows else P(), opt_state
+  )
 
 
 def update_rows(row_opt, table_NxD, opt_state, ids_M, grads_MxD, step):
@@ -555,8 +633,9 @@ def update_rows(row_opt, table_NxD, opt_state, ids_M, grads_MxD, step):
     local_ids = jnp.where((local_ids >= 0) & (local_ids < rows), local_ids, rows)
     return row_opt.update(table, state, local_ids, grads, step)
 
-  fn = jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), specs, P(), P(), P()),
-                     out_specs=(P(DATA), specs))
+  fn = jax.shard_map(
+      local, mesh=mesh, in_specs=(P(DATA), specs, P(), P(), P()), out_specs=(P(DATA), specs)
+  )
   return fn(table_NxD, opt_state, ids_M, grads_MxD, step)
 
 
@@ -569,16 +648,21 @@ def update_all_rows(row_opt, table_NxD, opt_state, grads_NxD, step):
   mesh = rows_mesh(table_NxD)
   num_rows = table_NxD.shape[0]
   if mesh is None:
-    return row_opt.update(table_NxD, opt_state, jnp.arange(num_rows, dtype=jnp.int32),
-                          grads_NxD, step)
+    return row_opt.update(
+        table_NxD, opt_state, jnp.arange(num_rows, dtype=jnp.int32), grads_NxD, step
+    )
   state_specs = _state_specs(opt_state, num_rows)
 
   def local(table, state, grads, step):
     ids = jnp.arange(table.shape[0], dtype=jnp.int32)
     return row_opt.update(table, state, ids, grads, step)
 
-  fn = jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), state_specs, P(DATA), P()),
-                     out_specs=(P(DATA), state_specs))
+  fn = jax.shard_map(
+      local,
+      mesh=mesh,
+      in_specs=(P(DATA), state_specs, P(DATA), P()),
+      out_specs=(P(DATA), state_specs),
+  )
   return fn(table_NxD, opt_state, grads_NxD, step)
 
 
@@ -588,7 +672,8 @@ def update_all_rows(row_opt, table_NxD, opt_state, grads_NxD, step):
 
 _COLLECTIVE_RE = re.compile(
     r" = (.+?) (all-gather|all-reduce|all-to-all|collective-permute|reduce-scatter)"
-    r"(?:-start)?\(")
+    r"(?:-start)?\("
+)
 _SHAPE_RE = re.compile(r"[a-z]+[0-9]*\[([0-9,]*)\]")
 
 
@@ -616,8 +701,11 @@ def cpu_devices_env(num_devices: int, env: Optional[dict] = None) -> dict:
   xla_flags.add_defaults, it replaces a device count already there: the caller asked for
   this one, and the other XLA flags are kept."""
   env = dict(os.environ if env is None else env)
-  flags = [f for f in env.get("XLA_FLAGS", "").split()
-           if not f.startswith("--xla_force_host_platform_device_count")]
+  flags = [
+      f
+      for f in env.get("XLA_FLAGS", "").split()
+      if not f.startswith("--xla_force_host_platform_device_count")
+  ]
   env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={num_devices}"])
   env.setdefault("JAX_PLATFORMS", "cpu")
   return env

@@ -34,12 +34,13 @@ from jaxrec.config import ModelSpec, StepSpec
 
 class DeviceData(NamedTuple):
   """Device-resident training data; batches are drawn from it inside the jitted step."""
-  e_users: jax.Array      # [E] int32, interactions sorted by user
-  e_items: jax.Array      # [E] int32
-  offsets: jax.Array      # [U+1] int32, user u's interactions are e[offsets[u]:offsets[u+1]]
+
+  e_users: jax.Array  # [E] int32, interactions sorted by user
+  e_items: jax.Array  # [E] int32
+  offsets: jax.Array  # [U+1] int32, user u's interactions are e[offsets[u]:offsets[u+1]]
   item_counts: jax.Array  # [N] float32 train counts
-  pop_order: jax.Array    # [N] int32 item ids by decreasing train count (log_uniform ranks)
-  unigram: Any            # samplers.UnigramTable built once (samplers that read it), or None
+  pop_order: jax.Array  # [N] int32 item ids by decreasing train count (log_uniform ranks)
+  unigram: Any  # samplers.UnigramTable built once (samplers that read it), or None
 
 
 def device_data(train, spec: Optional[StepSpec] = None) -> DeviceData:
@@ -53,19 +54,24 @@ def device_data(train, spec: Optional[StepSpec] = None) -> DeviceData:
   counts = np.bincount(items, minlength=train.num_items).astype(np.float32)
   pop_order = np.argsort(-counts, kind="stable").astype(np.int32)
   table = None if unigram_alpha is None else samplers.unigram_table(counts, unigram_alpha)
-  return DeviceData(jnp.asarray(users), jnp.asarray(items),
-                    jnp.asarray(offsets.astype(np.int32)), jnp.asarray(counts),
-                    jnp.asarray(pop_order), table)
+  return DeviceData(
+      jnp.asarray(users),
+      jnp.asarray(items),
+      jnp.asarray(offsets.astype(np.int32)),
+      jnp.asarray(counts),
+      jnp.asarray(pop_order),
+      table,
+  )
 
 
 class TrainState(NamedTuple):
-  step: jax.Array            # int32 scalar
-  key: jax.Array             # PRNG key data (uint32[2]); per step: fold_in(key, step)
-  tables: dict               # "query" (users for MF, input items for DNN), "item": [rows, D]
-  table_opt: dict            # name -> row-optimizer state
-  dense: Any                 # query tower params ({} for MF)
-  dense_opt: Any             # optax state
-  freq: Any                  # samplers.FreqState for samplers that use it, else ()
+  step: jax.Array  # int32 scalar
+  key: jax.Array  # PRNG key data (uint32[2]); per step: fold_in(key, step)
+  tables: dict  # "query" (users for MF, input items for DNN), "item": [rows, D]
+  table_opt: dict  # name -> row-optimizer state
+  dense: Any  # query tower params ({} for MF)
+  dense_opt: Any  # optax state
+  freq: Any  # samplers.FreqState for samplers that use it, else ()
   first_bad_step: jax.Array  # int32, -1 while every loss so far was finite
 
 
@@ -74,12 +80,20 @@ _DENSE_OPTIMIZERS = {"sgd": optax.sgd, "adagrad": optax.adagrad, "adam": optax.a
 
 def _optimizers(spec: StepSpec):
   t = spec.train
-  return (tables.get_row_optimizer(t.optimizer, t.learning_rate),
-          _DENSE_OPTIMIZERS[t.optimizer](t.learning_rate))
+  return (
+      tables.get_row_optimizer(t.optimizer, t.learning_rate),
+      _DENSE_OPTIMIZERS[t.optimizer](t.learning_rate),
+  )
 
 
-def init_state(spec: StepSpec, config, num_users: int, num_items: int, seed: int,
-               freq_buckets: Optional[int] = None) -> TrainState:
+def init_state(
+    spec: StepSpec,
+    config,
+    num_users: int,
+    num_items: int,
+    seed: int,
+    freq_buckets: Optional[int] = None,
+) -> TrainState:
   """Tables ~ N(0, model.init_scale^2), the tower's init, empty optimizer states.
   freq_buckets (in-batch frequency estimator): default sampler.freq_buckets, and
   2 x num_items where that is 0."""
@@ -90,15 +104,23 @@ def init_state(spec: StepSpec, config, num_users: int, num_items: int, seed: int
   k_query, k_item, k_dense, k_train = jax.random.split(jax.random.PRNGKey(seed), 4)
   scale = float(config.model.init_scale)
   num_query_rows = num_items if model.query_table == "items" else num_users
-  tabs = {"query": models.init_table(k_query, num_query_rows, dim, scale),
-          "item": models.init_table(k_item, num_items, dim, scale)}
+  tabs = {
+      "query": models.init_table(k_query, num_query_rows, dim, scale),
+      "item": models.init_table(k_item, num_items, dim, scale),
+  }
   row_opt, dense_opt = _optimizers(spec)
   dense = model.init_dense(k_dense, spec.model, dim)
   freq = samplers.freq_init(freq_buckets) if spec.uses_freq else ()
-  return TrainState(step=jnp.zeros((), jnp.int32), key=k_train, tables=tabs,
-                    table_opt={k: row_opt.init(v) for k, v in tabs.items()},
-                    dense=dense, dense_opt=dense_opt.init(dense), freq=freq,
-                    first_bad_step=jnp.full((), -1, jnp.int32))
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      key=k_train,
+      tables=tabs,
+      table_opt={k: row_opt.init(v) for k, v in tabs.items()},
+      dense=dense,
+      dense_opt=dense_opt.init(dense),
+      freq=freq,
+      first_bad_step=jnp.full((), -1, jnp.int32),
+  )
 
 
 # --------------------------------------------------------------------------------------
@@ -107,6 +129,7 @@ def init_state(spec: StepSpec, config, num_users: int, num_items: int, seed: int
 
 class Batch(NamedTuple):
   """B training pairs: e_B indexes the interactions (sorted by user)."""
+
   e_B: jax.Array
   users_B: jax.Array
   pos_ids_B: jax.Array
@@ -178,6 +201,7 @@ class ItemBlock(NamedTuple):
   """The item rows a step reads and updates: `ids_M`, and where the batch's positives
   and negatives sit among them (`pos_slot_B`, `neg_slot` [K] or [B,K]). `all_rows`: the
   block is the whole table (ids_M = arange(N), slots = ids)."""
+
   ids_M: jax.Array
   pos_slot_B: jax.Array
   neg_slot: Optional[jax.Array]
@@ -211,8 +235,9 @@ def _write_rows(row_opt, table_NxD, opt_state, block: ItemBlock, grads_MxD, step
   """One row-optimizer update of the block's rows (duplicate ids combined)."""
   if block.all_rows:  # every row touched: each device updates its own rows
     return sharding.update_all_rows(row_opt, table_NxD, opt_state, grads_MxD, step)
-  return sharding.update_rows(row_opt, table_NxD, opt_state, block.ids_M,
-                              grads_MxD.reshape(-1, table_NxD.shape[-1]), step)
+  return sharding.update_rows(
+      row_opt, table_NxD, opt_state, block.ids_M, grads_MxD.reshape(-1, table_NxD.shape[-1]), step
+  )
 
 
 def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
@@ -244,14 +269,15 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
     query_sg_BxD = items_sg_NxD = None
     if entry.needs_scores:
       query_sg_BxD = jax.lax.stop_gradient(
-          _query(spec.model, state.dense, query_rows, bag_mask_BxL))
+          _query(spec.model, state.dense, query_rows, bag_mask_BxL)
+      )
       items_sg_NxD = _maybe_normalize(spec.model, item_table_NxD)
-    inputs = samplers.SamplerInputs(num_items, pos_ids_B, freq, query_sg_BxD, items_sg_NxD,
-                                    data.unigram, data.pop_order)
+    inputs = samplers.SamplerInputs(
+        num_items, pos_ids_B, freq, query_sg_BxD, items_sg_NxD, data.unigram, data.pop_order
+    )
     neg = draw_negatives(spec, k_neg, inputs)
 
-  block = item_block(pos_ids_B, None if neg is None else neg.ids, num_items,
-                     spec.reads_all_items)
+  block = item_block(pos_ids_B, None if neg is None else neg.ids, num_items, spec.reads_all_items)
   item_rows_MxD = _read_rows(item_table_NxD, block)
   loss_entry = losses.REGISTRY[spec.loss.name]
 
@@ -260,34 +286,44 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
     rows_MxD = _maybe_normalize(spec.model, item_rows_MxD)
     pos_BxD = _pick(rows_MxD, block.pos_slot_B, block)
     inputs = losses.LossInputs(
-        pos_ids_B, pos_BxD,
+        pos_ids_B,
+        pos_BxD,
         neg_ids=None if neg is None else neg.ids,
         neg_rows=None if neg is None else _pick(rows_MxD, block.neg_slot, block),
         neg_log_q=neg.log_q if neg is not None and spec.use_logq else None,
         items_NxD=rows_MxD if block.all_rows else None,
-        full_softmax=sharding.sharded_full_softmax)
+        full_softmax=sharding.sharded_full_softmax,
+    )
     loss = jnp.mean(loss_entry.fn(query_BxD, inputs, spec.loss))
     total = loss
     if spec.loss.gravity > 0:
       total = total + spec.loss.gravity * losses.gravity(query_BxD, rows_MxD)
     if spec.loss.l2 > 0:
-      total = total + spec.loss.l2 * (jnp.mean(jnp.sum(query_BxD ** 2, -1)) +
-                                      jnp.mean(jnp.sum(pos_BxD ** 2, -1)))
+      total = total + spec.loss.l2 * (
+          jnp.mean(jnp.sum(query_BxD**2, -1)) + jnp.mean(jnp.sum(pos_BxD**2, -1))
+      )
     return total, loss
 
   (_, loss), (g_dense, g_query, g_items_MxD) = jax.value_and_grad(
-      loss_fn, argnums=(0, 1, 2), has_aux=True)(state.dense, query_rows, item_rows_MxD)
+      loss_fn, argnums=(0, 1, 2), has_aux=True
+  )(state.dense, query_rows, item_rows_MxD)
 
   row_opt, dense_opt = _optimizers(spec)
   q_ids = query_ids.reshape(-1)
   if bag_mask_BxL is not None:  # padding slots update nothing: the out-of-range id is dropped
     q_ids = jnp.where(bag_mask_BxL.reshape(-1), q_ids, num_query_rows)
   # Each device updates the rows it holds (sharding.update_rows: the table never moves).
-  new_q, new_q_opt = sharding.update_rows(row_opt, query_table, state.table_opt["query"],
-                                          q_ids, g_query.reshape(-1, query_table.shape[-1]),
-                                          state.step)
-  new_i, new_i_opt = _write_rows(row_opt, item_table_NxD, state.table_opt["item"], block,
-                                 g_items_MxD, state.step)
+  new_q, new_q_opt = sharding.update_rows(
+      row_opt,
+      query_table,
+      state.table_opt["query"],
+      q_ids,
+      g_query.reshape(-1, query_table.shape[-1]),
+      state.step,
+  )
+  new_i, new_i_opt = _write_rows(
+      row_opt, item_table_NxD, state.table_opt["item"], block, g_items_MxD, state.step
+  )
   if jax.tree.leaves(state.dense):
     upd, new_dense_opt = dense_opt.update(g_dense, state.dense_opt, state.dense)
     new_dense = optax.apply_updates(state.dense, upd)
@@ -295,13 +331,17 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
     new_dense, new_dense_opt = state.dense, state.dense_opt
 
   finite = jnp.isfinite(loss)
-  first_bad = jnp.where((state.first_bad_step < 0) & ~finite, state.step,
-                        state.first_bad_step)
-  new_state = TrainState(step=state.step + 1, key=state.key,
-                         tables={"query": new_q, "item": new_i},
-                         table_opt={"query": new_q_opt, "item": new_i_opt},
-                         dense=new_dense, dense_opt=new_dense_opt, freq=freq,
-                         first_bad_step=first_bad)
+  first_bad = jnp.where((state.first_bad_step < 0) & ~finite, state.step, state.first_bad_step)
+  new_state = TrainState(
+      step=state.step + 1,
+      key=state.key,
+      tables={"query": new_q, "item": new_i},
+      table_opt={"query": new_q_opt, "item": new_i_opt},
+      dense=new_dense,
+      dense_opt=new_dense_opt,
+      freq=freq,
+      first_bad_step=first_bad,
+  )
   if spec.train.skip_nonfinite:
     skipped = state._replace(step=state.step + 1, first_bad_step=first_bad)
     new_state = jax.lax.cond(finite, lambda: new_state, lambda: skipped)
@@ -322,8 +362,9 @@ def query_embeddings(spec: StepSpec, state: TrainState, data: DeviceData):
   Jitted on the model spec alone, so the strategies of a sweep (same model, other losses
   and samplers) share one compilation."""
   if models.REGISTRY[spec.model.name].query_table == "items":
-    return _bag_query_embeddings(spec.model, state.tables["query"], state.dense,
-                                 data.e_items, data.e_users, data.offsets)
+    return _bag_query_embeddings(
+        spec.model, state.tables["query"], state.dense, data.e_items, data.e_users, data.offsets
+    )
   return _row_query_embeddings(spec.model, state.tables["query"], state.dense)
 
 

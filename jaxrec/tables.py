@@ -51,14 +51,13 @@ def dedup_sum(ids_M: Array, grads_MxD: Array, num_rows: int) -> tuple[Array, Arr
   grads_MxD = jnp.asarray(grads_MxD)
   if ids_M.ndim != 1 or grads_MxD.ndim != 2 or grads_MxD.shape[0] != ids_M.shape[0]:
     raise ValueError(
-        f"dedup_sum expects ids [M] and grads [M,D]; got {ids_M.shape} and "
-        f"{grads_MxD.shape}")
+        f"dedup_sum expects ids [M] and grads [M,D]; got {ids_M.shape} and " f"{grads_MxD.shape}"
+    )
   m = ids_M.shape[0]
   valid_M = (ids_M >= 0) & (ids_M < num_rows)
   ids_M = jnp.where(valid_M, ids_M, num_rows)
   grads_MxD = jnp.where(valid_M[:, None], grads_MxD, jnp.zeros((), grads_MxD.dtype))
-  unique_M, inverse_M = jnp.unique(
-      ids_M, size=m, fill_value=num_rows, return_inverse=True)
+  unique_M, inverse_M = jnp.unique(ids_M, size=m, fill_value=num_rows, return_inverse=True)
   inverse_M = inverse_M.reshape(m)
   summed_MxD = jax.ops.segment_sum(grads_MxD, inverse_M, num_segments=m)
   return unique_M.astype(jnp.int32), summed_MxD
@@ -82,8 +81,8 @@ def _gather(x_NxD: Array, ids_M: Array) -> Array:
 
 def _scatter(x_NxD: Array, ids_M: Array, rows_MxD: Array) -> Array:
   return x_NxD.at[ids_M].set(
-      rows_MxD.astype(x_NxD.dtype), mode="drop", indices_are_sorted=True,
-      unique_indices=True)
+      rows_MxD.astype(x_NxD.dtype), mode="drop", indices_are_sorted=True, unique_indices=True
+  )
 
 
 def _prepare(table_NxD: Array, ids_M: Array, grads_MxD: Array) -> tuple[Array, Array]:
@@ -91,7 +90,8 @@ def _prepare(table_NxD: Array, ids_M: Array, grads_MxD: Array) -> tuple[Array, A
   if grads_MxD.ndim != 2 or grads_MxD.shape[1] != table_NxD.shape[1]:
     raise ValueError(
         f"grads must be [M,{table_NxD.shape[1]}] for a table of shape "
-        f"{table_NxD.shape}; got {grads_MxD.shape}")
+        f"{table_NxD.shape}; got {grads_MxD.shape}"
+    )
   if ids_M.shape[0] >= num_rows:
     return _dense_combine(ids_M, grads_MxD, num_rows)
   unique_M, summed_MxD = dedup_sum(ids_M, grads_MxD, num_rows)
@@ -105,8 +105,11 @@ def _dense_combine(ids_M: Array, grads_MxD: Array, num_rows: int) -> tuple[Array
   ids_M = jnp.asarray(ids_M, jnp.int32)
   valid_M = (ids_M >= 0) & (ids_M < num_rows)
   ids_M = jnp.where(valid_M, ids_M, num_rows)
-  summed_NxD = jnp.zeros((num_rows, grads_MxD.shape[1]), grads_MxD.dtype).at[ids_M].add(
-      grads_MxD, mode="drop")
+  summed_NxD = (
+      jnp.zeros((num_rows, grads_MxD.shape[1]), grads_MxD.dtype)
+      .at[ids_M]
+      .add(grads_MxD, mode="drop")
+  )
   touched_N = jnp.zeros((num_rows,), bool).at[ids_M].set(True, mode="drop")
   slot_N = jnp.arange(num_rows, dtype=jnp.int32)
   return jnp.where(touched_N, slot_N, num_rows + slot_N), summed_NxD
@@ -132,8 +135,9 @@ class AdagradState(NamedTuple):
   sum_of_squares: Array  # [N,D]
 
 
-def row_adagrad(learning_rate: float, initial_accumulator_value: float = 0.1,
-                eps: float = 1e-7) -> RowOptimizer:
+def row_adagrad(
+    learning_rate: float, initial_accumulator_value: float = 0.1, eps: float = 1e-7
+) -> RowOptimizer:
   """Sparse elementwise Adagrad (Duchi et al. 2011), identical to `optax.adagrad`.
 
   On each touched row i, with g the summed gradient of that row (optax's
@@ -145,8 +149,7 @@ def row_adagrad(learning_rate: float, initial_accumulator_value: float = 0.1,
   """
 
   def init(table_NxD):
-    return AdagradState(
-        jnp.full(table_NxD.shape, initial_accumulator_value, table_NxD.dtype))
+    return AdagradState(jnp.full(table_NxD.shape, initial_accumulator_value, table_NxD.dtype))
 
   def update(table_NxD, state, ids_M, grads_MxD, step):
     del step
@@ -155,8 +158,10 @@ def row_adagrad(learning_rate: float, initial_accumulator_value: float = 0.1,
     inv_sqrt_MxD = jnp.where(acc_MxD > 0, jax.lax.rsqrt(acc_MxD + eps), 0.0)
     update_MxD = (-learning_rate) * (inv_sqrt_MxD * g_MxD)
     w_MxD = _gather(table_NxD, ids_M) + update_MxD
-    return (_scatter(table_NxD, ids_M, w_MxD),
-            AdagradState(_scatter(state.sum_of_squares, ids_M, acc_MxD)))
+    return (
+        _scatter(table_NxD, ids_M, w_MxD),
+        AdagradState(_scatter(state.sum_of_squares, ids_M, acc_MxD)),
+    )
 
   return RowOptimizer(init, update)
 
@@ -166,8 +171,9 @@ class LazyAdamState(NamedTuple):
   nu: Array  # [N,D] second moment
 
 
-def lazy_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
-              eps: float = 1e-8) -> RowOptimizer:
+def lazy_adam(
+    learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> RowOptimizer:
   """Lazy Adam: Adam moments updated only on touched rows (TF LazyAdamOptimizer).
 
   With t = step + 1 the *global* step, on each touched row i with summed gradient g:
@@ -189,11 +195,11 @@ def lazy_adam(learning_rate: float, b1: float = 0.9, b2: float = 0.999,
     v_MxD = b2 * _gather(state.nu, ids_M) + (1.0 - b2) * jnp.square(g_MxD)
     m_hat_MxD = m_MxD / (1.0 - b1**t)
     v_hat_MxD = v_MxD / (1.0 - b2**t)
-    w_MxD = _gather(table_NxD, ids_M) - learning_rate * (
-        m_hat_MxD / (jnp.sqrt(v_hat_MxD) + eps))
-    return (_scatter(table_NxD, ids_M, w_MxD),
-            LazyAdamState(_scatter(state.mu, ids_M, m_MxD),
-                          _scatter(state.nu, ids_M, v_MxD)))
+    w_MxD = _gather(table_NxD, ids_M) - learning_rate * (m_hat_MxD / (jnp.sqrt(v_hat_MxD) + eps))
+    return (
+        _scatter(table_NxD, ids_M, w_MxD),
+        LazyAdamState(_scatter(state.mu, ids_M, m_MxD), _scatter(state.nu, ids_M, v_MxD)),
+    )
 
   return RowOptimizer(init, update)
 
@@ -205,6 +211,5 @@ ROW_OPTIMIZERS = {"sgd": row_sgd, "adagrad": row_adagrad, "adam": lazy_adam}
 def get_row_optimizer(name: str, learning_rate: float) -> RowOptimizer:
   """Returns the row optimizer `name` in {"sgd", "adagrad", "adam"} (adam = lazy Adam)."""
   if name not in ROW_OPTIMIZERS:
-    raise ValueError(
-        f"unknown row optimizer {name!r}; valid choices: {sorted(ROW_OPTIMIZERS)}")
+    raise ValueError(f"unknown row optimizer {name!r}; valid choices: {sorted(ROW_OPTIMIZERS)}")
   return ROW_OPTIMIZERS[name](learning_rate)

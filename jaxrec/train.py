@@ -24,8 +24,14 @@ class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or inf (and config train.skip_nonfinite is off)."""
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       overwrite: bool = False, data=None, verbose: bool = True) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    overwrite: bool = False,
+    data=None,
+    verbose: bool = True,
+) -> dict:
   """Trains and evaluates one config; writes config.json, metrics.jsonl, results.json and
   checkpoints to `workdir`; resumes from the last checkpoint when rerun. Returns results.
 
@@ -40,8 +46,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   t_data = time.time()
   train, test = data if data is not None else data_lib.load_data(config.data, int(config.seed))
   check_data_fit(config, train.num_users, train.num_items)
-  log("data: %d users, %d items, %d train / %d test interactions (%.1fs)", train.num_users,
-      train.num_items, len(train.user_ids), len(test.user_ids), time.time() - t_data)
+  log(
+      "data: %d users, %d items, %d train / %d test interactions (%.1fs)",
+      train.num_users,
+      train.num_items,
+      len(train.user_ids),
+      len(test.user_ids),
+      time.time() - t_data,
+  )
 
   mesh = sharding.make_mesh(tuple(config.mesh.shape) or None)
   with sharding.mesh_context(mesh):
@@ -60,13 +72,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
     mpath = workdir_io.metrics_path(workdir, start)
     t0 = time.time()
-    state, train_seconds = _train_loop(config, spec, state, ddata, start, ckpt, train, test,
-                                       mpath, log)
+    state, train_seconds = _train_loop(
+        config, spec, state, ddata, start, ckpt, train, test, mpath, log
+    )
     t_eval = time.time()
     query_UxD = step.query_embeddings(spec, state, ddata)
     items_NxD = step.item_embeddings(spec, state)
-    final = evaluate.evaluate_model(query_UxD, items_NxD, train, test, config.eval,
-                                    temperature=spec.loss.temperature)
+    final = evaluate.evaluate_model(
+        query_UxD, items_NxD, train, test, config.eval, temperature=spec.loss.temperature
+    )
     eval_seconds = time.time() - t_eval
     if config.eval.save_embeddings:
       workdir_io.save_embeddings(workdir, query_UxD, items_NxD, train)
@@ -74,12 +88,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   steps = int(config.train.steps)
   workdir_io.append_jsonl(mpath, {"step": steps, **final})
   results = workdir_io.write_results(
-      workdir, final,
-      {"steps": steps, "resumed_from_step": start,
-       "steps_per_second": (steps - start) / train_seconds if train_seconds > 0 else None,
-       "train_seconds": train_seconds, "eval_seconds": eval_seconds,
-       "wall_seconds": time.time() - t0,
-       "num_users": train.num_users, "num_items": train.num_items}, cfg_dict)
+      workdir,
+      final,
+      {
+          "steps": steps,
+          "resumed_from_step": start,
+          "steps_per_second": (steps - start) / train_seconds if train_seconds > 0 else None,
+          "train_seconds": train_seconds,
+          "eval_seconds": eval_seconds,
+          "wall_seconds": time.time() - t0,
+          "num_users": train.num_users,
+          "num_items": train.num_items,
+      },
+      cfg_dict,
+  )
   log("final: %s", workdir_io.fmt_metrics(final))
   return results
 
@@ -101,7 +123,8 @@ def _train_loop(config, spec, state, ddata, start, ckpt, train, test, mpath, log
         raise NonFiniteLossError(
             f"loss became {'NaN' if math.isnan(loss) else 'non-finite'} at step {bad}; "
             f"last good checkpoint: {ckpt.latest_step()} (in {ckpt.directory}); "
-            f"set --config.train.skip_nonfinite=True to skip such steps")
+            f"set --config.train.skip_nonfinite=True to skip such steps"
+        )
       now = time.time()
       sps = (done - s_log) / max(now - t_log, 1e-9)
       train_seconds += now - t_log
@@ -110,13 +133,26 @@ def _train_loop(config, spec, state, ddata, start, ckpt, train, test, mpath, log
       if bad >= 0:
         row["first_skipped_step"] = bad
       if eval_every and done % eval_every == 0 and done != steps:
-        row.update(evaluate.evaluate_model(
-            step.query_embeddings(spec, state, ddata), step.item_embeddings(spec, state),
-            train, test, config.eval, temperature=spec.loss.temperature))
+        row.update(
+            evaluate.evaluate_model(
+                step.query_embeddings(spec, state, ddata),
+                step.item_embeddings(spec, state),
+                train,
+                test,
+                config.eval,
+                temperature=spec.loss.temperature,
+            )
+        )
         t_log = time.time()
       workdir_io.append_jsonl(mpath, row)
-      log("step %d/%d  loss %.4f  %.1f steps/s  ETA %s", done, steps, loss, sps,
-          workdir_io.fmt_seconds((steps - done) / max(sps, 1e-9)))
+      log(
+          "step %d/%d  loss %.4f  %.1f steps/s  ETA %s",
+          done,
+          steps,
+          loss,
+          sps,
+          workdir_io.fmt_seconds((steps - done) / max(sps, 1e-9)),
+      )
     ckpt.maybe_save(done, state, final=(done == steps))
   ckpt.close()
   return state, train_seconds

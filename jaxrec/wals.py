@@ -116,13 +116,19 @@ def _check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
 
 
 def _check_hparams(unobserved_weight, regularization, alpha, reg_exponent=1.0) -> None:
-  for name, v in (("unobserved_weight", unobserved_weight), ("regularization", regularization),
-                  ("alpha", alpha), ("reg_exponent", reg_exponent)):
+  for name, v in (
+      ("unobserved_weight", unobserved_weight),
+      ("regularization", regularization),
+      ("alpha", alpha),
+      ("reg_exponent", reg_exponent),
+  ):
     if not np.isfinite(v) or v < 0:
       raise ValueError(f"{name}={v!r} must be a finite number >= 0")
   if unobserved_weight == 0 and regularization == 0:
-    raise ValueError("unobserved_weight=0 and regularization=0 leave every row with fewer "
-                     "observations than dimensions singular: make one of them > 0")
+    raise ValueError(
+        "unobserved_weight=0 and regularization=0 leave every row with fewer "
+        "observations than dimensions singular: make one of them > 0"
+    )
 
 
 # ------------------------------------------------------------------------ host layout
@@ -132,24 +138,30 @@ def _merge_pairs(rows, cols, values, num_rows, num_cols):
   """Sorts (row, col) pairs, merging duplicates by summing their values (numpy)."""
   rows = np.asarray(rows, np.int64)
   cols = np.asarray(cols, np.int64)
-  values = (np.ones(rows.shape, np.float64) if values is None
-            else np.asarray(values, np.float64))
+  values = np.ones(rows.shape, np.float64) if values is None else np.asarray(values, np.float64)
   if rows.shape != cols.shape or values.shape != rows.shape or rows.ndim != 1:
-    raise ValueError(f"rows, cols and values must be 1-D of one length, got shapes "
-                     f"{rows.shape}, {cols.shape}, {values.shape}")
+    raise ValueError(
+        f"rows, cols and values must be 1-D of one length, got shapes "
+        f"{rows.shape}, {cols.shape}, {values.shape}"
+    )
   for name, ids, upper in (("row", rows, num_rows), ("column", cols, num_cols)):
     if ids.size and (ids.min() < 0 or ids.max() >= upper):
-      raise ValueError(f"{name} ids must lie in [0, {upper}), got range "
-                       f"[{ids.min()}, {ids.max()}]")
+      raise ValueError(
+          f"{name} ids must lie in [0, {upper}), got range " f"[{ids.min()}, {ids.max()}]"
+      )
   if values.size and (not np.all(np.isfinite(values)) or values.min() < 0):
-    raise ValueError(f"interaction values (weights) must be finite and >= 0, got min "
-                     f"{values.min()!r}")
+    raise ValueError(
+        f"interaction values (weights) must be finite and >= 0, got min " f"{values.min()!r}"
+    )
   key = rows * num_cols + cols
   uniq, inverse = np.unique(key, return_inverse=True)
   merged = np.zeros(uniq.shape, np.float64)
   np.add.at(merged, inverse, values)
-  return ((uniq // num_cols).astype(np.int32), (uniq % num_cols).astype(np.int32),
-          merged.astype(np.float32))
+  return (
+      (uniq // num_cols).astype(np.int32),
+      (uniq % num_cols).astype(np.int32),
+      merged.astype(np.float32),
+  )
 
 
 def csr_from_pairs(rows, cols, values, num_rows: int, num_cols: int):
@@ -160,8 +172,9 @@ def csr_from_pairs(rows, cols, values, num_rows: int, num_cols: int):
   return offsets, c, v
 
 
-def make_row_blocks(offsets, cols, values, *, block_entries: int = _BLOCK_ENTRIES,
-                    block_rows: int = _BLOCK_ROWS) -> RowBlocks:
+def make_row_blocks(
+    offsets, cols, values, *, block_entries: int = _BLOCK_ENTRIES, block_rows: int = _BLOCK_ROWS
+) -> RowBlocks:
   """Lays a CSR matrix out as power-of-two length buckets of row blocks (host, numpy).
 
   Row r of length n goes to the bucket of length L = 2^ceil(log2(max(n, 1))); a bucket of
@@ -171,11 +184,19 @@ def make_row_blocks(offsets, cols, values, *, block_entries: int = _BLOCK_ENTRIE
   offsets = np.asarray(offsets, np.int64)
   cols = np.asarray(cols, np.int32)
   values = np.asarray(values, np.float32)
-  if offsets.ndim != 1 or offsets.size < 1 or offsets[0] != 0 or np.any(np.diff(offsets) < 0) \
-      or offsets[-1] != cols.size or values.shape != cols.shape:
-    raise ValueError("offsets must be non-decreasing from 0 to len(cols) and values must "
-                     f"match cols; got offsets[-1]={offsets[-1] if offsets.size else None}, "
-                     f"len(cols)={cols.size}, len(values)={values.size}")
+  if (
+      offsets.ndim != 1
+      or offsets.size < 1
+      or offsets[0] != 0
+      or np.any(np.diff(offsets) < 0)
+      or offsets[-1] != cols.size
+      or values.shape != cols.shape
+  ):
+    raise ValueError(
+        "offsets must be non-decreasing from 0 to len(cols) and values must "
+        f"match cols; got offsets[-1]={offsets[-1] if offsets.size else None}, "
+        f"len(cols)={cols.size}, len(values)={values.size}"
+    )
   num_rows = offsets.size - 1
   lengths = np.diff(offsets)
   padded = np.left_shift(1, np.ceil(np.log2(np.maximum(lengths, 1))).astype(np.int64))
@@ -194,12 +215,15 @@ def make_row_blocks(offsets, cols, values, *, block_entries: int = _BLOCK_ENTRIE
     idx = np.where(valid, offsets[slot_rows][:, None] + pos, 0)
     ent_cols = np.where(valid, cols[idx] if cols.size else 0, 0).astype(np.int32)
     ent_vals = np.where(valid, values[idx] if values.size else 0, 0).astype(np.float32)
-    buckets.append(RowBucket(
-        rows_GxB=jnp.asarray(slot_rows.reshape(g, b).astype(np.int32)),
-        cols_GxBxL=jnp.asarray(ent_cols.reshape(g, b, L)),
-        values_GxBxL=jnp.asarray(ent_vals.reshape(g, b, L)),
-        valid_GxBxL=jnp.asarray(valid.reshape(g, b, L).astype(np.float32)),
-        counts_GxB=jnp.asarray(slot_len.reshape(g, b).astype(np.float32))))
+    buckets.append(
+        RowBucket(
+            rows_GxB=jnp.asarray(slot_rows.reshape(g, b).astype(np.int32)),
+            cols_GxBxL=jnp.asarray(ent_cols.reshape(g, b, L)),
+            values_GxBxL=jnp.asarray(ent_vals.reshape(g, b, L)),
+            valid_GxBxL=jnp.asarray(valid.reshape(g, b, L).astype(np.float32)),
+            counts_GxB=jnp.asarray(slot_len.reshape(g, b).astype(np.float32)),
+        )
+    )
     order.append(rows)
   # Position of row r in the concatenated slot outputs.
   out_index = np.empty(num_rows, np.int32)
@@ -250,8 +274,20 @@ def _block_woodbury(P_BxLxD, w_BxL, c_BxL, shared_BxD):
   return t - d * jnp.einsum("bld,bl->bd", Ps, y)
 
 
-def _solve_block_exact(fixed_rot_KxD, eig_D, bucket_blk, *, w0, reg, alpha, num_cols,
-                       reg_scaling, reg_exponent, confidence, use_woodbury):
+def _solve_block_exact(
+    fixed_rot_KxD,
+    eig_D,
+    bucket_blk,
+    *,
+    w0,
+    reg,
+    alpha,
+    num_cols,
+    reg_scaling,
+    reg_exponent,
+    confidence,
+    use_woodbury,
+):
   """One block of rows, exact; returns the solutions in the rotated basis, [B, D]."""
   rows, cols, vals, valid, counts = bucket_blk
   del rows
@@ -268,8 +304,21 @@ def _solve_block_exact(fixed_rot_KxD, eig_D, bucket_blk, *, w0, reg, alpha, num_
   return jnp.where(counts[:, None] > 0, x, 0.0)
 
 
-def _solve_block_cg(fixed_KxD, gram_DxD, x0_RxD, bucket_blk, *, w0, reg, alpha, num_cols,
-                    reg_scaling, reg_exponent, confidence, cg_steps):
+def _solve_block_cg(
+    fixed_KxD,
+    gram_DxD,
+    x0_RxD,
+    bucket_blk,
+    *,
+    w0,
+    reg,
+    alpha,
+    num_cols,
+    reg_scaling,
+    reg_exponent,
+    confidence,
+    cg_steps,
+):
   """One block of rows, `cg_steps` matrix-free CG steps from the current rows, [B, D]."""
   rows, cols, vals, valid, counts = bucket_blk
   P = fixed_KxD[cols] * valid[..., None]
@@ -318,11 +367,24 @@ def _map_blocks(fn, bucket: RowBucket):
   return out_GxBxD.reshape(-1, out_GxBxD.shape[-1])
 
 
-@functools.partial(jax.jit, static_argnames=("solver", "reg_scaling", "confidence",
-                                             "woodbury_max_len"))
-def solve_rows(fixed_KxD, blocks: RowBlocks, x0_RxD, *, w0, reg, alpha, reg_exponent=1.0,
-               solver: str = "cholesky", cg_steps=3, reg_scaling: str = "none",
-               confidence: str = "linear", woodbury_max_len: int | None = None) -> Array:
+@functools.partial(
+    jax.jit, static_argnames=("solver", "reg_scaling", "confidence", "woodbury_max_len")
+)
+def solve_rows(
+    fixed_KxD,
+    blocks: RowBlocks,
+    x0_RxD,
+    *,
+    w0,
+    reg,
+    alpha,
+    reg_exponent=1.0,
+    solver: str = "cholesky",
+    cg_steps=3,
+    reg_scaling: str = "none",
+    confidence: str = "linear",
+    woodbury_max_len: int | None = None,
+) -> Array:
   """New factors for all rows of `blocks` with the other side `fixed_KxD` held fixed.
 
   Jitted; w0, reg, alpha, reg_exponent and cg_steps are traced (no recompilation when
@@ -330,8 +392,15 @@ def solve_rows(fixed_KxD, blocks: RowBlocks, x0_RxD, *, w0, reg, alpha, reg_expo
   largest padded row length solved with Woodbury (default D - 1; 0: never).
   """
   num_cols, dim = fixed_KxD.shape
-  common = dict(w0=w0, reg=reg, alpha=alpha, num_cols=num_cols, reg_scaling=reg_scaling,
-                reg_exponent=reg_exponent, confidence=confidence)
+  common = dict(
+      w0=w0,
+      reg=reg,
+      alpha=alpha,
+      num_cols=num_cols,
+      reg_scaling=reg_scaling,
+      reg_exponent=reg_exponent,
+      confidence=confidence,
+  )
   gram_DxD = fixed_KxD.T @ fixed_KxD
   outs = []
   if solver == "cholesky":
@@ -342,24 +411,43 @@ def solve_rows(fixed_KxD, blocks: RowBlocks, x0_RxD, *, w0, reg, alpha, reg_expo
     prev = eig_D
     for bucket in blocks.buckets:
       bucket = bucket._replace(valid_GxBxL=_after(bucket.valid_GxBxL, prev))
-      fn = functools.partial(_solve_block_exact, fixed_rot, eig_D,
-                             use_woodbury=bucket.cols_GxBxL.shape[-1] <= max_len, **common)
+      fn = functools.partial(
+          _solve_block_exact,
+          fixed_rot,
+          eig_D,
+          use_woodbury=bucket.cols_GxBxL.shape[-1] <= max_len,
+          **common,
+      )
       prev = _map_blocks(fn, bucket)
       outs.append(prev)
     return jnp.concatenate(outs)[blocks.out_index_R] @ Q_DxD.T
   if solver == "cg":
     for bucket in blocks.buckets:
-      fn = functools.partial(_solve_block_cg, fixed_KxD, gram_DxD, x0_RxD, cg_steps=cg_steps,
-                             **common)
+      fn = functools.partial(
+          _solve_block_cg, fixed_KxD, gram_DxD, x0_RxD, cg_steps=cg_steps, **common
+      )
       outs.append(_map_blocks(fn, bucket))
     return jnp.concatenate(outs)[blocks.out_index_R]
   raise ValueError(f"solver={solver!r} is not one of {SOLVERS}")
 
 
-def solve_half_step(fixed_KxD, offsets, cols, values, *, w0, reg, alpha, x0=None,
-                    solver: str = "cholesky", cg_steps: int = 3, reg_scaling: str = "none",
-                    reg_exponent: float = 1.0, confidence: str = "linear",
-                    woodbury_max_len: int | None = None) -> Array:
+def solve_half_step(
+    fixed_KxD,
+    offsets,
+    cols,
+    values,
+    *,
+    w0,
+    reg,
+    alpha,
+    x0=None,
+    solver: str = "cholesky",
+    cg_steps: int = 3,
+    reg_scaling: str = "none",
+    reg_exponent: float = 1.0,
+    confidence: str = "linear",
+    woodbury_max_len: int | None = None,
+) -> Array:
   """One WALS half-step: argmin over the rows of a CSR matrix (R rows over K columns).
 
   offsets [R+1], cols [E], values [E] (raw r_ij; ones for binary data) give row i's
@@ -376,20 +464,47 @@ def solve_half_step(fixed_KxD, offsets, cols, values, *, w0, reg, alpha, x0=None
   fixed_KxD = jnp.asarray(fixed_KxD, jnp.float32)
   blocks = make_row_blocks(offsets, cols, values)
   num_rows = np.asarray(offsets).size - 1
-  x0 = (jnp.zeros((num_rows, fixed_KxD.shape[1]), jnp.float32) if x0 is None
-        else jnp.asarray(x0, jnp.float32))
-  return solve_rows(fixed_KxD, blocks, x0, w0=w0, reg=reg, alpha=alpha,
-                    reg_exponent=reg_exponent, solver=solver, cg_steps=int(cg_steps),
-                    reg_scaling=reg_scaling, confidence=confidence,
-                    woodbury_max_len=woodbury_max_len)
+  x0 = (
+      jnp.zeros((num_rows, fixed_KxD.shape[1]), jnp.float32)
+      if x0 is None
+      else jnp.asarray(x0, jnp.float32)
+  )
+  return solve_rows(
+      fixed_KxD,
+      blocks,
+      x0,
+      w0=w0,
+      reg=reg,
+      alpha=alpha,
+      reg_exponent=reg_exponent,
+      solver=solver,
+      cg_steps=int(cg_steps),
+      reg_scaling=reg_scaling,
+      confidence=confidence,
+      woodbury_max_len=woodbury_max_len,
+  )
 
 
 # --------------------------------------------------------------------------- objective
 
 
 @functools.partial(jax.jit, static_argnames=("reg_scaling", "confidence"))
-def _objective(U, V, users_E, items_E, values_E, user_counts, item_counts, w0, reg, alpha,
-               reg_exponent, *, reg_scaling, confidence):
+def _objective(
+    U,
+    V,
+    users_E,
+    items_E,
+    values_E,
+    user_counts,
+    item_counts,
+    w0,
+    reg,
+    alpha,
+    reg_exponent,
+    *,
+    reg_scaling,
+    confidence,
+):
   s = jnp.sum(U[users_E] * V[items_E], axis=-1)
   w = confidence_weights(values_E, alpha, confidence)
   observed = jnp.sum(w * (1.0 - s) ** 2)
@@ -418,8 +533,9 @@ def _values(train):
 
 
 def _prepare(train, with_blocks: bool = True) -> _Problem:
-  u, i, v = _merge_pairs(train.user_ids, train.item_ids, _values(train), train.num_users,
-                         train.num_items)
+  u, i, v = _merge_pairs(
+      train.user_ids, train.item_ids, _values(train), train.num_users, train.num_items
+  )
   uc = np.bincount(u, minlength=train.num_users).astype(np.float32)
   ic = np.bincount(i, minlength=train.num_items).astype(np.float32)
   ub = ib = None
@@ -430,13 +546,22 @@ def _prepare(train, with_blocks: bool = True) -> _Problem:
     order = np.argsort(i, kind="stable")
     offs_i = np.concatenate([[0], np.cumsum(ic.astype(np.int64))])
     ib = make_row_blocks(offs_i, u[order], v[order])
-  return _Problem(jnp.asarray(u), jnp.asarray(i), jnp.asarray(v), jnp.asarray(uc),
-                  jnp.asarray(ic), ub, ib)
+  return _Problem(
+      jnp.asarray(u), jnp.asarray(i), jnp.asarray(v), jnp.asarray(uc), jnp.asarray(ic), ub, ib
+  )
 
 
-def wals_objective(state: WALSState, train, *, unobserved_weight: float,
-                   regularization: float, alpha: float, reg_scaling: str = "none",
-                   reg_exponent: float = 1.0, confidence: str = "linear") -> float:
+def wals_objective(
+    state: WALSState,
+    train,
+    *,
+    unobserved_weight: float,
+    regularization: float,
+    alpha: float,
+    reg_scaling: str = "none",
+    reg_exponent: float = 1.0,
+    confidence: str = "linear",
+) -> float:
   """The exact objective L(U, V) of the module docstring, in O(E D + (U + N) D^2).
 
   The unobserved sum is sum_{all} (u.v)^2 - sum_{observed} (u.v)^2, with the all-pairs
@@ -446,14 +571,29 @@ def wals_objective(state: WALSState, train, *, unobserved_weight: float,
   _check_choice("confidence", confidence, CONFIDENCES)
   _check_hparams(unobserved_weight, regularization, alpha, reg_exponent)
   p = _prepare(train, with_blocks=False)
-  return _objective_of(state, p, unobserved_weight, regularization, alpha, reg_exponent,
-                       reg_scaling, confidence)
+  return _objective_of(
+      state, p, unobserved_weight, regularization, alpha, reg_exponent, reg_scaling, confidence
+  )
 
 
 def _objective_of(state, p: _Problem, w0, reg, alpha, reg_exponent, reg_scaling, confidence):
-  return float(_objective(state.users_UxD, state.items_NxD, p.users_E, p.items_E, p.values_E,
-                          p.user_counts, p.item_counts, w0, reg, alpha, reg_exponent,
-                          reg_scaling=reg_scaling, confidence=confidence))
+  return float(
+      _objective(
+          state.users_UxD,
+          state.items_NxD,
+          p.users_E,
+          p.items_E,
+          p.values_E,
+          p.user_counts,
+          p.item_counts,
+          w0,
+          reg,
+          alpha,
+          reg_exponent,
+          reg_scaling=reg_scaling,
+          confidence=confidence,
+      )
+  )
 
 
 # ------------------------------------------------------------------------------ fitting
@@ -465,16 +605,29 @@ def wals_init(key, num_users: int, num_items: int, dim: int, scale: float = 0.1)
     raise ValueError(f"num_users={num_users}, num_items={num_items} and dim={dim} must be >= 1")
   ku, kv = jax.random.split(key)
   std = scale / math.sqrt(dim)
-  return WALSState(std * jax.random.normal(ku, (num_users, dim), jnp.float32),
-                   std * jax.random.normal(kv, (num_items, dim), jnp.float32))
+  return WALSState(
+      std * jax.random.normal(ku, (num_users, dim), jnp.float32),
+      std * jax.random.normal(kv, (num_items, dim), jnp.float32),
+  )
 
 
-def wals_fit(train, *, dim: int, unobserved_weight: float, regularization: float,
-             alpha: float, iterations: int, seed: int = 0, solver: str = "cholesky",
-             reg_scaling: str = "none", cg_steps: int = 3, confidence: str = "linear",
-             reg_exponent: float = 1.0, init_scale: float = 0.1,
-             callback: Callable[[int, WALSState, dict], None] | None = None,
-             ) -> tuple[WALSState, list[dict]]:
+def wals_fit(
+    train,
+    *,
+    dim: int,
+    unobserved_weight: float,
+    regularization: float,
+    alpha: float,
+    iterations: int,
+    seed: int = 0,
+    solver: str = "cholesky",
+    reg_scaling: str = "none",
+    cg_steps: int = 3,
+    confidence: str = "linear",
+    reg_exponent: float = 1.0,
+    init_scale: float = 0.1,
+    callback: Callable[[int, WALSState, dict], None] | None = None,
+) -> tuple[WALSState, list[dict]]:
   """Fits U, V by alternating exact (or CG) half-steps: users given items, then items.
 
   `train` is an `Interactions` (user_ids, item_ids, num_users, num_items, weights).
@@ -492,13 +645,21 @@ def wals_fit(train, *, dim: int, unobserved_weight: float, regularization: float
   if int(cg_steps) != cg_steps or cg_steps < 1:
     raise ValueError(f"cg_steps={cg_steps!r} must be an integer >= 1")
   p = _prepare(train)
-  state = wals_init(jax.random.PRNGKey(seed), train.num_users, train.num_items, int(dim),
-                    init_scale)
+  state = wals_init(
+      jax.random.PRNGKey(seed), train.num_users, train.num_items, int(dim), init_scale
+  )
   mesh = sharding.ambient_mesh()  # set by sharding.mesh_context(); None on one device
   state = sharding.place_rows(state, mesh)  # factors split by rows over the devices
-  kw = dict(w0=float(unobserved_weight), reg=float(regularization), alpha=float(alpha),
-            reg_exponent=float(reg_exponent), solver=solver, cg_steps=int(cg_steps),
-            reg_scaling=reg_scaling, confidence=confidence)
+  kw = dict(
+      w0=float(unobserved_weight),
+      reg=float(regularization),
+      alpha=float(alpha),
+      reg_exponent=float(reg_exponent),
+      solver=solver,
+      cg_steps=int(cg_steps),
+      reg_scaling=reg_scaling,
+      confidence=confidence,
+  )
   history = []
   for it in range(1, int(iterations) + 1):
     t0 = time.perf_counter()
@@ -507,9 +668,12 @@ def wals_fit(train, *, dim: int, unobserved_weight: float, regularization: float
     items.block_until_ready()
     seconds = time.perf_counter() - t0
     state = sharding.place_rows(WALSState(users, items), mesh)
-    record = {"objective": _objective_of(state, p, kw["w0"], kw["reg"], kw["alpha"],
-                                         kw["reg_exponent"], reg_scaling, confidence),
-              "seconds": seconds}
+    record = {
+        "objective": _objective_of(
+            state, p, kw["w0"], kw["reg"], kw["alpha"], kw["reg_exponent"], reg_scaling, confidence
+        ),
+        "seconds": seconds,
+    }
     history.append(record)
     if callback is not None:
       callback(it, state, record)
@@ -527,10 +691,16 @@ def run(config, workdir: str, train, test, verbose: bool = True) -> dict:
   m = config.model
   t0 = time.time()
   state, history = wals_fit(
-      train, dim=int(m.dim), unobserved_weight=float(m.unobserved_weight),
-      regularization=float(m.regularization), alpha=float(m.alpha),
-      iterations=int(m.iterations), seed=int(config.seed), solver=m.solver,
-      reg_scaling=m.reg_scaling)
+      train,
+      dim=int(m.dim),
+      unobserved_weight=float(m.unobserved_weight),
+      regularization=float(m.regularization),
+      alpha=float(m.alpha),
+      iterations=int(m.iterations),
+      seed=int(config.seed),
+      solver=m.solver,
+      reg_scaling=m.reg_scaling,
+  )
   train_seconds = time.time() - t0
   mpath = workdir_io.metrics_path(workdir, 0)
   for i, h in enumerate(history):
@@ -538,16 +708,22 @@ def run(config, workdir: str, train, test, verbose: bool = True) -> dict:
   t_eval = time.time()
   if config.eval.save_embeddings:
     workdir_io.save_embeddings(workdir, state.users_UxD, state.items_NxD, train)
-  final = evaluate.evaluate_embeddings(state.users_UxD, state.items_NxD, train, test,
-                                       config.eval)
+  final = evaluate.evaluate_embeddings(state.users_UxD, state.items_NxD, train, test, config.eval)
   results = workdir_io.write_results(
-      workdir, final,
-      {"steps": int(m.iterations), "resumed_from_step": 0,
-       "steps_per_second": int(m.iterations) / train_seconds,
-       "train_seconds": train_seconds, "eval_seconds": time.time() - t_eval,
-       "wall_seconds": time.time() - t0,
-       "num_users": train.num_users, "num_items": train.num_items},
-      workdir_io.config_to_dict(config))
+      workdir,
+      final,
+      {
+          "steps": int(m.iterations),
+          "resumed_from_step": 0,
+          "steps_per_second": int(m.iterations) / train_seconds,
+          "train_seconds": train_seconds,
+          "eval_seconds": time.time() - t_eval,
+          "wall_seconds": time.time() - t0,
+          "num_users": train.num_users,
+          "num_items": train.num_items,
+      },
+      workdir_io.config_to_dict(config),
+  )
   if verbose:
     workdir_io.log("final: %s", workdir_io.fmt_metrics(final))
   return results

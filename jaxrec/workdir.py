@@ -79,7 +79,8 @@ def claim(workdir: str, cfg_dict: dict, *, overwrite: bool, error=ValueError) ->
         diff = sorted(config_diff(old, cfg_dict))
         raise error(
             f"workdir {workdir} holds a run of a different config (differs in "
-            f"{', '.join(diff[:5])}); use another --workdir or pass --overwrite")
+            f"{', '.join(diff[:5])}); use another --workdir or pass --overwrite"
+        )
       clear(workdir)
   write_json_atomic(cfg_path, cfg_dict)
 
@@ -126,10 +127,18 @@ def run_facts() -> dict:
   """Platform, devices, host, git commit and library versions of this run."""
   import flax
   import jaxlib
+
   try:
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                            cwd=os.path.dirname(os.path.abspath(__file__)),
-                            timeout=5).stdout.strip() or None
+    commit = (
+        subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            timeout=5,
+        ).stdout.strip()
+        or None
+    )
   except (OSError, subprocess.SubprocessError):
     commit = None
   return {
@@ -138,9 +147,14 @@ def run_facts() -> dict:
       "device_kind": jax.devices()[0].device_kind,
       "host": _platform.node(),
       "git_commit": commit,
-      "versions": {"jax": jax.__version__, "jaxlib": jaxlib.__version__,
-                   "flax": flax.__version__, "optax": optax.__version__,
-                   "numpy": np.__version__, "python": _platform.python_version()},
+      "versions": {
+          "jax": jax.__version__,
+          "jaxlib": jaxlib.__version__,
+          "flax": flax.__version__,
+          "optax": optax.__version__,
+          "numpy": np.__version__,
+          "python": _platform.python_version(),
+      },
   }
 
 
@@ -153,13 +167,19 @@ def write_results(workdir: str, metrics: dict, run: dict, cfg_dict: dict) -> dic
 
 def save_embeddings(workdir, query_UxD, items_NxD, train) -> None:
   """embeddings.npz: query/item embeddings and group labels (for the PCA picture)."""
+
   def groups(g, n):
     return np.asarray(g) if g is not None else np.zeros(n, np.int32)
+
   path = os.path.join(workdir, "embeddings.npz")
   with open(path + ".tmp", "wb") as f:
-    np.savez(f, query=np.asarray(query_UxD, np.float32), items=np.asarray(items_NxD, np.float32),
-             user_groups=groups(train.user_groups, train.num_users),
-             item_groups=groups(train.item_groups, train.num_items))
+    np.savez(
+        f,
+        query=np.asarray(query_UxD, np.float32),
+        items=np.asarray(items_NxD, np.float32),
+        user_groups=groups(train.user_groups, train.num_users),
+        item_groups=groups(train.item_groups, train.num_items),
+    )
   os.replace(path + ".tmp", path)
 
 
@@ -188,11 +208,14 @@ class Checkpointer:
     self._mngr = None
     if every:
       import orbax.checkpoint as ocp
+
       self._ocp = ocp
       self._mngr = ocp.CheckpointManager(
           self.directory,
-          options=ocp.CheckpointManagerOptions(max_to_keep=2, create=True,
-                                               enable_async_checkpointing=True))
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=2, create=True, enable_async_checkpointing=True
+          ),
+      )
 
   def latest_step(self):
     return self._mngr.latest_step() if self._mngr else None
@@ -210,8 +233,12 @@ class Checkpointer:
         aside = os.path.join(self.directory, f"{step}.unreadable-{int(time.time())}")
         os.replace(os.path.join(self.directory, str(step)), aside)
         self._mngr.reload()
-        logging.warning("checkpoint at step %d is unreadable (%s); moved to %s, trying an "
-                        "older one", step, err, aside)
+        logging.warning(
+            "checkpoint at step %d is unreadable (%s); moved to %s, trying an " "older one",
+            step,
+            err,
+            aside,
+        )
     return state, 0
 
   def maybe_save(self, step, state, final=False):

@@ -26,16 +26,18 @@ from typing import Iterable, MutableMapping, Optional
 
 FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1")
 # The test suite's set, with LLVM's optimisations off too (tests/conftest.py says why).
-TESTS = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=0",
-         "--xla_llvm_disable_expensive_passes=true")
+TESTS = (
+    "--xla_cpu_use_fusion_emitters=false",
+    "--xla_backend_optimization_level=0",
+    "--xla_llvm_disable_expensive_passes=true",
+)
 
 
 def _name(flag: str) -> str:
   return flag.split("=", 1)[0]
 
 
-def add_defaults(flags: Iterable[str],
-                 env: Optional[MutableMapping[str, str]] = None) -> str:
+def add_defaults(flags: Iterable[str], env: Optional[MutableMapping[str, str]] = None) -> str:
   """Appends each of `flags` to env["XLA_FLAGS"] (default os.environ) unless a flag of the
   same name is already there: a setting the user made wins. Returns the new XLA_FLAGS."""
   env = os.environ if env is None else env

@@ -10,7 +10,7 @@ from jaxrec.data.interactions import Interactions
 def _world(num_users=40, num_items=25, seed=0):
   rng = np.random.default_rng(seed)
   dense = rng.random((num_users, num_items)) < rng.uniform(0.05, 0.5, size=num_items)
-  dense[0] = False                      # a user without train items
+  dense[0] = False  # a user without train items
   users, items = np.nonzero(dense)
   # Repeat a few pairs: X is binary, so they must not count twice.
   users, items = np.append(users, users[:5]), np.append(items, items[:5])
@@ -28,7 +28,7 @@ def test_gram_is_xtx(pair_budget):
   train, x = _world()
   g = baselines.gram(train, pair_budget=pair_budget)
   assert g.dtype == np.float32
-  np.testing.assert_array_equal(g, x.T @ x)   # small integer counts: exact in float32
+  np.testing.assert_array_equal(g, x.T @ x)  # small integer counts: exact in float32
 
 
 @pytest.mark.parametrize("lam", [0.5, 10.0, 200.0])
@@ -47,8 +47,9 @@ def test_ease_matches_numpy_closed_form(lam):
   assert tol < 1e-3  # so the check is meaningful on this data
   # Scores x_u B for every user, in one batch and in odd batches.
   users = np.arange(train.num_users)
-  np.testing.assert_allclose(model.scores(users), x @ want, rtol=0,
-                             atol=tol * np.abs(x @ want).max() + 1e-6)
+  np.testing.assert_allclose(
+      model.scores(users), x @ want, rtol=0, atol=tol * np.abs(x @ want).max() + 1e-6
+  )
   np.testing.assert_array_equal(model.scores(users[::-3]), model.scores(users)[::-3])
   np.testing.assert_array_equal(model.scores(np.array([0])), 0.0)  # no train items
 
@@ -69,8 +70,9 @@ def test_ease_through_evaluate_scores_equals_brute_force_ranking():
   model = baselines.ease(train, lam=3.0)
   got = metrics.evaluate_scores(model.scores, 40, 25, train, test, ks=(5,), query_batch=7)
   # Same numbers as evaluate with the dense scores as query embeddings and items = I.
-  want = metrics.evaluate(model.scores(np.arange(40)), np.eye(25, dtype=np.float32), train,
-                          test, ks=(5,))
+  want = metrics.evaluate(
+      model.scores(np.arange(40)), np.eye(25, dtype=np.float32), train, test, ks=(5,)
+  )
   for key in ("recall@5", "recall_full@5", "ndcg@5", "mrr"):
     np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=key)
 
@@ -107,7 +109,7 @@ def test_inverse_is_computed_in_place():
   rng = np.random.default_rng(3)
   m = rng.standard_normal((300, 200))
   g64 = m.T @ m + 5.0 * np.eye(200)
-  g = g64.astype(np.float32)                       # C order, as `gram` returns
+  g = g64.astype(np.float32)  # C order, as `gram` returns
   p = baselines._inverse_spd_inplace(g)
   assert np.shares_memory(p, g) and p.flags.c_contiguous
   want = np.linalg.inv(g64)

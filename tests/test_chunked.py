@@ -51,9 +51,10 @@ def test_logsumexp_of_two_halves_with_global_lse_gives_the_whole_gradient():
   b, n, d, chunk = 5, 40, 3, 7
   q, v = _rand(rng, b, d), _rand(rng, n, d)
   g = rng.uniform(0.5, 1.5, b).astype(np.float32)
-  lo, hi = v[:n // 2], v[n // 2:]
-  lse = jnp.logaddexp(chunked.logsumexp_forward(q, lo, chunk),
-                      chunked.logsumexp_forward(q, hi, chunk))
+  lo, hi = v[: n // 2], v[n // 2 :]
+  lse = jnp.logaddexp(
+      chunked.logsumexp_forward(q, lo, chunk), chunked.logsumexp_forward(q, hi, chunk)
+  )
   np.testing.assert_allclose(lse, _dense_lse(q, v), rtol=1e-6)
   dq_lo, dv_lo = chunked.logsumexp_backward(q, lo, lse, g, chunk)
   dq_hi, dv_hi = chunked.logsumexp_backward(q, hi, lse, g, chunk)
@@ -82,9 +83,10 @@ def test_topk_batch_matches_numpy_sort_with_exclusions(chunk_size, group):
   q, v = _rand(rng, b, d), _rand(rng, n, d)
   ex_r = rng.integers(0, b, 60)
   ex_c = rng.integers(0, n, 60)
-  (rows, cols), = chunked.split_exclusions(ex_r, ex_c, b, b)
-  vals, ids = chunked.topk_batch(q, v, jnp.asarray(rows), jnp.asarray(cols), k=k,
-                                 chunk_size=chunk_size, group=group)
+  ((rows, cols),) = chunked.split_exclusions(ex_r, ex_c, b, b)
+  vals, ids = chunked.topk_batch(
+      q, v, jnp.asarray(rows), jnp.asarray(cols), k=k, chunk_size=chunk_size, group=group
+  )
   s = np.float64(q) @ np.float64(v).T
   s[ex_r, ex_c] = -np.inf
   want_ids = np.argsort(-s, axis=1, kind="stable")[:, :k]
@@ -95,8 +97,9 @@ def test_topk_batch_matches_numpy_sort_with_exclusions(chunk_size, group):
 def test_topk_batch_marks_unrankable_slots():
   q = np.ones((2, 2), np.float32)
   v = np.eye(3, 2, dtype=np.float32)
-  vals, ids = chunked.topk_batch(q, v, jnp.asarray([0, 0]), jnp.asarray([0, 1]), k=3,
-                                 chunk_size=2, group=1)
+  vals, ids = chunked.topk_batch(
+      q, v, jnp.asarray([0, 0]), jnp.asarray([0, 1]), k=3, chunk_size=2, group=1
+  )
   assert list(np.asarray(ids[0])) == [2, -1, -1] and np.isneginf(vals[0, 1:]).all()
   assert sorted(np.asarray(ids[1])) == [0, 1, 2]
 
@@ -107,8 +110,7 @@ def test_chunk_candidates_contain_each_rows_top_k():
   vals, cols = chunked.chunk_candidates(jnp.asarray(scores), 7, 16)
   assert vals.shape == (5, 7 * 16)
   np.testing.assert_array_equal(np.take_along_axis(scores, np.asarray(cols), 1), vals)
-  np.testing.assert_array_equal(np.sort(np.asarray(vals), 1)[:, -7:],
-                                np.sort(scores, 1)[:, -7:])
+  np.testing.assert_array_equal(np.sort(np.asarray(vals), 1)[:, -7:], np.sort(scores, 1)[:, -7:])
 
 
 def test_split_exclusions_keeps_every_pair_once_in_its_batch():
@@ -118,6 +120,7 @@ def test_split_exclusions_keeps_every_pair_once_in_its_batch():
   assert len(parts) == 5 and len({r.size for r, _ in parts}) == 1
   width = parts[0][0].size
   assert width & (width - 1) == 0  # a power of two
-  got = sorted((int(r) + 5 * b, int(c)) for b, (rs, cs) in enumerate(parts)
-               for r, c in zip(rs, cs) if r < 5)
+  got = sorted(
+      (int(r) + 5 * b, int(c)) for b, (rs, cs) in enumerate(parts) for r, c in zip(rs, cs) if r < 5
+  )
   assert got == sorted(zip(rows.tolist(), cols.tolist()))

@@ -45,12 +45,16 @@ def expected_from_rows(rows, *, duplicates):
         merged[key] = [w, t]
     else:
       old = merged[key]
-      merged[key] = [None if w is None else old[0] + w,
-                     None if t is None else max(old[1], t)]
+      merged[key] = [None if w is None else old[0] + w, None if t is None else max(old[1], t)]
   keys = sorted(merged)
-  return dict(users=users, items=items,
-              user_ids=[k[0] for k in keys], item_ids=[k[1] for k in keys],
-              weights=[merged[k][0] for k in keys], timestamps=[merged[k][1] for k in keys])
+  return dict(
+      users=users,
+      items=items,
+      user_ids=[k[0] for k in keys],
+      item_ids=[k[1] for k in keys],
+      weights=[merged[k][0] for k in keys],
+      timestamps=[merged[k][1] for k in keys],
+  )
 
 
 def assert_matches(inter, exp):
@@ -80,8 +84,9 @@ def random_rows(rng, n=60, *, big_ids=True, half_stars=True, dup=True):
   rows = []
   for _ in range(n):
     r = rng.integers(1, 11) / 2 if half_stars else float(rng.integers(1, 6))
-    rows.append((int(rng.choice(user_pool)), int(rng.choice(item_pool)), r,
-                 int(rng.integers(8e8, 1.6e9))))
+    rows.append(
+        (int(rng.choice(user_pool)), int(rng.choice(item_pool)), r, int(rng.integers(8e8, 1.6e9)))
+    )
   if dup:  # a re-rated pair: an older and a newer rating
     u, i = rows[0][0], rows[0][1]
     rows.append((u, i, 1.0, rows[0][3] - 5))
@@ -103,8 +108,14 @@ def write(path, text, *, newline="\n"):
 
 
 def test_interactions_canonical_dtypes_and_helpers():
-  inter = jd.Interactions(np.array([2, 0, 2, 1], np.int64), [1, 0, 3, 1], 3, 4,
-                          weights=[1, 2, 3, 4], timestamps=np.array([5, 6, 7, 8], np.int32))
+  inter = jd.Interactions(
+      np.array([2, 0, 2, 1], np.int64),
+      [1, 0, 3, 1],
+      3,
+      4,
+      weights=[1, 2, 3, 4],
+      timestamps=np.array([5, 6, 7, 8], np.int32),
+  )
   assert inter.user_ids.dtype == np.int32 and inter.item_ids.dtype == np.int32
   assert inter.weights.dtype == np.float32 and inter.timestamps.dtype == np.int64
   assert inter.num_interactions == 4
@@ -115,7 +126,7 @@ def test_interactions_canonical_dtypes_and_helpers():
   for u, i in zip(inter.user_ids.tolist(), inter.item_ids.tolist()):
     expected[u].append(i)
   for u in range(3):
-    assert items[offsets[u]:offsets[u + 1]].tolist() == sorted(expected[u])
+    assert items[offsets[u] : offsets[u + 1]].tolist() == sorted(expected[u])
   assert offsets[-1] == 4
   sub = inter.subset(np.array([True, False, True, False]))
   assert sub.user_ids.tolist() == [2, 2] and sub.item_ids.tolist() == [1, 3]
@@ -126,21 +137,26 @@ def test_interactions_canonical_dtypes_and_helpers():
   assert compact.user_ids.tolist() == [0, 0] and compact.item_ids.tolist() == [0, 1]
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(user_ids=[0.0, 1.0]), "user_ids: expected an integer array"),
-    (dict(user_ids=[0, 2]), r"user_ids: values must lie in \[0, 2\)"),
-    (dict(item_ids=[0, -1]), r"item_ids: values must lie in \[0, 3\)"),
-    (dict(item_ids=[0]), r"item_ids: expected shape \[2\]"),
-    (dict(weights=[1.0, np.nan]), "weights: non-finite value nan at row 1"),
-    (dict(weights=[1.0, 1e39]), "weights: non-finite value inf"),
-    (dict(timestamps=[1.5, 2.0]), "timestamps: expected an integer array"),
-    (dict(user_groups=[0, 1, 2]), r"user_groups: expected shape \[2\]"),
-    (dict(item_raw=["a", "b"]), r"item_raw: expected shape \(3,\)"),
-    (dict(num_users=-1), r"num_users must lie in"),
-    (dict(user_ids=np.array([0, 2**31], np.int64), num_users=2**31 + 1),
-     r"num_users must lie in \[0, 2147483647\]"),  # ids that overflow int32
-    (dict(num_items=2.0), "num_items must be an int"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(user_ids=[0.0, 1.0]), "user_ids: expected an integer array"),
+        (dict(user_ids=[0, 2]), r"user_ids: values must lie in \[0, 2\)"),
+        (dict(item_ids=[0, -1]), r"item_ids: values must lie in \[0, 3\)"),
+        (dict(item_ids=[0]), r"item_ids: expected shape \[2\]"),
+        (dict(weights=[1.0, np.nan]), "weights: non-finite value nan at row 1"),
+        (dict(weights=[1.0, 1e39]), "weights: non-finite value inf"),
+        (dict(timestamps=[1.5, 2.0]), "timestamps: expected an integer array"),
+        (dict(user_groups=[0, 1, 2]), r"user_groups: expected shape \[2\]"),
+        (dict(item_raw=["a", "b"]), r"item_raw: expected shape \(3,\)"),
+        (dict(num_users=-1), r"num_users must lie in"),
+        (
+            dict(user_ids=np.array([0, 2**31], np.int64), num_users=2**31 + 1),
+            r"num_users must lie in \[0, 2147483647\]",
+        ),  # ids that overflow int32
+        (dict(num_items=2.0), "num_items must be an int"),
+    ],
+)
 def test_interactions_validation_names_the_field(kwargs, match):
   base = dict(user_ids=[0, 1], item_ids=[0, 2], num_users=2, num_items=3)
   base.update(kwargs)
@@ -158,23 +174,30 @@ def test_subset_rejects_bad_mask():
 # Readers: every format against the dict remap.
 
 
-@pytest.mark.parametrize("layout", ["u.data", "ratings.dat", "ratings.csv", "ratings.csv-noheader",
-                                    "file-path", "sniffed-name"])
+@pytest.mark.parametrize(
+    "layout",
+    ["u.data", "ratings.dat", "ratings.csv", "ratings.csv-noheader", "file-path", "sniffed-name"],
+)
 def test_load_movielens_formats(tmp_path, layout):
   rows = random_rows(np.random.default_rng(0))
   lines = {
       "u.data": [f"{u}\t{i}\t{fmt_num(r)}\t{t}" for u, i, r, t in rows],
       "ratings.dat": [f"{u}::{i}::{fmt_num(r)}::{t}" for u, i, r, t in rows],
-      "ratings.csv": ["userId,movieId,rating,timestamp"] + [f"{u},{i},{r},{t}" for u, i, r, t in rows],
+      "ratings.csv": ["userId,movieId,rating,timestamp"]
+      + [f"{u},{i},{r},{t}" for u, i, r, t in rows],
       "ratings.csv-noheader": [f"{u},{i},{r},{t}" for u, i, r, t in rows],
       "file-path": [f"{u}::{i}::{fmt_num(r)}::{t}" for u, i, r, t in rows],
       "sniffed-name": [f"{u}::{i}::{fmt_num(r)}::{t}" for u, i, r, t in rows],
   }[layout]
-  name = {"ratings.csv-noheader": "ratings.csv", "file-path": "ratings.dat",
-          "sniffed-name": "my_ratings.txt"}.get(layout, layout)
+  name = {
+      "ratings.csv-noheader": "ratings.csv",
+      "file-path": "ratings.dat",
+      "sniffed-name": "my_ratings.txt",
+  }.get(layout, layout)
   path = write(tmp_path / name, "\n".join(lines) + "\n")
-  inter = jd.load_movielens(tmp_path if layout in ("u.data", "ratings.dat", "ratings.csv")
-                            else path)
+  inter = jd.load_movielens(
+      tmp_path if layout in ("u.data", "ratings.dat", "ratings.csv") else path
+  )
   assert_matches(inter, expected_from_rows(rows, duplicates="last"))
 
 
@@ -202,8 +225,10 @@ def test_load_movielens_min_rating(tmp_path):
 @pytest.mark.parametrize("newline", ["\n", "\r\n"])
 def test_load_lastfm_variants(tmp_path, header, newline):
   rng = np.random.default_rng(2)
-  rows = [(int(rng.integers(2, 40)), int(rng.integers(1, 300)), float(rng.integers(1, 10**5)), None)
-          for _ in range(80)]
+  rows = [
+      (int(rng.integers(2, 40)), int(rng.integers(1, 300)), float(rng.integers(1, 10**5)), None)
+      for _ in range(80)
+  ]
   rows.append((rows[3][0], rows[3][1], 7.0, None))  # a duplicated pair: counts add up
   text = ["userID\tartistID\tweight"] if header else []
   for n, (u, i, w, _) in enumerate(rows):
@@ -223,14 +248,22 @@ def test_load_csv_columns_and_headers(tmp_path, ncols, header):
   users = ["alice", "bob", "carol", "dan", "émile", "x y"]
   rows = []
   for _ in range(40):
-    rows.append((str(rng.choice(users)), f"item-{rng.integers(0, 15)}",
-                 float(rng.integers(1, 6)) if ncols >= 3 else None,
-                 int(rng.integers(0, 10**10)) if ncols >= 4 else None))
+    rows.append(
+        (
+            str(rng.choice(users)),
+            f"item-{rng.integers(0, 15)}",
+            float(rng.integers(1, 6)) if ncols >= 3 else None,
+            int(rng.integers(0, 10**10)) if ncols >= 4 else None,
+        )
+    )
   names = ["user_id", "item_id", "weight", "timestamp"][:ncols]
   lines = [",".join(names)] if header != "none" else []
   for u, i, w, t in rows:
-    lines.append(",".join([u, f" {i} "] + ([fmt_num(w)] if ncols >= 3 else [])
-                          + ([str(t)] if ncols >= 4 else [])))
+    lines.append(
+        ",".join(
+            [u, f" {i} "] + ([fmt_num(w)] if ncols >= 3 else []) + ([str(t)] if ncols >= 4 else [])
+        )
+    )
   path = write(tmp_path / "x.csv", "\n".join(lines) + "\n")
   inter = jd.load_csv(path, has_header={"auto": None, "flag": True, "none": False}[header])
   assert_matches(inter, expected_from_rows(rows, duplicates="sum"))
@@ -248,7 +281,9 @@ def test_load_csv_integer_id_columns_sort_numerically(tmp_path):
 
 def test_load_csv_unknown_header_gets_a_hint(tmp_path):
   path = write(tmp_path / "x.csv", "who,what,score\na,b,1\n")
-  with pytest.raises(jd.DataError, match=r"x.csv:1: weight 'score' is not a number.*has_header=True"):
+  with pytest.raises(
+      jd.DataError, match=r"x.csv:1: weight 'score' is not a number.*has_header=True"
+  ):
     jd.load_csv(path)
   inter = jd.load_csv(path, has_header=True)
   assert inter.user_raw.tolist() == ["a"] and inter.weights.tolist() == [1.0]
@@ -277,12 +312,21 @@ BAD_FILES = [
     ("u.data", "1\t2\t3\t4\n99999999999999999999\t2\t3\t4\n", 2, r"user id .* does not fit int64"),
     ("u.data", "1\t2\t3\t4\n1\t2\t3\t4.5\n", 2, r"timestamp '4.5' is not an integer"),
     ("u.data", "1\t2\t3\t4\n1\t1_0\t3\t4\n", 2, r"item id '1_0' is not an integer"),
-    ("ratings.dat", "1::2::3::4\r\n1::2::3::4\r\n1:::2::3::4\r\n", 3, r"item id ':2' is not an integer"),
+    (
+        "ratings.dat",
+        "1::2::3::4\r\n1::2::3::4\r\n1:::2::3::4\r\n",
+        3,
+        r"item id ':2' is not an integer",
+    ),
     ("ratings.dat", "1::2::3::4\n1::2::3::4\r\r\n", 2, r"timestamp '4\\r' is not an integer"),
     ("ratings.csv", "userId,movieId,rating,timestamp\n1,2,3,4\n1,2,,4\n", 3, r"rating is empty"),
     ("ratings.csv", "1,2,3,4\n1,2,3,4,\n", 2, r"found 5 field\(s\)"),
-    ("user_artists.dat", "userID\tartistID\tweight\r\n2\t51\t13883\r\n2\t5 1\t1\r\n", 3,
-     r"artist id '5 1' is not an integer"),
+    (
+        "user_artists.dat",
+        "userID\tartistID\tweight\r\n2\t51\t13883\r\n2\t5 1\t1\r\n",
+        3,
+        r"artist id '5 1' is not an integer",
+    ),
     ("user_artists.dat", "2\t51\t13883\n2\t52\x00\t1\n", 2, r"artist id .* is not an integer"),
     ("data.csv", "a,b,1\nc,d\n", 2, r"found 2 field\(s\), expected 3"),
     ("data.csv", "a,b,1\n,d,2\n", 2, r"user id is empty"),
@@ -302,8 +346,9 @@ def _load_any(path):
 
 @pytest.mark.parametrize("chunk_bytes", [readers.CHUNK_BYTES, 8])
 @pytest.mark.parametrize("name, content, line, reason", BAD_FILES)
-def test_bad_row_reports_file_and_line(tmp_path, monkeypatch, chunk_bytes, name, content, line,
-                                       reason):
+def test_bad_row_reports_file_and_line(
+    tmp_path, monkeypatch, chunk_bytes, name, content, line, reason
+):
   # chunk_bytes=8 makes every line its own chunk: the line count must carry across chunks.
   monkeypatch.setattr(readers, "CHUNK_BYTES", chunk_bytes)
   path = tmp_path / name
@@ -322,8 +367,7 @@ def test_fast_and_slow_paths_agree_across_chunks(tmp_path, monkeypatch):
   whole = jd.load_movielens(tmp_path)
   monkeypatch.setattr(readers, "CHUNK_BYTES", 100)
   chunked = jd.load_movielens(tmp_path)
-  monkeypatch.setattr(readers, "parse_lines_fast",
-                      lambda *a: (_ for _ in ()).throw(readers.Bail()))
+  monkeypatch.setattr(readers, "parse_lines_fast", lambda *a: (_ for _ in ()).throw(readers.Bail()))
   slow = jd.load_movielens(tmp_path)
   for other in (chunked, slow):
     for field in ("user_ids", "item_ids", "weights", "timestamps", "user_raw", "item_raw"):
@@ -331,7 +375,9 @@ def test_fast_and_slow_paths_agree_across_chunks(tmp_path, monkeypatch):
   assert_matches(whole, expected_from_rows(rows, duplicates="last"))
 
 
-@pytest.mark.parametrize("content", ["", "\n\n", "  \r\n\t\r\n", "userId,movieId,rating,timestamp\n"])
+@pytest.mark.parametrize(
+    "content", ["", "\n\n", "  \r\n\t\r\n", "userId,movieId,rating,timestamp\n"]
+)
 def test_empty_file_raises(tmp_path, content):
   write(tmp_path / "ratings.csv", content)
   with pytest.raises(jd.DataError, match=r"ratings.csv: no interactions"):
@@ -379,13 +425,24 @@ def test_k_core_matches_brute_force(min_user, min_item):
   rng = np.random.default_rng(5)
   pairs = sorted({(int(rng.integers(0, 40)), int(rng.integers(0, 30))) for _ in range(300)})
   raw_u = np.array([f"u{n}" for n in range(40)])
-  inter = jd.Interactions([p[0] for p in pairs], [p[1] for p in pairs], 40, 30,
-                          weights=np.arange(len(pairs)), user_raw=raw_u,
-                          item_groups=np.arange(30) % 3)
+  inter = jd.Interactions(
+      [p[0] for p in pairs],
+      [p[1] for p in pairs],
+      40,
+      30,
+      weights=np.arange(len(pairs)),
+      user_raw=raw_u,
+      item_groups=np.arange(30) % 3,
+  )
   core = jd.k_core(inter, min_user=min_user, min_item=min_item)
   expected = brute_force_k_core(pairs, min_user, min_item)
-  got = sorted(zip(core.user_raw[core.user_ids].tolist(),
-                   core.item_groups[core.item_ids].tolist(), core.weights.tolist()))
+  got = sorted(
+      zip(
+          core.user_raw[core.user_ids].tolist(),
+          core.item_groups[core.item_ids].tolist(),
+          core.weights.tolist(),
+      )
+  )
   want = sorted((f"u{u}", i % 3, float(pairs.index((u, i)))) for u, i in expected)
   assert got == want
   assert core.num_users == len({u for u, _ in expected})
@@ -406,8 +463,9 @@ def test_k_core_errors():
 
 
 def test_folding_world_structure():
-  w = jd.make_folding_world(num_groups=4, num_users=400, num_items=200,
-                            interactions_per_user=10, seed=1)
+  w = jd.make_folding_world(
+      num_groups=4, num_users=400, num_items=200, interactions_per_user=10, seed=1
+  )
   assert (w.num_users, w.num_items, w.num_interactions) == (400, 200, 4000)
   np.testing.assert_array_equal(w.item_groups, np.repeat(np.arange(4), 50))
   np.testing.assert_array_equal(np.bincount(w.user_groups), [100] * 4)
@@ -424,8 +482,9 @@ def test_folding_world_structure():
 
 def test_folding_world_noise_rate_is_binomial():
   noise, users, k = 0.1, 2000, 10
-  w = jd.make_folding_world(num_groups=4, num_users=users, num_items=400,
-                            interactions_per_user=k, noise=noise, seed=2)
+  w = jd.make_folding_world(
+      num_groups=4, num_users=users, num_items=400, interactions_per_user=k, noise=noise, seed=2
+  )
   cross = int(np.sum(w.user_groups[w.user_ids] != w.item_groups[w.item_ids]))
   # Cross-group count ~ Binomial(users * k, noise): mean 2000, sd ~ 42. 4 sd ~ 1 in 15,000.
   n = users * k
@@ -436,9 +495,15 @@ def test_folding_world_noise_rate_is_binomial():
 
 
 def test_folding_world_zipf_within_group():
-  w = jd.make_folding_world(num_groups=2, num_users=3000, num_items=200,
-                            interactions_per_user=5, zipf_exponent=1.0, seed=3,
-                            topics_per_group=1)
+  w = jd.make_folding_world(
+      num_groups=2,
+      num_users=3000,
+      num_items=200,
+      interactions_per_user=5,
+      zipf_exponent=1.0,
+      seed=3,
+      topics_per_group=1,
+  )
   counts = w.item_counts()
   for g in range(2):
     c = counts[w.item_groups == g]
@@ -446,9 +511,15 @@ def test_folding_world_zipf_within_group():
     # Popularity falls with rank: mean count of ranks 0-9 well above ranks 50-99.
     assert c[:10].mean() > 3 * c[50:].mean()
   # Without a Zipf exponent popularity is flat-ish: no 3x gap.
-  flat = jd.make_folding_world(num_groups=2, num_users=3000, num_items=200,
-                               interactions_per_user=5, zipf_exponent=0.0, seed=3,
-                               topics_per_group=1).item_counts()
+  flat = jd.make_folding_world(
+      num_groups=2,
+      num_users=3000,
+      num_items=200,
+      interactions_per_user=5,
+      zipf_exponent=0.0,
+      seed=3,
+      topics_per_group=1,
+  ).item_counts()
   assert flat[:10].mean() < 1.5 * flat[50:100].mean()
 
 
@@ -459,9 +530,16 @@ def test_folding_world_single_draw_law(topics):
   #   P(j) = mean_t [ a * w_j 1[t_j = t] / W_t + (1 - a) * w_j 1[t_j != t] / (W - W_t) ]
   # (for T = 1 simply w_j / W). Chi-square test, 19 dof: the 0.1% critical value is 43.8.
   s, a, n_items, users = 1.2, 0.7, 20, 20000
-  w = jd.make_folding_world(num_groups=1, num_users=users, num_items=n_items,
-                            interactions_per_user=1, zipf_exponent=s, seed=4,
-                            topics_per_group=topics, topic_affinity=a)
+  w = jd.make_folding_world(
+      num_groups=1,
+      num_users=users,
+      num_items=n_items,
+      interactions_per_user=1,
+      zipf_exponent=s,
+      seed=4,
+      topics_per_group=topics,
+      topic_affinity=a,
+  )
   weight = (np.arange(n_items) + 1.0) ** -s
   topic = np.arange(n_items) % topics
   if topics == 1:
@@ -470,8 +548,9 @@ def test_folding_world_single_draw_law(topics):
     p = np.zeros(n_items)
     for t in range(topics):
       own = topic == t
-      p += (a * weight * own / weight[own].sum()
-            + (1 - a) * weight * ~own / weight[~own].sum()) / topics
+      p += (
+          a * weight * own / weight[own].sum() + (1 - a) * weight * ~own / weight[~own].sum()
+      ) / topics
   np.testing.assert_allclose(p.sum(), 1.0)
   observed = w.item_counts()
   chi2 = np.sum((observed - users * p) ** 2 / (users * p))
@@ -481,8 +560,9 @@ def test_folding_world_single_draw_law(topics):
 def test_folding_world_topics_beat_popularity():
   """A user's topic is learnable: 'most popular items of the user's train topic' beats
   global popularity on held-out items by a wide margin."""
-  w = jd.make_folding_world(num_groups=4, num_users=1000, num_items=800,
-                            interactions_per_user=20, seed=5)
+  w = jd.make_folding_world(
+      num_groups=4, num_users=1000, num_items=800, interactions_per_user=20, seed=5
+  )
   train, test = jd.split(w, seed=0)
   T = 5  # default: min(5, 200 // 20)
   topic = (np.arange(800) % 200) % T
@@ -491,8 +571,8 @@ def test_folding_world_topics_beat_popularity():
   t_off, t_items = test.to_csr()
   rec_pop, rec_topic = [], []
   for u in range(0, 1000, 5):
-    seen = items[offsets[u]:offsets[u + 1]]
-    truth = set(t_items[t_off[u]:t_off[u + 1]].tolist())
+    seen = items[offsets[u] : offsets[u + 1]]
+    truth = set(t_items[t_off[u] : t_off[u + 1]].tolist())
     g = w.user_groups[u]
     fav = np.bincount(topic[seen], minlength=T).argmax()
     score_pop = pop.copy()
@@ -514,15 +594,20 @@ def test_folding_world_deterministic_and_seeded():
   assert not np.array_equal(a.item_ids, c.item_ids)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(num_groups=0), "num_groups must be an int >= 1"),
-    (dict(noise=1.5), r"noise must be a number in \[0, 1\]"),
-    (dict(num_groups=1, noise=0.1), "needs num_groups >= 2"),
-    (dict(num_items=100, num_groups=4, interactions_per_user=30), "exceeds the smallest group"),
-    (dict(num_items=100, num_groups=4, interactions_per_user=10, topics_per_group=5),
-     "exceeds the smallest topic"),
-    (dict(zipf_exponent=-1.0), "zipf_exponent must be a finite number >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(num_groups=0), "num_groups must be an int >= 1"),
+        (dict(noise=1.5), r"noise must be a number in \[0, 1\]"),
+        (dict(num_groups=1, noise=0.1), "needs num_groups >= 2"),
+        (dict(num_items=100, num_groups=4, interactions_per_user=30), "exceeds the smallest group"),
+        (
+            dict(num_items=100, num_groups=4, interactions_per_user=10, topics_per_group=5),
+            "exceeds the smallest topic",
+        ),
+        (dict(zipf_exponent=-1.0), "zipf_exponent must be a finite number >= 0"),
+    ],
+)
 def test_folding_world_validation(kwargs, match):
   with pytest.raises(ValueError, match=match):
     jd.make_folding_world(**kwargs)
@@ -541,9 +626,16 @@ def test_folding_world_10k_users_is_fast():
 
 def test_language_split_invariants():
   rng = np.random.default_rng(6)
-  base = jd.Interactions(rng.integers(0, 50, 400), rng.integers(0, 30, 400), 50, 30,
-                         weights=rng.random(400), timestamps=rng.integers(0, 99, 400),
-                         item_groups=np.zeros(30, np.int32), item_raw=np.arange(30) * 7)
+  base = jd.Interactions(
+      rng.integers(0, 50, 400),
+      rng.integers(0, 30, 400),
+      50,
+      30,
+      weights=rng.random(400),
+      timestamps=rng.integers(0, 99, 400),
+      item_groups=np.zeros(30, np.int32),
+      item_raw=np.arange(30) * 7,
+  )
   L = 3
   ls = jd.language_split(base, L, seed=1)
   assert ls.num_items == 90 and ls.num_users == 50
@@ -552,7 +644,9 @@ def test_language_split_invariants():
   np.testing.assert_array_equal(ls.item_ids // 30, copy[ls.user_ids])  # own copy only
   np.testing.assert_array_equal(ls.item_ids % 30, base.item_ids)
   np.testing.assert_array_equal(ls.user_ids, base.user_ids)
-  np.testing.assert_array_equal(ls.item_groups, np.repeat(np.arange(3), 30))  # input groups replaced
+  np.testing.assert_array_equal(
+      ls.item_groups, np.repeat(np.arange(3), 30)
+  )  # input groups replaced
   np.testing.assert_array_equal(ls.item_raw[ls.item_ids], base.item_raw[base.item_ids])
   np.testing.assert_array_equal(ls.weights, base.weights)
   np.testing.assert_array_equal(ls.timestamps, base.timestamps)
@@ -576,9 +670,16 @@ def _split_world():
   rng = np.random.default_rng(7)
   n_per_user = rng.integers(1, 30, size=60)
   users = np.repeat(np.arange(60), n_per_user)
-  return jd.Interactions(users, rng.integers(0, 100, users.size), 60, 100,
-                         weights=rng.random(users.size), timestamps=rng.integers(0, 10**6, users.size),
-                         user_groups=np.arange(60) % 2, item_raw=np.arange(100) + 1000)
+  return jd.Interactions(
+      users,
+      rng.integers(0, 100, users.size),
+      60,
+      100,
+      weights=rng.random(users.size),
+      timestamps=rng.integers(0, 10**6, users.size),
+      user_groups=np.arange(60) % 2,
+      item_raw=np.arange(100) + 1000,
+  )
 
 
 @pytest.mark.parametrize("kind", ["random", "last", "users"])
@@ -640,11 +741,14 @@ def test_users_split_holds_out_users_with_history():
   np.testing.assert_array_equal(train.user_counts()[others], n[others])
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(kind="time"), r"kind='time' is not one of \('random', 'last', 'users'\)"),
-    (dict(test_fraction=0.0), r"test_fraction must be in \(0, 1\)"),
-    (dict(test_fraction=1.0), r"test_fraction must be in \(0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(kind="time"), r"kind='time' is not one of \('random', 'last', 'users'\)"),
+        (dict(test_fraction=0.0), r"test_fraction must be in \(0, 1\)"),
+        (dict(test_fraction=1.0), r"test_fraction must be in \(0, 1\)"),
+    ],
+)
 def test_split_validation(kwargs, match):
   with pytest.raises(ValueError, match=match):
     jd.split(_split_world(), **kwargs)
@@ -665,6 +769,7 @@ def _fake_archive(server, name, inner, files):
 
 def test_download_movielens_unpacks_and_verifies(tmp_path):
   import hashlib
+
   server = tmp_path / "server"
   server.mkdir()
   blob = _fake_archive(server, "ml-1m", "ml-1m", {"ratings.dat": "1::2::5::9\n3::2::4::8\n"})
@@ -674,8 +779,9 @@ def test_download_movielens_unpacks_and_verifies(tmp_path):
     download.download_movielens("ml-1m", dest, base_url=base, sha256="0" * 64)
   assert not (dest / "ml-1m").exists()
   assert list(dest.iterdir()) == []  # the temporary folder is gone too
-  folder = download.download_movielens("ml-1m", dest, base_url=base,
-                                       sha256=hashlib.sha256(blob).hexdigest())
+  folder = download.download_movielens(
+      "ml-1m", dest, base_url=base, sha256=hashlib.sha256(blob).hexdigest()
+  )
   assert folder == dest / "ml-1m"
   inter = jd.load_movielens(folder)
   assert inter.user_raw.tolist() == [1, 3] and inter.weights.tolist() == [5.0, 4.0]
@@ -698,8 +804,9 @@ def test_download_refuses_unsafe_archive(tmp_path):
 # Real data (optional: ../shared/data next to the repository).
 
 
-@pytest.mark.skipif(not SHARED_DATA.is_dir(),
-                    reason=f"real data sets not present at {SHARED_DATA} (optional)")
+@pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"real data sets not present at {SHARED_DATA} (optional)"
+)
 def test_real_data_sets_load_with_known_sizes():
   start = time.perf_counter()
   ml = jd.load_movielens(SHARED_DATA / "ml-latest-small")

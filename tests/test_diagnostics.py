@@ -35,8 +35,9 @@ def test_every_item_once_gives_zero_bias_and_zero_variance():
   as an accidental hit, every draw's loss IS the full softmax: bias and variance vanish."""
   q, v, pos = _batch()
   n = v.shape[0]
-  out = diagnostics.gradient_fidelity(jax.random.PRNGKey(1), q, v, pos, "uniform", n,
-                                      num_draws=4, sampler_kwargs={"replace": False})
+  out = diagnostics.gradient_fidelity(
+      jax.random.PRNGKey(1), q, v, pos, "uniform", n, num_draws=4, sampler_kwargs={"replace": False}
+  )
   print("K=N without replacement:", out)
   # float32 gradients of size ~0.1 agree to ~1e-7 relative; allow 1e-5.
   assert abs(out["bias_cosine"]) < 1e-5
@@ -50,19 +51,23 @@ def test_variance_matches_brute_force_over_draws():
   k, draws = 8, 12
   sample_fn = diagnostics.make_sampler("uniform", num_items=v.shape[0], num_samples=k)
   key = jax.random.PRNGKey(2)
-  out = diagnostics.gradient_fidelity(key, q, v, pos, sample_fn, num_draws=draws,
-                                      draws_per_chunk=5)  # -> groups of 4 (largest divisor)
+  out = diagnostics.gradient_fidelity(
+      key, q, v, pos, sample_fn, num_draws=draws, draws_per_chunk=5
+  )  # -> groups of 4 (largest divisor)
   g_star = np.concatenate([np.ravel(x) for x in diagnostics.exact_gradient(q, v, pos)])
-  one = jax.jit(lambda r: diagnostics.sampled_gradient(jax.random.fold_in(key, r), q, v, pos,
-                                                       sample_fn))
+  one = jax.jit(
+      lambda r: diagnostics.sampled_gradient(jax.random.fold_in(key, r), q, v, pos, sample_fn)
+  )
   gs = np.stack([np.concatenate([np.ravel(x) for x in one(r)]) for r in range(draws)])
   g_bar = gs.mean(0)
   cos = g_bar @ g_star / np.linalg.norm(g_bar) / np.linalg.norm(g_star)
   np.testing.assert_allclose(out["bias_cosine"], 1 - cos, atol=1e-5)
-  np.testing.assert_allclose(out["rel_norm_error"],
-                             np.linalg.norm(g_bar - g_star) / np.linalg.norm(g_star), rtol=1e-4)
-  np.testing.assert_allclose(out["variance"],
-                             ((gs - g_bar) ** 2).sum(1).mean() / (g_star @ g_star), rtol=1e-4)
+  np.testing.assert_allclose(
+      out["rel_norm_error"], np.linalg.norm(g_bar - g_star) / np.linalg.norm(g_star), rtol=1e-4
+  )
+  np.testing.assert_allclose(
+      out["variance"], ((gs - g_bar) ** 2).sum(1).mean() / (g_star @ g_star), rtol=1e-4
+  )
 
 
 def test_uniform_logq_bias_decreases_with_k():
@@ -74,8 +79,9 @@ def test_uniform_logq_bias_decreases_with_k():
   q, v, pos = _batch(n=300)
   results = {}
   for k in (4, 32, 256):
-    results[k] = diagnostics.gradient_fidelity(jax.random.PRNGKey(3), q, v, pos, "uniform",
-                                               k, num_draws=64, logq=True)
+    results[k] = diagnostics.gradient_fidelity(
+        jax.random.PRNGKey(3), q, v, pos, "uniform", k, num_draws=64, logq=True
+    )
     print(f"uniform K={k}:", results[k])
   cos = [results[k]["bias_cosine"] for k in (4, 32, 256)]
   norm = [results[k]["rel_norm_error"] for k in (4, 32, 256)]
@@ -88,9 +94,20 @@ def test_logq_correction_removes_popularity_bias():
   logQ the bias at K=256 is several times smaller (Bengio & Senecal 2008)."""
   q, v, pos = _batch(n=300)
   counts = 1.0 / (np.arange(300) + 5.0)
-  out = {lq: diagnostics.gradient_fidelity(
-      jax.random.PRNGKey(4), q, v, pos, "unigram", 256, num_draws=32, logq=lq,
-      sampler_kwargs={"counts": counts}) for lq in (True, False)}
+  out = {
+      lq: diagnostics.gradient_fidelity(
+          jax.random.PRNGKey(4),
+          q,
+          v,
+          pos,
+          "unigram",
+          256,
+          num_draws=32,
+          logq=lq,
+          sampler_kwargs={"counts": counts},
+      )
+      for lq in (True, False)
+  }
   print("unigram K=256 logq on/off:", out)
   assert out[False]["bias_cosine"] > 5 * out[True]["bias_cosine"]
   assert out[False]["rel_norm_error"] > 2 * out[True]["rel_norm_error"]
@@ -112,8 +129,9 @@ def _np_softmax(s):
 def test_logit_push_exact_is_the_mean_softmax():
   q, v, pos = _batch(b=5, n=40)
   t = 0.5
-  exact, _ = diagnostics.logit_push(jax.random.PRNGKey(0), q, v, pos, "uniform", 4,
-                                    num_draws=2, temperature=t)
+  exact, _ = diagnostics.logit_push(
+      jax.random.PRNGKey(0), q, v, pos, "uniform", 4, num_draws=2, temperature=t
+  )
   p = _np_softmax(np.asarray(q, np.float64) @ np.asarray(v, np.float64).T / t)
   np.testing.assert_allclose(exact, p.mean(0), rtol=1e-4, atol=1e-7)
 
@@ -121,9 +139,16 @@ def test_logit_push_exact_is_the_mean_softmax():
 def test_logit_push_every_item_once_equals_the_exact_push():
   """K = N uniform without replacement with log-Q: every draw's loss is the full softmax."""
   q, v, pos = _batch()
-  exact, sampled = diagnostics.logit_push(jax.random.PRNGKey(3), q, v, pos, "uniform",
-                                          v.shape[0], num_draws=3,
-                                          sampler_kwargs={"replace": False})
+  exact, sampled = diagnostics.logit_push(
+      jax.random.PRNGKey(3),
+      q,
+      v,
+      pos,
+      "uniform",
+      v.shape[0],
+      num_draws=3,
+      sampler_kwargs={"replace": False},
+  )
   np.testing.assert_allclose(sampled, exact, rtol=1e-4, atol=1e-7)
   np.testing.assert_allclose(np.sum(sampled), 1.0, rtol=1e-5)
 
@@ -152,11 +177,18 @@ def test_logit_push_matches_the_enumerated_expectation():
         push[pos[r]] += w[0] / b
         np.add.at(push, ids, w[1:] / b)
       mean += qprob[i] * qprob[j] * push
-      second += qprob[i] * qprob[j] * push ** 2
-  se = np.sqrt(np.maximum(second - mean ** 2, 0.0) / draws)
+      second += qprob[i] * qprob[j] * push**2
+  se = np.sqrt(np.maximum(second - mean**2, 0.0) / draws)
   exact, sampled = diagnostics.logit_push(
-      jax.random.PRNGKey(5), qe, ve, jnp.asarray(pos), "unigram", k, num_draws=draws,
-      sampler_kwargs={"counts": jnp.asarray(counts), "unigram_alpha": 1.0})
+      jax.random.PRNGKey(5),
+      qe,
+      ve,
+      jnp.asarray(pos),
+      "unigram",
+      k,
+      num_draws=draws,
+      sampler_kwargs={"counts": jnp.asarray(counts), "unigram_alpha": 1.0},
+  )
   print("enumerated", mean, "sampled", np.asarray(sampled), "se", se)
   assert np.all(np.abs(np.asarray(sampled) - mean) <= 5 * se + 1e-6)
   np.testing.assert_allclose(exact, _np_softmax(s).mean(0), rtol=1e-4, atol=1e-7)

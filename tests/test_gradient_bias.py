@@ -38,7 +38,7 @@ def _slot_distributions(name, k, q, v):
       if name == "uniform":
         slots, c = [uni] * k, np.log(k * uni)
       elif name == "unigram":
-        w = COUNTS ** 0.75
+        w = COUNTS**0.75
         slots, c = [w / w.sum()] * k, np.log(k * w / w.sum())
       elif name == "in_batch":
         slots, c = [f] * k, np.log(1 - (1 - f) ** k)
@@ -52,10 +52,16 @@ def _slot_distributions(name, k, q, v):
   return rows
 
 
-_row_grad = jax.jit(jax.vmap(
-    jax.grad(lambda qv, pos, ids, neg_log_q: losses.sampled_softmax(
-        qv[0], qv[1][pos], qv[1][ids], pos_ids=pos, neg_ids=ids, neg_log_q=neg_log_q)[0]),
-    in_axes=(None, None, 0, 0)))
+_row_grad = jax.jit(
+    jax.vmap(
+        jax.grad(
+            lambda qv, pos, ids, neg_log_q: losses.sampled_softmax(
+                qv[0], qv[1][pos], qv[1][ids], pos_ids=pos, neg_ids=ids, neg_log_q=neg_log_q
+            )[0]
+        ),
+        in_axes=(None, None, 0, 0),
+    )
+)
 
 
 def _exact_moments(name, k, logq, q, v, pos):
@@ -66,13 +72,14 @@ def _exact_moments(name, k, logq, q, v, pos):
   per_row = []
   for b, (slots, c) in enumerate(_slot_distributions(name, k, q, v)):
     supports = [np.flatnonzero(s > 0) for s in slots]
-    tuples = np.array(list(itertools.product(*supports)), np.int32)          # [T, S]
+    tuples = np.array(list(itertools.product(*supports)), np.int32)  # [T, S]
     weights = np.prod([slots[i][tuples[:, i]] for i in range(len(slots))], axis=0)
     nlq = (c[tuples] if logq else np.zeros(tuples.shape)) - math.log(tuples.shape[1])
-    gq, gv = _row_grad((q[b:b + 1], v), pos[b:b + 1], jnp.asarray(tuples),
-                       jnp.asarray(nlq.astype(np.float32)))
-    gq = np.asarray(gq, np.float64)[:, 0] / B                                 # [T, D]
-    gv = np.asarray(gv, np.float64) / B                                       # [T, N, D]
+    gq, gv = _row_grad(
+        (q[b : b + 1], v), pos[b : b + 1], jnp.asarray(tuples), jnp.asarray(nlq.astype(np.float32))
+    )
+    gq = np.asarray(gq, np.float64)[:, 0] / B  # [T, D]
+    gv = np.asarray(gv, np.float64) / B  # [T, N, D]
     mean[0][b] = weights @ gq
     mean[1] += np.tensordot(weights, gv, 1)
     per_row.append((weights, gq, gv))
@@ -84,7 +91,7 @@ def _exact_moments(name, k, logq, q, v, pos):
     mv = np.tensordot(w, gv, 1)
     sq = np.sum((gq - mq) ** 2, 1) + np.sum((gv - mv) ** 2, (1, 2))
     var += w @ sq
-    var_of_sq += w @ sq ** 2 - (w @ sq) ** 2
+    var_of_sq += w @ sq**2 - (w @ sq) ** 2
   return np.concatenate([mean[0].ravel(), mean[1].ravel()]), var, var_of_sq
 
 
@@ -111,9 +118,11 @@ def test_bias_matches_exact_enumeration(name):
     bias = e_g - g_star
     exact_rel = np.linalg.norm(bias) / np.linalg.norm(g_star)
     exact_cos = 1 - e_g @ g_star / np.linalg.norm(e_g) / np.linalg.norm(g_star)
-    print(f"{name} K=2 logq={logq}: exact {exact_rel:.4f} (1-cos {exact_cos:.2e}), "
-          f"estimate {out['rel_norm_err'][i]:.4f} +- {out['noise'][i]:.4f} "
-          f"(1-cos {out['one_minus_cos'][i]:.2e}); raw {out['raw_rel_norm_err'][i]:.4f}")
+    print(
+        f"{name} K=2 logq={logq}: exact {exact_rel:.4f} (1-cos {exact_cos:.2e}), "
+        f"estimate {out['rel_norm_err'][i]:.4f} +- {out['noise'][i]:.4f} "
+        f"(1-cos {out['one_minus_cos'][i]:.2e}); raw {out['raw_rel_norm_err'][i]:.4f}"
+    )
     assert abs(out["rel_norm_err"][i] - exact_rel) <= 5 * out["noise"][i] + 1e-4
     # 1 - cos(a, g*) = ||a/|a| - g*/|g*|||^2 / 2 and a perturbation e of a moves a/|a| by
     # at most 2||e||/|a|: the change is <= sqrt(2 (1 - cos)) 2r + 2r^2, r = ||e||/|a|.
@@ -148,8 +157,9 @@ def test_same_draws_as_diagnostics_and_prefix_is_a_k_sample():
       # float32 sums in a different order: agree to ~1e-6 relative; allow 1e-4.
       np.testing.assert_allclose(out["raw_rel_norm_err"][i], ref["rel_norm_error"], rtol=1e-4)
       np.testing.assert_allclose(out["variance"][i], ref["variance"], rtol=1e-4)
-      np.testing.assert_allclose(out["raw_one_minus_cos"][i], ref["bias_cosine"],
-                                 rtol=1e-3, atol=1e-7)
+      np.testing.assert_allclose(
+          out["raw_one_minus_cos"][i], ref["bias_cosine"], rtol=1e-3, atol=1e-7
+      )
 
 
 def test_in_batch_and_mixed_corrections_are_the_samplers_at_the_estimator_fixed_point():
@@ -158,9 +168,10 @@ def test_in_batch_and_mixed_corrections_are_the_samplers_at_the_estimator_fixed_
   k = 4
   f = COUNTS / COUNTS.sum()
   p = 1 - (1 - f) ** k
-  state = samplers.FreqState(a=jnp.zeros((1, N)),  # hash 0 = id mod N: no collisions
-                             b=jnp.asarray(np.where(p > 0, 1 / np.maximum(p, 1e-30), 0)[None],
-                                           jnp.float32))
+  state = samplers.FreqState(
+      a=jnp.zeros((1, N)),  # hash 0 = id mod N: no collisions
+      b=jnp.asarray(np.where(p > 0, 1 / np.maximum(p, 1e-30), 0)[None], jnp.float32),
+  )
   batch = jnp.asarray([0, 0, 2, 4], jnp.int32)
   log_f = jnp.log(jnp.asarray(f, jnp.float32))
   ref = samplers.in_batch(batch, state)
@@ -180,24 +191,45 @@ def test_in_batch_and_mixed_corrections_are_the_samplers_at_the_estimator_fixed_
   np.testing.assert_array_equal(active, [1, 1, 0, 0, 1, 1, 0, 0])
 
 
-TINY = (("data.num_users", 200), ("data.num_items", 100), ("data.interactions_per_user", 10),
-        ("model.dim", 8), ("model.hidden", (16,)), ("train.batch_size", 32),
-        ("eval.ks", (10,)))
+TINY = (
+    ("data.num_users", 200),
+    ("data.num_items", 100),
+    ("data.interactions_per_user", 10),
+    ("model.dim", 8),
+    ("model.hidden", (16,)),
+    ("train.batch_size", 32),
+    ("eval.ks", (10,)),
+)
 
 
 def test_tiny_run_writes_csv_and_png_and_uniform_bias_falls(tmp_path):
   messages = []
-  rows = gb.run(str(tmp_path), datasets=("synthetic", "movielens"),
-                data_path=str(tmp_path / "missing"), ks=(1, 8, 64, 128),
-                sampler_names=("uniform", "hard_pool"), draws=8, train_steps=30,
-                batch_size=16, overrides=TINY, log=messages.append)
+  rows = gb.run(
+      str(tmp_path),
+      datasets=("synthetic", "movielens"),
+      data_path=str(tmp_path / "missing"),
+      ks=(1, 8, 64, 128),
+      sampler_names=("uniform", "hard_pool"),
+      draws=8,
+      train_steps=30,
+      batch_size=16,
+      overrides=TINY,
+      log=messages.append,
+  )
   print("\n".join(messages))
   assert any("movielens: skipped" in m for m in messages)
   assert any("K > N = 100 skipped: [128]" in m for m in messages)
   with open(tmp_path / "gradient_bias.csv") as f:
     reader = csv.DictReader(f)
-    assert tuple(reader.fieldnames[:7]) == ("dataset", "sampler", "K", "logq",
-                                            "one_minus_cos", "rel_norm_err", "variance")
+    assert tuple(reader.fieldnames[:7]) == (
+        "dataset",
+        "sampler",
+        "K",
+        "logq",
+        "one_minus_cos",
+        "rel_norm_err",
+        "variance",
+    )
     csv_rows = list(reader)
   assert len(csv_rows) == 2 * 3 * 2 and {r["K"] for r in csv_rows} == {"1", "8", "64"}
   assert os.path.getsize(tmp_path / "gradient_bias.png") > 1000
@@ -221,6 +253,7 @@ def test_runner_path_reads_the_config_and_fails_in_one_line(tmp_path):
   through gb.analysis: its errors are ConfigErrors (one 'error:' line, exit 2)."""
   from experiments import sweep
   from experiments.configs import gradient_bias as config_module
+
   messages = []
 
   def run(**sweep_keys):

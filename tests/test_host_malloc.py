@@ -45,8 +45,9 @@ glibc_only = pytest.mark.skipif(not host_malloc._is_glibc(), reason="glibc mallo
 
 def _faults_per_call(mode: str) -> list[int]:
   env = dict(os.environ, JAXREC_GLIBC_MALLOC=mode, JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                       text=True, check=True)
+  out = subprocess.run(
+      [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+  )
   return [int(n) for n in out.stdout.splitlines()[-1].split()]
 
 
@@ -58,8 +59,9 @@ def _clean_calls(faults: list[int]) -> int:
 def test_keep_reuses_freed_buffers():
   default = _faults_per_call("default")
   if _clean_calls(default) > 0:  # e.g. transparent huge pages serve the mmapped block
-    pytest.skip(f"glibc's defaults fault fewer than 2% of {PAGES} pages on some calls here: "
-                f"{default}")
+    pytest.skip(
+        f"glibc's defaults fault fewer than 2% of {PAGES} pages on some calls here: " f"{default}"
+    )
   keep = _faults_per_call("keep")
   assert _clean_calls(keep) >= len(keep) / 4, keep
 
@@ -73,6 +75,5 @@ def test_apply_only_when_asked():  # ("keep" is tested in a subprocess above)
 
 def test_importing_host_malloc_does_not_import_jax():
   code = "import sys, jaxrec.host_malloc; print('jax' in sys.modules)"
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       check=True)
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"

@@ -48,18 +48,25 @@ def test_crlf_tabs_blank_lines_and_repeats(tmp_path):
   assert _pairs(test) == [(0, 4), (1, 3)]  # last line without a newline
 
 
-@pytest.mark.parametrize("train, test, where, reason", [
-    (b"0 1\n1 2 x\n", b"0 0\n", "train.txt:2:", r"item id #2 'x' is not an integer"),
-    (b"0 1\n1 2\n", b"0 0\n1 -3\n", "test.txt:2:", r"item id #1 -3 is negative"),
-    (b"0 1\n-1 2\n", b"0 0\n", "train.txt:2:", r"user id -1 is negative"),
-    (b"0 1\n\n0 2\n", b"0 0\n", "train.txt:3:", r"user 0 is listed twice in this file "
-     r"\(first on line 1\)"),
-    (b"0 1\n1 2.5\n", b"0 0\n", "train.txt:2:", r"item id #1 '2.5' is not an integer"),
-    (b"0 1\n1 2\r3\n", b"0 0\n", "train.txt:2:", r"contains a control character"),
-    (b"0 1\n", b"0 0\n1 2147483647\n", "test.txt:2:", r"is too large"),
-    (b"0 1\n", b"\n\n", "test.txt:", r"no users"),
-    (b"0\n1\n", b"0 0\n", "train.txt:", r"no interactions"),
-])
+@pytest.mark.parametrize(
+    "train, test, where, reason",
+    [
+        (b"0 1\n1 2 x\n", b"0 0\n", "train.txt:2:", r"item id #2 'x' is not an integer"),
+        (b"0 1\n1 2\n", b"0 0\n1 -3\n", "test.txt:2:", r"item id #1 -3 is negative"),
+        (b"0 1\n-1 2\n", b"0 0\n", "train.txt:2:", r"user id -1 is negative"),
+        (
+            b"0 1\n\n0 2\n",
+            b"0 0\n",
+            "train.txt:3:",
+            r"user 0 is listed twice in this file " r"\(first on line 1\)",
+        ),
+        (b"0 1\n1 2.5\n", b"0 0\n", "train.txt:2:", r"item id #1 '2.5' is not an integer"),
+        (b"0 1\n1 2\r3\n", b"0 0\n", "train.txt:2:", r"contains a control character"),
+        (b"0 1\n", b"0 0\n1 2147483647\n", "test.txt:2:", r"is too large"),
+        (b"0 1\n", b"\n\n", "test.txt:", r"no users"),
+        (b"0\n1\n", b"0 0\n", "train.txt:", r"no interactions"),
+    ],
+)
 def test_bad_lines_name_file_and_line(tmp_path, train, test, where, reason):
   folder = _write(tmp_path, train, test)
   with pytest.raises(DataError, match=reason) as err:

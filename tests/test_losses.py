@@ -53,8 +53,9 @@ def test_full_softmax_single_positive_matches_numpy(chunk_size, temperature):
   b, n, d = 5, 11, 4
   q, v = _rand(rng, b, d), _rand(rng, n, d)
   ids = rng.integers(0, n, b).astype(np.int32)
-  got = jax.jit(lambda q, v: losses.full_softmax(
-      q, v, ids, temperature=temperature, chunk_size=chunk_size))(q, v)
+  got = jax.jit(
+      lambda q, v: losses.full_softmax(q, v, ids, temperature=temperature, chunk_size=chunk_size)
+  )(q, v)
   want = np_full_softmax(q, v, ids[:, None], np.ones((b, 1)), temperature)
   # f32 against f64: scores ~ O(10) after /0.3, relative rounding ~1e-7 per op.
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
@@ -66,8 +67,9 @@ def test_full_softmax_multi_positive_matches_numpy(chunk_size):
   b, n, d, p = 4, 13, 3, 4
   q, v = _rand(rng, b, d), _rand(rng, n, d)
   ids, w = _multi_positive_case(rng, b, n, p)
-  got = jax.jit(lambda q, v: losses.full_softmax(q, v, ids, w, temperature=0.7,
-                                                 chunk_size=chunk_size))(q, v)
+  got = jax.jit(
+      lambda q, v: losses.full_softmax(q, v, ids, w, temperature=0.7, chunk_size=chunk_size)
+  )(q, v)
   np.testing.assert_allclose(got, np_full_softmax(q, v, ids, w, 0.7), rtol=1e-5, atol=1e-5)
   # pos_weights=None means uniform 1/P over the P positives.
   ids_full = rng.integers(0, n, (b, p)).astype(np.int32)
@@ -125,8 +127,9 @@ def test_chunked_equals_unchunked_value_and_gradient(multi, chunk_size):
   ct = rng.uniform(0.5, 1.5, b).astype(np.float32)
 
   def make(chunk):
-    f = lambda q, v: jnp.sum(ct * losses.full_softmax(q, v, ids, w, temperature=0.8,
-                                                      chunk_size=chunk))
+    f = lambda q, v: jnp.sum(
+        ct * losses.full_softmax(q, v, ids, w, temperature=0.8, chunk_size=chunk)
+    )
     return jax.jit(jax.value_and_grad(f, argnums=(0, 1)))
 
   val_c, (gq_c, gv_c) = make(chunk_size)(q, v)
@@ -166,8 +169,9 @@ def test_chunked_never_materializes_batch_by_items():
   ids, w = _multi_positive_case(rng, b, n, 2)
 
   def vg(chunk_size):
-    f = lambda q, v, t: jnp.sum(losses.full_softmax(q, v, ids, w, temperature=t,
-                                                    chunk_size=chunk_size))
+    f = lambda q, v, t: jnp.sum(
+        losses.full_softmax(q, v, ids, w, temperature=t, chunk_size=chunk_size)
+    )
     return jax.value_and_grad(f, argnums=(0, 1, 2))
 
   found, shapes = _has_bxn(vg(chunk), b, n, q, v, jnp.float32(0.5))
@@ -189,14 +193,23 @@ def test_sampled_softmax_with_all_items_equals_full_softmax():
   log_q = np.full(n, -math.log(n), np.float32)  # uniform: log(K q) = log(N / N) = 0
 
   def sampled(q, v):
-    return losses.sampled_softmax(q, v[ids], v, pos_ids=ids, neg_ids=neg_ids,
-                                  neg_log_q=log_q, temperature=t, remove_accidental_hits=True)
+    return losses.sampled_softmax(
+        q,
+        v[ids],
+        v,
+        pos_ids=ids,
+        neg_ids=neg_ids,
+        neg_log_q=log_q,
+        temperature=t,
+        remove_accidental_hits=True,
+    )
 
   full = lambda q, v: losses.full_softmax(q, v, ids, temperature=t)
   got = jax.jit(sampled)(q, v)
   np.testing.assert_allclose(got, jax.jit(full)(q, v), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(got, np_full_softmax(q, v, ids[:, None], np.ones((b, 1)), t),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      got, np_full_softmax(q, v, ids[:, None], np.ones((b, 1)), t), rtol=1e-5, atol=1e-5
+  )
   # Same gradients too (the masked positive-as-negative contributes exactly nothing).
   g_s = jax.jit(jax.grad(lambda q, v: sampled(q, v).sum(), argnums=(0, 1)))(q, v)
   g_f = jax.jit(jax.grad(lambda q, v: full(q, v).sum(), argnums=(0, 1)))(q, v)
@@ -213,12 +226,22 @@ def test_sampled_softmax_per_example_equals_shared_when_tiled():
   neg_ids[2] = pos_ids[0]  # at least one accidental hit
   log_q = np.log(rng.dirichlet(np.ones(n))).astype(np.float32)[neg_ids]
   pos_log_q = rng.uniform(-3, -1, b).astype(np.float32)
-  f = jax.jit(lambda neg, neg_ids, log_q: losses.sampled_softmax(
-      q, pos, neg, neg_ids=neg_ids, neg_log_q=log_q, pos_ids=pos_ids, pos_log_q=pos_log_q,
-      temperature=0.6))
+  f = jax.jit(
+      lambda neg, neg_ids, log_q: losses.sampled_softmax(
+          q,
+          pos,
+          neg,
+          neg_ids=neg_ids,
+          neg_log_q=log_q,
+          pos_ids=pos_ids,
+          pos_log_q=pos_log_q,
+          temperature=0.6,
+      )
+  )
   shared = f(neg, neg_ids, log_q)
-  tiled = f(np.tile(neg[None], (b, 1, 1)), np.tile(neg_ids[None], (b, 1)),
-            np.tile(log_q[None], (b, 1)))
+  tiled = f(
+      np.tile(neg[None], (b, 1, 1)), np.tile(neg_ids[None], (b, 1)), np.tile(log_q[None], (b, 1))
+  )
   np.testing.assert_allclose(tiled, shared, rtol=1e-6, atol=1e-6)
 
 
@@ -263,18 +286,28 @@ def test_removing_accidental_hits_equals_dropping_that_negative(per_example):
   assert hits.sum() == 3
 
   def loss(neg, remove):
-    return losses.sampled_softmax(q, pos, neg, pos_ids=pos_ids, neg_ids=neg_ids,
-                                  neg_log_q=log_q, temperature=0.9,
-                                  remove_accidental_hits=remove)
+    return losses.sampled_softmax(
+        q,
+        pos,
+        neg,
+        pos_ids=pos_ids,
+        neg_ids=neg_ids,
+        neg_log_q=log_q,
+        temperature=0.9,
+        remove_accidental_hits=remove,
+    )
 
   got = jax.jit(lambda x: loss(x, True))(neg)
   want = np_sampled_softmax(q, pos, neg_b, lq_b, None, 0.9, drop_BxK=hits)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   # The hits did matter: without removal the loss equals keeping them.
   kept = jax.jit(lambda x: loss(x, False))(neg)
-  np.testing.assert_allclose(kept, np_sampled_softmax(q, pos, neg_b, lq_b, None, 0.9,
-                                                      drop_BxK=np.zeros_like(hits)),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+      kept,
+      np_sampled_softmax(q, pos, neg_b, lq_b, None, 0.9, drop_BxK=np.zeros_like(hits)),
+      rtol=1e-5,
+      atol=1e-6,
+  )
   assert np.all(np.asarray(kept)[hits.any(1)] > np.asarray(got)[hits.any(1)])
   # Gradients stay finite and the masked negatives receive exactly zero gradient.
   g_neg = jax.jit(jax.grad(lambda x: loss(x, True).sum()))(neg)
@@ -289,16 +322,26 @@ def test_sampled_softmax_logq_matches_tf_formula():
   q, pos, neg = _rand(rng, b, d), _rand(rng, b, d), _rand(rng, k, d)
   neg_log_q = rng.uniform(-5, -1, k).astype(np.float32)
   pos_log_q = rng.uniform(-5, -1, b).astype(np.float32)
-  got = jax.jit(lambda q, t: losses.sampled_softmax(
-      q, pos, neg, neg_log_q=neg_log_q, pos_log_q=pos_log_q, temperature=t))(q, 0.5)
-  want = np_sampled_softmax(q, pos, np.broadcast_to(neg, (b, k, d)),
-                            np.broadcast_to(neg_log_q, (b, k)), pos_log_q, 0.5,
-                            drop_BxK=np.zeros((b, k), bool))
+  got = jax.jit(
+      lambda q, t: losses.sampled_softmax(
+          q, pos, neg, neg_log_q=neg_log_q, pos_log_q=pos_log_q, temperature=t
+      )
+  )(q, 0.5)
+  want = np_sampled_softmax(
+      q,
+      pos,
+      np.broadcast_to(neg, (b, k, d)),
+      np.broadcast_to(neg_log_q, (b, k)),
+      pos_log_q,
+      0.5,
+      drop_BxK=np.zeros((b, k), bool),
+  )
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
   # Without any correction it is the plain softmax over [pos, negs].
   plain = jax.jit(losses.sampled_softmax)(q, pos, neg)
-  want_plain = np_sampled_softmax(q, pos, np.broadcast_to(neg, (b, k, d)), None, None, 1.0,
-                                  drop_BxK=np.zeros((b, k), bool))
+  want_plain = np_sampled_softmax(
+      q, pos, np.broadcast_to(neg, (b, k, d)), None, None, 1.0, drop_BxK=np.zeros((b, k), bool)
+  )
   np.testing.assert_allclose(plain, want_plain, rtol=1e-5, atol=1e-6)
 
 
@@ -310,8 +353,9 @@ def test_positive_only_matches_numpy():
   q, pos = _rand(rng, 6, 4), _rand(rng, 6, 4)
   s = np.sum(np.float64(q) * np.float64(pos), 1)
   np.testing.assert_allclose(losses.positive_only(q, pos), (1 - s) ** 2, rtol=1e-5)
-  np.testing.assert_allclose(losses.positive_only(q, pos, kind="logistic"),
-                             np.log1p(np.exp(-s)), rtol=1e-5)
+  np.testing.assert_allclose(
+      losses.positive_only(q, pos, kind="logistic"), np.log1p(np.exp(-s)), rtol=1e-5
+  )
   # Stable where the naive -log(sigmoid(s)) overflows / underflows: -log sigmoid(-100) = 100.
   far = np.array([[-10.0, -10.0]], np.float32), np.array([[5.0, 5.0]], np.float32)
   np.testing.assert_allclose(losses.positive_only(*far, kind="logistic"), [100.0], rtol=1e-6)

@@ -23,17 +23,18 @@ def test_dnn_tower_equals_numpy_mlp(with_features):
   bag = rng.normal(size=(b, e)).astype(np.float32)
   feats = rng.normal(size=(b, f)).astype(np.float32) if with_features else None
   tower = models.DNNQueryTower(hidden=(16, 12), dim=d)
-  params = tower.init(jax.random.PRNGKey(0), jnp.asarray(bag),
-                      None if feats is None else jnp.asarray(feats))["params"]
+  params = tower.init(
+      jax.random.PRNGKey(0), jnp.asarray(bag), None if feats is None else jnp.asarray(feats)
+  )["params"]
   # Bias-free init would hide a wrong bias path; perturb every bias.
   params = jax.tree.map(lambda p: p + 0.1 if p.ndim == 1 else p, params)
-  out = tower.apply({"params": params}, jnp.asarray(bag),
-                    None if feats is None else jnp.asarray(feats))
+  out = tower.apply(
+      {"params": params}, jnp.asarray(bag), None if feats is None else jnp.asarray(feats)
+  )
   assert out.shape == (b, d) and out.dtype == jnp.float32
   x = bag if feats is None else np.concatenate([bag, feats], axis=1)
   assert params["hidden_0"]["kernel"].shape == (x.shape[1], 16)
-  np.testing.assert_allclose(np.asarray(out), _numpy_mlp(params, x, 2), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(out), _numpy_mlp(params, x, 2), rtol=1e-5, atol=1e-5)
 
 
 def test_dnn_tower_rejects_mismatched_features():
@@ -50,11 +51,13 @@ def test_pool_rows_masked_mean_with_empty_bag():
   ids = np.array([[1, 2, 2, 9], [4, 0, 0, 0], [7, 3, 5, 0]], np.int32)
   mask = np.array([[1, 1, 1, 0], [0, 0, 0, 0], [1, 0, 1, 1]], np.float32)
   pooled = np.asarray(models.pool_rows(jnp.asarray(table)[ids], jnp.asarray(mask)))
-  expected = np.stack([
-    table[[1, 2, 2]].mean(axis=0),  # duplicates count twice; masked 9 ignored
-    np.zeros(e, np.float32),  # empty bag -> zeros
-    table[[7, 5, 0]].mean(axis=0),
-  ])
+  expected = np.stack(
+      [
+          table[[1, 2, 2]].mean(axis=0),  # duplicates count twice; masked 9 ignored
+          np.zeros(e, np.float32),  # empty bag -> zeros
+          table[[7, 5, 0]].mean(axis=0),
+      ]
+  )
   np.testing.assert_allclose(pooled, expected, rtol=1e-6, atol=1e-7)
 
 
@@ -63,8 +66,7 @@ def test_pool_rows_gradient_is_mask_over_count():
   rows = jnp.ones((2, 3, 2))
   mask = jnp.array([[1.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
   g = jax.grad(lambda r: models.pool_rows(r, mask).sum())(rows)
-  expected = np.broadcast_to((np.array([[0.5, 0.0, 0.5], [0.0, 0.0, 0.0]]))[..., None],
-                             (2, 3, 2))
+  expected = np.broadcast_to((np.array([[0.5, 0.0, 0.5], [0.0, 0.0, 0.0]]))[..., None], (2, 3, 2))
   np.testing.assert_allclose(np.asarray(g), expected)
 
 
@@ -72,6 +74,7 @@ def test_registry_models_compute_the_query_they_name():
   """mf: the query is the user's row (no dense parameters); dnn: DNNQueryTower over the
   pooled bag, with parameters from init_dense; wals is not trained by the step."""
   from jaxrec import config
+
   rng = np.random.default_rng(3)
   x = jnp.asarray(rng.normal(size=(5, 4)).astype(np.float32))
   mf = models.REGISTRY["mf"]
@@ -82,11 +85,13 @@ def test_registry_models_compute_the_query_they_name():
   spec = config.ModelSpec(name="dnn", normalize=False, hidden=(6,), max_bag=3)
   params = dnn.init_dense(jax.random.PRNGKey(0), spec, 4)
   want = models.DNNQueryTower(hidden=(6,), dim=4).init(jax.random.PRNGKey(0), x[:1])
-  np.testing.assert_array_equal(np.asarray(params["params"]["out"]["kernel"]),
-                                np.asarray(want["params"]["out"]["kernel"]))
+  np.testing.assert_array_equal(
+      np.asarray(params["params"]["out"]["kernel"]), np.asarray(want["params"]["out"]["kernel"])
+  )
   out = np.asarray(dnn.apply_dense(params, x, spec))
-  np.testing.assert_allclose(out, _numpy_mlp(params["params"], np.asarray(x), 1), rtol=1e-5,
-                             atol=1e-5)
+  np.testing.assert_allclose(
+      out, _numpy_mlp(params["params"], np.asarray(x), 1), rtol=1e-5, atol=1e-5
+  )
   assert (mf.query_table, dnn.query_table) == ("users", "items")
   assert [n for n, m in models.REGISTRY.items() if not m.trained_by_step] == ["wals"]
 

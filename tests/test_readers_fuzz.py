@@ -20,9 +20,15 @@ from hypothesis import strategies as st
 from jaxrec import data as jd
 from jaxrec.data import readers
 
-SETTINGS = hypothesis.settings(max_examples=80, deadline=None, derandomize=True,
-                               suppress_health_check=[hypothesis.HealthCheck.too_slow,
-                                                      hypothesis.HealthCheck.function_scoped_fixture])
+SETTINGS = hypothesis.settings(
+    max_examples=80,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        hypothesis.HealthCheck.too_slow,
+        hypothesis.HealthCheck.function_scoped_fixture,
+    ],
+)
 
 # ---------------------------------------------------------------------------------------
 # The independent reference parser.
@@ -34,6 +40,7 @@ I64 = 2**63
 
 
 class Bad(Exception):
+
   def __init__(self, line):
     super().__init__(line)
     self.line = line
@@ -193,8 +200,9 @@ def int_token(draw, clean):
 @st.composite
 def real_token(draw, clean):
   if clean:
-    value = draw(st.one_of(st.integers(0, 10).map(lambda x: x / 2),
-                           st.floats(-1e6, 1e6, allow_nan=False)))
+    value = draw(
+        st.one_of(st.integers(0, 10).map(lambda x: x / 2), st.floats(-1e6, 1e6, allow_nan=False))
+    )
   else:
     value = draw(st.floats(allow_nan=True, allow_infinity=True, width=64))
   style = draw(st.sampled_from(["repr", "g", "f", "e"]))
@@ -215,14 +223,18 @@ def near_miss(draw, base):
   text = draw(base)
   pos = draw(st.integers(0, len(text)))
   ch = draw(st.sampled_from(NASTY))
-  return text[:pos] + ch + text[pos + draw(st.integers(0, 1)):]
+  return text[:pos] + ch + text[pos + draw(st.integers(0, 1)) :]
 
 
 def token(kind, corrupt):
   """corrupt: 0 = always well-formed; else one token in 8 (1), in 2 (2), in 30 (3) is bad."""
   clean = {"int": int_token(True), "real": real_token(True), "str": CLEAN_STR}[kind]
-  messy = st.one_of({"int": int_token(False), "real": real_token(False),
-                     "str": MESSY_STR}[kind], GARBAGE, near_miss(clean), near_miss(clean))
+  messy = st.one_of(
+      {"int": int_token(False), "real": real_token(False), "str": MESSY_STR}[kind],
+      GARBAGE,
+      near_miss(clean),
+      near_miss(clean),
+  )
   if corrupt == 0:
     return clean
   return st.one_of(*([clean] * {1: 7, 2: 1, 3: 29}[corrupt]), messy)
@@ -318,11 +330,50 @@ def test_fuzz_lastfm(tmp_path, data):
     check(path, jd.load_lastfm, expected)
 
 
-USER_NAMES = {"user", "userid", "users", "uid", "u", "customer", "customerid", "visitor",
-              "visitorid", "session", "sessionid", "query", "queryid", "reviewer", "reviewerid"}
-ITEM_NAMES = {"item", "itemid", "items", "iid", "i", "movie", "movieid", "artist", "artistid",
-              "track", "trackid", "song", "songid", "product", "productid", "book", "bookid",
-              "isbn", "asin", "business", "businessid", "doc", "docid", "video", "videoid"}
+USER_NAMES = {
+    "user",
+    "userid",
+    "users",
+    "uid",
+    "u",
+    "customer",
+    "customerid",
+    "visitor",
+    "visitorid",
+    "session",
+    "sessionid",
+    "query",
+    "queryid",
+    "reviewer",
+    "reviewerid",
+}
+ITEM_NAMES = {
+    "item",
+    "itemid",
+    "items",
+    "iid",
+    "i",
+    "movie",
+    "movieid",
+    "artist",
+    "artistid",
+    "track",
+    "trackid",
+    "song",
+    "songid",
+    "product",
+    "productid",
+    "book",
+    "bookid",
+    "isbn",
+    "asin",
+    "business",
+    "businessid",
+    "doc",
+    "docid",
+    "video",
+    "videoid",
+}
 
 
 def csv_ids(values):
@@ -338,9 +389,12 @@ def test_fuzz_csv(tmp_path, data):
   ncols = data.draw(st.integers(2, 4))
   kinds = ("str", "str", "real", "int")[:ncols]
   delim = data.draw(st.sampled_from([",", ";", "\t"]))
-  header = data.draw(st.sampled_from(["User_ID", "user", "who"])) + delim + \
-      data.draw(st.sampled_from(["Item-Id", "movieId", "what"])) + "".join(
-          delim + n for n in ["w", "t"][:ncols - 2])
+  header = (
+      data.draw(st.sampled_from(["User_ID", "user", "who"]))
+      + delim
+      + data.draw(st.sampled_from(["Item-Id", "movieId", "what"]))
+      + "".join(delim + n for n in ["w", "t"][: ncols - 2])
+  )
   content = data.draw(table(kinds, delim, header=header))
   has_header = data.draw(st.sampled_from([None, True, False]))
   path = tmp_path / "data.csv"
@@ -352,8 +406,9 @@ def test_fuzz_csv(tmp_path, data):
   else:
     skip = has_header
   # The field count comes from the first non-blank data row.
-  rows_after = [(n, line) for n, line, blank in ref_lines(content)
-                if not blank and not (n == 1 and skip)]
+  rows_after = [
+      (n, line) for n, line, blank in ref_lines(content) if not blank and not (n == 1 and skip)
+  ]
   if not rows_after:
     expected = ("empty",)
   else:
@@ -367,8 +422,10 @@ def test_fuzz_csv(tmp_path, data):
         rows = ref_parse(content, d, kinds, skip)
         users = csv_ids([r[0] for r in rows])
         items = csv_ids([r[1] for r in rows])
-        rows = [(u, i, r[2] if k >= 3 else None, r[3] if k >= 4 else None)
-                for u, i, r in zip(users, items, rows)]
+        rows = [
+            (u, i, r[2] if k >= 3 else None, r[3] if k >= 4 else None)
+            for u, i, r in zip(users, items, rows)
+        ]
         expected = expect_rows(rows)
       except Bad as bad:
         expected = ("bad", bad.line)
@@ -393,8 +450,16 @@ KIND_MAP = {"int": readers.INT, "real": readers.REAL, "str": readers.STR_ID}
 def test_fast_pass_never_disagrees_with_the_reference_pass(data):
   """Where the vectorised pass answers at all, it answers exactly what the line-by-line
   reference pass answers (which the tests above check against the regex parser)."""
-  kinds = data.draw(st.sampled_from([("int", "int", "real", "int"), ("int", "int", "real"),
-                                     ("str", "str"), ("str", "int", "real")]))
+  kinds = data.draw(
+      st.sampled_from(
+          [
+              ("int", "int", "real", "int"),
+              ("int", "int", "real"),
+              ("str", "str"),
+              ("str", "int", "real"),
+          ]
+      )
+  )
   delim = data.draw(st.sampled_from(["\t", ",", "::"]))
   chunk = data.draw(table(kinds, delim))
   kinds = tuple(KIND_MAP[k] for k in kinds)
@@ -415,11 +480,20 @@ def test_token_grammar_matches_the_regex_reference(data):
   """Token by token, both passes accept exactly the regex grammar, with the same values."""
   kind = data.draw(st.sampled_from(["int", "real", "str"]))
   clean = {"int": int_token(True), "real": real_token(True), "str": CLEAN_STR}[kind]
-  wide = {"int": st.integers(-(10**12), 10**12).map(str),
-          "real": st.floats(-1e6, 1e6, allow_nan=False).map(repr), "str": CLEAN_STR}[kind]
-  one = st.one_of(clean, near_miss(clean), near_miss(wide), near_miss(wide),
-                  near_miss(near_miss(clean)), GARBAGE,
-                  {"int": int_token(False), "real": real_token(False), "str": MESSY_STR}[kind])
+  wide = {
+      "int": st.integers(-(10**12), 10**12).map(str),
+      "real": st.floats(-1e6, 1e6, allow_nan=False).map(repr),
+      "str": CLEAN_STR,
+  }[kind]
+  one = st.one_of(
+      clean,
+      near_miss(clean),
+      near_miss(wide),
+      near_miss(wide),
+      near_miss(near_miss(clean)),
+      GARBAGE,
+      {"int": int_token(False), "real": real_token(False), "str": MESSY_STR}[kind],
+  )
   texts = data.draw(st.lists(one, min_size=1, max_size=3))
   tokens = [t.encode("utf-8") for t in texts]
   lib_kind = KIND_MAP[kind]

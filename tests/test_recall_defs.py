@@ -8,16 +8,21 @@ import pytest
 from jaxrec import metrics
 
 # Scores S[u, j] for 5 users x 6 items; with items = I_6 the model's score is S itself.
-S = np.array([
-    [6, 5, 4, 3, 2, 1],         # user 0 ranks 0 1 2 3 4 5
-    [1, 2, 3, 4, 5, 6],         # user 1 ranks 5 4 3 2 1 0
-    [6, 5, 4, 3, 2, 1],         # user 2: no test item, not evaluated
-    [0, .5, 3, 2, 1, -1],       # user 3 ranks 2 3 4 1 0 5
-    [1, 1, 1, 1, 1, 1],         # user 4: no test item, not evaluated
-], np.float32)
+S = np.array(
+    [
+        [6, 5, 4, 3, 2, 1],  # user 0 ranks 0 1 2 3 4 5
+        [1, 2, 3, 4, 5, 6],  # user 1 ranks 5 4 3 2 1 0
+        [6, 5, 4, 3, 2, 1],  # user 2: no test item, not evaluated
+        [0, 0.5, 3, 2, 1, -1],  # user 3 ranks 2 3 4 1 0 5
+        [1, 1, 1, 1, 1, 1],  # user 4: no test item, not evaluated
+    ],
+    np.float32,
+)
 TRAIN = (np.array([0, 1, 2, 3]), np.array([0, 5, 1, 2]))
-TEST = (np.array([0, 0, 0, 0, 1, 3, 3, 3]),
-        np.array([2, 3, 4, 5, 4, 0, 1, 2]))   # (3, 2) is also a train pair: dropped
+TEST = (
+    np.array([0, 0, 0, 0, 1, 3, 3, 3]),
+    np.array([2, 3, 4, 5, 4, 0, 1, 2]),
+)  # (3, 2) is also a train pair: dropped
 # After masking train items:
 #   user 0: ranking 1 2 3 4 5, T = {2, 3, 4, 5} (|T| = 4)
 #     top-2 = [1, 2]: hits [0, 1];  top-3 = [1, 2, 3]: hits [0, 1, 1]
@@ -64,12 +69,20 @@ def test_evaluate_scores_same_numbers(query_batch):
     calls.append(users.tolist())
     return S[users]
 
-  got = metrics.evaluate_scores(score_fn, 5, 6, TRAIN, TEST, ks=(2, 3),
-                                query_batch=query_batch)
+  got = metrics.evaluate_scores(score_fn, 5, 6, TRAIN, TEST, ks=(2, 3), query_batch=query_batch)
   _check(got)
   assert sum(calls, []) == [0, 1, 3]  # only the users with a test item, in order
-  assert set(got) == {"recall@2", "recall@3", "recall_full@2", "recall_full@3", "ndcg@2",
-                      "ndcg@3", "mrr", "coverage@2", "coverage@3"}
+  assert set(got) == {
+      "recall@2",
+      "recall@3",
+      "recall_full@2",
+      "recall_full@3",
+      "ndcg@2",
+      "ndcg@3",
+      "mrr",
+      "coverage@2",
+      "coverage@3",
+  }
 
 
 def test_recall_full_equals_recall_when_every_user_has_at_most_k_test_items():

@@ -30,31 +30,44 @@ def cfg(**over):
   return sweep.apply_overrides(c, tuple(over.items()))
 
 
-@pytest.mark.parametrize("over,message", [
-    ({"loss.name": "hinge"}, "loss.name='hinge' is not one of full, sampled, positive_only"),
-    ({"sampler.name": "magic"}, "sampler.name='magic' is not one of uniform, unigram"),
-    ({"model.name": "gnn"}, "model.name='gnn' is not one of mf, dnn, wals"),
-    ({"train.optimizer": "lion"}, "train.optimizer='lion' is not one of sgd, adagrad, adam"),
-    ({"model.dim": -4}, "model.dim=-4 must be > 0"),
-    ({"train.batch_size": 0}, "train.batch_size=0 must be > 0"),
-    ({"data.num_items": 0}, "data.num_items=0 must be > 0"),
-    ({"sampler.num_negatives": 0}, "sampler.num_negatives=0 must be > 0"),
-    ({"loss.temperature": 0.0}, "loss.temperature=0.0 must be > 0"),
-    ({"sampler.temperature": -1.0}, "sampler.temperature=-1.0 must be > 0"),
-    ({"data.name": "csv", "data.path": "/nonexistent/x.csv"},
-     "data.path='/nonexistent/x.csv' does not exist"),
-    ({"data.name": "csv", "data.path": ""}, "data.path is required for data.name=csv"),
-    ({"sampler.replace": False, "sampler.num_negatives": 200},
-     "sampler.num_negatives=200 must be < the number of items \\(200\\)"),
-    ({"sampler.name": "hard_exact", "sampler.hard_fraction": 1.5},
-     "sampler.hard_fraction=1.5 must be in \\[0, 1\\]"),
-    ({"sampler.hard_fraction": 0.5},
-     "sampler.hard_fraction=0.5 applies to hard_exact, hard_pool and hard_topk, not "
-     "sampler.name=uniform"),
-    ({"sampler.name": "in_batch", "sampler.batch_negatives": 64},
-     "sampler.batch_negatives=64 exceeds train.batch_size=32"),
-    ({"sampler.batch_negatives": 4}, "applies to in_batch and mixed, not sampler.name=uniform"),
-])
+@pytest.mark.parametrize(
+    "over,message",
+    [
+        ({"loss.name": "hinge"}, "loss.name='hinge' is not one of full, sampled, positive_only"),
+        ({"sampler.name": "magic"}, "sampler.name='magic' is not one of uniform, unigram"),
+        ({"model.name": "gnn"}, "model.name='gnn' is not one of mf, dnn, wals"),
+        ({"train.optimizer": "lion"}, "train.optimizer='lion' is not one of sgd, adagrad, adam"),
+        ({"model.dim": -4}, "model.dim=-4 must be > 0"),
+        ({"train.batch_size": 0}, "train.batch_size=0 must be > 0"),
+        ({"data.num_items": 0}, "data.num_items=0 must be > 0"),
+        ({"sampler.num_negatives": 0}, "sampler.num_negatives=0 must be > 0"),
+        ({"loss.temperature": 0.0}, "loss.temperature=0.0 must be > 0"),
+        ({"sampler.temperature": -1.0}, "sampler.temperature=-1.0 must be > 0"),
+        (
+            {"data.name": "csv", "data.path": "/nonexistent/x.csv"},
+            "data.path='/nonexistent/x.csv' does not exist",
+        ),
+        ({"data.name": "csv", "data.path": ""}, "data.path is required for data.name=csv"),
+        (
+            {"sampler.replace": False, "sampler.num_negatives": 200},
+            "sampler.num_negatives=200 must be < the number of items \\(200\\)",
+        ),
+        (
+            {"sampler.name": "hard_exact", "sampler.hard_fraction": 1.5},
+            "sampler.hard_fraction=1.5 must be in \\[0, 1\\]",
+        ),
+        (
+            {"sampler.hard_fraction": 0.5},
+            "sampler.hard_fraction=0.5 applies to hard_exact, hard_pool and hard_topk, not "
+            "sampler.name=uniform",
+        ),
+        (
+            {"sampler.name": "in_batch", "sampler.batch_negatives": 64},
+            "sampler.batch_negatives=64 exceeds train.batch_size=32",
+        ),
+        ({"sampler.batch_negatives": 4}, "applies to in_batch and mixed, not sampler.name=uniform"),
+    ],
+)
 def test_bad_config_names_the_problem(tmp_path, over, message):
   with pytest.raises(config.ConfigError, match=message):
     train.train_and_evaluate(cfg(**over), str(tmp_path / "w"), verbose=False)
@@ -66,29 +79,39 @@ def test_unreadable_path(tmp_path, monkeypatch):
   p.write_text("1,2\n")
   # tests run as root in CI, where chmod 0 does not stop reads: make access() say no
   real_access = os.access
-  monkeypatch.setattr(os, "access", lambda path, mode: False if str(path) == str(p)
-                      else real_access(path, mode))
+  monkeypatch.setattr(
+      os, "access", lambda path, mode: False if str(path) == str(p) else real_access(path, mode)
+  )
   with pytest.raises(config.ConfigError, match="is not readable"):
-    train.train_and_evaluate(cfg(**{"data.name": "csv", "data.path": str(p)}),
-                             str(tmp_path / "w"), verbose=False)
+    train.train_and_evaluate(
+        cfg(**{"data.name": "csv", "data.path": str(p)}), str(tmp_path / "w"), verbose=False
+    )
 
 
 def test_empty_and_malformed_data_files(tmp_path):
   empty = tmp_path / "empty.csv"
   empty.write_text("")
   with pytest.raises(DataError, match="empty.csv.*no interactions"):
-    train.train_and_evaluate(cfg(**{"data.name": "csv", "data.path": str(empty)}),
-                             str(tmp_path / "w1"), verbose=False)
+    train.train_and_evaluate(
+        cfg(**{"data.name": "csv", "data.path": str(empty)}), str(tmp_path / "w1"), verbose=False
+    )
   bad = tmp_path / "bad.csv"
   bad.write_text("1,10\n2,20\n3,x,y,z,w\n")
   with pytest.raises(DataError, match="bad.csv:3:"):
-    train.train_and_evaluate(cfg(**{"data.name": "csv", "data.path": str(bad)}),
-                             str(tmp_path / "w2"), verbose=False)
+    train.train_and_evaluate(
+        cfg(**{"data.name": "csv", "data.path": str(bad)}), str(tmp_path / "w2"), verbose=False
+    )
 
 
 def _main(args, **kw):
-  return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=REPO,
-                        capture_output=True, text=True, timeout=300, **kw)
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.main", *args],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+      **kw,
+  )
 
 
 def test_launcher_rejects_unknown_key_and_bad_value_in_one_line(tmp_path):
@@ -97,17 +120,26 @@ def test_launcher_rejects_unknown_key_and_bad_value_in_one_line(tmp_path):
   r = _main([f"--workdir={tmp_path}/b", "--config.loss.name=hinge"])
   assert r.returncode == 2
   assert r.stderr.strip().splitlines()[-1] == (
-      "error: loss.name='hinge' is not one of full, sampled, positive_only")
+      "error: loss.name='hinge' is not one of full, sampled, positive_only"
+  )
   assert not os.path.exists(f"{tmp_path}/b/metrics.jsonl")  # failed before any compute
 
 
 def test_nonfinite_loss_stops_naming_step_and_checkpoint(tmp_path):
   """A learning rate of 1e30 overflows the squared positive-only loss within a few steps:
   the run stops, naming the first bad step and the last good checkpoint."""
-  c = cfg(**{"loss.name": "positive_only", "train.learning_rate": 1e30, "train.optimizer": "sgd",
-             "train.checkpoint_every": 20, "train.steps": 60})
-  with pytest.raises(train.NonFiniteLossError,
-                     match=r"at step \d+; last good checkpoint: (None|\d+)"):
+  c = cfg(
+      **{
+          "loss.name": "positive_only",
+          "train.learning_rate": 1e30,
+          "train.optimizer": "sgd",
+          "train.checkpoint_every": 20,
+          "train.steps": 60,
+      }
+  )
+  with pytest.raises(
+      train.NonFiniteLossError, match=r"at step \d+; last good checkpoint: (None|\d+)"
+  ):
     train.train_and_evaluate(c, str(tmp_path / "nan"), verbose=False)
   assert not (tmp_path / "nan" / "results.json").exists()
 
@@ -115,8 +147,15 @@ def test_nonfinite_loss_stops_naming_step_and_checkpoint(tmp_path):
 def test_skip_nonfinite_steps_keeps_state_finite(tmp_path):
   import jax
   import jax.numpy as jnp
-  c = cfg(**{"loss.name": "positive_only", "train.learning_rate": 1e30,
-             "train.optimizer": "sgd", "train.skip_nonfinite": True})
+
+  c = cfg(
+      **{
+          "loss.name": "positive_only",
+          "train.learning_rate": 1e30,
+          "train.optimizer": "sgd",
+          "train.skip_nonfinite": True,
+      }
+  )
   spec = config.StepSpec.from_config(c)
   tr, _ = data.load_data(c.data, 0)
   ddata = step.device_data(tr)
@@ -191,12 +230,26 @@ train.train_and_evaluate(sweep.apply_overrides(c, tuple(over.items())), wd, verb
 def test_sigkill_during_checkpoint_write_then_rerun_matches(tmp_path):
   """Kill -9 while orbax is writing a checkpoint: the half-written step is never restored,
   the rerun resumes from the last complete one and ends with the uninterrupted metrics."""
-  over = {"data.num_users": 300, "data.num_items": 200, "data.interactions_per_user": 10,
-          "model.dim": 8, "model.hidden": (16,), "train.steps": 400, "train.batch_size": 32,
-          "train.log_every": 50, "train.checkpoint_every": 50, "sampler.num_negatives": 8}
+  over = {
+      "data.num_users": 300,
+      "data.num_items": 200,
+      "data.interactions_per_user": 10,
+      "model.dim": 8,
+      "model.hidden": (16,),
+      "train.steps": 400,
+      "train.batch_size": 32,
+      "train.log_every": 50,
+      "train.checkpoint_every": 50,
+      "sampler.num_negatives": 8,
+  }
   wd = tmp_path / "killed"
-  r = subprocess.run([sys.executable, "-c", _KILL_DURING_SAVE, str(wd), repr(over)], cwd=REPO,
-                     capture_output=True, text=True, timeout=300)
+  r = subprocess.run(
+      [sys.executable, "-c", _KILL_DURING_SAVE, str(wd), repr(over)],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert r.returncode == -9, r.stderr[-1500:]  # it really died by SIGKILL ...
   names = os.listdir(wd / "checkpoints")
   assert any("tmp" in n for n in names), names  # ... in the middle of a save

@@ -69,14 +69,19 @@ def test_uniform_with_replacement_is_uniform():
 def test_uniform_without_replacement_distinct_and_marginally_uniform():
   n, k, draws = 10, 4, 20_000
   keys = jax.random.split(jax.random.PRNGKey(1), draws)
-  neg = jax.jit(lambda keys: jax.lax.map(
-      lambda key: samplers.uniform(key, n, k, replace=False), keys))(keys)
+  neg = jax.jit(
+      lambda keys: jax.lax.map(lambda key: samplers.uniform(key, n, k, replace=False), keys)
+  )(keys)
   ids = np.asarray(neg.ids)
   assert all(len(set(row)) == k for row in ids)  # no repeats within a draw
   # Each slot is marginally uniform (the documented meaning of q = 1/N) ...
   for slot in range(k):
-    assert chi2_pvalue(np.bincount(ids[:, slot], minlength=n), np.full(n, 1 / n),
-                       f"uniform-norep-slot{slot}") > P_MIN
+    assert (
+        chi2_pvalue(
+            np.bincount(ids[:, slot], minlength=n), np.full(n, 1 / n), f"uniform-norep-slot{slot}"
+        )
+        > P_MIN
+    )
   # ... so the inclusion probability is K q = K/N: 4/10, binomial sd sqrt(.24/2e4) = .0035.
   inclusion = np.bincount(ids.reshape(-1), minlength=n) / draws
   np.testing.assert_allclose(inclusion, k / n, atol=5 * 0.0035)
@@ -99,8 +104,7 @@ def test_unigram_matches_counts_to_the_alpha(alpha):
   n, k = 60, 300_000
   counts = rng.integers(0, 50, n).astype(np.float32)
   counts[[0, 7, 8, 59]] = 0  # zero counts at the edges and in a run
-  neg = jax.jit(lambda key: samplers.unigram(key, counts, k, alpha=alpha))(
-      jax.random.PRNGKey(4))
+  neg = jax.jit(lambda key: samplers.unigram(key, counts, k, alpha=alpha))(jax.random.PRNGKey(4))
   c = counts.astype(np.float64)
   w = np.ones(n) if alpha == 0 else np.where(c > 0, c**alpha, 0.0)
   q = w / w.sum()
@@ -136,8 +140,9 @@ def test_unigram_table_resolves_every_item_in_a_large_catalogue():
   flat = np.diff(np.cumsum(w, dtype=np.float32).astype(np.float64), prepend=0.0)
   flat_rel = np.abs(flat[want > 0] / w[want > 0] - 1)
   assert flat_rel.max() > 1e-2
-  ids = np.asarray(jax.jit(lambda key: samplers.unigram_sample(key, table, 200_000).ids)(
-      jax.random.PRNGKey(6)))
+  ids = np.asarray(
+      jax.jit(lambda key: samplers.unigram_sample(key, table, 200_000).ids)(jax.random.PRNGKey(6))
+  )
   assert ids.min() >= 0 and ids.max() < n
   assert np.all(w[ids] > 0)  # 2e5 draws, none of a zero-weight item
 
@@ -181,8 +186,9 @@ def _embeddings(seed, b, n, d, scale=1.0):
 def test_hard_exact_matches_softmax(chunk_size):
   b, n, d, k, temp = 3, 40, 4, 60_000, 1.5
   q, v = _embeddings(8, b, n, d)
-  neg = jax.jit(lambda key: samplers.hard_exact(key, q, v, k, temperature=temp,
-                                                chunk_size=chunk_size))(jax.random.PRNGKey(9))
+  neg = jax.jit(
+      lambda key: samplers.hard_exact(key, q, v, k, temperature=temp, chunk_size=chunk_size)
+  )(jax.random.PRNGKey(9))
   assert neg.ids.shape == (b, k)
   log_p = _np_log_softmax(np.asarray(q, np.float64) @ np.asarray(v, np.float64).T / temp)
   ids = np.asarray(neg.ids)
@@ -191,8 +197,9 @@ def test_hard_exact_matches_softmax(chunk_size):
     probs = np.exp(log_p[row])
     assert chi2_pvalue(counts, probs, f"hard_exact-chunk{chunk_size}-row{row}") > P_MIN
     assert chi2_pvalue(counts, _perturbed(probs), "hard_exact-wrong-q") < 1e-6
-  np.testing.assert_allclose(neg.log_q, np.take_along_axis(log_p, ids, axis=1),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      neg.log_q, np.take_along_axis(log_p, ids, axis=1), rtol=1e-5, atol=1e-5
+  )
 
 
 def test_hard_exact_few_draws_path_matches_softmax():
@@ -201,15 +208,16 @@ def test_hard_exact_few_draws_path_matches_softmax():
   q, v = _embeddings(14, b, n, d)
   keys = jax.random.split(jax.random.PRNGKey(15), reps)
   neg = jax.jit(jax.vmap(lambda key: samplers.hard_exact(key, q, v, k, temperature=temp)))(keys)
-  ids = np.asarray(neg.ids)                                        # [R, B, K]
+  ids = np.asarray(neg.ids)  # [R, B, K]
   log_p = _np_log_softmax(np.asarray(q, np.float64) @ np.asarray(v, np.float64).T / temp)
   for row in range(b):
     counts = np.bincount(ids[:, row].reshape(-1), minlength=n)
     probs = np.exp(log_p[row])
     assert chi2_pvalue(counts, probs, f"hard_exact-few-row{row}") > P_MIN
     assert chi2_pvalue(counts, _perturbed(probs), "hard_exact-few-wrong-q") < 1e-6
-  np.testing.assert_allclose(neg.log_q, log_p[np.arange(b)[None, :, None], ids],
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+      neg.log_q, log_p[np.arange(b)[None, :, None], ids], rtol=1e-5, atol=1e-5
+  )
 
 
 def test_hard_pool_log_q_is_a_valid_importance_weight():
@@ -223,8 +231,11 @@ def test_hard_pool_log_q_is_a_valid_importance_weight():
   b, n, d, k, m, pools, temp = 2, 30, 4, 64, 15, 20_000, 0.8
   q, v = _embeddings(10, b, n, d)
   keys = jax.random.split(jax.random.PRNGKey(11), pools)
-  neg = jax.jit(lambda keys: jax.lax.map(lambda key: samplers.hard_pool(
-      key, q, v, k, pool_size=m, temperature=temp), keys))(keys)
+  neg = jax.jit(
+      lambda keys: jax.lax.map(
+          lambda key: samplers.hard_pool(key, q, v, k, pool_size=m, temperature=temp), keys
+      )
+  )(keys)
   ids = np.asarray(neg.ids)  # [R,B,K]
   log_q = np.asarray(neg.log_q, np.float64)
   # Within one (pool,row) log_q - s/T is the same constant -log Z_hat for all draws.
@@ -233,8 +244,11 @@ def test_hard_pool_log_q_is_a_valid_importance_weight():
   np.testing.assert_allclose(offset, offset[:, :, :1].repeat(k, axis=2), atol=2e-5)
   for row in range(b):
     x = np.zeros((pools, n))  # x[r, j] = (1/K) sum_k 1{J_rk = j} / q_rk
-    np.add.at(x, (np.repeat(np.arange(pools), k), ids[:, row].reshape(-1)),
-              np.exp(-log_q[:, row]).reshape(-1) / k)
+    np.add.at(
+        x,
+        (np.repeat(np.arange(pools), k), ids[:, row].reshape(-1)),
+        np.exp(-log_q[:, row]).reshape(-1) / k,
+    )
     z = (x.mean(0) - 1) / (x.std(0, ddof=1) / math.sqrt(pools))
     # R = 2e4 iid pools: z_j ~ N(0,1) by the CLT; Bonferroni over 30 items at 4.5 sd gives a
     # false-failure chance of 30 * 7e-6 = 2e-4.
@@ -253,9 +267,9 @@ def test_hard_topk_returns_the_top_of_a_covering_pool():
   pos = np.array([0, 3, 7, 19], np.int32)
   s = np.asarray(q, np.float64) @ np.asarray(v, np.float64).T
   for excluded in (False, True):
-    neg = jax.jit(lambda key: samplers.hard_topk(
-        key, q, v, k, pool_size=m, pos_ids=pos if excluded else None))(
-            jax.random.PRNGKey(13))
+    neg = jax.jit(
+        lambda key: samplers.hard_topk(key, q, v, k, pool_size=m, pos_ids=pos if excluded else None)
+    )(jax.random.PRNGKey(13))
     got = np.asarray(neg.ids)
     for row in range(b):
       order = [j for j in np.argsort(-s[row]) if not (excluded and j == pos[row])]
@@ -307,8 +321,7 @@ def test_freq_estimator_matches_reference_algorithm(num_hashes):
   for t in range(steps):
     ids = rng.choice(n, batch, p=q / q.sum()).astype(np.int32)  # duplicates likely
     state = update(state, ids, t)
-    ref = [_reference_update(a, b, _py_hash(ids, k, h), t, alpha)
-           for k, (a, b) in enumerate(ref)]
+    ref = [_reference_update(a, b, _py_hash(ids, k, h), t, alpha) for k, (a, b) in enumerate(ref)]
   for k in range(num_hashes):
     np.testing.assert_allclose(state.a[k], ref[k][0], rtol=0, atol=0)
     np.testing.assert_allclose(state.b[k], ref[k][1], rtol=1e-5)
@@ -325,8 +338,9 @@ def test_freq_log_q_unseen_in_batch_and_mixed_formulas():
   state = samplers.freq_update(state, np.array([1, 2, 2]), 0, alpha=0.1)
   state = samplers.freq_update(state, np.array([1, 3]), 4, alpha=0.1)
   # b: id1 = 0.9*1 + 0.1*4 = 1.3; id2 = 1 (first seen at step 0); id3 = 5 (first at 4).
-  np.testing.assert_allclose(samplers.freq_log_q(state, np.array([1, 2, 3])),
-                             -np.log([1.3, 1.0, 5.0]), rtol=1e-6)
+  np.testing.assert_allclose(
+      samplers.freq_log_q(state, np.array([1, 2, 3])), -np.log([1.3, 1.0, 5.0]), rtol=1e-6
+  )
   assert samplers.freq_log_q(state, np.array([4]))[0] == -np.inf
   pos = np.array([1, 2, 3], np.int32)
   ib = samplers.in_batch(pos, state)
@@ -340,8 +354,12 @@ def test_freq_log_q_unseen_in_batch_and_mixed_formulas():
   np.testing.assert_allclose(mx.log_q, want, rtol=1e-6)
   # The uniform part is uniform over the catalogue.
   extra = samplers.mixed(jax.random.PRNGKey(16), pos, state, n, 50_000).ids[3:]
-  assert chi2_pvalue(np.bincount(np.asarray(extra), minlength=n),
-                     np.full(n, 1 / n), "mixed-uniform-part") > P_MIN
+  assert (
+      chi2_pvalue(
+          np.bincount(np.asarray(extra), minlength=n), np.full(n, 1 / n), "mixed-uniform-part"
+      )
+      > P_MIN
+  )
 
 
 def test_in_batch_and_mixed_with_part_of_the_batch():
@@ -373,7 +391,7 @@ def test_hard_plus_uniform_mixture_estimates_the_partition_function_unbiasedly()
   stratum with its own size (K_h, K_u: both strata as full estimates) sums to ~2Z."""
   b, n, d, k_h, k_u, draws, t_hard = 2, 30, 4, 3, 5, 20_000, 2.0
   q, v = _embeddings(12, b, n, d)
-  s = np.asarray(q, np.float64) @ np.asarray(v, np.float64).T           # [B, N], T = 1
+  s = np.asarray(q, np.float64) @ np.asarray(v, np.float64).T  # [B, N], T = 1
   z_true = np.exp(s).sum(1)
 
   def one(key):
@@ -382,14 +400,14 @@ def test_hard_plus_uniform_mixture_estimates_the_partition_function_unbiasedly()
     return samplers.with_uniform(k2, hard, n, k_u)
 
   neg = jax.jit(jax.vmap(one))(jax.random.split(jax.random.PRNGKey(13), draws))
-  ids, log_q = np.asarray(neg.ids), np.asarray(neg.log_q, np.float64)    # [R, B, K]
+  ids, log_q = np.asarray(neg.ids), np.asarray(neg.log_q, np.float64)  # [R, B, K]
   assert ids.shape == (draws, b, k_h + k_u)
   # The uniform part is shared by the rows; its log q is -log N.
   np.testing.assert_array_equal(ids[:, 0, k_h:], ids[:, 1, k_h:])
   np.testing.assert_allclose(log_q[:, :, k_h:], -math.log(n), rtol=1e-6)
   es = np.exp(np.take_along_axis(np.broadcast_to(s, (draws, b, n)), ids, axis=2))
   w = es / np.exp(log_q)
-  est = w.sum(2) / (k_h + k_u)                                           # [R, B]
+  est = w.sum(2) / (k_h + k_u)  # [R, B]
   z = (est.mean(0) - z_true) / (est.std(0, ddof=1) / math.sqrt(draws))
   print(f"hard+uniform mixture: Z {z_true}, mean estimate {est.mean(0)}, z {z}")
   assert np.abs(z).max() < 4.5
@@ -400,16 +418,28 @@ def test_hard_plus_uniform_mixture_estimates_the_partition_function_unbiasedly()
 def test_frequency_estimator_reproduces_yi_et_al_simulation():
   """Yi et al. 2019 Fig. (simulation): q_i ~ i^2, switching to (M-1-i)^2 at step 10k."""
   alphas = jnp.array([0.01, 0.1])
-  sim = jax.jit(jax.vmap(
-      lambda a: samplers.simulate_frequency_estimation(
-          jax.random.PRNGKey(17), 1000, 128, 5000, 20_000, 10_000, a),))
+  sim = jax.jit(
+      jax.vmap(
+          lambda a: samplers.simulate_frequency_estimation(
+              jax.random.PRNGKey(17), 1000, 128, 5000, 20_000, 10_000, a
+          ),
+      )
+  )
   err = np.asarray(sim(alphas))
   settled_before = err[:, 8000:10_000].mean(1)
   just_after = err[:, 10_000:10_100].mean(1)
   recovering = err[:, 10_200:10_400].mean(1)
   settled_after = err[:, 18_000:].mean(1)
-  print("Yi simulation (alpha 0.01, 0.1): settled", settled_before, "after switch",
-        just_after, "+200..400", recovering, "end", settled_after)
+  print(
+      "Yi simulation (alpha 0.01, 0.1): settled",
+      settled_before,
+      "after switch",
+      just_after,
+      "+200..400",
+      recovering,
+      "end",
+      settled_after,
+  )
   # The switch makes every estimate stale (error > 1), and it then falls again.
   assert np.all(just_after > 1.0)
   assert np.all(settled_after < just_after / 4)
@@ -430,8 +460,9 @@ def _loss_gap(q, v, pos, sample, draws=16):
 
   def one(key):
     neg = sample(key)
-    return losses.sampled_softmax(q, v[pos], v[neg.ids], pos_ids=pos, neg_ids=neg.ids,
-                                  neg_log_q=neg.log_q)
+    return losses.sampled_softmax(
+        q, v[pos], v[neg.ids], pos_ids=pos, neg_ids=neg.ids, neg_log_q=neg.log_q
+    )
 
   @jax.jit
   def gap(keys):
@@ -452,8 +483,7 @@ def _setup():
   return q, v, pos, counts
 
 
-@pytest.mark.parametrize("name", ["uniform", "unigram", "log_uniform", "hard_exact",
-                                  "hard_pool"])
+@pytest.mark.parametrize("name", ["uniform", "unigram", "log_uniform", "hard_exact", "hard_pool"])
 def test_sampled_loss_approaches_full_softmax(name):
   q, v, pos, counts = _setup()
   table = samplers.unigram_table(counts, 0.75)
@@ -486,6 +516,7 @@ def test_in_batch_and_mixed_losses_approach_full_softmax():
       def body(state, t):
         ids = samplers.unigram_sample(jax.random.fold_in(key, t), table, bsz).ids
         return samplers.freq_update(state, ids, t, alpha=0.05), None
+
       return jax.lax.scan(body, samplers.freq_init(_N), jnp.arange(steps))[0]
 
     state = warm(jax.random.PRNGKey(21))
@@ -520,6 +551,7 @@ _VALID_LOG_Q = ("exact", "weight", "none")
 def _contract_spec(name):
   from experiments.configs import synthetic
   from jaxrec import config
+
   section = synthetic.get_config().sampler
   section.name, section.num_negatives, section.pool_size = name, C_K, 8
   return config.SamplerSpec.from_config(section, batch_size=C_B)
@@ -539,7 +571,8 @@ def _contract_draws(name):
   items = jnp.asarray(rng.normal(size=(C_N, C_D)), jnp.float32)
   freq = samplers.FreqState(
       a=jnp.zeros((1, C_N), jnp.float32),
-      b=jnp.asarray(np.where(f > 0, 1.0 / np.maximum(C_B * f, 1e-30), 0.0)[None], jnp.float32))
+      b=jnp.asarray(np.where(f > 0, 1.0 / np.maximum(C_B * f, 1e-30), 0.0)[None], jnp.float32),
+  )
   unigram = samplers.unigram_table(jnp.asarray(C_COUNTS), spec.alpha)
   pop_order = jnp.asarray(np.argsort(-C_COUNTS, kind="stable").astype(np.int32))
 
@@ -547,10 +580,14 @@ def _contract_draws(name):
     k_pos, k_neg = jax.random.split(key)
     pos = samplers.unigram_sample(k_pos, freq_table, C_B).ids
     inputs = samplers.SamplerInputs(
-        C_N, pos, freq=freq if entry.uses_freq else None,
+        C_N,
+        pos,
+        freq=freq if entry.uses_freq else None,
         query_BxD=query if entry.needs_scores else None,
         items_NxD=items if entry.needs_scores else None,
-        unigram=unigram if entry.uses_unigram else None, pop_order_N=pop_order)
+        unigram=unigram if entry.uses_unigram else None,
+        pop_order_N=pop_order,
+    )
     return entry.draw(k_neg, inputs, spec)
 
   keys = jax.random.split(jax.random.PRNGKey(sorted(samplers.REGISTRY).index(name)), C_DRAWS)
@@ -575,12 +612,14 @@ def test_every_registered_sampler_meets_the_contract(name):
   assert entry.log_q in _VALID_LOG_Q
   assert entry.help and "\n" not in entry.help
   from experiments.configs import synthetic
+
   assert set(entry.config_keys) <= set(synthetic.get_config().sampler.keys())
   per_row = (C_B,) if entry.per_example else ()
   assert ids.shape == (C_DRAWS,) + per_row + (ids.shape[-1],) == log_q.shape, ids.shape
   assert ids.dtype == np.int32 and ((ids >= 0) & (ids < C_N)).all()
   if not entry.proper_log_q:
     from jaxrec import config
+
     c = synthetic.get_config()
     c.loss.name, c.sampler.name, c.sampler.pool_size = "sampled", name, 64
     assert not config.StepSpec.from_config(c).use_logq  # never logQ-corrected
@@ -606,8 +645,11 @@ def test_every_registered_sampler_meets_the_contract(name):
     else:
       k = ids.shape[-1]
       w_RxN = np.zeros((C_DRAWS, C_N))
-      np.add.at(w_RxN, (np.repeat(np.arange(C_DRAWS), k), ids_RxSxK[:, row].ravel()),
-                np.exp(-log_q_RxSxK[:, row].ravel()) / k)
+      np.add.at(
+          w_RxN,
+          (np.repeat(np.arange(C_DRAWS), k), ids_RxSxK[:, row].ravel()),
+          np.exp(-log_q_RxSxK[:, row].ravel()) / k,
+      )
       mean, sem = w_RxN.mean(0), w_RxN.std(0, ddof=1) / math.sqrt(C_DRAWS)
       print(f"{name} row {row}: mean weights {np.round(mean, 3)}")
       assert (np.abs(mean - 1.0) <= 5 * sem + 1e-9).all(), (name, row, mean, sem)
@@ -618,6 +660,7 @@ def test_registry_metadata_is_what_the_step_and_validation_read():
   keys are validated against the entries that read them; help_text lists every entry."""
   from experiments.configs import synthetic
   from jaxrec import config
+
   lines = samplers.help_text().splitlines()
   assert [line.split(":")[0] for line in lines] == list(samplers.REGISTRY)
   for name, entry in samplers.REGISTRY.items():

@@ -33,8 +33,8 @@ from jaxrec import sharding
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_DEVICES = 4
-NUM_ITEMS = 1000      # unique among the program's dimensions: a collective with this
-NUM_USERS = 600       # many rows moves a whole table
+NUM_ITEMS = 1000  # unique among the program's dimensions: a collective with this
+NUM_USERS = 600  # many rows moves a whole table
 
 
 # ----------------------------------------------------------------------------------
@@ -44,12 +44,13 @@ NUM_USERS = 600       # many rows moves a whole table
 
 def _config(**over):
   from experiments.configs import synthetic
+
   c = synthetic.get_config()
   c.data.num_users, c.data.num_items, c.data.interactions_per_user = NUM_USERS, NUM_ITEMS, 8
   # B * max_bag = 1536 >= N: the row optimizer's dense-combine path for the bag table.
   c.model.dim, c.model.hidden, c.model.max_bag = 16, (32,), 32
   c.train.steps, c.train.batch_size, c.train.checkpoint_every = 40, 48, 0
-  c.train.log_every = 40          # 40 steps dispatched without a host sync
+  c.train.log_every = 40  # 40 steps dispatched without a host sync
   c.sampler.num_negatives = 32
   c.eval.ks, c.eval.chunk_size, c.eval.save_embeddings = (10,), 128, True
   for k, v in over.items():
@@ -67,6 +68,7 @@ def _rows_of_collectives(hlo):
 
 def _world():
   from jaxrec import data
+
   c = _config()
   return data.load_data(c.data, c.seed)
 
@@ -88,7 +90,7 @@ def _kernels(mesh):
   v = (0.5 * rng.normal(size=(N, D))).astype(np.float32)
   pos = rng.integers(0, N, (B, 3)).astype(np.int32)
   w = rng.dirichlet(np.ones(3), B).astype(np.float32)
-  w[0] = [0.4, 0.6, 0.0]                      # a weight-0 padding positive
+  w[0] = [0.4, 0.6, 0.0]  # a weight-0 padding positive
   ids = rng.integers(0, N, (B, 5)).astype(np.int32)
   cot = rng.normal(size=(B, 5, D)).astype(np.float32)
   grads = rng.normal(size=(N, D)).astype(np.float32)
@@ -100,17 +102,22 @@ def _kernels(mesh):
   full = sharding.sharded_full_softmax if mesh else losses.full_softmax
   gather = sharding.gather_rows if mesh else (lambda t, i: t[i])
   for chunk in (None, 40):
-    f = jax.jit(jax.value_and_grad(lambda q, v: jnp.mean(
-        full(q, v, pos, w, temperature=0.7, chunk_size=chunk)), (0, 1)))
+    f = jax.jit(
+        jax.value_and_grad(
+            lambda q, v: jnp.mean(full(q, v, pos, w, temperature=0.7, chunk_size=chunk)), (0, 1)
+        )
+    )
     loss, (dq, dv) = _on_mesh(mesh, f, jnp.asarray(q), v_in)
     out[f"fs{chunk}/loss"], out[f"fs{chunk}/dq"], out[f"fs{chunk}/dv"] = loss, dq, dv
     if mesh:
       out[f"fs{chunk}/dv_rows"] = [int(s.data.shape[0]) for s in dv.addressable_shards]
-      out[f"fs{chunk}/collective_rows"] = _rows_of_collectives(_on_mesh(
-          mesh, lambda: f.lower(jnp.asarray(q), v_in).compile().as_text()))
+      out[f"fs{chunk}/collective_rows"] = _rows_of_collectives(
+          _on_mesh(mesh, lambda: f.lower(jnp.asarray(q), v_in).compile().as_text())
+      )
   out["gather/value"] = _on_mesh(mesh, jax.jit(gather), v_in, ids)
   out["gather/grad"] = _on_mesh(
-      mesh, jax.jit(jax.grad(lambda t: jnp.sum(gather(t, ids) * cot))), v_in)
+      mesh, jax.jit(jax.grad(lambda t: jnp.sum(gather(t, ids) * cot))), v_in
+  )
   opt = tables.lazy_adam(0.05)
   st = opt.init(jnp.asarray(v))
   if mesh:
@@ -118,19 +125,21 @@ def _kernels(mesh):
     args = (opt, v_in, sharding.place_rows(st, mesh, N), jnp.asarray(grads), 4)
     new_t, new_s = _on_mesh(mesh, fn, *args)
     out["update/rows"] = [int(s.data.shape[0]) for s in new_t.addressable_shards]
-    out["update/collectives"] = len(sharding.collectives(
-        _on_mesh(mesh, lambda: fn.lower(*args).compile().as_text())))
+    out["update/collectives"] = len(
+        sharding.collectives(_on_mesh(mesh, lambda: fn.lower(*args).compile().as_text()))
+    )
   else:
-    new_t, new_s = jax.jit(opt.update)(v_in, st, jnp.arange(N, dtype=jnp.int32),
-                                       jnp.asarray(grads), 4)
+    new_t, new_s = jax.jit(opt.update)(
+        v_in, st, jnp.arange(N, dtype=jnp.int32), jnp.asarray(grads), 4
+    )
   out["update/table"] = new_t
   for i, leaf in enumerate(jax.tree.leaves(new_s)):
     out[f"update/state{i}"] = leaf
   # update_rows: repeated ids, padding ids (N, -1), sparse (M < N) and dense (M >= N).
   for m in (40, 700):
     ids_m = rng.integers(0, N, m).astype(np.int32)
-    ids_m[:3] = ids_m[3]                       # a repeated id
-    ids_m[4], ids_m[5] = N, -1                  # padding
+    ids_m[:3] = ids_m[3]  # a repeated id
+    ids_m[4], ids_m[5] = N, -1  # padding
     g_m = rng.normal(size=(m, D)).astype(np.float32)
     upd = sharding.update_rows if mesh else (lambda o, *a: o.update(*a))
     st_in = sharding.place_rows(st, mesh, N) if mesh else st
@@ -139,19 +148,36 @@ def _kernels(mesh):
     out[f"rows{m}/table"], out[f"rows{m}/mu"], out[f"rows{m}/nu"] = t, s_.mu, s_.nu
     if mesh:
       out[f"rows{m}/shard_rows"] = [int(x.data.shape[0]) for x in t.addressable_shards]
-      out[f"rows{m}/collective_rows"] = _rows_of_collectives(_on_mesh(mesh, lambda: fn.lower(
-          opt, v_in, st_in, jnp.asarray(ids_m), jnp.asarray(g_m), 4).compile().as_text()))
+      out[f"rows{m}/collective_rows"] = _rows_of_collectives(
+          _on_mesh(
+              mesh,
+              lambda: fn.lower(opt, v_in, st_in, jnp.asarray(ids_m), jnp.asarray(g_m), 4)
+              .compile()
+              .as_text(),
+          )
+      )
   topk = sharding.sharded_topk if mesh else metrics.topk
-  out["topk/vals"], out["topk/ids"] = _on_mesh(mesh, topk, qq, v_in, 15, exclude_rows=ex_r,
-                                               exclude_cols=ex_c, chunk_size=50,
-                                               query_batch=16)
-  out["topk/excluded_returned"] = int(sum(
-      np.isin(np.asarray(out["topk/ids"])[r], ex_c[ex_r == r]).sum() for r in range(37)))
+  out["topk/vals"], out["topk/ids"] = _on_mesh(
+      mesh, topk, qq, v_in, 15, exclude_rows=ex_r, exclude_cols=ex_c, chunk_size=50, query_batch=16
+  )
+  out["topk/excluded_returned"] = int(
+      sum(np.isin(np.asarray(out["topk/ids"])[r], ex_c[ex_r == r]).sum() for r in range(37))
+  )
   if mesh:
     out["topk/collective_rows"] = _rows_of_collectives(
         sharding.sharded_topk_batch.lower(
-            jnp.asarray(qq[:16]), v_in, jnp.zeros(8, jnp.int32), jnp.zeros(8, jnp.int32),
-            k=15, chunk_size=50, group=metrics.DEFAULT_GROUP, mesh=mesh).compile().as_text())
+            jnp.asarray(qq[:16]),
+            v_in,
+            jnp.zeros(8, jnp.int32),
+            jnp.zeros(8, jnp.int32),
+            k=15,
+            chunk_size=50,
+            group=metrics.DEFAULT_GROUP,
+            mesh=mesh,
+        )
+        .compile()
+        .as_text()
+    )
   return out
 
 
@@ -159,6 +185,7 @@ def _wals(world, mesh):
   """Two WALS iterations (user then item half-steps of `wals.solve_rows`, the loop of
   `wals.wals_fit`) from the same init, factors row-sharded on the mesh; then metrics."""
   from jaxrec import metrics, wals
+
   tr, te = world
   order = np.lexsort((tr.item_ids, tr.user_ids))
   users_e, items_e = tr.user_ids[order], tr.item_ids[order]
@@ -185,13 +212,16 @@ def _runs(world, num_devices):
   """train_and_evaluate of the same configs with mesh.shape = (num_devices,)."""
   import tempfile
   from jaxrec import train
+
   out = {}
-  for name, over in (("sampled", {}),
-                     ("full", {"model.name": "mf", "loss.name": "full",
-                               "loss.chunk_size": 96})):
+  for name, over in (
+      ("sampled", {}),
+      ("full", {"model.name": "mf", "loss.name": "full", "loss.chunk_size": 96}),
+  ):
     wd = tempfile.mkdtemp()
-    r = train.train_and_evaluate(_config(**over, **{"mesh.shape": (num_devices,)}), wd,
-                                 data=world, verbose=False)
+    r = train.train_and_evaluate(
+        _config(**over, **{"mesh.shape": (num_devices,)}), wd, data=world, verbose=False
+    )
     with open(os.path.join(wd, "metrics.jsonl")) as f:
       out[f"{name}/losses"] = [row["loss"] for row in map(json.loads, f) if "loss" in row]
     emb = np.load(os.path.join(wd, "embeddings.npz"))
@@ -206,7 +236,6 @@ def _four_devices():
   import scipy.stats
   from jaxrec import config as config_lib
   from jaxrec import step as step_lib
-  from jaxrec import train
 
   assert jax.device_count() == NUM_DEVICES, jax.devices()
   mesh = sharding.make_mesh(None)
@@ -221,31 +250,39 @@ def _four_devices():
   ddata = sharding.place_data(step_lib.device_data(world[0]), mesh)
 
   def shards(x):
-    return {"rows": [int(s.data.shape[0]) for s in x.addressable_shards],
-            "devices": sorted(s.device.id for s in x.addressable_shards),
-            "starts": sorted(int(s.index[0].start or 0) for s in x.addressable_shards)}
+    return {
+        "rows": [int(s.data.shape[0]) for s in x.addressable_shards],
+        "devices": sorted(s.device.id for s in x.addressable_shards),
+        "starts": sorted(int(s.index[0].start or 0) for s in x.addressable_shards),
+    }
 
   res["placed/item"] = shards(state.tables["item"])
   res["placed/query"] = shards(state.tables["query"])
   res["placed/item_opt"] = shards(state.table_opt["item"].sum_of_squares)
-  res["placed/item_equal"] = bool(np.array_equal(np.asarray(state.tables["item"]),
-                                                 np.asarray(state0.tables["item"])))
-  res["placed/dense_rows"] = [int(s.data.shape[0]) for s in
-                              state.dense["params"]["hidden_0"]["kernel"].addressable_shards]
+  res["placed/item_equal"] = bool(
+      np.array_equal(np.asarray(state.tables["item"]), np.asarray(state0.tables["item"]))
+  )
+  res["placed/dense_rows"] = [
+      int(s.data.shape[0]) for s in state.dense["params"]["hidden_0"]["kernel"].addressable_shards
+  ]
   with sharding.mesh_context(mesh):
     stepped, _ = step_lib.jitted_train_step(spec, state, ddata)
     res["after_step/item"] = shards(stepped.tables["item"])
     res["after_step/item_opt"] = shards(stepped.table_opt["item"].sum_of_squares)
     # Collectives of compiled train steps (the e2e runs below reuse these compilations).
-    for name, over in (("sampled_dnn", {}), ("full_mf_chunked", {
-        "model.name": "mf", "loss.name": "full", "loss.chunk_size": 96}),
-        ("hard_exact_dnn", {"sampler.name": "hard_exact", "sampler.num_negatives": 4})):
+    for name, over in (
+        ("sampled_dnn", {}),
+        ("full_mf_chunked", {"model.name": "mf", "loss.name": "full", "loss.chunk_size": 96}),
+        ("hard_exact_dnn", {"sampler.name": "hard_exact", "sampler.num_negatives": 4}),
+    ):
       cs = _config(**over)
       sp = config_lib.StepSpec.from_config(cs)
-      st = sharding.place_state(step_lib.init_state(
-          sp, cs, world[0].num_users, world[0].num_items, 0), mesh)
+      st = sharding.place_state(
+          step_lib.init_state(sp, cs, world[0].num_users, world[0].num_items, 0), mesh
+      )
       res[f"step_rows/{name}"] = _rows_of_collectives(
-          step_lib.jitted_train_step.lower(sp, st, ddata).compile().as_text())
+          step_lib.jitted_train_step.lower(sp, st, ddata).compile().as_text()
+      )
 
   res.update(_kernels(mesh))
 
@@ -259,32 +296,46 @@ def _four_devices():
   p /= p.sum(1, keepdims=True)
   vs_sh = sharding.place_rows(jnp.asarray(vs), mesh)
   for chunk in (None, 6):
-    neg = _on_mesh(mesh, jax.jit(lambda k, q, v: sharding.sharded_hard_exact(
-        k, q, v, draws, temperature=temp, chunk_size=chunk)),
-        jax.random.PRNGKey(3), jnp.asarray(qs), vs_sh)
+    neg = _on_mesh(
+        mesh,
+        jax.jit(
+            lambda k, q, v: sharding.sharded_hard_exact(
+                k, q, v, draws, temperature=temp, chunk_size=chunk
+            )
+        ),
+        jax.random.PRNGKey(3),
+        jnp.asarray(qs),
+        vs_sh,
+    )
     ids = np.asarray(neg.ids)
     pvals = []
     for b in range(2):
       counts = np.bincount(ids[b], minlength=n_small)
       expected = draws * p[b]
       rare = expected < 5  # pooled into one cell, as the chi-square test needs
-      pvals.append(float(scipy.stats.chisquare(
-          np.append(counts[~rare], counts[rare].sum()),
-          np.append(expected[~rare], expected[rare].sum())).pvalue))
+      pvals.append(
+          float(
+              scipy.stats.chisquare(
+                  np.append(counts[~rare], counts[rare].sum()),
+                  np.append(expected[~rare], expected[rare].sum()),
+              ).pvalue
+          )
+      )
     res[f"hard{chunk}/pvalues"] = pvals
     res[f"hard{chunk}/ids_in_range"] = bool((ids >= 0).all() and (ids < n_small).all())
-    res[f"hard{chunk}/log_q_err"] = float(np.max(np.abs(
-        np.asarray(neg.log_q) - np.log(np.take_along_axis(p, ids, 1)))))
-    res[f"hard{chunk}/shards_used"] = sorted(set((ids // (n_small // NUM_DEVICES)).ravel()
-                                                 .tolist()))
+    res[f"hard{chunk}/log_q_err"] = float(
+        np.max(np.abs(np.asarray(neg.log_q) - np.log(np.take_along_axis(p, ids, 1))))
+    )
+    res[f"hard{chunk}/shards_used"] = sorted(
+        set((ids // (n_small // NUM_DEVICES)).ravel().tolist())
+    )
   res.update(_wals(world, mesh))
   res.update(_runs(world, NUM_DEVICES))
   return res
 
 
 def _save(path, res):
-  arrays = {k: np.asarray(v) for k, v in res.items()
-            if isinstance(v, (np.ndarray, jax.Array))}
+  arrays = {k: np.asarray(v) for k, v in res.items() if isinstance(v, (np.ndarray, jax.Array))}
   meta = {k: v for k, v in res.items() if k not in arrays}
   np.savez(path, __meta__=json.dumps(meta, default=float), **arrays)
 
@@ -308,8 +359,14 @@ def results(tmp_path_factory):
   out = tmp_path_factory.mktemp("sharding") / "four.npz"
   env = sharding.cpu_devices_env(NUM_DEVICES)
   env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-  proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(out)], cwd=REPO,
-                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+      [sys.executable, os.path.abspath(__file__), str(out)],
+      cwd=REPO,
+      env=env,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
   try:
     world = _world()
     one = {**_kernels(None), **_wals(world, None), **_runs(world, 1)}
@@ -323,8 +380,9 @@ def results(tmp_path_factory):
 
 
 def _close(a, b, rtol, atol=0.0):
-  np.testing.assert_allclose(np.asarray(b, np.float64), np.asarray(a, np.float64),
-                             rtol=rtol, atol=atol)
+  np.testing.assert_allclose(
+      np.asarray(b, np.float64), np.asarray(a, np.float64), rtol=rtol, atol=atol
+  )
 
 
 def test_tables_are_split_by_rows_over_the_four_devices(results):
@@ -333,8 +391,13 @@ def test_tables_are_split_by_rows_over_the_four_devices(results):
   _, four = results
   assert four["mesh"] == {"data": NUM_DEVICES}
   quarter = NUM_ITEMS // NUM_DEVICES
-  for key in ("placed/item", "placed/query", "placed/item_opt", "after_step/item",
-              "after_step/item_opt"):
+  for key in (
+      "placed/item",
+      "placed/query",
+      "placed/item_opt",
+      "after_step/item",
+      "after_step/item_opt",
+  ):
     sh = four[key]
     assert sh["rows"] == [quarter] * NUM_DEVICES, (key, sh)
     assert sh["devices"] == list(range(NUM_DEVICES))
@@ -448,8 +511,7 @@ def test_make_mesh_rejects_bad_shapes():
     sharding.make_mesh((1, 1))
 
 
-def test_maybe_initialize_distributed_needs_a_launch_and_checks_its_variables(
-    monkeypatch):
+def test_maybe_initialize_distributed_needs_a_launch_and_checks_its_variables(monkeypatch):
   for var in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "OMPI_MCA_orte_hnp_uri"):
     monkeypatch.delenv(var, raising=False)
   assert sharding.maybe_initialize_distributed() is False  # a plain single process
@@ -466,6 +528,7 @@ def test_maybe_initialize_distributed_needs_a_launch_and_checks_its_variables(
 def test_dispatch_throttle_keeps_at_most_max_inflight_unfinished():
   """After each call every output older than the last `max_inflight` is finished."""
   import jax.numpy as jnp
+
   throttle = sharding.DispatchThrottle(max_inflight=3)
   f = jax.jit(lambda x: jnp.sin(x) @ jnp.cos(x))
   outs, x = [], jnp.ones((64, 64))
@@ -480,19 +543,30 @@ def test_dispatch_throttle_keeps_at_most_max_inflight_unfinished():
 
 
 def test_collectives_parser_reads_tuple_and_array_operands():
-  hlo = ("  %a = f32[200,16]{1,0} all-gather(%p), dimensions={0}\n"
-         "  %b = (f32[64,8]{1,0}, s32[64]{0}) all-reduce(%x, %y), to_apply=%add\n"
-         "  %c = f32[4]{0} add(%u, %v)\n")
-  assert sharding.collectives(hlo) == [("all-gather", [(200, 16)]),
-                                       ("all-reduce", [(64, 8), (64,)])]
+  hlo = (
+      "  %a = f32[200,16]{1,0} all-gather(%p), dimensions={0}\n"
+      "  %b = (f32[64,8]{1,0}, s32[64]{0}) all-reduce(%x, %y), to_apply=%add\n"
+      "  %c = f32[4]{0} add(%u, %v)\n"
+  )
+  assert sharding.collectives(hlo) == [
+      ("all-gather", [(200, 16)]),
+      ("all-reduce", [(64, 8), (64,)]),
+  ]
   assert sharding.largest_collective(hlo) == 3200
 
 
 def test_cpu_devices_env_replaces_the_device_count_flag():
-  env = sharding.cpu_devices_env(8, {"XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
-                                                  "--xla_cpu_multi_thread_eigen=false"})
-  assert env["XLA_FLAGS"].split() == ["--xla_cpu_multi_thread_eigen=false",
-                                      "--xla_force_host_platform_device_count=8"]
+  env = sharding.cpu_devices_env(
+      8,
+      {
+          "XLA_FLAGS": "--xla_force_host_platform_device_count=2 "
+          "--xla_cpu_multi_thread_eigen=false"
+      },
+  )
+  assert env["XLA_FLAGS"].split() == [
+      "--xla_cpu_multi_thread_eigen=false",
+      "--xla_force_host_platform_device_count=8",
+  ]
 
 
 if __name__ == "__main__":

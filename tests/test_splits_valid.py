@@ -15,10 +15,16 @@ def _world(num_users=200, seed=7):
   rng = np.random.default_rng(seed)
   n_per_user = rng.integers(1, 40, size=num_users)
   users = np.repeat(np.arange(num_users), n_per_user)
-  return Interactions(users, rng.integers(0, 150, users.size), num_users, 150,
-                      weights=rng.random(users.size),
-                      timestamps=rng.integers(0, 10**6, users.size),
-                      user_groups=np.arange(num_users) % 3, item_raw=np.arange(150) + 500)
+  return Interactions(
+      users,
+      rng.integers(0, 150, users.size),
+      num_users,
+      150,
+      weights=rng.random(users.size),
+      timestamps=rng.integers(0, 10**6, users.size),
+      user_groups=np.arange(num_users) % 3,
+      item_raw=np.arange(150) + 500,
+  )
 
 
 def _rows(inter):
@@ -49,8 +55,9 @@ def test_valid_fraction_zero_is_split_bit_for_bit(kind):
 def test_parts_are_disjoint_and_valid_comes_from_train(kind):
   inter = _world()
   old_train, old_test = splits.split(inter, kind=kind, test_fraction=0.25, seed=0)
-  train, valid, test = splits.split3(inter, kind=kind, test_fraction=0.25,
-                                     valid_fraction=0.2, seed=0)
+  train, valid, test = splits.split3(
+      inter, kind=kind, test_fraction=0.25, valid_fraction=0.2, seed=0
+  )
   assert valid.num_interactions > 0
   # Rows are distinct (timestamps are drawn from 10**6 values), so multiset identities
   # say: the three parts partition the input, test is split's test, and
@@ -104,15 +111,15 @@ def test_last_valid_is_the_latest_train_row():
     assert t_valid <= test.timestamps[test.user_ids == u][0]
   with pytest.raises(ValueError, match="kind='last' needs timestamps"):
     no_ts = Interactions([0, 0], [0, 1], 1, 2)
-    splits.carve_valid(no_ts, no_ts.subset(np.zeros(2, bool)), kind="last",
-                       valid_fraction=0.5)
+    splits.carve_valid(no_ts, no_ts.subset(np.zeros(2, bool)), kind="last", valid_fraction=0.5)
 
 
 def test_users_valid_users_are_disjoint_from_test_users():
   inter = _world(num_users=400)
   train0, test = splits.split(inter, kind="users", test_fraction=0.2, seed=2)
-  train, valid, _ = splits.split3(inter, kind="users", test_fraction=0.2,
-                                  valid_fraction=0.25, seed=2)
+  train, valid, _ = splits.split3(
+      inter, kind="users", test_fraction=0.2, valid_fraction=0.25, seed=2
+  )
   n = train0.user_counts()
   test_users = np.flatnonzero(test.user_counts() > 0)
   valid_users = np.flatnonzero(valid.user_counts() > 0)
@@ -140,12 +147,15 @@ def test_carve_valid_on_a_fixed_split():
   assert zero.train is train0 and zero.test is test0 and zero.valid.num_interactions == 0
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(valid_fraction=1.0), r"valid_fraction must be in \[0, 1\)"),
-    (dict(valid_fraction=-0.1), r"valid_fraction must be in \[0, 1\)"),
-    (dict(valid_fraction=True), r"valid_fraction must be in \[0, 1\)"),
-    (dict(kind="time"), r"kind='time' is not one of"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(valid_fraction=1.0), r"valid_fraction must be in \[0, 1\)"),
+        (dict(valid_fraction=-0.1), r"valid_fraction must be in \[0, 1\)"),
+        (dict(valid_fraction=True), r"valid_fraction must be in \[0, 1\)"),
+        (dict(kind="time"), r"kind='time' is not one of"),
+    ],
+)
 def test_split3_validation(kwargs, match):
   with pytest.raises(ValueError, match=match):
     splits.split3(_world(), **kwargs)
@@ -154,5 +164,4 @@ def test_split3_validation(kwargs, match):
 def test_empty_valid_is_an_error():
   one_row_each = Interactions(np.arange(5), np.arange(5), 5, 5)
   with pytest.raises(ValueError, match="left no validation rows"):
-    splits.carve_valid(one_row_each, one_row_each.subset(np.zeros(5, bool)),
-                       valid_fraction=0.5)
+    splits.carve_valid(one_row_each, one_row_each.subset(np.zeros(5, bool)), valid_fraction=0.5)

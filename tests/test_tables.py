@@ -40,8 +40,9 @@ def _untouched(ids, n=N):
 
 def test_dedup_sum_matches_numpy_add_at():
   _, grads = _table_and_grads()
-  uniq, summed = jax.jit(tables.dedup_sum, static_argnums=2)(jnp.asarray(IDS),
-                                                             jnp.asarray(grads), N)
+  uniq, summed = jax.jit(tables.dedup_sum, static_argnums=2)(
+      jnp.asarray(IDS), jnp.asarray(grads), N
+  )
   uniq, summed = np.asarray(uniq), np.asarray(summed)
   touched = _touched(IDS)
   k = len(touched)
@@ -55,8 +56,9 @@ def test_dedup_sum_matches_numpy_add_at():
 def test_dedup_sum_drops_negative_and_large_ids():
   ids = np.array([2, -1, 2, N + 5, 4], np.int32)
   grads = np.arange(5 * D, dtype=np.float32).reshape(5, D)
-  uniq, summed = jax.jit(tables.dedup_sum, static_argnums=2)(jnp.asarray(ids),
-                                                             jnp.asarray(grads), N)
+  uniq, summed = jax.jit(tables.dedup_sum, static_argnums=2)(
+      jnp.asarray(ids), jnp.asarray(grads), N
+  )
   np.testing.assert_array_equal(np.asarray(uniq), [2, 4, N, N, N])
   np.testing.assert_array_equal(np.asarray(summed)[:2], [grads[0] + grads[2], grads[4]])
   np.testing.assert_array_equal(np.asarray(summed)[2:], 0.0)
@@ -75,13 +77,14 @@ def test_row_adagrad_equals_dense_optax_adagrad_eagerly_bit_for_bit():
   # gradients is sequential in both np.add.at and XLA's CPU scatter-add).
   table, grads = _table_and_grads()
   opt = tables.row_adagrad(0.3)
-  new_table, state = opt.update(jnp.asarray(table), opt.init(jnp.asarray(table)),
-                                jnp.asarray(IDS), jnp.asarray(grads), 0)
-  dense_table, dense_state = _dense_optax_step(optax.adagrad(0.3), table,
-                                               _dense_grad(IDS, grads))
+  new_table, state = opt.update(
+      jnp.asarray(table), opt.init(jnp.asarray(table)), jnp.asarray(IDS), jnp.asarray(grads), 0
+  )
+  dense_table, dense_state = _dense_optax_step(optax.adagrad(0.3), table, _dense_grad(IDS, grads))
   np.testing.assert_array_equal(np.asarray(new_table), dense_table)
-  np.testing.assert_array_equal(np.asarray(state.sum_of_squares),
-                                np.asarray(dense_state[0].sum_of_squares))
+  np.testing.assert_array_equal(
+      np.asarray(state.sum_of_squares), np.asarray(dense_state[0].sum_of_squares)
+  )
 
 
 def test_row_adagrad_jitted_multistep_equals_dense_and_leaves_untouched_rows():
@@ -96,10 +99,10 @@ def test_row_adagrad_jitted_multistep_equals_dense_and_leaves_untouched_rows():
     ids = rng.integers(0, N + 1, size=8).astype(np.int32)  # N = padding
     grads = rng.normal(size=(8, D)).astype(np.float32)
     before = np.asarray(sparse_table)
-    sparse_table, state = update(sparse_table, state, jnp.asarray(ids),
-                                 jnp.asarray(grads), step)
-    dense_table, dense_state = _dense_optax_step(dense_opt, dense_table,
-                                                 _dense_grad(ids, grads), dense_state)
+    sparse_table, state = update(sparse_table, state, jnp.asarray(ids), jnp.asarray(grads), step)
+    dense_table, dense_state = _dense_optax_step(
+        dense_opt, dense_table, _dense_grad(ids, grads), dense_state
+    )
     after = np.asarray(sparse_table)
     # Untouched rows: bit-identical to before the step (and hence to dense optax).
     rest = _untouched(ids)
@@ -108,15 +111,17 @@ def test_row_adagrad_jitted_multistep_equals_dense_and_leaves_untouched_rows():
     touched = _touched(ids)
     assert not np.allclose(after[touched], before[touched])
     np.testing.assert_allclose(after, dense_table, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(np.asarray(state.sum_of_squares),
-                               np.asarray(dense_state[0].sum_of_squares), rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(state.sum_of_squares), np.asarray(dense_state[0].sum_of_squares), rtol=1e-6
+    )
 
 
 def test_row_sgd_equals_dense_sgd():
   table, grads = _table_and_grads(2)
   opt = tables.row_sgd(0.7)
-  new_table, _ = jax.jit(opt.update)(jnp.asarray(table), opt.init(jnp.asarray(table)),
-                                     jnp.asarray(IDS), jnp.asarray(grads), 0)
+  new_table, _ = jax.jit(opt.update)(
+      jnp.asarray(table), opt.init(jnp.asarray(table)), jnp.asarray(IDS), jnp.asarray(grads), 0
+  )
   new_table = np.asarray(new_table)
   dense_table, _ = _dense_optax_step(optax.sgd(0.7), table, _dense_grad(IDS, grads))
   rest = _untouched(IDS)
@@ -149,8 +154,7 @@ def test_lazy_adam_matches_numpy_reference_over_steps():
     ids = rng.integers(0, N + 1, size=6).astype(np.int32)
     grads = rng.normal(size=(6, D)).astype(np.float32)
     before = np.asarray(sparse_table)
-    sparse_table, state = update(sparse_table, state, jnp.asarray(ids),
-                                 jnp.asarray(grads), step)
+    sparse_table, state = update(sparse_table, state, jnp.asarray(ids), jnp.asarray(grads), step)
     ref_t, ref_m, ref_v = _numpy_lazy_adam(ref_t, ref_m, ref_v, ids, grads, step, 0.05)
     rest = _untouched(ids)
     assert np.array_equal(np.asarray(sparse_table)[rest], before[rest])
@@ -172,12 +176,11 @@ def test_lazy_adam_with_all_rows_touched_equals_optax_adam():
   for step in range(3):
     ids = rng.permutation(n).astype(np.int32)
     grads = rng.normal(size=(n, D)).astype(np.float32)
-    sparse_table, state = update(sparse_table, state, jnp.asarray(ids),
-                                 jnp.asarray(grads), step)
-    dense_table, dense_state = _dense_optax_step(dense_opt, dense_table,
-                                                 _dense_grad(ids, grads, n), dense_state)
-    np.testing.assert_allclose(np.asarray(sparse_table), dense_table, rtol=1e-6,
-                               atol=1e-7)
+    sparse_table, state = update(sparse_table, state, jnp.asarray(ids), jnp.asarray(grads), step)
+    dense_table, dense_state = _dense_optax_step(
+        dense_opt, dense_table, _dense_grad(ids, grads, n), dense_state
+    )
+    np.testing.assert_allclose(np.asarray(sparse_table), dense_table, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adagrad", "adam"])
@@ -186,8 +189,9 @@ def test_padding_only_batch_changes_nothing(name):
   opt = tables.get_row_optimizer(name, 0.5)
   state = opt.init(jnp.asarray(table))
   ids = np.full(len(IDS), N, np.int32)
-  new_table, new_state = jax.jit(opt.update)(jnp.asarray(table), state, jnp.asarray(ids),
-                                             jnp.asarray(grads), 0)
+  new_table, new_state = jax.jit(opt.update)(
+      jnp.asarray(table), state, jnp.asarray(ids), jnp.asarray(grads), 0
+  )
   assert np.array_equal(np.asarray(new_table), table)
   for a, b in zip(jax.tree.leaves(new_state), jax.tree.leaves(state)):
     assert np.array_equal(np.asarray(a), np.asarray(b))
@@ -209,8 +213,7 @@ def test_donated_update_is_in_place():
   assert t.is_deleted() and state.sum_of_squares.is_deleted()
   assert not new_t.is_deleted()
   # The compiled program aliases the donated inputs to the outputs (in-place scatter).
-  hlo = update.lower(new_t, new_state, jnp.asarray(IDS), jnp.asarray(grads),
-                     0).compile().as_text()
+  hlo = update.lower(new_t, new_state, jnp.asarray(IDS), jnp.asarray(grads), 0).compile().as_text()
   assert "input_output_alias" in hlo
   # ... and XLA inserted no full-table copy before scattering into it.
   assert not re.search(rf"f32\[{N},{D}\]\S* copy\(", hlo), hlo
@@ -228,13 +231,17 @@ def test_many_ids_take_the_dense_combine_path_with_the_same_result(name):
   grads = rng.normal(size=(len(ids), D)).astype(np.float32)
   opt = tables.get_row_optimizer(name, 0.1)
   state0 = opt.init(jnp.asarray(table))
-  dense_t, dense_s = opt.update(jnp.asarray(table), state0, jnp.asarray(ids),
-                                jnp.asarray(grads), 2)
+  dense_t, dense_s = opt.update(jnp.asarray(table), state0, jnp.asarray(ids), jnp.asarray(grads), 2)
   # reference: the numpy-summed gradients of the 4 unique ids (M' = 4 < N: sparse path)
   touched = _touched(ids, n)
   summed = _dense_grad(ids, grads, n)[touched]
-  sparse_t, sparse_s = opt.update(jnp.asarray(table), opt.init(jnp.asarray(table)),
-                                  jnp.asarray(touched.astype(np.int32)), jnp.asarray(summed), 2)
+  sparse_t, sparse_s = opt.update(
+      jnp.asarray(table),
+      opt.init(jnp.asarray(table)),
+      jnp.asarray(touched.astype(np.int32)),
+      jnp.asarray(summed),
+      2,
+  )
   np.testing.assert_allclose(np.asarray(dense_t), np.asarray(sparse_t), rtol=1e-6, atol=1e-7)
   for a, b in zip(jax.tree.leaves(dense_s), jax.tree.leaves(sparse_s)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)

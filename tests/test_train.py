@@ -49,30 +49,44 @@ def test_sampled_softmax_beats_popularity_and_positive_only_folds(tmp_path, worl
   user's group and beats popularity; on positives alone it recommends across groups."""
   G = 4
   pop = _popularity_recall(*world)
-  res = train.train_and_evaluate(small_config(), str(tmp_path / "sampled"), data=world,
-                                 verbose=False)["metrics"]
-  folded = train.train_and_evaluate(small_config(**{"loss.name": "positive_only"}),
-                                    str(tmp_path / "po"), data=world, verbose=False)["metrics"]
+  res = train.train_and_evaluate(
+      small_config(), str(tmp_path / "sampled"), data=world, verbose=False
+  )["metrics"]
+  folded = train.train_and_evaluate(
+      small_config(**{"loss.name": "positive_only"}),
+      str(tmp_path / "po"),
+      data=world,
+      verbose=False,
+  )["metrics"]
   assert res["recall@20"] > 1.5 * pop, (res, pop)
   assert res["cross_group@20"] < 0.05, res
   # chance level for a model blind to groups is (G-1)/G = 0.75
   assert folded["cross_group@20"] > 0.8 * (G - 1) / G, folded
 
 
-@pytest.mark.parametrize("loss,sampler", [
-    ("full", "uniform"), ("sampled", "unigram"), ("sampled", "in_batch"),
-    ("sampled", "mixed"), ("sampled", "hard_exact"), ("sampled", "hard_pool"),
-    ("sampled", "hard_topk"), ("sampled", "log_uniform")])
+@pytest.mark.parametrize(
+    "loss,sampler",
+    [
+        ("full", "uniform"),
+        ("sampled", "unigram"),
+        ("sampled", "in_batch"),
+        ("sampled", "mixed"),
+        ("sampled", "hard_exact"),
+        ("sampled", "hard_pool"),
+        ("sampled", "hard_topk"),
+        ("sampled", "log_uniform"),
+    ],
+)
 def test_every_loss_and_sampler_trains(tmp_path, world, loss, sampler):
   """Each strategy runs through the jitted step and learns something in 200 steps (beats a
   random ranking, whose recall@20 is about 20 / 400 = 0.05 here, by 2x). hard_topk alone is
   exempt: deterministic top-k mining without random negatives never pushes other groups
   away and mines the positive's own topic as negatives, so it folds (see BUILD_NOTES.md);
   for it we only require finite losses and metrics."""
-  c = small_config(**{"loss.name": loss, "sampler.name": sampler, "train.steps": 200,
-                      "train.log_every": 100})
-  res = train.train_and_evaluate(c, str(tmp_path / f"{loss}_{sampler}"), data=world,
-                                 verbose=False)
+  c = small_config(
+      **{"loss.name": loss, "sampler.name": sampler, "train.steps": 200, "train.log_every": 100}
+  )
+  res = train.train_and_evaluate(c, str(tmp_path / f"{loss}_{sampler}"), data=world, verbose=False)
   if sampler != "hard_topk":
     assert res["metrics"]["recall@20"] > 0.10, res["metrics"]
   assert all(np.isfinite(v) for v in res["metrics"].values()), res["metrics"]
@@ -95,6 +109,7 @@ def test_dnn_bag_leaves_out_the_target(world):
   user's other items (all of them when there are at most max_bag)."""
   import jax
   import jax.numpy as jnp
+
   spec = config.StepSpec.from_config(small_config(**{"model.max_bag": 8}))
   ddata = step.device_data(world[0])
   e, users, _ = step.sample_batch(spec, ddata, jax.random.PRNGKey(0), jnp.int32(0))
@@ -103,9 +118,9 @@ def test_dnn_bag_leaves_out_the_target(world):
   offs, items = np.asarray(ddata.offsets), np.asarray(ddata.e_items)
   for b in range(len(e)):
     u = users[b]
-    hist = list(items[offs[u]:offs[u + 1]])
+    hist = list(items[offs[u] : offs[u + 1]])
     t = e[b] - offs[u]
-    others = hist[:t] + hist[t + 1:]
+    others = hist[:t] + hist[t + 1 :]
     got = bag[b][mask[b]]
     assert items[e[b]] not in got
     assert set(got) <= set(others)
@@ -114,11 +129,12 @@ def test_dnn_bag_leaves_out_the_target(world):
 
 
 def test_bad_config_fails_before_compute(tmp_path):
-  for over, needle in [({"loss.name": "nope"}, "loss.name='nope' is not one of full"),
-                       ({"model.dim": 0}, "model.dim=0 must be > 0"),
-                       ({"loss.temperature": -1.0}, "loss.temperature"),
-                       ({"data.name": "movielens", "data.path": "/no/such/dir"},
-                        "does not exist")]:
+  for over, needle in [
+      ({"loss.name": "nope"}, "loss.name='nope' is not one of full"),
+      ({"model.dim": 0}, "model.dim=0 must be > 0"),
+      ({"loss.temperature": -1.0}, "loss.temperature"),
+      ({"data.name": "movielens", "data.path": "/no/such/dir"}, "does not exist"),
+  ]:
     with pytest.raises(config.ConfigError, match=needle.replace("(", r"\(")):
       train.train_and_evaluate(small_config(**over), str(tmp_path / "bad"), verbose=False)
   c = small_config(**{"sampler.replace": False, "sampler.num_negatives": 400})
@@ -137,12 +153,24 @@ def test_workdir_of_another_config_is_refused(tmp_path, world):
 
 
 def _launch(workdir, extra=()):
-  cmd = [sys.executable, "-m", "experiments.main", "--config=experiments/configs/synthetic.py",
-         f"--workdir={workdir}", "--config.data.num_users=600", "--config.data.num_items=400",
-         "--config.model.dim=16", "--config.train.steps=1500", "--config.train.log_every=100",
-         "--config.train.checkpoint_every=300", "--config.train.batch_size=64", *extra]
-  return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True)
+  cmd = [
+      sys.executable,
+      "-m",
+      "experiments.main",
+      "--config=experiments/configs/synthetic.py",
+      f"--workdir={workdir}",
+      "--config.data.num_users=600",
+      "--config.data.num_items=400",
+      "--config.model.dim=16",
+      "--config.train.steps=1500",
+      "--config.train.log_every=100",
+      "--config.train.checkpoint_every=300",
+      "--config.train.batch_size=64",
+      *extra,
+  ]
+  return subprocess.Popen(
+      cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
 
 
 def test_sigkill_then_rerun_resumes_with_identical_metrics(tmp_path, request):
@@ -150,7 +178,7 @@ def test_sigkill_then_rerun_resumes_with_identical_metrics(tmp_path, request):
   with exactly the metrics of an uninterrupted run (per-step randomness is fold_in(step))."""
   killed = tmp_path / "killed"
   ref = _launch(tmp_path / "ref")  # the uninterrupted run, alongside (two cores)
-  request.addfinalizer(ref.kill)   # not left running if an assertion below fails
+  request.addfinalizer(ref.kill)  # not left running if an assertion below fails
   p = _launch(killed)
   ckpt = killed / "checkpoints"
   deadline = time.time() + 120
@@ -179,6 +207,7 @@ def test_hard_fraction_mixes_hard_and_uniform_negatives(name):
   uniform ids shared by the rows (log q = -log N); f = 0 is the uniform sampler."""
   import jax
   import jax.numpy as jnp
+
   b, n, d, k, temp = 6, 50, 4, 8, 0.7
   rng = np.random.default_rng(0)
   query = jnp.asarray(rng.normal(size=(b, d)), jnp.float32)
@@ -187,31 +216,42 @@ def test_hard_fraction_mixes_hard_and_uniform_negatives(name):
   key = jax.random.PRNGKey(3)
 
   def negs(f):
-    c = small_config(**{"loss.name": "sampled", "sampler.name": name,
-                        "sampler.num_negatives": k, "sampler.pool_size": 16,
-                        "sampler.temperature": temp, "sampler.hard_fraction": f})
+    c = small_config(
+        **{
+            "loss.name": "sampled",
+            "sampler.name": name,
+            "sampler.num_negatives": k,
+            "sampler.pool_size": 16,
+            "sampler.temperature": temp,
+            "sampler.hard_fraction": f,
+        }
+    )
     spec = config.StepSpec.from_config(c).sampler
-    return spec.entry.draw(key, samplers.SamplerInputs(n, pos, query_BxD=query, items_NxD=items),
-                           spec)
+    return spec.entry.draw(
+        key, samplers.SamplerInputs(n, pos, query_BxD=query, items_NxD=items), spec
+    )
 
-  mix = negs(0.25)                        # 2 hard + 6 uniform
+  mix = negs(0.25)  # 2 hard + 6 uniform
   ids, log_q = np.asarray(mix.ids), np.asarray(mix.log_q)
   assert ids.shape == log_q.shape == (b, k)
   np.testing.assert_array_equal(ids[:, 2:], np.broadcast_to(ids[0, 2:], (b, k - 2)))
   np.testing.assert_allclose(log_q[:, 2:], -np.log(n), rtol=1e-6)
   k_hard, k_uni = jax.random.split(key)
-  want = {"hard_exact": lambda: samplers.hard_exact(k_hard, query, items, 2, temperature=temp),
-          "hard_pool": lambda: samplers.hard_pool(k_hard, query, items, 2, pool_size=16,
-                                                  temperature=temp),
-          "hard_topk": lambda: samplers.hard_topk(k_hard, query, items, 2, pool_size=16,
-                                                  pos_ids=pos)}[name]()
+  want = {
+      "hard_exact": lambda: samplers.hard_exact(k_hard, query, items, 2, temperature=temp),
+      "hard_pool": lambda: samplers.hard_pool(
+          k_hard, query, items, 2, pool_size=16, temperature=temp
+      ),
+      "hard_topk": lambda: samplers.hard_topk(k_hard, query, items, 2, pool_size=16, pos_ids=pos),
+  }[name]()
   np.testing.assert_array_equal(ids[:, :2], want.ids)
   np.testing.assert_allclose(log_q[:, :2], want.log_q, rtol=1e-6)
   np.testing.assert_array_equal(ids[0, 2:], samplers.uniform(k_uni, n, 6).ids)
-  all_hard = negs(1.0)                    # f = 1: the plain hard sampler, same key
+  all_hard = negs(1.0)  # f = 1: the plain hard sampler, same key
   assert np.asarray(all_hard.ids).shape == (b, k)
   if name == "hard_exact":
     np.testing.assert_array_equal(
-        all_hard.ids, samplers.hard_exact(key, query, items, k, temperature=temp).ids)
+        all_hard.ids, samplers.hard_exact(key, query, items, k, temperature=temp).ids
+    )
   only_uniform = negs(0.0)
   np.testing.assert_array_equal(only_uniform.ids, samplers.uniform(key, n, k).ids)

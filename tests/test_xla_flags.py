@@ -10,9 +10,11 @@ def test_add_defaults_appends_missing_flags_and_keeps_the_users():
   env = {"XLA_FLAGS": "--xla_backend_optimization_level=3 --xla_cpu_multi_thread_eigen=false"}
   out = xla_flags.add_defaults(xla_flags.FAST_COMPILE, env)
   assert out == env["XLA_FLAGS"]
-  assert out.split() == ["--xla_backend_optimization_level=3",
-                         "--xla_cpu_multi_thread_eigen=false",
-                         "--xla_cpu_use_fusion_emitters=false"]
+  assert out.split() == [
+      "--xla_backend_optimization_level=3",
+      "--xla_cpu_multi_thread_eigen=false",
+      "--xla_cpu_use_fusion_emitters=false",
+  ]
   assert xla_flags.add_defaults(["--a=1", "--b"], {}) == "--a=1 --b"
   same = {"XLA_FLAGS": out}
   assert xla_flags.add_defaults(xla_flags.FAST_COMPILE, same) == out  # idempotent

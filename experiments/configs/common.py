@@ -52,9 +52,11 @@ def missing_data(path: str) -> str | None:
   """None if `path` exists, else the one-line error that says how to get the data."""
   if os.path.exists(path):
     return None
-  return (f"{path!r} does not exist. This experiment needs MovieLens ml-latest-small "
-          "(ratings.csv, movies.csv); get it with `python -m jaxrec.data.download "
-          "--name=ml-latest-small --dest=DIR` and pass --config.data.path=DIR/ml-latest-small")
+  return (
+      f"{path!r} does not exist. This experiment needs MovieLens ml-latest-small "
+      "(ratings.csv, movies.csv); get it with `python -m jaxrec.data.download "
+      "--name=ml-latest-small --dest=DIR` and pass --config.data.path=DIR/ml-latest-small"
+  )
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
@@ -75,8 +77,9 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(out)
 
 
-def sweep(name: str, runs, *, title: str, seeds=(0, 1, 2), metrics=("recall@20",),
-          analysis: str, **extra) -> ml_collections.ConfigDict:
+def sweep(
+    name: str, runs, *, title: str, seeds=(0, 1, 2), metrics=("recall@20",), analysis: str, **extra
+) -> ml_collections.ConfigDict:
   """The `sweep` section (see the module docstring); `extra` sets any other of its keys."""
   s = ml_collections.ConfigDict()
   s.name, s.title = name, title
@@ -104,8 +107,9 @@ def movielens_base() -> ml_collections.ConfigDict:
   c.data.update(name="movielens", path=ml_latest_small())
   c.model.update(dim=64, hidden=(256,), max_bag=64)
   c.loss.name = "full"
-  c.train.update(steps=3000, batch_size=256, learning_rate=0.1, log_every=500,
-                 checkpoint_every=1000)
+  c.train.update(
+      steps=3000, batch_size=256, learning_rate=0.1, log_every=500, checkpoint_every=1000
+  )
   return c
 
 
@@ -115,7 +119,8 @@ def language_split_movielens() -> ml_collections.ConfigDict:
   10,000 steps, K = 256 negatives and a pool of 1,024."""
   c = synthetic.get_config()
   c.data.update(name="movielens", path=ml_latest_small(), language_split=4)
-  c.train.update(optimizer="adam", learning_rate=0.003, steps=10000, log_every=2500,
-                 checkpoint_every=0)
+  c.train.update(
+      optimizer="adam", learning_rate=0.003, steps=10000, log_every=2500, checkpoint_every=0
+  )
   c.sampler.update(num_negatives=256, pool_size=1024)
   return c

@@ -35,13 +35,28 @@ GRAVITY = 1.0
 # Strategies whose sampler gives a proper q with log-Q on: the "<= 0.05" prediction covers
 # these and full softmax. in_batch-nologq, hard_topk (no proper q) and WALS are shown, not
 # judged.
-JUDGED = ("full_softmax", "uniform", "unigram0.75", "in_batch+logq", "mixed", "hard_exact",
-          "hard_pool")
+JUDGED = (
+    "full_softmax",
+    "uniform",
+    "unigram0.75",
+    "in_batch+logq",
+    "mixed",
+    "hard_exact",
+    "hard_pool",
+)
 # quick trains one of each kind (no negatives, gravity, full softmax, the four cheap
 # samplers with log-Q, one hard sampler) and leaves out in_batch-nologq, hard_exact,
 # hard_topk and WALS: 42-47 s on a 2-core box, where all 13 took 91-102 s.
-QUICK = ("positive_only", "positive_only+gravity", "full_softmax", "uniform", "unigram0.75",
-         "in_batch+logq", "mixed", "hard_pool")
+QUICK = (
+    "positive_only",
+    "positive_only+gravity",
+    "full_softmax",
+    "uniform",
+    "unigram0.75",
+    "in_batch+logq",
+    "mixed",
+    "hard_pool",
+)
 
 
 def strategies():
@@ -69,17 +84,28 @@ def strategies():
 def get_config(arg=None):
   v = common.parse_arg(arg, quick=False, movielens=False)
   c = common.language_split_movielens() if v.movielens else synthetic.get_config()
-  c.eval.save_embeddings = True     # the PCA picture
+  c.eval.save_embeddings = True  # the PCA picture
   c.sweep = common.sweep(
-      "folding ablation", strategies(), title="Folding ablation",
+      "folding ablation",
+      strategies(),
+      title="Folding ablation",
       metrics=("recall@20", "ndcg@20", "cross_group@20", "folding_auc"),
-      analysis="folding.analysis", facts=False,
-      predictions=dict(folds=0.8, max_cross_group=0.05, recall_vs_full=0.75, gravity=0.5,
-                       judged=JUDGED))
+      analysis="folding.analysis",
+      facts=False,
+      predictions=dict(
+          folds=0.8, max_cross_group=0.05, recall_vs_full=0.75, gravity=0.5, judged=JUDGED
+      ),
+  )
   if v.quick:
     common.quick_steps(c, 1000)
     c.train.checkpoint_every = 0
-    c.sweep.update(seeds=(0,), only=",".join(QUICK), fast_compile=True, notes=(
-        "NOTE: --quick is a smoke run (one seed, 1,000 steps): a FAIL above may be the short "
-        "training; the default run (3 seeds, 1,500 steps) is the measurement.",))
+    c.sweep.update(
+        seeds=(0,),
+        only=",".join(QUICK),
+        fast_compile=True,
+        notes=(
+            "NOTE: --quick is a smoke run (one seed, 1,000 steps): a FAIL above may be the short "
+            "training; the default run (3 seeds, 1,500 steps) is the measurement.",
+        ),
+    )
   return c

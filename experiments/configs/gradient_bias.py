@@ -92,17 +92,22 @@ def get_config(arg=None):
   v = common.parse_arg(arg, quick=False)
   c = ml_collections.ConfigDict()
   c.sweep = common.sweep(
-      "gradient_bias", (), title="Gradient fidelity of sampled softmax", seeds=(0,),
-      analysis="gradient_bias.analysis", facts=False,
+      "gradient_bias",
+      (),
+      title="Gradient fidelity of sampled softmax",
+      seeds=(0,),
+      analysis="gradient_bias.analysis",
+      facts=False,
       datasets=("synthetic", "movielens"),
-      data_path=common.ml_latest_small(),   # movielens is skipped if it is missing
-      ks=(1, 4, 16, 64, 256, 1024),         # numbers of negatives (in_batch/mixed: batch size)
+      data_path=common.ml_latest_small(),  # movielens is skipped if it is missing
+      ks=(1, 4, 16, 64, 256, 1024),  # numbers of negatives (in_batch/mixed: batch size)
       samplers=("uniform", "unigram", "in_batch", "mixed", "hard_exact", "hard_pool"),
-      draws=64,                             # R: independent draws per (sampler, K)
-      train_steps=1000,                     # full-softmax training steps
-      batch_size=64,                        # B: (user, positive) pairs in the batch
-      pool_size=256,                        # hard_pool's uniform pool size M
-      unigram_alpha=0.75)                   # unigram's exponent on the counts
+      draws=64,  # R: independent draws per (sampler, K)
+      train_steps=1000,  # full-softmax training steps
+      batch_size=64,  # B: (user, positive) pairs in the batch
+      pool_size=256,  # hard_pool's uniform pool size M
+      unigram_alpha=0.75,
+  )  # unigram's exponent on the counts
   if v.quick:
     c.sweep.update(ks=(1, 16, 256), draws=16, train_steps=300)
   return c

@@ -67,22 +67,32 @@ def get_config(arg=None):
   c = common.movielens_base()
   c.model.update(name="mf", dim=35)
   c.loss.update(name="positive_only", positive_only_kind="squared", l2=0.0, gravity=0.0)
-  c.train.update(steps=5000, batch_size=256, learning_rate=0.5, optimizer="adagrad",
-                 log_every=1000, checkpoint_every=0)
+  c.train.update(
+      steps=5000,
+      batch_size=256,
+      learning_rate=0.5,
+      optimizer="adagrad",
+      log_every=1000,
+      checkpoint_every=0,
+  )
   c.eval.update(ks=(10, 20), save_embeddings=True)
   base, reg = "observed_only", f"l2={L2}+gravity={GRAVITY}"
   c.sweep = common.sweep(
-      "gravity_mf", [
+      "gravity_mf",
+      [
           (base, {"loss.l2": 0.0, "loss.gravity": 0.0}),
           (f"l2={L2}", {"loss.l2": L2, "loss.gravity": 0.0}),
           (f"gravity={GRAVITY}", {"loss.l2": 0.0, "loss.gravity": GRAVITY}),
-          (reg, {"loss.l2": L2, "loss.gravity": GRAVITY})],
+          (reg, {"loss.l2": L2, "loss.gravity": GRAVITY}),
+      ],
       title="Regularised MF with gravity (D = 35)",
-      metrics=("recall@20", "train_mse", "mean_sq_score", "genre_silhouette",
-               "genre_knn@10"),
-      analysis="gravity_mf.analysis", add_rows="gravity_mf.add_rows", requires=("movies.csv",),
-      genre_min_ratings=20,    # genre metrics over items with at least this many ratings
-      predictions=dict(baseline=base, regularised=reg))
+      metrics=("recall@20", "train_mse", "mean_sq_score", "genre_silhouette", "genre_knn@10"),
+      analysis="gravity_mf.analysis",
+      add_rows="gravity_mf.add_rows",
+      requires=("movies.csv",),
+      genre_min_ratings=20,  # genre metrics over items with at least this many ratings
+      predictions=dict(baseline=base, regularised=reg),
+  )
   if v.quick:
     common.quick_steps(c, 1500)
     c.sweep.seeds = (0,)

@@ -75,9 +75,15 @@ def get_config(arg=None):
   c.sampler.update(name="uniform", num_negatives=64, pool_size=256, logq=True)
   c.train.update(batch_size=128, steps=2000, log_every=1000)
   c.sweep = common.sweep(
-      "hard_negatives", "configs.hard_negatives.strategies", title="Hard-negative mixtures",
-      seeds=(0,), metrics=("recall@20", "cross_group@20"), analysis="hard_negatives.analysis",
-      fractions=(0.25, 0.5, 1.0), temperatures=(0.5, 1.0, 2.0))
+      "hard_negatives",
+      "configs.hard_negatives.strategies",
+      title="Hard-negative mixtures",
+      seeds=(0,),
+      metrics=("recall@20", "cross_group@20"),
+      analysis="hard_negatives.analysis",
+      fractions=(0.25, 0.5, 1.0),
+      temperatures=(0.5, 1.0, 2.0),
+  )
   if v.quick:
     common.quick_steps(c, 500)
     c.sweep.update(fractions=(0.5, 1.0), temperatures=(1.0,))

@@ -54,8 +54,11 @@ def label(temperature: float, logq: bool) -> str:
 
 def strategies(config):
   """Every temperature of sweep.temperatures, log-Q off and on."""
-  return [(label(t, q), {"loss.temperature": float(t), "sampler.logq": q})
-          for t in config.sweep.temperatures for q in (False, True)]
+  return [
+      (label(t, q), {"loss.temperature": float(t), "sampler.logq": q})
+      for t in config.sweep.temperatures
+      for q in (False, True)
+  ]
 
 
 def get_config(arg=None):
@@ -65,18 +68,34 @@ def get_config(arg=None):
   c.model.update(name="mf", dim=64, normalize=True)
   c.loss.name = "sampled"
   c.sampler.update(name="in_batch", logq=True, freq_alpha=0.01)
-  c.train.update(steps=3000, batch_size=256, learning_rate=0.5, optimizer="adagrad",
-                 log_every=1000, checkpoint_every=0)
+  c.train.update(
+      steps=3000,
+      batch_size=256,
+      learning_rate=0.5,
+      optimizer="adagrad",
+      log_every=1000,
+      checkpoint_every=0,
+  )
   c.eval.ks = (10, 50, 100)
   c.sweep = common.sweep(
-      "logq", "configs.logq.strategies", title="log-Q correction for in-batch negatives",
-      metrics=tuple(f"recall@{k}" for k in c.eval.ks), analysis="logq.analysis",
+      "logq",
+      "configs.logq.strategies",
+      title="log-Q correction for in-batch negatives",
+      metrics=tuple(f"recall@{k}" for k in c.eval.ks),
+      analysis="logq.analysis",
       temperatures=TEMPERATURES,
       # Yi et al. Sec. 6.1 form: M items, batch B, H buckets for the hash curves (H < M:
       # every bucket holds two items under hash 0), the shift half-way through.
-      simulation=dict(steps=20_000, num_items=1000, batch_size=128,
-                      alphas=(0.01, 0.05, 0.1, 0.5), hashes=(1, 2, 4),
-                      colliding_buckets=500, hash_alpha=0.01))
+      simulation=dict(
+          steps=20_000,
+          num_items=1000,
+          batch_size=128,
+          alphas=(0.01, 0.05, 0.1, 0.5),
+          hashes=(1, 2, 4),
+          colliding_buckets=500,
+          hash_alpha=0.01,
+      ),
+  )
   if v.quick:
     common.quick_steps(c, 1000)
     c.sweep.seeds = (0,)

@@ -20,9 +20,9 @@ def get_config():
   c.data.path = "../shared/data/ml-latest-small"
   c.model.name = "dnn"
   c.model.dim = 128
-  c.model.hidden = ()          # linear tower: a hidden ReLU layer overfits 610 users
+  c.model.hidden = ()  # linear tower: a hidden ReLU layer overfits 610 users
   c.model.max_bag = 64
-  c.model.normalize = True     # cosine scores / temperature
+  c.model.normalize = True  # cosine scores / temperature
   c.loss.name = "sampled"
   c.loss.temperature = 0.14
   c.sampler.name = "in_batch"  # with the streaming log-Q correction (Yi et al. 2019)

@@ -69,11 +69,12 @@ def strategies(config):
   runs = [(FULL, {"loss.name": "full"})]
   for s in config.sweep.samplers:
     for k in sorted(int(k) for k in config.sweep.ks):
-      extra = sampler_overrides(s, k, int(config.train.batch_size),
-                                int(config.sampler.pool_size))
-      runs += [(label(s, k, q), {"loss.name": "sampled", "sampler.name": s,
-                                 "sampler.logq": q, **extra})
-               for q in (True, False) if extra is not None]
+      extra = sampler_overrides(s, k, int(config.train.batch_size), int(config.sampler.pool_size))
+      runs += [
+          (label(s, k, q), {"loss.name": "sampled", "sampler.name": s, "sampler.logq": q, **extra})
+          for q in (True, False)
+          if extra is not None
+      ]
   return runs
 
 
@@ -85,16 +86,27 @@ def get_config(arg=None):
   c.loss.name = "full"
   # Row-wise Adagrad's accumulator starts at 0.1, so MF's small per-row gradients need a
   # large rate: at lr 0.1 the full softmax does not move in 2000 steps (loss stays log N).
-  c.train.update(steps=1000, batch_size=128, optimizer="adagrad", learning_rate=2.0,
-                 log_every=1000, checkpoint_every=0)
+  c.train.update(
+      steps=1000,
+      batch_size=128,
+      optimizer="adagrad",
+      learning_rate=2.0,
+      log_every=1000,
+      checkpoint_every=0,
+  )
   c.sampler.update(pool_size=2048, freq_alpha=0.01)
   c.sweep = common.sweep(
-      "negatives_vs_quality", "configs.negatives_vs_quality.strategies",
-      title="Sampled-softmax bias vs number of negatives", seeds=(0,),
+      "negatives_vs_quality",
+      "configs.negatives_vs_quality.strategies",
+      title="Sampled-softmax bias vs number of negatives",
+      seeds=(0,),
       metrics=("recall@20", "ndcg@20", "test_softmax_loss"),
-      analysis="negatives_vs_quality.analysis", ks=KS, samplers=SAMPLERS,
+      analysis="negatives_vs_quality.analysis",
+      ks=KS,
+      samplers=SAMPLERS,
       # non-uniform proposals whose correction changes the optimum (claim 2)
-      predictions=dict(popularity_like=("unigram", "in_batch", "mixed")))
+      predictions=dict(popularity_like=("unigram", "in_batch", "mixed")),
+  )
   if v.quick:
     common.quick_steps(c, 500)
     c.sweep.ks = (4, 64)

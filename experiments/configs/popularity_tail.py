@@ -46,10 +46,14 @@ def get_config(arg=None):
   c.sampler.update(num_negatives=64, pool_size=256)
   c.eval.save_embeddings = True
   c.sweep = common.sweep(
-      "popularity_tail", [r for r in folding.strategies() if r[0] in RUNS],
-      title="Popularity proposal and the long tail", seeds=(0,),
-      metrics=("recall@20", "ndcg@20", "cross_group@20"), analysis="popularity_tail.analysis",
-      push_ks=(64, 256, 1024))     # K values at which the push is measured
+      "popularity_tail",
+      [r for r in folding.strategies() if r[0] in RUNS],
+      title="Popularity proposal and the long tail",
+      seeds=(0,),
+      metrics=("recall@20", "ndcg@20", "cross_group@20"),
+      analysis="popularity_tail.analysis",
+      push_ks=(64, 256, 1024),
+  )  # K values at which the push is measured
   if v.quick:
     common.quick_steps(c, 1000)
   return c

@@ -55,10 +55,11 @@ from experiments.configs import common
 
 def strategies(config):
   """The trained models (popularity is added without training, by the analysis)."""
-  runs = [(f"mf_d{d}", {"model.name": "mf", "model.dim": int(d)})
-          for d in config.sweep.mf_dims]
-  return runs + [("softmax_dnn", {"model.name": "dnn"}),
-                 ("wals", {"model.name": "wals", "model.dim": 64})]
+  runs = [(f"mf_d{d}", {"model.name": "mf", "model.dim": int(d)}) for d in config.sweep.mf_dims]
+  return runs + [
+      ("softmax_dnn", {"model.name": "dnn"}),
+      ("wals", {"model.name": "wals", "model.dim": 64}),
+  ]
 
 
 def get_config(arg=None):
@@ -69,18 +70,22 @@ def get_config(arg=None):
   c.model.normalize = True
   c.loss.update(name="sampled", temperature=0.14)
   c.sampler.update(name="in_batch", logq=True)
-  c.train.update(steps=3000, learning_rate=0.5, optimizer="adagrad", checkpoint_every=0,
-                 log_every=1000)
+  c.train.update(
+      steps=3000, learning_rate=0.5, optimizer="adagrad", checkpoint_every=0, log_every=1000
+  )
   c.eval.update(ks=(10, 20), save_embeddings=True)
   # WALS (model.name=wals): iALS, D = 64, w0 = 0.1, lambda = 0.1, 10 sweeps.
   c.model.update(unobserved_weight=0.1, regularization=0.1, iterations=10)
   c.sweep = common.sweep(
-      "sampled_metrics", "configs.sampled_metrics.strategies",
+      "sampled_metrics",
+      "configs.sampled_metrics.strategies",
       title="Sampled vs full-ranking metrics",
       metrics=("recall@10", "full_hr@10", "sampled_hr@10", "ndcg@10"),
-      analysis="sampled_metrics.analysis", add_rows="sampled_metrics.add_rows",
+      analysis="sampled_metrics.analysis",
+      add_rows="sampled_metrics.add_rows",
       mf_dims=(8, 32, 128),
-      num_negatives=100)   # sampled negatives per test pair
+      num_negatives=100,
+  )  # sampled negatives per test pair
   if v.quick:
     common.quick_steps(c, 1000)
     c.sweep.seeds = (0,)

@@ -16,12 +16,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "synthetic"          # synthetic | movielens | lastfm | csv
-  c.data.path = ""                   # file or folder for movielens / lastfm / csv
-  c.data.min_rating = 0.0            # keep ratings >= this as positives (0: keep all)
-  c.data.k_core = 0                  # drop users/items with fewer interactions (0: off)
-  c.data.language_split = 0          # L > 1: L copies of the catalogue, users spread over them
-  c.data.split = "random"            # random (per-user holdout) | last | users
+  c.data.name = "synthetic"  # synthetic | movielens | lastfm | csv
+  c.data.path = ""  # file or folder for movielens / lastfm / csv
+  c.data.min_rating = 0.0  # keep ratings >= this as positives (0: keep all)
+  c.data.k_core = 0  # drop users/items with fewer interactions (0: off)
+  c.data.language_split = 0  # L > 1: L copies of the catalogue, users spread over them
+  c.data.split = "random"  # random (per-user holdout) | last | users
   c.data.test_fraction = 0.2
   # Synthetic world (data.name=synthetic).
   c.data.num_groups = 4
@@ -32,12 +32,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.noise = 0.0
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "dnn"               # mf | dnn | wals
+  c.model.name = "dnn"  # mf | dnn | wals
   c.model.dim = 32
-  c.model.hidden = (64,)             # DNN query tower hidden sizes
-  c.model.max_bag = 32               # items sampled from the user's history as DNN input
+  c.model.hidden = (64,)  # DNN query tower hidden sizes
+  c.model.max_bag = 32  # items sampled from the user's history as DNN input
   c.model.init_scale = 0.1
-  c.model.normalize = False          # L2-normalise query and item embeddings (cosine scores)
+  c.model.normalize = False  # L2-normalise query and item embeddings (cosine scores)
   # WALS (model.name=wals).
   c.model.unobserved_weight = 0.1
   c.model.regularization = 0.1
@@ -47,43 +47,43 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.reg_scaling = "none"
 
   c.loss = ml_collections.ConfigDict()
-  c.loss.name = "sampled"            # full | sampled | positive_only
+  c.loss.name = "sampled"  # full | sampled | positive_only
   c.loss.temperature = 1.0
   c.loss.gravity = 0.0
   c.loss.l2 = 0.0
   c.loss.positive_only_kind = "squared"
-  c.loss.chunk_size = 0              # full softmax item chunk (0: unchunked)
+  c.loss.chunk_size = 0  # full softmax item chunk (0: unchunked)
 
   c.sampler = ml_collections.ConfigDict()
-  c.sampler.name = "uniform"         # see jaxrec.samplers.REGISTRY
+  c.sampler.name = "uniform"  # see jaxrec.samplers.REGISTRY
   c.sampler.num_negatives = 64
   c.sampler.logq = True
-  c.sampler.replace = True           # uniform sampler
-  c.sampler.alpha = 0.75             # unigram exponent
-  c.sampler.pool_size = 256          # hard_pool / hard_topk
-  c.sampler.temperature = 1.0        # hard samplers
-  c.sampler.freq_buckets = 0         # in_batch / mixed hash buckets (0: 2 * num_items)
-  c.sampler.freq_alpha = 0.01        # in_batch / mixed estimator learning rate
-  c.sampler.num_uniform = 0          # mixed: uniform negatives beside the batch (0: batch size)
-  c.sampler.batch_negatives = 0      # in_batch / mixed: first K of the batch's positives (0: all)
-  c.sampler.hard_fraction = 1.0      # hard samplers: this share of K is hard, the rest uniform
+  c.sampler.replace = True  # uniform sampler
+  c.sampler.alpha = 0.75  # unigram exponent
+  c.sampler.pool_size = 256  # hard_pool / hard_topk
+  c.sampler.temperature = 1.0  # hard samplers
+  c.sampler.freq_buckets = 0  # in_batch / mixed hash buckets (0: 2 * num_items)
+  c.sampler.freq_alpha = 0.01  # in_batch / mixed estimator learning rate
+  c.sampler.num_uniform = 0  # mixed: uniform negatives beside the batch (0: batch size)
+  c.sampler.batch_negatives = 0  # in_batch / mixed: first K of the batch's positives (0: all)
+  c.sampler.hard_fraction = 1.0  # hard samplers: this share of K is hard, the rest uniform
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1500
   c.train.batch_size = 256
   c.train.learning_rate = 0.5
-  c.train.optimizer = "adagrad"      # sgd | adagrad | adam (tables row-wise, dense via optax)
-  c.train.batching = "random"        # random pairs with replacement | epoch permutation
+  c.train.optimizer = "adagrad"  # sgd | adagrad | adam (tables row-wise, dense via optax)
+  c.train.batching = "random"  # random pairs with replacement | epoch permutation
   c.train.log_every = 250
-  c.train.checkpoint_every = 500     # 0: no checkpoints
-  c.train.skip_nonfinite = False     # skip a step whose loss is NaN/inf instead of stopping
+  c.train.checkpoint_every = 500  # 0: no checkpoints
+  c.train.skip_nonfinite = False  # skip a step whose loss is NaN/inf instead of stopping
 
   c.mesh = ml_collections.ConfigDict()
-  c.mesh.shape = ()                  # devices on the 'data' axis; () = all devices
+  c.mesh.shape = ()  # devices on the 'data' axis; () = all devices
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.every = 0                   # 0: only at the end
+  c.eval.every = 0  # 0: only at the end
   c.eval.ks = (10, 20)
   c.eval.chunk_size = 8192
-  c.eval.save_embeddings = False     # write embeddings.npz (for the PCA picture)
+  c.eval.save_embeddings = False  # write embeddings.npz (for the PCA picture)
   return c

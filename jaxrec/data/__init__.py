@@ -23,9 +23,14 @@ def load_data(data_cfg, seed: int):
   generate), k-core filter, language split, then the seeded train/test split."""
   if data_cfg.name == "synthetic":
     inter = make_folding_world(
-        num_groups=data_cfg.num_groups, num_users=data_cfg.num_users,
-        num_items=data_cfg.num_items, interactions_per_user=data_cfg.interactions_per_user,
-        zipf_exponent=data_cfg.zipf_exponent, noise=data_cfg.noise, seed=seed)
+        num_groups=data_cfg.num_groups,
+        num_users=data_cfg.num_users,
+        num_items=data_cfg.num_items,
+        interactions_per_user=data_cfg.interactions_per_user,
+        zipf_exponent=data_cfg.zipf_exponent,
+        noise=data_cfg.noise,
+        seed=seed,
+    )
   else:
     inter = READERS[data_cfg.name](data_cfg)
   if data_cfg.k_core:
@@ -36,7 +41,22 @@ def load_data(data_cfg, seed: int):
 
 
 __all__ = [
-    "DATASETS", "DataError", "DataPathError", "Interactions", "READERS", "SPLIT_KINDS",
-    "Splits", "carve_valid", "k_core", "language_split", "load_csv", "load_data", "load_lastfm",
-    "load_lightgcn", "load_movielens", "make_folding_world", "split", "split3",
+    "DATASETS",
+    "DataError",
+    "DataPathError",
+    "Interactions",
+    "READERS",
+    "SPLIT_KINDS",
+    "Splits",
+    "carve_valid",
+    "k_core",
+    "language_split",
+    "load_csv",
+    "load_data",
+    "load_lastfm",
+    "load_lightgcn",
+    "load_movielens",
+    "make_folding_world",
+    "split",
+    "split3",
 ]

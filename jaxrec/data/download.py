@@ -51,9 +51,15 @@ def _safe_extract(archive: zipfile.ZipFile, dest: pathlib.Path) -> None:
   archive.extractall(dest)
 
 
-def download_movielens(name: str, dest_dir, *, sha256: str | None = None,
-                       base_url: str = BASE_URL, overwrite: bool = False,
-                       timeout: float = 60.0) -> pathlib.Path:
+def download_movielens(
+    name: str,
+    dest_dir,
+    *,
+    sha256: str | None = None,
+    base_url: str = BASE_URL,
+    overwrite: bool = False,
+    timeout: float = 60.0,
+) -> pathlib.Path:
   """Downloads and unpacks ``{base_url}{name}.zip`` into ``dest_dir``; returns the data folder.
 
   ``name`` is one of `ARCHIVES`. An existing folder that already holds a ratings file is
@@ -63,8 +69,9 @@ def download_movielens(name: str, dest_dir, *, sha256: str | None = None,
   download never leaves a half-written data folder behind.
   """
   if name not in ARCHIVES:
-    raise ValueError(f"download_movielens: unknown name {name!r}; choose one of "
-                     f"{sorted(ARCHIVES)}")
+    raise ValueError(
+        f"download_movielens: unknown name {name!r}; choose one of " f"{sorted(ARCHIVES)}"
+    )
   dest = pathlib.Path(os.fspath(dest_dir))
   folder = dest / ARCHIVES[name]
   if folder.is_dir() and not overwrite and any((folder / f).is_file() for f in _RATINGS):
@@ -74,8 +81,7 @@ def download_movielens(name: str, dest_dir, *, sha256: str | None = None,
   with tempfile.TemporaryDirectory(dir=dest, prefix=f".{name}-") as tmp:
     tmp = pathlib.Path(tmp)
     archive_path = tmp / f"{name}.zip"
-    with urllib.request.urlopen(url, timeout=timeout) as response, \
-        open(archive_path, "wb") as out:
+    with urllib.request.urlopen(url, timeout=timeout) as response, open(archive_path, "wb") as out:
       shutil.copyfileobj(response, out, length=1 << 20)
     if sha256 is not None:
       got = _sha256(archive_path)
@@ -86,8 +92,9 @@ def download_movielens(name: str, dest_dir, *, sha256: str | None = None,
       _safe_extract(archive, unpack)
     extracted = unpack / ARCHIVES[name]
     if not any((extracted / f).is_file() for f in _RATINGS):
-      raise ValueError(f"download_movielens: {url} has no {ARCHIVES[name]}/ with one of "
-                       f"{_RATINGS}")
+      raise ValueError(
+          f"download_movielens: {url} has no {ARCHIVES[name]}/ with one of " f"{_RATINGS}"
+      )
     if folder.exists():
       shutil.rmtree(folder)
     os.replace(extracted, folder)
@@ -97,7 +104,8 @@ def download_movielens(name: str, dest_dir, *, sha256: str | None = None,
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(
       prog="python -m jaxrec.data.download",
-      description="Download a MovieLens archive from files.grouplens.org (opt-in).")
+      description="Download a MovieLens archive from files.grouplens.org (opt-in).",
+  )
   parser.add_argument("--name", required=True, choices=sorted(ARCHIVES))
   parser.add_argument("--dest", required=True, help="folder to unpack into")
   parser.add_argument("--sha256", default=None, help="expected sha256 of the .zip")
@@ -105,8 +113,9 @@ def main(argv=None) -> int:
   parser.add_argument("--overwrite", action="store_true")
   args = parser.parse_args(argv)
   try:
-    folder = download_movielens(args.name, args.dest, sha256=args.sha256,
-                                base_url=args.base_url, overwrite=args.overwrite)
+    folder = download_movielens(
+        args.name, args.dest, sha256=args.sha256, base_url=args.base_url, overwrite=args.overwrite
+    )
   except (OSError, ValueError, zipfile.BadZipFile) as err:
     print(f"error: {err}", file=sys.stderr)
     return 1

@@ -36,7 +36,8 @@ def _as_index_array(name, values, length, upper):
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= upper:
       raise ValueError(
-          f"Interactions.{name}: values must lie in [0, {upper}), got range [{lo}, {hi}]")
+          f"Interactions.{name}: values must lie in [0, {upper}), got range [{lo}, {hi}]"
+      )
   return arr.astype(np.int32, copy=False)
 
 
@@ -82,21 +83,23 @@ class Interactions:
       w = np.asarray(self.weights)
       if w.shape != (num_events,):
         raise ValueError(f"Interactions.weights: expected shape ({num_events},), got {w.shape}")
-      if w.dtype == bool or not (np.issubdtype(w.dtype, np.floating)
-                                 or np.issubdtype(w.dtype, np.integer)):
+      if w.dtype == bool or not (
+          np.issubdtype(w.dtype, np.floating) or np.issubdtype(w.dtype, np.integer)
+      ):
         raise ValueError(f"Interactions.weights: expected a real array, got dtype {w.dtype}")
       with np.errstate(over="ignore"):
         w = w.astype(np.float32, copy=False)
       if not np.all(np.isfinite(w)):
         bad = int(np.flatnonzero(~np.isfinite(w))[0])
-        raise ValueError(f"Interactions.weights: non-finite value {w[bad]} at row {bad} "
-                         "(after conversion to float32)")
+        raise ValueError(
+            f"Interactions.weights: non-finite value {w[bad]} at row {bad} "
+            "(after conversion to float32)"
+        )
       set_("weights", w)
     if self.timestamps is not None:
       t = np.asarray(self.timestamps)
       if t.shape != (num_events,):
-        raise ValueError(
-            f"Interactions.timestamps: expected shape ({num_events},), got {t.shape}")
+        raise ValueError(f"Interactions.timestamps: expected shape ({num_events},), got {t.shape}")
       if t.dtype == bool or not np.issubdtype(t.dtype, np.integer):
         raise ValueError(f"Interactions.timestamps: expected an integer array, got {t.dtype}")
       if t.dtype == np.uint64 and t.size and int(t.max()) > np.iinfo(np.int64).max:
@@ -142,14 +145,21 @@ class Interactions:
     """The rows where ``mask`` ([E] bool) is True, in the same id space (groups/raw ids kept)."""
     mask = np.asarray(mask)
     if mask.dtype != bool or mask.shape != (self.num_interactions,):
-      raise ValueError(f"subset: mask must be bool of shape ({self.num_interactions},), "
-                       f"got {mask.dtype} {mask.shape}")
+      raise ValueError(
+          f"subset: mask must be bool of shape ({self.num_interactions},), "
+          f"got {mask.dtype} {mask.shape}"
+      )
     return self._take(np.flatnonzero(mask))
 
   def _take(self, rows) -> Interactions:
     pick = lambda a: None if a is None else a[rows]
-    return dataclasses.replace(self, user_ids=self.user_ids[rows], item_ids=self.item_ids[rows],
-                               weights=pick(self.weights), timestamps=pick(self.timestamps))
+    return dataclasses.replace(
+        self,
+        user_ids=self.user_ids[rows],
+        item_ids=self.item_ids[rows],
+        weights=pick(self.weights),
+        timestamps=pick(self.timestamps),
+    )
 
   def compact(self) -> Interactions:
     """Drops users and items without rows and renumbers the rest densely (order kept).
@@ -164,16 +174,27 @@ class Interactions:
     new_i[keep_i] = np.arange(keep_i.size)
     pick = lambda a, idx: None if a is None else a[idx]
     return dataclasses.replace(
-        self, user_ids=new_u[self.user_ids], item_ids=new_i[self.item_ids],
-        num_users=int(keep_u.size), num_items=int(keep_i.size),
-        user_groups=pick(self.user_groups, keep_u), item_groups=pick(self.item_groups, keep_i),
-        user_raw=pick(self.user_raw, keep_u), item_raw=pick(self.item_raw, keep_i))
+        self,
+        user_ids=new_u[self.user_ids],
+        item_ids=new_i[self.item_ids],
+        num_users=int(keep_u.size),
+        num_items=int(keep_i.size),
+        user_groups=pick(self.user_groups, keep_u),
+        item_groups=pick(self.item_groups, keep_i),
+        user_raw=pick(self.user_raw, keep_u),
+        item_raw=pick(self.item_raw, keep_i),
+    )
 
   def __repr__(self):
-    extras = [n for n in ("weights", "timestamps", "user_groups", "item_groups", "user_raw",
-                          "item_raw") if getattr(self, n) is not None]
-    return (f"Interactions(num_users={self.num_users}, num_items={self.num_items}, "
-            f"num_interactions={self.num_interactions}, with={extras})")
+    extras = [
+        n
+        for n in ("weights", "timestamps", "user_groups", "item_groups", "user_raw", "item_raw")
+        if getattr(self, n) is not None
+    ]
+    return (
+        f"Interactions(num_users={self.num_users}, num_items={self.num_items}, "
+        f"num_interactions={self.num_interactions}, with={extras})"
+    )
 
 
 def k_core(inter: Interactions, min_user: int = 5, min_item: int = 5) -> Interactions:
@@ -198,6 +219,8 @@ def k_core(inter: Interactions, min_user: int = 5, min_item: int = 5) -> Interac
       break
     rows = rows[keep]
   if rows.size == 0:
-    raise DataError(f"k_core(min_user={min_user}, min_item={min_item}) removed every "
-                    f"interaction of {inter!r}")
+    raise DataError(
+        f"k_core(min_user={min_user}, min_item={min_item}) removed every "
+        f"interaction of {inter!r}"
+    )
   return inter._take(rows).compact()

@@ -109,8 +109,14 @@ def parse_field(token: bytes, kind: str, name: str) -> int | float | str:
   return value
 
 
-def parse_lines_slow(chunk: bytes, first_line: int, fname: str, delimiter: bytes,
-                      kinds: tuple[str, ...], names: tuple[str, ...]) -> list[list]:
+def parse_lines_slow(
+    chunk: bytes,
+    first_line: int,
+    fname: str,
+    delimiter: bytes,
+    kinds: tuple[str, ...],
+    names: tuple[str, ...],
+) -> list[list]:
   """Reference parser: one Python pass over the lines of ``chunk``."""
   cols = [[] for _ in kinds]
   lines = chunk.split(b"\n")
@@ -125,7 +131,8 @@ def parse_lines_slow(chunk: bytes, first_line: int, fname: str, delimiter: bytes
     if len(fields) != len(kinds):
       raise DataError(
           f"{fname}:{first_line + offset}: found {len(fields)} field(s), expected "
-          f"{len(kinds)} ({', '.join(names)}) separated by {delimiter.decode()!r}")
+          f"{len(kinds)} ({', '.join(names)}) separated by {delimiter.decode()!r}"
+      )
     for col, token, kind, name in zip(cols, fields, kinds, names):
       try:
         col.append(parse_field(token, kind, name))
@@ -194,7 +201,7 @@ def parse_lines_fast(chunk: bytes, delimiter: bytes, kinds: tuple[str, ...]) -> 
   # (k - 1 delimiters, a newline) repeated, and token t of line l is column t % k.
   if sep_pos.size != (newline_pos.size + 1) * k - 1:
     raise Bail
-  if not np.array_equal(sep_pos[k - 1::k], newline_pos):
+  if not np.array_equal(sep_pos[k - 1 :: k], newline_pos):
     raise Bail
   starts = np.concatenate([[0], sep_pos + 1])
   ends = np.append(sep_pos, buf.size)
@@ -217,7 +224,7 @@ def _read_bytes(path: pathlib.Path) -> bytes:
     data = path.read_bytes()
   except OSError as err:
     raise DataError(f"{path}: cannot read: {err.strerror or err}") from None
-  return data[len(_BOM):] if data.startswith(_BOM) else data
+  return data[len(_BOM) :] if data.startswith(_BOM) else data
 
 
 def _first_line(data: bytes) -> tuple[bytes, int]:
@@ -232,8 +239,15 @@ def _header_fields(line: bytes, delimiter: bytes) -> list[str]:
   return [f.strip(b" \t").decode("utf-8", "replace").lower() for f in line.split(delimiter)]
 
 
-def _parse_table(path: pathlib.Path, data: bytes, start: int, first_line: int,
-                 delimiter: bytes, kinds: tuple[str, ...], names: tuple[str, ...]) -> list:
+def _parse_table(
+    path: pathlib.Path,
+    data: bytes,
+    start: int,
+    first_line: int,
+    delimiter: bytes,
+    kinds: tuple[str, ...],
+    names: tuple[str, ...],
+) -> list:
   """Parses data[start:] (which begins at line ``first_line``) into one array per column."""
   fname = str(path)
   chunks = [[] for _ in kinds]
@@ -252,8 +266,9 @@ def _parse_table(path: pathlib.Path, data: bytes, start: int, first_line: int,
       acc.append(col)
     line_no += chunk.count(b"\n")
     pos = end
-  out = [np.concatenate(acc) if acc else np.zeros(0, _dtype(kind))
-         for acc, kind in zip(chunks, kinds)]
+  out = [
+      np.concatenate(acc) if acc else np.zeros(0, _dtype(kind)) for acc, kind in zip(chunks, kinds)
+  ]
   if out[0].size == 0:
     raise DataError(f"{fname}: no interactions (the file has no data rows)")
   return out
@@ -271,8 +286,9 @@ def _remap(raw: np.ndarray, what: str, fname: str) -> tuple[np.ndarray, np.ndarr
   return dense.astype(np.int32).reshape(-1), uniq
 
 
-def _build(fname: str, users_raw, items_raw, weights, timestamps, *,
-           duplicates: str) -> Interactions:
+def _build(
+    fname: str, users_raw, items_raw, weights, timestamps, *, duplicates: str
+) -> Interactions:
   """Dense remap, duplicate merge, sort by (user, item)."""
   users, user_raw = _remap(users_raw, "user", fname)
   items, item_raw = _remap(items_raw, "item", fname)
@@ -292,8 +308,7 @@ def _build(fname: str, users_raw, items_raw, weights, timestamps, *,
     else:  # "sum"
       rows = order[starts]
       weights = None if weights is None else np.add.reduceat(weights[order], starts)
-      timestamps = (None if timestamps is None
-                    else np.maximum.reduceat(timestamps[order], starts))
+      timestamps = None if timestamps is None else np.maximum.reduceat(timestamps[order], starts)
   else:
     rows = order
     weights = None if weights is None else weights[rows]
@@ -302,12 +317,20 @@ def _build(fname: str, users_raw, items_raw, weights, timestamps, *,
     with np.errstate(over="ignore"):
       w32 = weights.astype(np.float32)
     if not np.isfinite(w32).all():
-      raise DataError(f"{fname}: summed weights of a duplicated (user, item) pair overflow "
-                      "float32")
+      raise DataError(
+          f"{fname}: summed weights of a duplicated (user, item) pair overflow " "float32"
+      )
     weights = w32
-  return Interactions(users[rows], items[rows], int(user_raw.size), int(item_raw.size),
-                      weights=weights, timestamps=timestamps, user_raw=user_raw,
-                      item_raw=item_raw)
+  return Interactions(
+      users[rows],
+      items[rows],
+      int(user_raw.size),
+      int(item_raw.size),
+      weights=weights,
+      timestamps=timestamps,
+      user_raw=user_raw,
+      item_raw=item_raw,
+  )
 
 
 # --------------------------------------------------------------------------------------
@@ -326,8 +349,10 @@ def _movielens_file(path: pathlib.Path) -> tuple[pathlib.Path, bytes]:
     for name, delimiter in _ML_FILES:
       if (path / name).is_file():
         return path / name, delimiter
-    raise DataPathError(f"{path}: no MovieLens ratings file found (looked for "
-                        f"{', '.join(n for n, _ in _ML_FILES)})")
+    raise DataPathError(
+        f"{path}: no MovieLens ratings file found (looked for "
+        f"{', '.join(n for n, _ in _ML_FILES)})"
+    )
   for name, delimiter in _ML_FILES:
     if path.name == name or path.suffix == pathlib.Path(name).suffix:
       return path, delimiter
@@ -336,8 +361,10 @@ def _movielens_file(path: pathlib.Path) -> tuple[pathlib.Path, bytes]:
   for delimiter in (b"::", b"\t", b","):
     if delimiter in head:
       return path, delimiter
-  raise DataError(f"{path}: cannot tell the MovieLens format (expected u.data with tabs, "
-                  "ratings.dat with '::' or ratings.csv with ',')")
+  raise DataError(
+      f"{path}: cannot tell the MovieLens format (expected u.data with tabs, "
+      "ratings.dat with '::' or ratings.csv with ',')"
+  )
 
 
 def load_movielens(path, *, min_rating: float | None = None) -> Interactions:
@@ -354,8 +381,11 @@ def load_movielens(path, *, min_rating: float | None = None) -> Interactions:
   remapped over the kept rows only. A re-rated (user, movie) pair keeps its latest rating.
   """
   if min_rating is not None:
-    if isinstance(min_rating, bool) or not isinstance(min_rating, (int, float, np.number)) \
-        or not np.isfinite(min_rating):
+    if (
+        isinstance(min_rating, bool)
+        or not isinstance(min_rating, (int, float, np.number))
+        or not np.isfinite(min_rating)
+    ):
       raise ValueError(f"min_rating must be a finite number or None, got {min_rating!r}")
   file, delimiter = _movielens_file(pathlib.Path(os.fspath(path)))
   data = _read_bytes(file)
@@ -364,13 +394,16 @@ def load_movielens(path, *, min_rating: float | None = None) -> Interactions:
     line, after = _first_line(data)
     if _header_fields(line, delimiter) == _ML_CSV_HEADER:
       start, first_line = after, 2
-  users, items, ratings, ts = _parse_table(file, data, start, first_line, delimiter,
-                                           _ML_KINDS, _ML_NAMES)
+  users, items, ratings, ts = _parse_table(
+      file, data, start, first_line, delimiter, _ML_KINDS, _ML_NAMES
+  )
   if min_rating is not None:
     keep = ratings >= min_rating
     if not keep.any():
-      raise DataError(f"{file}: no interactions with rating >= {min_rating} "
-                      f"(ratings range from {ratings.min()} to {ratings.max()})")
+      raise DataError(
+          f"{file}: no interactions with rating >= {min_rating} "
+          f"(ratings range from {ratings.min()} to {ratings.max()})"
+      )
     users, items, ratings, ts = users[keep], items[keep], ratings[keep], ts[keep]
   return _build(str(file), users, items, ratings, ts, duplicates="last")
 
@@ -393,21 +426,67 @@ def load_lastfm(path) -> Interactions:
     file = file / "user_artists.dat"
   data = _read_bytes(file)
   line, after = _first_line(data)
-  start, first_line = ((after, 2) if _header_fields(line, b"\t") == _LASTFM_HEADER
-                       else (0, 1))
-  users, items, weights = _parse_table(file, data, start, first_line, b"\t",
-                                       (INT_ID, INT_ID, REAL),
-                                       ("user id", "artist id", "weight"))
+  start, first_line = (after, 2) if _header_fields(line, b"\t") == _LASTFM_HEADER else (0, 1)
+  users, items, weights = _parse_table(
+      file,
+      data,
+      start,
+      first_line,
+      b"\t",
+      (INT_ID, INT_ID, REAL),
+      ("user id", "artist id", "weight"),
+  )
   return _build(str(file), users, items, weights, None, duplicates="sum")
 
 
-_CSV_USER_NAMES = frozenset({"user", "userid", "users", "uid", "u", "customer", "customerid",
-                             "visitor", "visitorid", "session", "sessionid", "query",
-                             "queryid", "reviewer", "reviewerid"})
-_CSV_ITEM_NAMES = frozenset({"item", "itemid", "items", "iid", "i", "movie", "movieid",
-                             "artist", "artistid", "track", "trackid", "song", "songid",
-                             "product", "productid", "book", "bookid", "isbn", "asin",
-                             "business", "businessid", "doc", "docid", "video", "videoid"})
+_CSV_USER_NAMES = frozenset(
+    {
+        "user",
+        "userid",
+        "users",
+        "uid",
+        "u",
+        "customer",
+        "customerid",
+        "visitor",
+        "visitorid",
+        "session",
+        "sessionid",
+        "query",
+        "queryid",
+        "reviewer",
+        "reviewerid",
+    }
+)
+_CSV_ITEM_NAMES = frozenset(
+    {
+        "item",
+        "itemid",
+        "items",
+        "iid",
+        "i",
+        "movie",
+        "movieid",
+        "artist",
+        "artistid",
+        "track",
+        "trackid",
+        "song",
+        "songid",
+        "product",
+        "productid",
+        "book",
+        "bookid",
+        "isbn",
+        "asin",
+        "business",
+        "businessid",
+        "doc",
+        "docid",
+        "video",
+        "videoid",
+    }
+)
 _CSV_NAMES = ("user id", "item id", "weight", "timestamp")
 _CSV_KINDS = (STR_ID, STR_ID, REAL, INT)
 
@@ -453,10 +532,17 @@ def load_csv(path, *, delimiter: str = ",", has_header: bool | None = None) -> I
   declared with ``has_header=True``: ids can be arbitrary strings, so an unknown header
   cannot be told from data (a bad weight/timestamp on line 1 gets a hint saying so).
   """
-  if not isinstance(delimiter, str) or not delimiter or delimiter in "\r\n" \
-      or len(delimiter.encode()) != 1 or delimiter in " ":
-    raise ValueError(f"load_csv: delimiter must be one ASCII character other than space, CR "
-                     f"or LF, got {delimiter!r}")
+  if (
+      not isinstance(delimiter, str)
+      or not delimiter
+      or delimiter in "\r\n"
+      or len(delimiter.encode()) != 1
+      or delimiter in " "
+  ):
+    raise ValueError(
+        f"load_csv: delimiter must be one ASCII character other than space, CR "
+        f"or LF, got {delimiter!r}"
+    )
   if has_header not in (None, True, False):
     raise ValueError(f"load_csv: has_header must be True, False or None, got {has_header!r}")
   file = pathlib.Path(os.fspath(path))
@@ -465,8 +551,7 @@ def load_csv(path, *, delimiter: str = ",", has_header: bool | None = None) -> I
   line, after = _first_line(data)
   if has_header is None:
     fields = [_normalise_name(f) for f in _header_fields(line, delim)]
-    has_header = (len(fields) >= 2 and fields[0] in _CSV_USER_NAMES
-                  and fields[1] in _CSV_ITEM_NAMES)
+    has_header = len(fields) >= 2 and fields[0] in _CSV_USER_NAMES and fields[1] in _CSV_ITEM_NAMES
   start, first_line = (after, 2) if has_header else (0, 1)
   # The number of fields comes from the first non-blank data row.
   num_fields, line_no, pos = None, first_line, start
@@ -481,8 +566,10 @@ def load_csv(path, *, delimiter: str = ",", has_header: bool | None = None) -> I
   if num_fields is None:
     raise DataError(f"{file}: no interactions (the file has no data rows)")
   if not 2 <= num_fields <= 4:
-    raise DataError(f"{file}:{line_no}: found {num_fields} field(s), expected 2 to 4 "
-                    f"(user, item[, weight[, timestamp]]) separated by {delimiter!r}")
+    raise DataError(
+        f"{file}:{line_no}: found {num_fields} field(s), expected 2 to 4 "
+        f"(user, item[, weight[, timestamp]]) separated by {delimiter!r}"
+    )
   kinds, names = _CSV_KINDS[:num_fields], _CSV_NAMES[:num_fields]
   try:
     cols = _parse_table(file, data, start, first_line, delim, kinds, names)
@@ -532,15 +619,19 @@ def _lightgcn_ids(line: bytes, fname: str, line_no: int) -> list[int]:
   for pos, token in enumerate(tokens):
     what = "user id" if pos == 0 else f"item id #{pos}"
     if _SIGNED_INT.match(token) is None:
-      reason = ("contains a control character" if any(b < 32 and b != 9 for b in token)
-                else "is not an integer")
+      reason = (
+          "contains a control character"
+          if any(b < 32 and b != 9 for b in token)
+          else "is not an integer"
+      )
       raise DataError(f"{fname}:{line_no}: {what} {_show(token)} {reason}")
     value = int(token)
     if value < 0:
       raise DataError(f"{fname}:{line_no}: {what} {value} is negative (ids are 0-based)")
     if value >= _INT32_MAX:
-      raise DataError(f"{fname}:{line_no}: {what} {value} is too large (ids must be below "
-                      f"{_INT32_MAX})")
+      raise DataError(
+          f"{fname}:{line_no}: {what} {value} is too large (ids must be below " f"{_INT32_MAX})"
+      )
     ids.append(value)
   return ids
 
@@ -559,8 +650,10 @@ def _read_lightgcn_file(path: pathlib.Path):
     ids = _lightgcn_ids(line, fname, line_no)
     user = ids[0]
     if user in first_line:
-      raise DataError(f"{fname}:{line_no}: user {user} is listed twice in this file (first "
-                      f"on line {first_line[user]})")
+      raise DataError(
+          f"{fname}:{line_no}: user {user} is listed twice in this file (first "
+          f"on line {first_line[user]})"
+      )
     first_line[user] = line_no
     line_users.append(user)
     pair_users.extend([user] * (len(ids) - 1))
@@ -597,8 +690,10 @@ def load_lightgcn(path) -> tuple[Interactions, Interactions]:
   files = [folder / name for name in _LIGHTGCN_FILES]
   for file in files:
     if not file.is_file():
-      raise DataPathError(f"{folder}: no {file.name} in this folder (a LightGCN split needs "
-                          f"{' and '.join(_LIGHTGCN_FILES)})")
+      raise DataPathError(
+          f"{folder}: no {file.name} in this folder (a LightGCN split needs "
+          f"{' and '.join(_LIGHTGCN_FILES)})"
+      )
   parts = [_read_lightgcn_file(file) for file in files]
   num_users = 1 + max(int(max(line_users.max(), users.max())) for line_users, users, _ in parts)
   num_items = 1 + max(int(items.max()) for _, _, items in parts)

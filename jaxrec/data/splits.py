@@ -38,8 +38,9 @@ def _num_test(n: np.ndarray, fraction: float) -> np.ndarray:
   return np.where(n >= 2, np.clip(m, 1, np.maximum(n - 1, 1)), 0)
 
 
-def split(inter: Interactions, *, kind: str = "random", test_fraction: float = 0.2,
-          seed: int = 0) -> tuple[Interactions, Interactions]:
+def split(
+    inter: Interactions, *, kind: str = "random", test_fraction: float = 0.2, seed: int = 0
+) -> tuple[Interactions, Interactions]:
   """Splits rows into (train, test), deterministic in ``seed``.
 
   * ``"random"`` (per-user holdout): a user with n >= 2 rows puts ``round(f * n)`` of them,
@@ -57,8 +58,11 @@ def split(inter: Interactions, *, kind: str = "random", test_fraction: float = 0
   """
   if kind not in SPLIT_KINDS:
     raise ValueError(f"split: kind={kind!r} is not one of {SPLIT_KINDS}")
-  if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.number)) \
-      or not 0.0 < test_fraction < 1.0:
+  if (
+      isinstance(test_fraction, bool)
+      or not isinstance(test_fraction, (int, float, np.number))
+      or not 0.0 < test_fraction < 1.0
+  ):
     raise ValueError(f"split: test_fraction must be in (0, 1), got {test_fraction!r}")
   rng = np.random.default_rng(seed)
   n_per_user = inter.user_counts()
@@ -66,8 +70,10 @@ def split(inter: Interactions, *, kind: str = "random", test_fraction: float = 0
   users = inter.user_ids
   if kind == "last":
     if inter.timestamps is None:
-      raise ValueError("split: kind='last' needs timestamps; this data set has none "
-                       f"(choose one of {SPLIT_KINDS[:1] + SPLIT_KINDS[2:]})")
+      raise ValueError(
+          "split: kind='last' needs timestamps; this data set has none "
+          f"(choose one of {SPLIT_KINDS[:1] + SPLIT_KINDS[2:]})"
+      )
     # Ascending by (timestamp, random): the latest row has rank n - 1.
     rank = _per_user_rank(users, inter.timestamps, tie_break)
     is_test = (rank == n_per_user[users] - 1) & (n_per_user[users] >= 2)
@@ -98,15 +104,24 @@ class Splits(NamedTuple):
 
 
 def _check_valid_fraction(valid_fraction) -> float:
-  if isinstance(valid_fraction, bool) or not isinstance(valid_fraction, (int, float, np.number)) \
-      or not 0.0 <= valid_fraction < 1.0:
+  if (
+      isinstance(valid_fraction, bool)
+      or not isinstance(valid_fraction, (int, float, np.number))
+      or not 0.0 <= valid_fraction < 1.0
+  ):
     raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
   return float(valid_fraction)
 
 
-def carve_valid(train: Interactions, test: Interactions, *, kind: str = "random",
-                valid_fraction: float, seed: int = 0,
-                target_fraction: float | None = None) -> Splits:
+def carve_valid(
+    train: Interactions,
+    test: Interactions,
+    *,
+    kind: str = "random",
+    valid_fraction: float,
+    seed: int = 0,
+    target_fraction: float | None = None,
+) -> Splits:
   """Moves a validation part out of ``train``: returns ``Splits(train', valid, test)``.
 
   ``valid`` takes rows of ``train`` only (``test`` is passed through untouched), by the
@@ -136,13 +151,16 @@ def carve_valid(train: Interactions, test: Interactions, *, kind: str = "random"
   valid_fraction = _check_valid_fraction(valid_fraction)
   if target_fraction is None:
     target_fraction = valid_fraction
-  elif isinstance(target_fraction, bool) \
-      or not isinstance(target_fraction, (int, float, np.number)) \
-      or not 0.0 < target_fraction < 1.0:
+  elif (
+      isinstance(target_fraction, bool)
+      or not isinstance(target_fraction, (int, float, np.number))
+      or not 0.0 < target_fraction < 1.0
+  ):
     raise ValueError(f"carve_valid: target_fraction must be in (0, 1), got {target_fraction!r}")
   if (train.num_users, train.num_items) != (test.num_users, test.num_items):
-    raise ValueError("carve_valid: train and test must share one id space, got "
-                     f"{train!r} and {test!r}")
+    raise ValueError(
+        "carve_valid: train and test must share one id space, got " f"{train!r} and {test!r}"
+    )
   if valid_fraction == 0.0:
     return Splits(train, train.subset(np.zeros(train.num_interactions, bool)), test)
   rng = np.random.default_rng([seed, _VALID_STREAM])
@@ -167,13 +185,21 @@ def carve_valid(train: Interactions, test: Interactions, *, kind: str = "random"
       num_valid = np.where(held, num_valid, 0)
     is_valid = _per_user_rank(users, tie_break) < num_valid[users]
   if not is_valid.any():
-    raise ValueError(f"carve_valid: valid_fraction={valid_fraction} with kind={kind!r} left "
-                     "no validation rows (no eligible user has two or more train rows)")
+    raise ValueError(
+        f"carve_valid: valid_fraction={valid_fraction} with kind={kind!r} left "
+        "no validation rows (no eligible user has two or more train rows)"
+    )
   return Splits(train.subset(~is_valid), train.subset(is_valid), test)
 
 
-def split3(inter: Interactions, *, kind: str = "random", test_fraction: float = 0.2,
-           valid_fraction: float = 0.0, seed: int = 0) -> Splits:
+def split3(
+    inter: Interactions,
+    *,
+    kind: str = "random",
+    test_fraction: float = 0.2,
+    valid_fraction: float = 0.0,
+    seed: int = 0,
+) -> Splits:
   """`split` followed by `carve_valid` on its train part: ``Splits(train, valid, test)``.
 
   ``train``/``test`` before the carve are exactly ``split(inter, kind=kind,
@@ -183,5 +209,11 @@ def split3(inter: Interactions, *, kind: str = "random", test_fraction: float = 
   ``"users"`` each validation user holds out ``test_fraction`` of its rows, as test users do.
   """
   train, test = split(inter, kind=kind, test_fraction=test_fraction, seed=seed)
-  return carve_valid(train, test, kind=kind, valid_fraction=valid_fraction, seed=seed,
-                     target_fraction=test_fraction)
+  return carve_valid(
+      train,
+      test,
+      kind=kind,
+      valid_fraction=valid_fraction,
+      seed=seed,
+      target_fraction=test_fraction,
+  )

@@ -25,8 +25,11 @@ def _check_int(name, value, minimum):
 
 
 def _check_prob(name, value):
-  if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) \
-      or not 0.0 <= value <= 1.0:
+  if (
+      isinstance(value, bool)
+      or not isinstance(value, (int, float, np.number))
+      or not 0.0 <= value <= 1.0
+  ):
     raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
   return float(value)
 
@@ -45,10 +48,18 @@ def _top_k(keys_CxM: np.ndarray, k: int) -> np.ndarray:
   return np.take_along_axis(top, order, axis=1)
 
 
-def make_folding_world(*, num_groups: int = 4, num_users: int = 2000, num_items: int = 1000,
-                       interactions_per_user: int = 20, zipf_exponent: float = 1.0,
-                       noise: float = 0.0, seed: int = 0, topics_per_group: int | None = None,
-                       topic_affinity: float = 0.8) -> Interactions:
+def make_folding_world(
+    *,
+    num_groups: int = 4,
+    num_users: int = 2000,
+    num_items: int = 1000,
+    interactions_per_user: int = 20,
+    zipf_exponent: float = 1.0,
+    noise: float = 0.0,
+    seed: int = 0,
+    topics_per_group: int | None = None,
+    topic_affinity: float = 0.8,
+) -> Interactions:
   """G groups of users and items; users stay (mostly) inside their group.
 
   Layout (deterministic): items are split into G contiguous blocks of sizes differing by at
@@ -77,23 +88,30 @@ def make_folding_world(*, num_groups: int = 4, num_users: int = 2000, num_items:
   k = _check_int("interactions_per_user", interactions_per_user, 1)
   noise = _check_prob("noise", noise)
   affinity = _check_prob("topic_affinity", topic_affinity)
-  if isinstance(zipf_exponent, bool) or not isinstance(zipf_exponent, (int, float, np.number)) \
-      or not (math.isfinite(zipf_exponent) and zipf_exponent >= 0):
+  if (
+      isinstance(zipf_exponent, bool)
+      or not isinstance(zipf_exponent, (int, float, np.number))
+      or not (math.isfinite(zipf_exponent) and zipf_exponent >= 0)
+  ):
     raise ValueError(f"zipf_exponent must be a finite number >= 0, got {zipf_exponent!r}")
   if N < G:
     raise ValueError(f"num_items={N} must be >= num_groups={G}")
   smallest_group = N // G
   if k > smallest_group:
-    raise ValueError(f"interactions_per_user={k} exceeds the smallest group "
-                     f"({smallest_group} items = num_items // num_groups)")
+    raise ValueError(
+        f"interactions_per_user={k} exceeds the smallest group "
+        f"({smallest_group} items = num_items // num_groups)"
+    )
   if topics_per_group is None:
     T = max(1, min(5, smallest_group // k))
   else:
     T = _check_int("topics_per_group", topics_per_group, 1)
     if k > smallest_group // T:
-      raise ValueError(f"interactions_per_user={k} exceeds the smallest topic "
-                       f"({smallest_group // T} items = num_items // num_groups // "
-                       f"topics_per_group); lower topics_per_group={T} or interactions_per_user")
+      raise ValueError(
+          f"interactions_per_user={k} exceeds the smallest topic "
+          f"({smallest_group // T} items = num_items // num_groups // "
+          f"topics_per_group); lower topics_per_group={T} or interactions_per_user"
+      )
   if noise > 0 and G < 2:
     raise ValueError(f"noise={noise} needs num_groups >= 2 (there is no other group)")
   if T == 1:
@@ -119,14 +137,17 @@ def make_folding_world(*, num_groups: int = 4, num_users: int = 2000, num_items:
     group_users = np.flatnonzero(user_groups == g)
     chunk = max(1, _CHUNK_ELEMENTS // N)
     for lo in range(0, group_users.size, chunk):
-      users = group_users[lo:lo + chunk]
+      users = group_users[lo : lo + chunk]
       counts = counts_Ux3[users]
       # Sources 0/1 (own topic / rest of the group): keys over the group's block only.
       keys = log_w[block][None, :] + _gumbel(rng, (users.size, block.size))
       in_topic = item_topics[block][None, :] == user_topics[users, None]
-      picked = [block[_top_k(np.where(in_topic, keys, -np.inf), k)],
-                block[_top_k(np.where(in_topic, -np.inf, keys), k)] if T > 1
-                else np.zeros((users.size, k), np.int64)]
+      picked = [
+          block[_top_k(np.where(in_topic, keys, -np.inf), k)],
+          block[_top_k(np.where(in_topic, -np.inf, keys), k)]
+          if T > 1
+          else np.zeros((users.size, k), np.int64),
+      ]
       if noise > 0:  # source 2: every other group's items
         keys = log_w[None, :] + _gumbel(rng, (users.size, N))
         keys[:, block] = -np.inf
@@ -140,9 +161,15 @@ def make_folding_world(*, num_groups: int = 4, num_users: int = 2000, num_items:
   user_ids = np.repeat(np.arange(U), k)
   item_ids = items_per_user.reshape(-1)
   order = np.lexsort((item_ids, user_ids))
-  return Interactions(user_ids[order], item_ids[order], U, N,
-                      timestamps=timestamps.reshape(-1)[order],
-                      user_groups=user_groups, item_groups=item_groups)
+  return Interactions(
+      user_ids[order],
+      item_ids[order],
+      U,
+      N,
+      timestamps=timestamps.reshape(-1)[order],
+      user_groups=user_groups,
+      item_groups=item_groups,
+  )
 
 
 def language_split(inter: Interactions, num_copies: int, seed: int = 0) -> Interactions:
@@ -162,8 +189,14 @@ def language_split(inter: Interactions, num_copies: int, seed: int = 0) -> Inter
   copy_of_user = rng.permutation(np.arange(inter.num_users) % L)
   item_ids = copy_of_user[inter.user_ids].astype(np.int64) * inter.num_items + inter.item_ids
   return Interactions(
-      inter.user_ids, item_ids, inter.num_users, inter.num_items * L,
-      weights=inter.weights, timestamps=inter.timestamps, user_groups=copy_of_user,
+      inter.user_ids,
+      item_ids,
+      inter.num_users,
+      inter.num_items * L,
+      weights=inter.weights,
+      timestamps=inter.timestamps,
+      user_groups=copy_of_user,
       item_groups=np.repeat(np.arange(L), inter.num_items),
       user_raw=inter.user_raw,
-      item_raw=None if inter.item_raw is None else np.tile(inter.item_raw, L))
+      item_raw=None if inter.item_raw is None else np.tile(inter.item_raw, L),
+  )
