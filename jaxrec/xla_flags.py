@@ -7,7 +7,7 @@ import jax.
 FAST_COMPILE is for runs whose wall time is XLA's compile time: many small programs that
 each run briefly (`experiments.folding --quick`; the tests add stronger ones of their own,
 tests/conftest.py).
-`python -m benchmarks.compile_flags` on the 2-core CPU of BUILD_NOTES: the DNN train step
+`python -m benchmarks.compile_flags` on the 2-core CPU of docs/RESULTS.md: the DNN train step
 compiles in 0.4-0.8x the time (uniform sampler, 1,000 items: 3.0 s -> 2.0 s) and runs
 1.1-1.7x slower (1.05 -> 1.44 ms; the full softmax over 40,000 items 83 -> 95 ms), so it is
 not a default. `--quick`, 8 strategies x 1,000 steps, takes 42-47 s with it against 53 s

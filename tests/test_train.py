@@ -81,7 +81,7 @@ def test_every_loss_and_sampler_trains(tmp_path, world, loss, sampler):
   """Each strategy runs through the jitted step and learns something in 200 steps (beats a
   random ranking, whose recall@20 is about 20 / 400 = 0.05 here, by 2x). hard_topk alone is
   exempt: deterministic top-k mining without random negatives never pushes other groups
-  away and mines the positive's own topic as negatives, so it folds (see BUILD_NOTES.md);
+  away and mines the positive's own topic as negatives, so it folds (see docs/RESULTS.md);
   for it we only require finite losses and metrics."""
   c = small_config(
       **{"loss.name": loss, "sampler.name": sampler, "train.steps": 200, "train.log_every": 100}
