@@ -45,15 +45,10 @@ def tables(summary: dict, fractions, temperatures, hard=HARD) -> list[str]:
       for s in hard
       for t in ((None,) if s == "hard_topk" else temperatures)
   ]
+  columns = [(f"f={f:g}", f) for f in fractions]
+  layout = dict(reference=UNIFORM, reference_name="f = 0, all uniform", missing="–")
   return report_lib.pivot_tables(
-      summary,
-      METRICS,
-      reference=UNIFORM,
-      reference_name="f = 0, all uniform",
-      head=("hard sampler", "T_h"),
-      rows=rows,
-      columns=[(f"f={f:g}", f) for f in fractions],
-      missing="–",
+      summary, METRICS, head=("hard sampler", "T_h"), rows=rows, columns=columns, **layout
   )
 
 
@@ -93,11 +88,8 @@ def verdict(summary: dict, rows: list[dict]) -> list[str]:
       per_sampler.append(f"{mine[0]} {summary[mine[0]]['recall@20'][0]:.4f}")
   out.append("best per hard sampler: " + "; ".join(per_sampler))
   cg = max(summary, key=lambda s: summary[s]["cross_group@20"][0])
-  out.append(
-      f"largest cross_group@20: {cg} {summary[cg]['cross_group@20'][0]:.4f} "
-      f"(all-uniform {base['cross_group@20'][0]:.4f})"
-  )
-  return out
+  worst, uniform = summary[cg]["cross_group@20"][0], base["cross_group@20"][0]
+  return out + [f"largest cross_group@20: {cg} {worst:.4f} (all-uniform {uniform:.4f})"]
 
 
 def plot(workdir: str, summary: dict, fractions, temperatures, hard=HARD) -> str:

@@ -48,15 +48,10 @@ def tables(summary: dict, ks, sampler_names, metrics=METRICS) -> list[str]:
       for s in sampler_names
       for q in (True, False)
   ]
+  columns = [(f"K={k}", k) for k in ks]
+  layout = dict(reference=FULL, reference_name="full softmax", missing="n/a")
   return report_lib.pivot_tables(
-      summary,
-      metrics,
-      reference=FULL,
-      reference_name="full softmax",
-      head=("sampler", "log-Q"),
-      rows=rows,
-      columns=[(f"K={k}", k) for k in ks],
-      missing="n/a",
+      summary, metrics, head=("sampler", "log-Q"), rows=rows, columns=columns, **layout
   )
 
 

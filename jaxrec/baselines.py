@@ -26,7 +26,7 @@ from scipy.linalg import lapack
 _GATHER_BYTES = 256 << 20
 # The Gram build handles at most this many (item, item) increments per chunk of users.
 _PAIR_BUDGET = 1 << 24
-# Largest matrix inverted by one LAPACK call (`_inverse_spd_inplace`).
+# Largest matrix inverted by one LAPACK call (`inverse_spd_inplace`).
 _LAPACK_MAX_N = 24576
 # Rows per block when symmetrising / scaling an [N, N] matrix in place.
 _ROW_BLOCK = 2048
@@ -128,7 +128,7 @@ def _lapack_inverse_inplace(a: np.ndarray) -> np.ndarray:
   return p
 
 
-def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
+def inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
   """a^-1 for a symmetric positive definite C-order float32 [N, N] array; a is
   overwritten and holds the full symmetric inverse, which is returned.
 
@@ -143,11 +143,11 @@ def _inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
   if n <= _LAPACK_MAX_N:
     return _lapack_inverse_inplace(a)
   m = n // 2
-  a_inv = _inverse_spd_inplace(np.ascontiguousarray(a[:m, :m]))
+  a_inv = inverse_spd_inplace(np.ascontiguousarray(a[:m, :m]))
   w = a[m:, :m] @ a_inv  # W = B A^-1
   s = w @ a[:m, m:]
   np.subtract(a[m:, m:], s, out=s)  # S = C - W B^T
-  a[m:, m:] = _inverse_spd_inplace(s)
+  a[m:, m:] = inverse_spd_inplace(s)
   del s
   np.matmul(a[m:, m:], w, out=a[m:, :m])
   a[m:, :m] *= -1.0  # -S^-1 W
@@ -199,7 +199,7 @@ def ease(train, *, lam: float) -> Ease:
     B_ij = -P_ij / P_jj for i != j;   scores s_u = x_u B.
 
   All in float32 in one [N, N] buffer: the Gram matrix (`gram`) gets lam on its diagonal,
-  is inverted in place by a Cholesky factorisation (`_inverse_spd_inplace`; by 2 x 2
+  is inverted in place by a Cholesky factorisation (`inverse_spd_inplace`; by 2 x 2
   blocks above 24,576 items), and P is turned into B in place; peak memory is about
   4 N^2 bytes (6.7 GB for Gowalla's 40,981 items), plus 3 N^2 bytes of scratch when
   blocked, plus the train pairs. Time is dominated by the inverse, N^3 to 1.25 N^3 flops.
@@ -214,7 +214,7 @@ def ease(train, *, lam: float) -> Ease:
   g = gram(train)
   offsets, items, _, num_items = _binary_csr(train)
   g[np.diag_indices(num_items)] += np.float32(lam)
-  p = _inverse_spd_inplace(g)
+  p = inverse_spd_inplace(g)
   del g
   scale = -1.0 / np.diag(p).astype(np.float32)  # copy, before p is overwritten
   for r0 in range(0, num_items, _ROW_BLOCK):

@@ -40,7 +40,8 @@ M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
 SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
 
 
-def _is_glibc() -> bool:
+def is_glibc() -> bool:
+  """Whether this process runs on glibc, whose mallopt settings `apply` sets."""
   try:
     return os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc")
   except (ValueError, OSError, AttributeError):  # no such confstr name off glibc
@@ -56,7 +57,7 @@ def apply(env: Optional[Mapping[str, str]] = None) -> bool:
         f"{ENV}={mode!r}: use 'keep' (keep freed memory for reuse) or "
         "'default' (glibc's own settings, also what an unset variable means)"
     )
-  if mode == "default" or not _is_glibc():
+  if mode == "default" or not is_glibc():
     return False
   try:
     mallopt = ctypes.CDLL(None).mallopt

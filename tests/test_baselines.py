@@ -110,7 +110,7 @@ def test_inverse_is_computed_in_place():
   m = rng.standard_normal((300, 200))
   g64 = m.T @ m + 5.0 * np.eye(200)
   g = g64.astype(np.float32)  # C order, as `gram` returns
-  p = baselines._inverse_spd_inplace(g)
+  p = baselines.inverse_spd_inplace(g)
   assert np.shares_memory(p, g) and p.flags.c_contiguous
   want = np.linalg.inv(g64)
   tol = np.linalg.cond(g64) * 200 * np.finfo(np.float32).eps
@@ -126,7 +126,7 @@ def test_blocked_inverse_matches_numpy(monkeypatch, n, max_n):
   m = rng.standard_normal((n + 50, n))
   g64 = m.T @ m + 5.0 * np.eye(n)
   g = g64.astype(np.float32)
-  p = baselines._inverse_spd_inplace(g)
+  p = baselines.inverse_spd_inplace(g)
   assert np.shares_memory(p, g)
   want = np.linalg.inv(g64)
   tol = np.linalg.cond(g64) * n * np.finfo(np.float32).eps

@@ -40,7 +40,7 @@ print(*faults)
 """
 PAGES = 16 * 1024 * 1024 * 4 // 4096
 
-glibc_only = pytest.mark.skipif(not host_malloc._is_glibc(), reason="glibc malloc only")
+glibc_only = pytest.mark.skipif(not host_malloc.is_glibc(), reason="glibc malloc only")
 
 
 def _faults_per_call(mode: str) -> list[int]:

@@ -422,7 +422,7 @@ def test_frequency_estimator_reproduces_yi_et_al_simulation():
       jax.vmap(
           lambda a: samplers.simulate_frequency_estimation(
               jax.random.PRNGKey(17), 1000, 128, 5000, 20_000, 10_000, a
-          ),
+          )
       )
   )
   err = np.asarray(sim(alphas))
