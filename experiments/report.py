@@ -352,14 +352,19 @@ def standard_plots(sw) -> tuple[list[str], list[str]]:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
+
+  from experiments import cli
 
   _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder holding results.csv.")
 
   def main(argv):
     del argv
+    csv_path = os.path.join(_WORKDIR.value, "results.csv")
+    if not os.path.isfile(csv_path):
+      raise FileNotFoundError(2, "no results.csv (run experiments.sweep first)", csv_path)
     report(_WORKDIR.value)
     print(f"wrote {os.path.join(_WORKDIR.value, 'summary.md')}")
 
   flags.mark_flag_as_required("workdir")
-  app.run(main)
+  cli.run(main)

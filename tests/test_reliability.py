@@ -259,3 +259,171 @@ def test_sigkill_during_checkpoint_write_then_rerun_matches(tmp_path):
   assert res["run"]["resumed_from_step"] == done
   ref = train.train_and_evaluate(cfg(**over), str(tmp_path / "ref"), verbose=False)
   assert res["metrics"] == ref["metrics"]
+
+
+# --------------------------------------------------------------------------------------
+# One user-facing error path: each expected failure ends in <= 2 stderr lines naming the
+# cause and a non-zero exit (the launcher in a subprocess, as a user runs it).
+
+_FILES = {
+    "badweight.csv": "1,10,1\n2,20,1\n3,30,abc\n",
+    "nanweight.csv": "1,10,1\n2,20,nan\n",
+    "negweight.csv": "1,10,1\n1,11,-2\n2,10,1\n",
+    "empty.csv": "",
+    "header.csv": "user,item,weight\n",
+    "nots.csv": "1,10\n1,11\n2,10\n2,12\n3,11\n3,12\n",
+    "single.csv": "".join(f"{u},{u + 100}\n" for u in range(40)),
+}
+
+
+def _data_files(tmp_path):
+  for name, text in _FILES.items():
+    (tmp_path / name).write_text(text)
+  (tmp_path / "adir.csv").mkdir()
+
+
+def _csv(name, *extra):
+  return lambda d: ["--config.data.name=csv", f"--config.data.path={d}/{name}", *extra]
+
+
+@pytest.mark.parametrize(
+    "args,cause",
+    [
+        (_csv("badweight.csv"), "badweight.csv:3: weight 'abc' is not a number"),
+        (_csv("nanweight.csv"), "nanweight.csv:2: weight 'nan' is not a number"),
+        (_csv("negweight.csv"), "negweight.csv: data row 2 has a negative weight -2.0"),
+        (_csv("empty.csv"), "empty.csv: no interactions"),
+        (_csv("header.csv"), "header.csv: no interactions"),
+        (_csv("adir.csv"), "adir.csv: is a directory"),
+        (_csv("nots.csv", "--config.data.split=last"), "data.split=last) needs timestamps"),
+        (_csv("single.csv"), "no user to evaluate"),
+        (lambda d: ["--config.train.stepz=5"], "unknown config key 'config.train.stepz'"),
+        (lambda d: ["--config.data.language_split=400"], "language_split=400 exceeds the number"),
+        (
+            lambda d: ["--config.data.min_rating=3"],
+            "data.min_rating=3.0 applies to data with weights",
+        ),
+        (
+            lambda d: ["--config.train.batching=epoch", "--config.train.batch_size=5000"],
+            "train.batch_size=5000 exceeds the 2400 training interactions",
+        ),
+    ],
+)
+def test_bad_input_ends_in_one_line(tmp_path, args, cause):
+  _data_files(tmp_path)
+  wd = tmp_path / "w"
+  r = _main([f"--workdir={wd}", *_SMALL_FLAGS, *args(tmp_path)])
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and 1 <= len(lines) <= 2, r.stderr[-3000:]
+  assert cause in r.stderr, r.stderr
+  assert "Traceback" not in r.stderr
+  # nothing trained, nothing claimed: the same workdir takes a corrected config
+  assert not (wd / "config.json").exists() and not (wd / "checkpoints").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+  _data_files(tmp_path)
+  bad = _csv("badweight.csv")(tmp_path)
+  r = _main([f"--workdir={tmp_path}/w", "--debug", *_SMALL_FLAGS, *bad])
+  assert r.returncode != 0 and "Traceback" in r.stderr and "badweight.csv:3" in r.stderr
+  r = _main(
+      [f"--workdir={tmp_path}/w", *_SMALL_FLAGS, *bad], env={**os.environ, "JAXREC_DEBUG": "1"}
+  )
+  assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_unwritable_workdir_names_the_path(tmp_path):
+  if os.geteuid() == 0:  # root ignores permissions: a workdir under a regular file
+    (tmp_path / "file").write_text("")
+    wd = tmp_path / "file" / "w"
+  else:
+    (tmp_path / "ro").mkdir(mode=0o555)
+    wd = tmp_path / "ro" / "w"
+  r = _main([f"--workdir={wd}", *_SMALL_FLAGS])
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+  assert str(tmp_path) in lines[0] and lines[0].startswith("error: ")
+
+
+def test_report_without_results_csv(tmp_path):
+  r = subprocess.run(
+      [sys.executable, "-m", "experiments.report", f"--workdir={tmp_path}"],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and len(lines) == 1, r.stderr
+  assert f"{tmp_path}/results.csv" in lines[0] and "no results.csv" in lines[0]
+
+
+_PAUSED = r"""
+import os, sys, time
+from jaxrec import train
+wd = sys.argv[1]
+def slow(*a, **kw):
+  open(wd + "/STARTED", "w").close()
+  while True:
+    time.sleep(0.05)
+train._train_loop = slow
+sys.argv = ["main", "--workdir=" + sys.argv[1]] + sys.argv[2:]
+from absl import flags
+from experiments import main, cli
+flags.mark_flag_as_required("workdir")
+cli.run(main.main)
+"""
+
+
+def test_ctrl_c_exits_130_in_one_line(tmp_path):
+  import signal
+  import time
+
+  wd = tmp_path / "w"
+  p = subprocess.Popen(
+      [sys.executable, "-c", _PAUSED, str(wd), *_SMALL_FLAGS],
+      cwd=REPO,
+      stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
+  while not (wd / "STARTED").exists():
+    assert p.poll() is None, p.communicate()
+    time.sleep(0.05)
+  p.send_signal(signal.SIGINT)
+  _, err = p.communicate(timeout=120)
+  assert p.returncode == 130, err[-3000:]
+  lines = err.strip().splitlines()
+  assert len(lines) == 1 and "interrupted" in lines[0], err
+
+
+@pytest.mark.parametrize("tool", ["main", "sweep", "report", "folding"])
+def test_help_exits_0(tool):
+  r = subprocess.run(
+      [sys.executable, "-m", f"experiments.{tool}", "--help"],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "--workdir" in r.stdout
+  if tool == "main":  # points to the config keys and the registered names
+    from jaxrec import losses, models, samplers
+
+    assert "  train: batch_size, batching, checkpoint_every" in r.stdout
+    for text in (models.help_text(), losses.help_text(), samplers.help_text()):
+      assert text in r.stdout
+
+
+_SMALL_FLAGS = [
+    "--config.data.num_users=300",
+    "--config.data.num_items=200",
+    "--config.data.interactions_per_user=10",
+    "--config.model.dim=8",
+    "--config.train.steps=60",
+    "--config.train.batch_size=32",
+    "--config.train.log_every=20",
+    "--config.train.checkpoint_every=20",
+    "--config.sampler.num_negatives=8",
+]
