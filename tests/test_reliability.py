@@ -427,3 +427,149 @@ _SMALL_FLAGS = [
     "--config.train.checkpoint_every=20",
     "--config.sampler.num_negatives=8",
 ]
+
+
+# --------------------------------------------------------------------------------------
+# Run facts that stay true; a full disk; data checks that need a loaded data set.
+
+
+def _fake_clock(monkeypatch, compile_s=50.0, step_s=0.01):
+  """train.clock reads a fake time that the step advances: compile_s for the first step
+  of a run (state.step == 0 before it), step_s for every other."""
+  now = [0.0]
+  real = step.jitted_train_step
+
+  def timed_step(spec, state, ddata):
+    now[0] += compile_s if int(state.step) == 0 else step_s
+    return real(spec, state, ddata)
+
+  monkeypatch.setattr(step, "jitted_train_step", timed_step)
+  monkeypatch.setattr(train, "clock", lambda: now[0])
+
+
+def test_steps_per_second_excludes_compilation(tmp_path, monkeypatch):
+  _fake_clock(monkeypatch)
+  res = train.train_and_evaluate(cfg(), str(tmp_path / "w"), verbose=False)
+  run = res["run"]
+  assert run["compile_seconds"] == pytest.approx(50.0)
+  assert run["steps_per_second"] == pytest.approx(100.0)  # 59 steps at 0.01 s
+  assert run["train_seconds"] == pytest.approx(59 * 0.01)
+  with open(tmp_path / "w" / "metrics.jsonl") as f:
+    logged = [json.loads(line).get("steps_per_second") for line in f]
+  assert logged[:3] == pytest.approx([100.0] * 3)
+
+
+def test_sweep_summary_reports_steps_per_second_after_compilation(tmp_path, monkeypatch):
+  _fake_clock(monkeypatch)
+  path = sweep.run_sweep(cfg(), [sweep.Run("base", ())], [0, 1], str(tmp_path))
+  from experiments import report
+
+  rows = report.read_results(str(tmp_path))
+  assert [r["steps_per_second"] for r in rows] == pytest.approx([100.0, 100.0])
+  assert [r["compile_seconds"] for r in rows] == pytest.approx([50.0, 50.0])
+  md = report.write_summary(
+      str(tmp_path), report.summarize(rows), title="t", metrics=("recall@20",)
+  )
+  assert os.path.exists(path)
+  with open(md) as f:
+    assert "| 100 | 50.0 | 2 |" in f.read()
+
+
+def test_rerun_of_a_finished_run_leaves_its_records_byte_identical(tmp_path):
+  wd = tmp_path / "w"
+  r = _main([f"--workdir={wd}", *_SMALL_FLAGS])
+  assert r.returncode == 0, r.stderr[-2000:]
+  before = {n: (wd / n).read_bytes() for n in ("metrics.jsonl", "results.json", "config.json")}
+  r = _main([f"--workdir={wd}", *_SMALL_FLAGS])
+  assert r.returncode == 0 and "already finished" in r.stdout, r.stdout + r.stderr
+  assert {n: (wd / n).read_bytes() for n in before} == before
+
+
+def test_run_failed_on_data_does_not_claim_its_workdir(tmp_path):
+  _data_files(tmp_path)
+  wd = tmp_path / "w"
+  r = _main([f"--workdir={wd}", *_SMALL_FLAGS, *_csv("badweight.csv")(tmp_path)])
+  assert r.returncode == 2 and "badweight.csv:3" in r.stderr
+  r = _main([f"--workdir={wd}", *_SMALL_FLAGS])  # the corrected run, no --overwrite
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert (wd / "results.json").exists()
+
+
+def test_disk_full_names_the_path_and_last_checkpoint(tmp_path, monkeypatch):
+  import errno
+
+  from jaxrec import workdir as workdir_io
+
+  real = workdir_io.append_jsonl
+
+  def full_at_40(path, row):
+    if row.get("step") == 40:
+      raise OSError(errno.ENOSPC, "No space left on device", path)
+    real(path, row)
+
+  monkeypatch.setattr(workdir_io, "append_jsonl", full_at_40)
+  wd = tmp_path / "w"
+  with pytest.raises(workdir_io.DiskFullError) as info:
+    train.train_and_evaluate(cfg(**{"train.checkpoint_every": 20}), str(wd), verbose=False)
+  msg = info.value.strerror
+  assert len(msg.splitlines()) == 1
+  assert f"writing {wd}/metrics.jsonl" in msg and "last good checkpoint: 20" in msg
+  assert str(wd / "checkpoints") in msg
+  from experiments import cli
+
+  assert cli.message(info.value) == f"error: {msg}"
+
+
+def test_leftover_tmp_checkpoints_are_removed_at_start(tmp_path):
+  wd = tmp_path / "w"
+  tmp = wd / "checkpoints" / "40.orbax-checkpoint-tmp-1700000000"
+  tmp.mkdir(parents=True)
+  (tmp / "shard").write_bytes(b"partial")
+  res = train.train_and_evaluate(cfg(**{"train.checkpoint_every": 20}), str(wd), verbose=False)
+  assert res["run"]["resumed_from_step"] == 0
+  assert not any("tmp" in n for n in os.listdir(wd / "checkpoints"))
+
+
+def _weighted_csv(path, weights):
+  import numpy as np
+
+  rng = np.random.default_rng(0)
+  rows = {(u, int(i)) for u in range(60) for i in rng.choice(50, 8, replace=False)}
+  with open(path, "w") as f:
+    for k, (u, i) in enumerate(sorted(rows)):
+      f.write(f"{u},{i},{weights[k % len(weights)]}\n")
+  return len(rows)
+
+
+def test_ignored_weights_warn_in_one_line(tmp_path):
+  _weighted_csv(tmp_path / "w.csv", [1, 2, 5])
+  args = [
+      f"--workdir={tmp_path}/w",
+      "--config.data.name=csv",
+      f"--config.data.path={tmp_path}/w.csv",
+      *_SMALL_FLAGS[3:],
+  ]
+  r = _main(args)
+  assert r.returncode == 0, r.stderr[-2000:]
+  warn = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+  assert warn == [
+      "warning: the data carry weights that model.name=dnn ignores (every interaction counts "
+      "once); weights are used by wals"
+  ]
+
+
+def test_min_rating_filters_csv_weights(tmp_path):
+  import numpy as np
+
+  n = _weighted_csv(tmp_path / "w.csv", [1, 2, 5])
+  c = cfg(**{"data.name": "csv", "data.path": str(tmp_path / "w.csv")})
+  everything = data.READERS["csv"](c.data)
+  assert len(everything.user_ids) == n
+  c = cfg(**{"data.name": "csv", "data.path": str(tmp_path / "w.csv"), "data.min_rating": 2.0})
+  kept = data.READERS["csv"](c.data)
+  assert np.all(kept.weights >= 2.0)
+  assert len(kept.user_ids) == int(np.sum(everything.weights >= 2.0)) < n
+  (tmp_path / "now.csv").write_text("1,2\n3,4\n")
+  c = cfg(**{"data.name": "csv", "data.path": str(tmp_path / "now.csv"), "data.min_rating": 2.0})
+  with pytest.raises(DataError, match="needs a weight column"):
+    data.READERS["csv"](c.data)
