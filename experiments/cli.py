@@ -37,11 +37,11 @@ def message(err: BaseException) -> str:
   """One line (two at most) naming the cause, no chained internals."""
   if isinstance(err, KeyboardInterrupt):
     return "interrupted (Ctrl-C); rerun the same command to resume from the last checkpoint"
-  if isinstance(err, OSError) and not isinstance(err, (DataError, workdir_io.DiskFullError)):
+  if isinstance(err, OSError) and not isinstance(err, DataError):
     full = workdir_io.find_enospc(err)
     what = err.strerror or str(err)
-    path = err.filename or (full.filename if full is not None else None)
-    return f"error: {what}: {path}" if path else f"error: {err}"
+    path = err.filename or (full.filename if full is not None and full is not err else None)
+    return f"error: {what}: {path}" if path else f"error: {what}"
   if isinstance(err, KeyError) and err.args:
     return f"error: {err.args[0]}"
   text = str(err).strip() or type(err).__name__
