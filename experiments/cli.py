@@ -8,6 +8,7 @@ shows the traceback instead. Unexpected exceptions keep theirs. --help exits 0.
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import sys
 from typing import Callable
@@ -53,6 +54,12 @@ def _fail(err: BaseException, code: int):
   if debug():
     raise err
   print(message(err), file=sys.stderr, flush=True)
+  if isinstance(err, workdir_io.DiskFullError):
+    # orbax's writer threads fail on: leave without the interpreter's teardown, whose
+    # closed event loops would print their tracebacks after our line (files are written
+    # atomically; nothing of ours is pending)
+    sys.stdout.flush()
+    os._exit(code)
   sys.exit(code)
 
 
@@ -61,6 +68,8 @@ def guarded(main: Callable) -> Callable:
 
   def wrapped(argv):
     logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
+    if not debug():  # and its background threads' failures, which we report in one line
+      logging.get_absl_handler().addFilter(_NotOrbax())
     try:
       return main(argv)
     except KeyboardInterrupt as err:
@@ -71,6 +80,12 @@ def guarded(main: Callable) -> Callable:
       _fail(err, USAGE)
 
   return wrapped
+
+
+class _NotOrbax(std_logging.Filter):
+
+  def filter(self, record) -> bool:
+    return "/orbax/" not in record.pathname.replace(os.sep, "/")
 
 
 def _user_facing_oserror(err: OSError) -> bool:

@@ -97,11 +97,13 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
       full = workdir_io.find_enospc(err)
       if full is None:
         raise
-      path = full.filename or workdir
+      latest = _latest(ckpt)
+      path = full.filename or ckpt.directory
       raise workdir_io.DiskFullError(
           errno.ENOSPC,
-          f"no space left on device writing {path} (disk of {os.path.abspath(workdir)}); "
-          f"last good checkpoint: {_latest(ckpt)} (in {ckpt.directory}); free space and "
+          f"no space left on device writing {path} (the disk mounted at "
+          f"{_mount_point(workdir)}); "
+          f"last good checkpoint: {latest} (in {ckpt.directory}); free space and "
           "rerun to resume",
       ) from None
     t_eval = time.time()
@@ -135,6 +137,13 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
   )
   log("final: %s", workdir_io.fmt_metrics(final))
   return results
+
+
+def _mount_point(path: str) -> str:
+  path = os.path.realpath(path)
+  while not os.path.ismount(path):
+    path = os.path.dirname(path)
+  return path
 
 
 def _latest(ckpt):

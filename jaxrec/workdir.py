@@ -58,12 +58,16 @@ def lock(workdir: str):
 
 
 def find_enospc(err: BaseException):
-  """The OSError ENOSPC in `err` or its causes/contexts (orbax wraps them), or None."""
+  """The ENOSPC error in `err` or its causes/contexts, or None: an OSError ENOSPC, or
+  tensorstore's (orbax's writer) ValueError "RESOURCE_EXHAUSTED ... No space left on
+  device [os_error_code='28']" (returned as an OSError naming no file)."""
   seen = set()
   while err is not None and id(err) not in seen:
     seen.add(id(err))
     if isinstance(err, OSError) and err.errno == errno.ENOSPC:
       return err
+    if "No space left on device" in str(err) or "os_error_code='28'" in str(err):
+      return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     err = err.__cause__ or err.__context__
   return None
 

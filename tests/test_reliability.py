@@ -573,3 +573,27 @@ def test_min_rating_filters_csv_weights(tmp_path):
   c = cfg(**{"data.name": "csv", "data.path": str(tmp_path / "now.csv"), "data.min_rating": 2.0})
   with pytest.raises(DataError, match="needs a weight column"):
     data.READERS["csv"](c.data)
+
+
+def test_real_disk_full_on_a_small_tmpfs(tmp_path):
+  """A real full disk (a 300 KiB tmpfs; needs root to mount, skipped otherwise): one line
+  naming the disk and the last good checkpoint; after space is freed the rerun finishes
+  and orbax's leftover temporary folder is gone."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)]).returncode:
+    pytest.skip("cannot mount a tmpfs here")
+  try:
+    args = [f"--workdir={disk}/w", *_SMALL_FLAGS[3:], "--config.data.num_users=2000"]
+    args += ["--config.data.num_items=2000", "--config.model.dim=16"]
+    r = _main(args)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert f"the disk mounted at {disk}" in lines[0] and "last good checkpoint:" in lines[0]
+    assert any("tmp" in n for n in os.listdir(disk / "w" / "checkpoints"))
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+    r = _main(args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert not any("tmp" in n for n in os.listdir(disk / "w" / "checkpoints"))
+  finally:
+    subprocess.run(["umount", str(disk)])
