@@ -100,7 +100,10 @@ def _user_facing_oserror(err: OSError) -> bool:
 def _parser(extra_help: Callable[[], str] | None):
   def parse(argv):
     if any(a in ("-h", "--help", "-help", "--helpshort", "-?") for a in argv[1:]):
-      print(flags.FLAGS.main_module_help())
+      fl = flags.FLAGS
+      # the flags of the main module and of the one defining --workdir (folding's: sweep)
+      mods = [sys.argv[0], fl.find_module_defining_flag("workdir")]
+      print("\n".join(fl.module_help(m) for m in dict.fromkeys(m for m in mods if m)))
       if extra_help is not None:
         print(extra_help())
       sys.exit(0)

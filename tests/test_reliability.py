@@ -597,3 +597,23 @@ def test_real_disk_full_on_a_small_tmpfs(tmp_path):
     assert not any("tmp" in n for n in os.listdir(disk / "w" / "checkpoints"))
   finally:
     subprocess.run(["umount", str(disk)])
+
+
+@pytest.mark.parametrize("tool", ["sweep", "folding"])
+def test_runner_unknown_key_in_one_line(tmp_path, tool):
+  r = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          f"experiments.{tool}",
+          f"--workdir={tmp_path}",
+          "--config.train.stepz=5",
+      ],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
+  lines = r.stderr.strip().splitlines()
+  assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+  assert "unknown config key 'config.train.stepz'" in lines[0]
