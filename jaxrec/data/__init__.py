@@ -6,6 +6,8 @@
 
 import dataclasses
 
+import numpy as np
+
 from jaxrec.data.interactions import DataError, DataPathError, Interactions, k_core
 from jaxrec.data.readers import load_csv, load_lastfm, load_lightgcn, load_movielens
 from jaxrec.data.splits import SPLIT_KINDS, Splits, carve_valid, split, split3
@@ -43,6 +45,19 @@ def _min_weight(inter: Interactions, min_rating, path) -> Interactions:
 DATASETS = ("synthetic",) + tuple(READERS)
 
 
+def _check_weights(inter: Interactions, path) -> None:
+  """Weights are counts or ratings: a negative one is refused, naming its raw ids."""
+  if inter.weights is not None and (inter.weights < 0).any():
+    e = int(np.flatnonzero(inter.weights < 0)[0])
+    raw = lambda r, i: r[i] if r is not None else i
+    u = raw(inter.user_raw, inter.user_ids[e])
+    i = raw(inter.item_raw, inter.item_ids[e])
+    raise DataError(
+        f"{path}: user {u} item {i} has a negative weight {float(inter.weights[e])!r} "
+        f"({int((inter.weights < 0).sum())} such rows; weights are counts or ratings, >= 0)"
+    )
+
+
 def load_data(data_cfg, seed: int):
   """(config.data, seed) -> (train, test) Interactions in one id space: read (or
   generate), k-core filter, language split, then the seeded train/test split."""
@@ -58,6 +73,7 @@ def load_data(data_cfg, seed: int):
     )
   else:
     inter = READERS[data_cfg.name](data_cfg)
+    _check_weights(inter, data_cfg.path)
   if data_cfg.k_core:
     inter = k_core(inter, min_user=data_cfg.k_core, min_item=data_cfg.k_core)
   if data_cfg.language_split and data_cfg.language_split > 1:

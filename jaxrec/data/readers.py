@@ -290,12 +290,6 @@ def _build(
     fname: str, users_raw, items_raw, weights, timestamps, *, duplicates: str
 ) -> Interactions:
   """Dense remap, duplicate merge, sort by (user, item)."""
-  if weights is not None and (np.asarray(weights) < 0).any():
-    row = int(np.flatnonzero(np.asarray(weights) < 0)[0])
-    raise DataError(
-        f"{fname}: data row {row + 1} has a negative weight {float(weights[row])!r} "
-        "(weights are counts or ratings, >= 0)"
-    )
   users, user_raw = _remap(users_raw, "user", fname)
   items, item_raw = _remap(items_raw, "item", fname)
   key = users.astype(np.int64) * max(item_raw.size, 1) + items
