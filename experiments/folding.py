@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import sys
 
-from absl import app
 
 from experiments import report as report_lib
 from experiments import sweep
@@ -151,5 +150,7 @@ def legacy_argv(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
   sys.argv = legacy_argv(sys.argv)  # config_flags reads the overrides from sys.argv
+  from experiments import cli
+
   sweep.define_flags(CONFIG, "runs/folding")
-  app.run(sweep.main)
+  cli.run(sweep.main)

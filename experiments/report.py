@@ -66,18 +66,20 @@ def write_summary(
       "",
       f"Mean ± std over seeds (n per row in the last column; the mean alone where n = 1), "
       f"sorted by {metrics[0]}. "
-      "Full-ranking metrics over the whole catalogue, training items masked.",
+      "Full-ranking metrics over the whole catalogue, training items masked. steps/s "
+      "counts the steps after the first (compiling) one; compile s is that first step.",
       "",
   ]
   cols = [m for m in metrics if any(m in summary[s] for s in order)]
-  lines.append("| strategy | " + " | ".join(cols) + " | steps/s | n |")
-  lines.append("|---|" + "---|" * (len(cols) + 2))
+  lines.append("| strategy | " + " | ".join(cols) + " | steps/s | compile s | n |")
+  lines.append("|---|" + "---|" * (len(cols) + 3))
   for s in order:
     d = summary[s]
     # one seed: the mean alone (a sample std is undefined; "± 0.000" would read as measured)
     cells = [("–" if m not in d else fmt(d[m]) if d["n"] > 1 else f"{d[m][0]:.3f}") for m in cols]
     sps = f"{d['steps_per_second'][0]:.0f}" if "steps_per_second" in d else "–"
-    lines.append(f"| {s} | " + " | ".join(cells) + f" | {sps} | {d['n']} |")
+    comp = f"{d['compile_seconds'][0]:.1f}" if "compile_seconds" in d else "–"
+    lines.append(f"| {s} | " + " | ".join(cells) + f" | {sps} | {comp} | {d['n']} |")
   lines += ["", "Config overrides per strategy (on top of the base config):", ""]
   for s in order:
     lines.append(f"- `{s}`: `{summary[s]['overrides']}`")
@@ -352,14 +354,19 @@ def standard_plots(sw) -> tuple[list[str], list[str]]:
 
 
 if __name__ == "__main__":
-  from absl import app, flags
+  from absl import flags
+
+  from experiments import cli
 
   _WORKDIR = flags.DEFINE_string("workdir", None, "Sweep folder holding results.csv.")
 
   def main(argv):
     del argv
+    csv_path = os.path.join(_WORKDIR.value, "results.csv")
+    if not os.path.isfile(csv_path):
+      raise FileNotFoundError(2, "no results.csv (run experiments.sweep first)", csv_path)
     report(_WORKDIR.value)
     print(f"wrote {os.path.join(_WORKDIR.value, 'summary.md')}")
 
   flags.mark_flag_as_required("workdir")
-  app.run(main)
+  cli.run(main)

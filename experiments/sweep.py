@@ -29,13 +29,11 @@ import itertools
 import json
 import os
 import re
-import sys
 import time
 from typing import Any, Callable, Sequence
 
 from absl import app, flags, logging
 import ml_collections
-from ml_collections import config_flags
 
 from experiments import report as report_lib
 from experiments.configs import common
@@ -178,6 +176,7 @@ def gather(sweep_dir: str, runs: Sequence[Run], seeds: Sequence[int]) -> str:
           "seed": seed,
           "overrides": json.dumps(dict(run.overrides), sort_keys=True),
           "steps_per_second": res["run"].get("steps_per_second"),
+          "compile_seconds": res["run"].get("compile_seconds"),
           "train_seconds": res["run"].get("train_seconds"),
           "workdir": os.path.relpath(os.path.dirname(path), sweep_dir),
       }
@@ -412,8 +411,10 @@ def with_grid(config, grid_specs: Sequence[str], seeds) -> ml_collections.Config
 
 
 def define_flags(config: str | None, workdir: str | None) -> None:
+  from experiments import cli
+
   global _CONFIG, _WORKDIR, _GRID, _SEEDS
-  _CONFIG = config_flags.DEFINE_config_file(
+  _CONFIG = cli.define_config_file(
       "config",
       config,
       "Config file with get_config(arg) (FILE.py:VARIANT); override any " "key with --config.x=y.",
@@ -435,22 +436,20 @@ def define_flags(config: str | None, workdir: str | None) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file at INFO
   config = _CONFIG.value
-  try:
-    if "sweep" not in config:
-      config = with_grid(config, _GRID.value, _SEEDS.value)
-    elif _GRID.value or _SEEDS.value:
-      raise ConfigError(
-          "--grid and --seeds are for a config without a sweep section; an "
-          "ablation's seeds and runs: --config.sweep.seeds, --config.sweep.only"
-      )
-    run(config, _WORKDIR.value)
-  except ConfigError as err:
-    print(f"error: {err}", file=sys.stderr)
-    sys.exit(2)
+  if "sweep" not in config:
+    config = with_grid(config, _GRID.value, _SEEDS.value)
+  elif _GRID.value or _SEEDS.value:
+    raise ConfigError(
+        "--grid and --seeds are for a config without a sweep section; an "
+        "ablation's seeds and runs: --config.sweep.seeds, --config.sweep.only"
+    )
+  run(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":
+  from experiments import cli
+
   define_flags("experiments/configs/synthetic.py", None)
-  app.run(main)
+  cli.run(main)

@@ -15,6 +15,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import sys
+
+import numpy as np
 
 from jaxrec import data, losses, models, samplers, tables
 
@@ -274,6 +277,11 @@ def _check_data(d) -> None:
   if not 0.0 < d.test_fraction < 1.0:
     raise ConfigError(f"data.test_fraction={d.test_fraction!r} must be in (0, 1)")
   _positive(d.language_split, "data.language_split", allow_zero=True)
+  if d.min_rating and d.name == "synthetic":
+    raise ConfigError(
+        f"data.min_rating={d.min_rating} applies to data with weights (movielens, lastfm, "
+        "csv), not data.name=synthetic"
+    )
 
 
 def _check_eval(e) -> None:
@@ -309,3 +317,42 @@ def check_data_fit(config, num_users: int, num_items: int) -> None:
       )
   if max(config.eval.ks) > num_items:
     raise ConfigError(f"eval.ks={tuple(config.eval.ks)} exceeds the number of items ({num_items})")
+
+
+# The models that read the interactions' weights (WALS: as confidence); the rest count
+# every interaction once.
+WEIGHTED_MODELS = ("wals",)
+
+
+def check_splits(config, train, test, *, log=None) -> None:
+  """Checks of the loaded split, before anything is trained or written: some user can be
+  evaluated, an epoch fits in the data; `log` (a printf function) gets one warning line
+  when the data carry weights that the chosen model ignores."""
+  n = max(int(train.num_items), 1)
+  train_keys = train.user_ids.astype("int64") * n + train.item_ids
+  test_keys = test.user_ids.astype("int64") * n + test.item_ids
+  if not np.isin(test_keys, train_keys, invert=True).any():
+    raise data.DataError(
+        f"no user to evaluate: no test interaction left that is not a train one "
+        f"(data.name={config.data.name}, {len(train.user_ids)} train / "
+        f"{len(test.user_ids)} test interactions; users need >= 2 interactions)"
+    )
+  t = config.train
+  if (
+      models.REGISTRY[config.model.name].trained_by_step
+      and t.batching == "epoch"
+      and t.batch_size > len(train.user_ids)
+  ):
+    raise ConfigError(
+        f"train.batch_size={t.batch_size} exceeds the {len(train.user_ids)} training "
+        "interactions under train.batching=epoch"
+    )
+  w = train.weights
+  if log is not None and w is not None and config.model.name not in WEIGHTED_MODELS:
+    if w.size and not bool(np.all(w == w[0])):
+      print(
+          f"warning: the data carry weights that model.name={config.model.name} ignores "
+          f"(every interaction counts once); weights are used by {_names(WEIGHTED_MODELS)}",
+          file=sys.stderr,
+          flush=True,
+      )

@@ -9,7 +9,9 @@ model's run).
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import time
 
 import ml_collections
@@ -17,7 +19,10 @@ import ml_collections
 from jaxrec import data as data_lib
 from jaxrec import evaluate, models, sharding, step, wals
 from jaxrec import workdir as workdir_io
-from jaxrec.config import ConfigError, StepSpec, check_data_fit, validate_config
+from jaxrec.config import ConfigError, StepSpec, check_data_fit, check_splits, validate_config
+
+# Time of the loop's measurements (tests replace it with a fake clock).
+clock = time.perf_counter
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -40,12 +45,22 @@ def train_and_evaluate(
   """
   validate_config(config)
   cfg_dict = workdir_io.config_to_dict(config)
-  workdir_io.claim(workdir, cfg_dict, overwrite=overwrite, error=ConfigError)
-  log = workdir_io.log if verbose else (lambda *a: None)
+  with workdir_io.lock(workdir):
+    done = workdir_io.finished(workdir, cfg_dict)
+    if done is not None:  # a finished run is left untouched
+      if verbose:
+        workdir_io.log("already finished: %s", os.path.join(workdir, "results.json"))
+      return done
+    workdir_io.claim(workdir, cfg_dict, overwrite=overwrite, error=ConfigError, check_only=True)
+    return _run(config, cfg_dict, workdir, overwrite, data, verbose)
 
+
+def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
+  log = workdir_io.log if verbose else (lambda *a: None)
   t_data = time.time()
   train, test = data if data is not None else data_lib.load_data(config.data, int(config.seed))
   check_data_fit(config, train.num_users, train.num_items)
+  check_splits(config, train, test, log=log if verbose else None)
   log(
       "data: %d users, %d items, %d train / %d test interactions (%.1fs)",
       train.num_users,
@@ -54,6 +69,8 @@ def train_and_evaluate(
       len(test.user_ids),
       time.time() - t_data,
   )
+  # Claimed only now: a run that failed on its config or data leaves no config.json.
+  workdir_io.claim(workdir, cfg_dict, overwrite=overwrite, error=ConfigError)
 
   mesh = sharding.make_mesh(tuple(config.mesh.shape) or None)
   with sharding.mesh_context(mesh):
@@ -72,9 +89,23 @@ def train_and_evaluate(
 
     mpath = workdir_io.metrics_path(workdir, start)
     t0 = time.time()
-    state, train_seconds = _train_loop(
-        config, spec, state, ddata, start, ckpt, train, test, mpath, log
-    )
+    try:
+      state, train_seconds, compile_seconds = _train_loop(
+          config, spec, state, ddata, start, ckpt, train, test, mpath, log
+      )
+    except Exception as err:
+      full = workdir_io.find_enospc(err)
+      if full is None:
+        raise
+      latest = _latest(ckpt)
+      path = full.filename or ckpt.directory
+      raise workdir_io.DiskFullError(
+          errno.ENOSPC,
+          f"no space left on device writing {path} (the disk mounted at "
+          f"{_mount_point(workdir)}); "
+          f"last good checkpoint: {latest} (in {ckpt.directory}); free space and "
+          "rerun to resume",
+      ) from None
     t_eval = time.time()
     query_UxD = step.query_embeddings(spec, state, ddata)
     items_NxD = step.item_embeddings(spec, state)
@@ -87,13 +118,15 @@ def train_and_evaluate(
 
   steps = int(config.train.steps)
   workdir_io.append_jsonl(mpath, {"step": steps, **final})
+  timed = steps - start - 1  # the steps after the first (compiling) one of this process
   results = workdir_io.write_results(
       workdir,
       final,
       {
           "steps": steps,
           "resumed_from_step": start,
-          "steps_per_second": (steps - start) / train_seconds if train_seconds > 0 else None,
+          "steps_per_second": timed / train_seconds if timed > 0 and train_seconds > 0 else None,
+          "compile_seconds": compile_seconds,
           "train_seconds": train_seconds,
           "eval_seconds": eval_seconds,
           "wall_seconds": time.time() - t0,
@@ -106,16 +139,34 @@ def train_and_evaluate(
   return results
 
 
+def _mount_point(path: str) -> str:
+  path = os.path.realpath(path)
+  while not os.path.ismount(path):
+    path = os.path.dirname(path)
+  return path
+
+
+def _latest(ckpt):
+  try:
+    return ckpt.latest_step()
+  except Exception:  # noqa: BLE001 - a broken manager must not hide the disk-full message
+    return None
+
+
 def _train_loop(config, spec, state, ddata, start, ckpt, train, test, mpath, log):
   """Steps start..train.steps; a log line (and eval.every an evaluation) every
   train.log_every steps, the only host syncs. -> (state, seconds spent training)."""
   steps, log_every = int(config.train.steps), int(config.train.log_every)
   eval_every = int(config.eval.every)
-  train_seconds, t_log, s_log = 0.0, time.time(), start
+  train_seconds, compile_seconds, t_log, s_log = 0.0, None, clock(), start
   throttle = sharding.DispatchThrottle()  # <= 8 steps queued (XLA:CPU multi-device hang)
   for done in range(start + 1, steps + 1):
     state, step_metrics = step.jitted_train_step(spec, state, ddata)
     throttle(step_metrics["loss"])
+    if done == start + 1:  # the first step compiles: timed apart, not in steps/s
+      float(step_metrics["loss"])  # waits for it
+      now = clock()
+      compile_seconds, t_log, s_log = now - t_log, now, done
     if done % log_every == 0 or done == steps:
       loss = float(step_metrics["loss"])
       bad = int(state.first_bad_step)
@@ -125,8 +176,8 @@ def _train_loop(config, spec, state, ddata, start, ckpt, train, test, mpath, log
             f"last good checkpoint: {ckpt.latest_step()} (in {ckpt.directory}); "
             f"set --config.train.skip_nonfinite=True to skip such steps"
         )
-      now = time.time()
-      sps = (done - s_log) / max(now - t_log, 1e-9)
+      now = clock()
+      sps = (done - s_log) / max(now - t_log, 1e-9) if done > s_log else None
       train_seconds += now - t_log
       t_log, s_log = now, done
       row = {"step": done, "loss": loss, "steps_per_second": sps}
@@ -143,16 +194,16 @@ def _train_loop(config, spec, state, ddata, start, ckpt, train, test, mpath, log
                 temperature=spec.loss.temperature,
             )
         )
-        t_log = time.time()
+        t_log = clock()
       workdir_io.append_jsonl(mpath, row)
       log(
-          "step %d/%d  loss %.4f  %.1f steps/s  ETA %s",
+          "step %d/%d  loss %.4f  %s steps/s  ETA %s",
           done,
           steps,
           loss,
-          sps,
-          workdir_io.fmt_seconds((steps - done) / max(sps, 1e-9)),
+          "-" if sps is None else f"{sps:.1f}",
+          workdir_io.fmt_seconds((steps - done) / max(sps or 0.0, 1e-9)),
       )
     ckpt.maybe_save(done, state, final=(done == steps))
   ckpt.close()
-  return state, train_seconds
+  return state, train_seconds, compile_seconds

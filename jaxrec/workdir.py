@@ -8,6 +8,10 @@ process 0; a rerun of the same config resumes from the last checkpoint.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
+import glob
 import json
 import os
 import platform as _platform
@@ -19,6 +23,65 @@ import jax
 import numpy as np
 import optax
 from absl import logging
+
+
+class WorkdirBusyError(RuntimeError):
+  """Another live process holds the workdir's lock."""
+
+
+class DiskFullError(OSError):
+  """No space left while writing a run's files; names the path and the last checkpoint."""
+
+
+@contextlib.contextmanager
+def lock(workdir: str):
+  """An exclusive flock on WORKDIR/.lock (holding our pid) for the `with` body. The OS
+  drops it when the process dies, so a killed run never leaves a stale lock. A second
+  holder is refused at once with WorkdirBusyError naming the first one's pid."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, ".lock")
+  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+      raise WorkdirBusyError(
+          f"workdir {workdir} is in use by another run (pid {holder}); wait for it or use "
+          "another --workdir"
+      ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)  # releases the lock (the file stays: removing it would race a waiter)
+
+
+def find_enospc(err: BaseException):
+  """The ENOSPC error in `err` or its causes/contexts, or None: an OSError ENOSPC, or
+  tensorstore's (orbax's writer) ValueError "RESOURCE_EXHAUSTED ... No space left on
+  device [os_error_code='28']" (returned as an OSError naming no file)."""
+  seen = set()
+  while err is not None and id(err) not in seen:
+    seen.add(id(err))
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+      return err
+    if "No space left on device" in str(err) or "os_error_code='28'" in str(err):
+      return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    err = err.__cause__ or err.__context__
+  return None
+
+
+def finished(workdir: str, cfg_dict: dict) -> dict | None:
+  """The results of a finished run of this same config in `workdir`, else None."""
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      if json.load(f) != cfg_dict:
+        return None
+    with open(os.path.join(workdir, "results.json")) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
 
 
 def write_json_atomic(path: str, obj) -> None:
@@ -66,9 +129,12 @@ def config_diff(old: dict, new: dict, prefix: str = ""):
       yield p
 
 
-def claim(workdir: str, cfg_dict: dict, *, overwrite: bool, error=ValueError) -> None:
+def claim(
+    workdir: str, cfg_dict: dict, *, overwrite: bool, error=ValueError, check_only=False
+) -> None:
   """Writes config.json into `workdir`. A workdir holding another config raises `error`
-  naming the differing keys, or with `overwrite` is cleared of that run's outputs."""
+  naming the differing keys, or with `overwrite` is cleared of that run's outputs.
+  `check_only`: only the refusal (a run claims its workdir once its data passed)."""
   os.makedirs(workdir, exist_ok=True)
   cfg_path = os.path.join(workdir, "config.json")
   if os.path.exists(cfg_path):
@@ -81,7 +147,11 @@ def claim(workdir: str, cfg_dict: dict, *, overwrite: bool, error=ValueError) ->
             f"workdir {workdir} holds a run of a different config (differs in "
             f"{', '.join(diff[:5])}); use another --workdir or pass --overwrite"
         )
+      if check_only:
+        return
       clear(workdir)
+  if check_only:
+    return
   write_json_atomic(cfg_path, cfg_dict)
 
 
@@ -206,6 +276,10 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.every = every
     self._mngr = None
+    # Temporary folders of saves cut short (kill, full disk): never restorable, removed
+    # (the caller holds the workdir lock, so no save of another process is running).
+    for tmp in glob.glob(os.path.join(glob.escape(self.directory), "*.orbax-checkpoint-tmp*")):
+      shutil.rmtree(tmp, ignore_errors=True)
     if every:
       import orbax.checkpoint as ocp
 

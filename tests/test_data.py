@@ -715,7 +715,7 @@ def test_last_split_picks_the_latest_row():
   for u in np.flatnonzero(n >= 2):
     assert test.timestamps[test.user_ids == u][0] == inter.timestamps[inter.user_ids == u].max()
   no_ts = jd.Interactions([0, 0], [0, 1], 1, 2)
-  with pytest.raises(ValueError, match="kind='last' needs timestamps"):
+  with pytest.raises(ValueError, match="kind='last'.*needs timestamps"):
     jd.split(no_ts, kind="last")
 
 

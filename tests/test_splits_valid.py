@@ -109,7 +109,7 @@ def test_last_valid_is_the_latest_train_row():
     t_valid = valid.timestamps[valid.user_ids == u][0]
     assert t_valid == train0.timestamps[train0.user_ids == u].max()
     assert t_valid <= test.timestamps[test.user_ids == u][0]
-  with pytest.raises(ValueError, match="kind='last' needs timestamps"):
+  with pytest.raises(ValueError, match="kind='last'.*needs timestamps"):
     no_ts = Interactions([0, 0], [0, 1], 1, 2)
     splits.carve_valid(no_ts, no_ts.subset(np.zeros(2, bool)), kind="last", valid_fraction=0.5)
 

@@ -94,7 +94,7 @@ def test_report_mean_and_std_match_numpy(tmp_path):
   # sorted by recall@20: a before b
   assert text.index("| a |") < text.index("| b |")
   assert f"{a.mean():.3f} ± {a.std(ddof=1):.3f}" in text
-  assert "| c | 0.050 | 0.500 | 100 | 1 |" in text  # one seed: no "± 0.000"
+  assert "| c | 0.050 | 0.500 | 100 | – | 1 |" in text  # one seed: no "± 0.000"
   assert (tmp_path / "metrics_bars.png").stat().st_size > 10_000
   assert (tmp_path / "quality_vs_folding.png").stat().st_size > 10_000
 

@@ -4,6 +4,10 @@
 (`jaxrec.data.download`) is opt-in and not imported here.
 """
 
+import dataclasses
+
+import numpy as np
+
 from jaxrec.data.interactions import DataError, DataPathError, Interactions, k_core
 from jaxrec.data.readers import load_csv, load_lastfm, load_lightgcn, load_movielens
 from jaxrec.data.splits import SPLIT_KINDS, Splits, carve_valid, split, split3
@@ -12,10 +16,46 @@ from jaxrec.data.synthetic import language_split, make_folding_world
 # config data.name -> reader of data.path (the synthetic world needs no file).
 READERS = {
     "movielens": lambda cfg: load_movielens(cfg.path, min_rating=cfg.min_rating or None),
-    "lastfm": lambda cfg: load_lastfm(cfg.path),
-    "csv": lambda cfg: load_csv(cfg.path),
+    "lastfm": lambda cfg: _min_weight(load_lastfm(cfg.path), cfg.min_rating, cfg.path),
+    "csv": lambda cfg: _min_weight(load_csv(cfg.path), cfg.min_rating, cfg.path),
 }
+
+
+def _min_weight(inter: Interactions, min_rating, path) -> Interactions:
+  """data.min_rating for a reader with weights: keep rows with weight >= min_rating."""
+  if not min_rating:
+    return inter
+  if inter.weights is None:
+    raise DataError(
+        f"{path}: data.min_rating={min_rating} needs a weight column; this file has none"
+    )
+  keep = inter.weights >= min_rating
+  if not keep.any():
+    raise DataError(f"{path}: no interactions with weight >= data.min_rating={min_rating}")
+  pick = lambda a: None if a is None else a[keep]
+  return dataclasses.replace(
+      inter,
+      user_ids=inter.user_ids[keep],
+      item_ids=inter.item_ids[keep],
+      weights=inter.weights[keep],
+      timestamps=pick(inter.timestamps),
+  )
+
+
 DATASETS = ("synthetic",) + tuple(READERS)
+
+
+def _check_weights(inter: Interactions, path) -> None:
+  """Weights are counts or ratings: a negative one is refused, naming its raw ids."""
+  if inter.weights is not None and (inter.weights < 0).any():
+    e = int(np.flatnonzero(inter.weights < 0)[0])
+    raw = lambda r, i: r[i] if r is not None else i
+    u = raw(inter.user_raw, inter.user_ids[e])
+    i = raw(inter.item_raw, inter.item_ids[e])
+    raise DataError(
+        f"{path}: user {u} item {i} has a negative weight {float(inter.weights[e])!r} "
+        f"({int((inter.weights < 0).sum())} such rows; weights are counts or ratings, >= 0)"
+    )
 
 
 def load_data(data_cfg, seed: int):
@@ -33,9 +73,15 @@ def load_data(data_cfg, seed: int):
     )
   else:
     inter = READERS[data_cfg.name](data_cfg)
+    _check_weights(inter, data_cfg.path)
   if data_cfg.k_core:
     inter = k_core(inter, min_user=data_cfg.k_core, min_item=data_cfg.k_core)
   if data_cfg.language_split and data_cfg.language_split > 1:
+    if data_cfg.language_split > inter.num_users:
+      raise DataError(
+          f"data.language_split={data_cfg.language_split} exceeds the number of users "
+          f"({inter.num_users}): every copy of the catalogue needs a user"
+      )
     inter = language_split(inter, data_cfg.language_split, seed=seed)
   return split(inter, kind=data_cfg.split, test_fraction=data_cfg.test_fraction, seed=seed)
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxrec.data.interactions import Interactions
+from jaxrec.data.interactions import DataError, Interactions
 
 SPLIT_KINDS = ("random", "last", "users")
 
@@ -70,8 +70,8 @@ def split(
   users = inter.user_ids
   if kind == "last":
     if inter.timestamps is None:
-      raise ValueError(
-          "split: kind='last' needs timestamps; this data set has none "
+      raise DataError(
+          "split: kind='last' (data.split=last) needs timestamps; this data set has none "
           f"(choose one of {SPLIT_KINDS[:1] + SPLIT_KINDS[2:]})"
       )
     # Ascending by (timestamp, random): the latest row has rank n - 1.
