@@ -263,6 +263,21 @@ def _pair_keys(train, test, num_users: int, num_items: int):
   return train_keys, test_keys[~np.isin(test_keys, train_keys, assume_unique=True)]
 
 
+def _check_eval_args(ks, train, test, num_users: int, num_items: int) -> tuple[tuple, int]:
+  """The Ks as a tuple of positive ints (<= N) and their max; train/test ids in range."""
+  if isinstance(ks, (int, np.integer)):
+    ks = (ks,)
+  ks = tuple(_positive_int(k, "every K in ks") for k in ks)
+  if not ks:
+    raise ValueError("ks must name at least one K")
+  max_k = max(ks)
+  if max_k > num_items:
+    raise ValueError(f"max(ks)={max_k} exceeds the number of items N={num_items}")
+  for data, name in ((train, "train"), (test, "test")):
+    _check_sizes(data, name, num_users, num_items)
+  return ks, max_k
+
+
 def _eval_setup(train, test, num_users: int, num_items: int, eval_users):
   """The evaluated users (sorted), their test counts, the test keys, and the train
   pairs of those users as (row in `users`, item), rows sorted."""
@@ -364,16 +379,7 @@ def evaluate(
   """
   query, items = _embeddings(query_UxD, items_NxD)
   num_users, num_items = query.shape[0], items.shape[0]
-  if isinstance(ks, (int, np.integer)):
-    ks = (ks,)
-  ks = tuple(_positive_int(k, "every K in ks") for k in ks)
-  if not ks:
-    raise ValueError("ks must name at least one K")
-  max_k = max(ks)
-  if max_k > num_items:
-    raise ValueError(f"max(ks)={max_k} exceeds the number of items N={num_items}")
-  for data, name in ((train, "train"), (test, "test")):
-    _check_sizes(data, name, num_users, num_items)
+  ks, max_k = _check_eval_args(ks, train, test, num_users, num_items)
   users, n_test, test_keys, ex_rows, ex_cols = _eval_setup(
       train, test, num_users, num_items, eval_users
   )
@@ -475,16 +481,7 @@ def evaluate_scores(
   num_users = _positive_int(num_users, "num_users")
   num_items = _positive_int(num_items, "num_items")
   query_batch = _positive_int(query_batch, "query_batch")
-  if isinstance(ks, (int, np.integer)):
-    ks = (ks,)
-  ks = tuple(_positive_int(k, "every K in ks") for k in ks)
-  if not ks:
-    raise ValueError("ks must name at least one K")
-  max_k = max(ks)
-  if max_k > num_items:
-    raise ValueError(f"max(ks)={max_k} exceeds the number of items N={num_items}")
-  for data, name in ((train, "train"), (test, "test")):
-    _check_sizes(data, name, num_users, num_items)
+  ks, max_k = _check_eval_args(ks, train, test, num_users, num_items)
   users, n_test, test_keys, ex_rows, ex_cols = _eval_setup(
       train, test, num_users, num_items, eval_users
   )
