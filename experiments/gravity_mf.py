@@ -26,7 +26,7 @@ def add_rows(sw: sweep.Sweep) -> list[dict]:
   min_ratings = int(sw.spec.genre_min_ratings)
   genres = sw.extras["genres"] = {}
   for seed in sw.seeds:
-    tr, _ = sweep.load_data(sw.config.data, seed)
+    tr, _, _ = sweep.load_data(sw.config.data, seed)
     labels = genre_labels(tr, primary_genres(movies, _raw_ids(tr.item_raw))[0], min_ratings)
     genres[seed] = (tr, labels)
   rows = list(sw.rows)

@@ -33,7 +33,7 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
   temperature = float(config.loss.temperature)
   per_seed = sw.extras["per_seed"] = []
   for seed in sw.seeds:
-    train, test = sweep.load_data(config.data, seed)
+    train, _, test = sweep.load_data(config.data, seed)
     counts = np.bincount(train.item_ids, minlength=train.num_items)
     masks = bin_masks(counts)
     d = {

@@ -29,7 +29,7 @@ def add_rows(sw: sweep.Sweep) -> list[dict]:
     seed = int(row["seed"])
     if seed not in data:
       data[seed] = sweep.load_data(sw.config.data, seed)
-    tr, te = data[seed]
+    tr, _, te = data[seed]
     z = np.load(os.path.join(sw.workdir, row["workdir"], "embeddings.npz"))
     row.update(hit_rates(z["query"], z["items"], tr, te, seed, num_negatives))
   for seed in sw.seeds:
@@ -205,7 +205,7 @@ def hit_rates(query, items, tr, te, seed, num_negatives) -> dict[str, float]:
 def popularity_row(config, seed: int, num_negatives: int, data=None) -> dict:
   from jaxrec import metrics
 
-  tr, te = data if data is not None else sweep.load_data(config.data, seed)
+  tr, _, te = data if data is not None else sweep.load_data(config.data, seed)
   q, v = metrics.popularity_scores(tr)
   m = metrics.evaluate(q, v, tr, te, ks=tuple(config.eval.ks))
   return {

@@ -221,3 +221,16 @@ def ease(train, *, lam: float) -> Ease:
     p[r0 : r0 + _ROW_BLOCK] *= scale[None, :]
   p[np.diag_indices(num_items)] = 0.0
   return Ease(p, offsets, items)
+
+
+# ----------------------------------------------------------------------------------------
+# The launcher's fits (config model.name = "popularity" / "ease").
+
+
+def fit_popularity(config, train) -> Popularity:
+  del config
+  return popularity(train)
+
+
+def fit_ease(config, train) -> Ease:
+  return ease(train, lam=float(config.model.ease_lambda))

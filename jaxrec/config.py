@@ -65,6 +65,8 @@ class ModelSpec:
       if any(h <= 0 for h in m.hidden):
         raise ConfigError(f"model.hidden={m.hidden!r} must be positive sizes")
       _positive(m.max_bag, "model.max_bag")
+    if m.name == "ease":
+      _positive(m.ease_lambda, "model.ease_lambda")
     if m.name == "wals":
       _positive(m.iterations, "model.iterations")
       _positive(m.unobserved_weight, "model.unobserved_weight", allow_zero=True)
@@ -276,6 +278,16 @@ def _check_data(d) -> None:
       raise ConfigError(f"data.noise={d.noise!r} must be in [0, 1]")
   if not 0.0 < d.test_fraction < 1.0:
     raise ConfigError(f"data.test_fraction={d.test_fraction!r} must be in (0, 1)")
+  vf = d.valid_fraction
+  if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.0 <= vf < 1.0:
+    raise ConfigError(f"data.valid_fraction={vf!r} must be in [0, 1)")
+  if d.name == "lightgcn":
+    for key in ("k_core", "language_split", "min_rating"):
+      if d[key]:
+        raise ConfigError(
+            f"data.{key}={d[key]} does not apply to data.name=lightgcn (a fixed split "
+            "read as given)"
+        )
   _positive(d.language_split, "data.language_split", allow_zero=True)
   if d.min_rating and d.name == "synthetic":
     raise ConfigError(
@@ -284,10 +296,34 @@ def _check_data(d) -> None:
     )
 
 
-def _check_eval(e) -> None:
+# eval.select's metrics: the names `metrics.evaluate` returns at each K of eval.ks.
+SELECT_METRICS = ("recall", "recall_full", "ndcg", "coverage")
+
+
+def select_metric(eval_cfg) -> str | None:
+  """eval.select "valid/NAME@K" -> "NAME@K" (None when unset); always maximised."""
+  return eval_cfg.select.split("/", 1)[1] if eval_cfg.select else None
+
+
+def _check_eval(e, valid_fraction) -> None:
   _positive(e.every, "eval.every", allow_zero=True)
+  _positive(e.patience, "eval.patience", allow_zero=True)
   if not e.ks or any((not isinstance(k, int)) or k <= 0 for k in e.ks):
     raise ConfigError(f"eval.ks={e.ks!r} must be positive integers")
+  if e.select:
+    part, _, metric = e.select.partition("/")
+    name, _, k = metric.partition("@")
+    if part != "valid" or name not in SELECT_METRICS or not k.isdigit() or int(k) not in e.ks:
+      raise ConfigError(
+          f"eval.select={e.select!r} must be valid/NAME@K with NAME one of "
+          f"{', '.join(SELECT_METRICS)} and K in eval.ks={tuple(e.ks)}"
+      )
+    if not valid_fraction:
+      raise ConfigError(
+          f"eval.select={e.select!r} needs a validation part: data.valid_fraction > 0"
+      )
+  if e.patience and not (e.select and e.every):
+    raise ConfigError(f"eval.patience={e.patience} needs eval.select and eval.every > 0")
 
 
 def validate_config(config) -> None:
@@ -296,7 +332,7 @@ def validate_config(config) -> None:
   `check_data_fit`."""
   _check_data(config.data)
   StepSpec.from_config(config)
-  _check_eval(config.eval)
+  _check_eval(config.eval, config.data.valid_fraction)
 
 
 def check_data_fit(config, num_users: int, num_items: int) -> None:
@@ -304,7 +340,7 @@ def check_data_fit(config, num_users: int, num_items: int) -> None:
   del num_users
   s = config.sampler
   draws = losses.REGISTRY[config.loss.name].needs_negatives
-  if draws and models.REGISTRY[config.model.name].trained_by_step:
+  if draws and models.trained_by_step(config.model.name):
     keys = samplers.REGISTRY[s.name].config_keys
     if "replace" in keys and not s.replace and s.num_negatives >= num_items:
       raise ConfigError(
@@ -324,22 +360,14 @@ def check_data_fit(config, num_users: int, num_items: int) -> None:
 WEIGHTED_MODELS = ("wals",)
 
 
-def check_splits(config, train, test, *, log=None) -> None:
-  """Checks of the loaded split, before anything is trained or written: some user can be
-  evaluated, an epoch fits in the data; `log` (a printf function) gets one warning line
-  when the data carry weights that the chosen model ignores."""
-  n = max(int(train.num_items), 1)
-  train_keys = train.user_ids.astype("int64") * n + train.item_ids
-  test_keys = test.user_ids.astype("int64") * n + test.item_ids
-  if not np.isin(test_keys, train_keys, invert=True).any():
-    raise data.DataError(
-        f"no user to evaluate: no test interaction left that is not a train one "
-        f"(data.name={config.data.name}, {len(train.user_ids)} train / "
-        f"{len(test.user_ids)} test interactions; users need >= 2 interactions)"
-    )
+def check_splits(config, train, *, log=None) -> None:
+  """Checks of the loaded train part, before anything is trained or written: an epoch
+  fits in the data; `log` (a printf function) gets one warning line when the data carry
+  weights that the chosen model ignores. (Whether valid and test can be evaluated is
+  `evaluate.check_evaluable`'s, each when it is first read.)"""
   t = config.train
   if (
-      models.REGISTRY[config.model.name].trained_by_step
+      models.trained_by_step(config.model.name)
       and t.batching == "epoch"
       and t.batch_size > len(train.user_ids)
   ):

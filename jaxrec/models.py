@@ -9,7 +9,9 @@ updates densely. Items are their table rows.
  mf:   query = user_table[user]                                   (no dense parameters)
  dnn:  query = DNNQueryTower(pool_rows(item_table[bag], mask))    (Covington et al. 2016,
        "Deep Neural Networks for YouTube Recommendations"; the bag is the user's other items)
- wals: closed-form weighted ALS (its run is `jaxrec.wals.run`), no train step.
+ wals, ease, popularity: closed form, no train step: `fit(config, train) -> scorer`
+       (`jaxrec.wals.fit_config`, `jaxrec.baselines`), evaluated by
+       `evaluate.evaluate_scorer`.
 
 `REGISTRY` maps config `model.name` to a `Model` record with one calling convention:
 `init_dense(key, spec, dim) -> params` and `apply_dense(params, x_BxD, spec) -> query_BxD`,
@@ -24,6 +26,8 @@ from typing import Any, Callable, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from jaxrec import baselines, wals
 
 Array = jax.Array
 
@@ -102,12 +106,13 @@ def _dnn_apply(params, pooled_BxD, spec):
 class Model:
   """A registered model. `query_table`: what the query table's rows are ("users": one row
   per user; "items": the query pools a bag of the user's other items over item rows).
-  `trained_by_step`: False for closed-form models (no jitted step; their run lives in
-  their own module). `spec` is a `jaxrec.config.ModelSpec`."""
+  `fit(config, train) -> scorer`: set for closed-form models (no jitted step); the scorer
+  has `scores(users_B) -> [B, N]` or `query_UxD`/`items_NxD` embeddings, and may carry a
+  `history` (one dict per iteration). `spec` is a `jaxrec.config.ModelSpec`."""
 
   help: str
   query_table: str = "users"
-  trained_by_step: bool = True
+  fit: Optional[Callable[..., Any]] = None
   init_dense: Callable[..., Any] = _no_dense
   apply_dense: Callable[..., Array] = _identity
 
@@ -120,8 +125,17 @@ REGISTRY: dict[str, Model] = {
         init_dense=_dnn_init,
         apply_dense=_dnn_apply,
     ),
-    "wals": Model("weighted ALS / iALS, closed form (jaxrec.wals)", trained_by_step=False),
+    "wals": Model("weighted ALS / iALS, closed form (jaxrec.wals)", fit=wals.fit_config),
+    "ease": Model(
+        "EASE (Steck 2019), closed form, ridge model.ease_lambda", fit=baselines.fit_ease
+    ),
+    "popularity": Model("most popular: train count of the item", fit=baselines.fit_popularity),
 }
+
+
+def trained_by_step(name: str) -> bool:
+  """The model has a jitted train step (else a closed-form `fit`)."""
+  return REGISTRY[name].fit is None
 
 
 def help_text() -> str:

@@ -10,16 +10,25 @@ model's run).
 from __future__ import annotations
 
 import errno
+import json
 import math
 import os
 import time
 
 import ml_collections
+import numpy as np
 
 from jaxrec import data as data_lib
-from jaxrec import evaluate, models, sharding, step, wals
+from jaxrec import evaluate, models, sharding, step
 from jaxrec import workdir as workdir_io
-from jaxrec.config import ConfigError, StepSpec, check_data_fit, check_splits, validate_config
+from jaxrec.config import (
+    ConfigError,
+    StepSpec,
+    check_data_fit,
+    check_splits,
+    select_metric,
+    validate_config,
+)
 
 # Time of the loop's measurements (tests replace it with a fake clock).
 clock = time.perf_counter
@@ -58,15 +67,30 @@ def train_and_evaluate(
 def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
   log = workdir_io.log if verbose else (lambda *a: None)
   t_data = time.time()
-  train, test = data if data is not None else data_lib.load_data(config.data, int(config.seed))
+  splits = (
+      data_lib.as_splits(data)
+      if data is not None
+      else data_lib.load_data(config.data, int(config.seed))
+  )
+  train, valid, test = splits
   check_data_fit(config, train.num_users, train.num_items)
-  check_splits(config, train, test, log=log if verbose else None)
+  check_splits(config, train, log=log if verbose else None)
+  if valid.num_interactions:
+    evaluate.check_evaluable(train, valid, "valid")
+  # Test pairs are read once, by the final evaluation (`_test_metrics`); here only their
+  # count, so a split that left no test pairs fails before training.
+  if not test.num_interactions:
+    raise data_lib.DataError(
+        f"no user to evaluate: the split left no test pairs (data.name={config.data.name}, "
+        f"{train.num_interactions} train interactions; users need >= 2 interactions)"
+    )
   log(
-      "data: %d users, %d items, %d train / %d test interactions (%.1fs)",
+      "data: %d users, %d items, %d train / %d valid / %d test interactions (%.1fs)",
       train.num_users,
       train.num_items,
-      len(train.user_ids),
-      len(test.user_ids),
+      train.num_interactions,
+      valid.num_interactions,
+      test.num_interactions,
       time.time() - t_data,
   )
   # Claimed only now: a run that failed on its config or data leaves no config.json.
@@ -74,8 +98,8 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
 
   mesh = sharding.make_mesh(tuple(config.mesh.shape) or None)
   with sharding.mesh_context(mesh):
-    if not models.REGISTRY[config.model.name].trained_by_step:
-      return wals.run(config, workdir, train, test, verbose)
+    if not models.trained_by_step(config.model.name):
+      return _run_closed_form(config, cfg_dict, workdir, splits, log)
 
     spec = StepSpec.from_config(config)
     ddata = step.device_data(train, spec)
@@ -88,10 +112,11 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
       log("resumed from the checkpoint at step %d", start)
 
     mpath = workdir_io.metrics_path(workdir, start)
+    selector = Selector(config, workdir, start)
     t0 = time.time()
     try:
-      state, train_seconds, compile_seconds = _train_loop(
-          config, spec, state, ddata, start, ckpt, train, test, mpath, log
+      state, last, train_seconds, compile_seconds = _train_loop(
+          config, spec, state, ddata, start, ckpt, splits, mpath, selector, log
       )
     except Exception as err:
       full = workdir_io.find_enospc(err)
@@ -109,34 +134,146 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
     t_eval = time.time()
     query_UxD = step.query_embeddings(spec, state, ddata)
     items_NxD = step.item_embeddings(spec, state)
-    final = evaluate.evaluate_model(
-        query_UxD, items_NxD, train, test, config.eval, temperature=spec.loss.temperature
-    )
-    eval_seconds = time.time() - t_eval
+    if valid.num_interactions and selector.latest_step != last:
+      valid_last = _valid_metrics(spec, query_UxD, items_NxD, splits, config)
+      selector.offer(last, query_UxD, items_NxD, valid_last)
     if config.eval.save_embeddings:
       workdir_io.save_embeddings(workdir, query_UxD, items_NxD, train)
+    chosen = selector.best() if config.eval.select else None
+    if chosen is not None:
+      selected_step, valid_final, query_UxD, items_NxD = chosen
+    else:
+      selected_step, valid_final = last, selector.latest_metrics
+    final = _test_metrics(spec, query_UxD, items_NxD, splits, config)
+    eval_seconds = time.time() - t_eval
 
-  steps = int(config.train.steps)
-  workdir_io.append_jsonl(mpath, {"step": steps, **final})
-  timed = steps - start - 1  # the steps after the first (compiling) one of this process
-  results = workdir_io.write_results(
-      workdir,
-      final,
-      {
-          "steps": steps,
-          "resumed_from_step": start,
-          "steps_per_second": timed / train_seconds if timed > 0 and train_seconds > 0 else None,
-          "compile_seconds": compile_seconds,
-          "train_seconds": train_seconds,
-          "eval_seconds": eval_seconds,
-          "wall_seconds": time.time() - t0,
-          "num_users": train.num_users,
-          "num_items": train.num_items,
-      },
-      cfg_dict,
+  timed = last - start - 1  # the steps after the first (compiling) one of this process
+  facts = {
+      "steps": last,
+      "resumed_from_step": start,
+      "steps_per_second": timed / train_seconds if timed > 0 and train_seconds > 0 else None,
+      "compile_seconds": compile_seconds,
+      "train_seconds": train_seconds,
+      "eval_seconds": eval_seconds,
+      "wall_seconds": time.time() - t0,
+  }
+  return _finish(workdir, cfg_dict, mpath, splits, final, valid_final, selected_step, facts, log)
+
+
+def _valid_metrics(spec, query_UxD, items_NxD, splits, config) -> dict:
+  return evaluate.evaluate_model(
+      query_UxD,
+      items_NxD,
+      splits.train,
+      splits.valid,
+      config.eval,
+      temperature=spec.loss.temperature,
   )
+
+
+def _test_metrics(spec, query_UxD, items_NxD, splits, config) -> dict:
+  """The one read of the test pairs: train and valid pairs masked."""
+  known = evaluate.known_pairs(splits.train, splits.valid)
+  evaluate.check_evaluable(known, splits.test, "test")
+  return evaluate.evaluate_model(
+      query_UxD, items_NxD, known, splits.test, config.eval, temperature=spec.loss.temperature
+  )
+
+
+def _run_closed_form(config, cfg_dict, workdir, splits, log) -> dict:
+  """A closed-form model (`models.Model.fit`): fit on train, evaluate on valid (if any)
+  and test. A rerun refits (no checkpoints)."""
+  t0 = time.time()
+  scorer = models.REGISTRY[config.model.name].fit(config, splits.train)
+  train_seconds = time.time() - t0
+  mpath = workdir_io.metrics_path(workdir, 0)
+  for i, h in enumerate(getattr(scorer, "history", ())):
+    workdir_io.append_jsonl(mpath, {"step": i + 1, **{k: float(v) for k, v in h.items()}})
+  if config.eval.save_embeddings and hasattr(scorer, "query_UxD"):
+    workdir_io.save_embeddings(workdir, scorer.query_UxD, scorer.items_NxD, splits.train)
+  t_eval = time.time()
+  valid = (
+      evaluate.evaluate_scorer(scorer, splits.train, splits.valid, config.eval)
+      if splits.valid.num_interactions
+      else None
+  )
+  known = evaluate.known_pairs(splits.train, splits.valid)
+  evaluate.check_evaluable(known, splits.test, "test")
+  final = evaluate.evaluate_scorer(scorer, known, splits.test, config.eval)
+  steps = len(getattr(scorer, "history", ())) or 1
+  facts = {
+      "steps": steps,
+      "resumed_from_step": 0,
+      "steps_per_second": steps / train_seconds if train_seconds > 0 else None,
+      "train_seconds": train_seconds,
+      "eval_seconds": time.time() - t_eval,
+      "wall_seconds": time.time() - t0,
+  }
+  return _finish(workdir, cfg_dict, None, splits, final, valid, steps, facts, log)
+
+
+def _finish(workdir, cfg_dict, mpath, splits, final, valid, selected_step, facts, log) -> dict:
+  """results.json: test metrics, the valid metrics of the selected step, run facts."""
+  if mpath is not None:
+    workdir_io.append_jsonl(mpath, {"step": facts["steps"], **final})
+  facts.update(
+      num_users=splits.train.num_users,
+      num_items=splits.train.num_items,
+      selected_step=selected_step,
+  )
+  results = workdir_io.write_results(workdir, final, facts, cfg_dict, valid=valid)
+  if valid:
+    log("valid (step %d): %s", selected_step, workdir_io.fmt_metrics(valid))
   log("final: %s", workdir_io.fmt_metrics(final))
   return results
+
+
+class Selector:
+  """Model selection on validation (config eval.select, eval.patience): keeps the
+  embeddings of the best step by eval.select (greater is better) in workdir/selected.npz,
+  so a resumed run still reports the best step seen before it stopped."""
+
+  def __init__(self, config, workdir, start: int):
+    self.metric = select_metric(config.eval)
+    self.patience = int(config.eval.patience)
+    self.path = os.path.join(workdir, "selected.npz")
+    self.latest_metrics, self.latest_step = None, None
+    self.best_value, self.best_step, self.since_best = -math.inf, None, 0
+    if self.metric and start and os.path.exists(self.path):
+      with np.load(self.path) as f:
+        if int(f["step"]) <= start:
+          self.best_value, self.best_step = float(f["value"]), int(f["step"])
+    elif os.path.exists(self.path):
+      os.remove(self.path)  # a fresh run: nothing selected yet
+
+  def offer(self, step_done: int, query_UxD, items_NxD, valid_metrics: dict) -> None:
+    self.latest_metrics, self.latest_step = valid_metrics, step_done
+    if not self.metric:
+      return
+    value = float(valid_metrics[self.metric])
+    if value > self.best_value:
+      self.best_value, self.best_step, self.since_best = value, step_done, 0
+      workdir_io.save_npz_atomic(
+          self.path,
+          query=np.asarray(query_UxD, np.float32),
+          items=np.asarray(items_NxD, np.float32),
+          step=step_done,
+          value=value,
+          metrics=json.dumps(valid_metrics),
+      )
+    else:
+      self.since_best += 1
+
+  @property
+  def stop(self) -> bool:
+    return bool(self.patience) and self.since_best >= self.patience
+
+  def best(self):
+    """(step, valid metrics, query_UxD, items_NxD) of the best step, or None."""
+    if self.best_step is None:
+      return None
+    with np.load(self.path) as f:
+      return int(f["step"]), json.loads(str(f["metrics"])), f["query"], f["items"]
 
 
 def _mount_point(path: str) -> str:
@@ -153,13 +290,15 @@ def _latest(ckpt):
     return None
 
 
-def _train_loop(config, spec, state, ddata, start, ckpt, train, test, mpath, log):
-  """Steps start..train.steps; a log line (and eval.every an evaluation) every
-  train.log_every steps, the only host syncs. -> (state, seconds spent training)."""
+def _train_loop(config, spec, state, ddata, start, ckpt, splits, mpath, selector, log):
+  """Steps start..train.steps; a log line every train.log_every steps and a validation
+  evaluation every eval.every steps, the only host syncs; stops early when the selector
+  runs out of patience. -> (state, last step, seconds training, seconds compiling)."""
   steps, log_every = int(config.train.steps), int(config.train.log_every)
-  eval_every = int(config.eval.every)
+  eval_every = int(config.eval.every) if splits.valid.num_interactions else 0
   train_seconds, compile_seconds, t_log, s_log = 0.0, None, clock(), start
   throttle = sharding.DispatchThrottle()  # <= 8 steps queued (XLA:CPU multi-device hang)
+  done = start
   for done in range(start + 1, steps + 1):
     state, step_metrics = step.jitted_train_step(spec, state, ddata)
     throttle(step_metrics["loss"])
@@ -167,7 +306,8 @@ def _train_loop(config, spec, state, ddata, start, ckpt, train, test, mpath, log
       float(step_metrics["loss"])  # waits for it
       now = clock()
       compile_seconds, t_log, s_log = now - t_log, now, done
-    if done % log_every == 0 or done == steps:
+    is_eval = eval_every and done % eval_every == 0 and done != steps
+    if done % log_every == 0 or done == steps or is_eval:
       loss = float(step_metrics["loss"])
       bad = int(state.first_bad_step)
       if bad >= 0 and not spec.train.skip_nonfinite:
@@ -183,27 +323,34 @@ def _train_loop(config, spec, state, ddata, start, ckpt, train, test, mpath, log
       row = {"step": done, "loss": loss, "steps_per_second": sps}
       if bad >= 0:
         row["first_skipped_step"] = bad
-      if eval_every and done % eval_every == 0 and done != steps:
-        row.update(
-            evaluate.evaluate_model(
-                step.query_embeddings(spec, state, ddata),
-                step.item_embeddings(spec, state),
-                train,
-                test,
-                config.eval,
-                temperature=spec.loss.temperature,
-            )
-        )
+      if is_eval:
+        query_UxD = step.query_embeddings(spec, state, ddata)
+        items_NxD = step.item_embeddings(spec, state)
+        valid = _valid_metrics(spec, query_UxD, items_NxD, splits, config)
+        selector.offer(done, query_UxD, items_NxD, valid)
+        row.update({f"valid/{k}": v for k, v in valid.items()})
         t_log = clock()
       workdir_io.append_jsonl(mpath, row)
       log(
-          "step %d/%d  loss %.4f  %s steps/s  ETA %s",
+          "step %d/%d  loss %.4f  %s steps/s  ETA %s%s",
           done,
           steps,
           loss,
           "-" if sps is None else f"{sps:.1f}",
           workdir_io.fmt_seconds((steps - done) / max(sps or 0.0, 1e-9)),
+          f"  valid {selector.metric or 'recall'} {row.get('valid/' + (selector.metric or ''), '')}"
+          if is_eval and selector.metric
+          else "",
       )
+      if is_eval and selector.stop:
+        log(
+            "early stop at step %d: no better %s in %d evaluations",
+            done,
+            config.eval.select,
+            selector.patience,
+        )
+        ckpt.maybe_save(done, state, final=True)
+        break
     ckpt.maybe_save(done, state, final=(done == steps))
   ckpt.close()
-  return state, train_seconds, compile_seconds
+  return state, done, train_seconds, compile_seconds

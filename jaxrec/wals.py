@@ -51,6 +51,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+import dataclasses
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -58,8 +59,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_factor, cho_solve
 import numpy as np
 
-from jaxrec import evaluate, sharding
-from jaxrec import workdir as workdir_io
+from jaxrec import sharding
 
 Array = jax.Array
 
@@ -681,15 +681,22 @@ def wals_fit(
 
 
 # --------------------------------------------------------------------------------------
-# The WALS run of `train.train_and_evaluate` (config model.name = "wals").
+# The closed-form model of the launcher (config model.name = "wals").
 
 
-def run(config, workdir: str, train, test, verbose: bool = True) -> dict:
-  """Fits WALS with config.model's settings, evaluates, and writes metrics.jsonl (one
-  line per iteration: objective, seconds), results.json and optionally embeddings.npz
-  to `workdir` (a rerun refits: the closed form has no checkpoints). Returns results."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class Fitted:
+  """WALS factors as the launcher evaluates them (`evaluate.evaluate_scorer`); history has
+  one dict per iteration ("objective", "seconds")."""
+
+  query_UxD: Array
+  items_NxD: Array
+  history: list
+
+
+def fit_config(config, train) -> Fitted:
+  """Fits WALS with config.model's settings on `train` (`wals_fit`)."""
   m = config.model
-  t0 = time.time()
   state, history = wals_fit(
       train,
       dim=int(m.dim),
@@ -701,29 +708,4 @@ def run(config, workdir: str, train, test, verbose: bool = True) -> dict:
       solver=m.solver,
       reg_scaling=m.reg_scaling,
   )
-  train_seconds = time.time() - t0
-  mpath = workdir_io.metrics_path(workdir, 0)
-  for i, h in enumerate(history):
-    workdir_io.append_jsonl(mpath, {"step": i + 1, **{k: float(v) for k, v in h.items()}})
-  t_eval = time.time()
-  if config.eval.save_embeddings:
-    workdir_io.save_embeddings(workdir, state.users_UxD, state.items_NxD, train)
-  final = evaluate.evaluate_embeddings(state.users_UxD, state.items_NxD, train, test, config.eval)
-  results = workdir_io.write_results(
-      workdir,
-      final,
-      {
-          "steps": int(m.iterations),
-          "resumed_from_step": 0,
-          "steps_per_second": int(m.iterations) / train_seconds,
-          "train_seconds": train_seconds,
-          "eval_seconds": time.time() - t_eval,
-          "wall_seconds": time.time() - t0,
-          "num_users": train.num_users,
-          "num_items": train.num_items,
-      },
-      workdir_io.config_to_dict(config),
-  )
-  if verbose:
-    workdir_io.log("final: %s", workdir_io.fmt_metrics(final))
-  return results
+  return Fitted(state.users_UxD, state.items_NxD, history)

@@ -228,11 +228,24 @@ def run_facts() -> dict:
   }
 
 
-def write_results(workdir: str, metrics: dict, run: dict, cfg_dict: dict) -> dict:
-  """results.json = {"metrics", "run": run facts + `run`, "config"}; returns it."""
-  results = {"metrics": metrics, "run": {**run_facts(), **run}, "config": cfg_dict}
+def write_results(workdir: str, metrics: dict, run: dict, cfg_dict: dict, *, valid=None) -> dict:
+  """results.json = {"metrics" (test), "valid" (the selected step's validation metrics,
+  {} without a validation part), "run": run facts + `run`, "config"}; returns it."""
+  results = {
+      "metrics": metrics,
+      "valid": valid or {},
+      "run": {**run_facts(), **run},
+      "config": cfg_dict,
+  }
   write_json_atomic(os.path.join(workdir, "results.json"), results)
   return results
+
+
+def save_npz_atomic(path: str, **arrays) -> None:
+  """np.savez to a temp file, then rename over `path`."""
+  with open(path + ".tmp", "wb") as f:
+    np.savez(f, **arrays)
+  os.replace(path + ".tmp", path)
 
 
 def save_embeddings(workdir, query_UxD, items_NxD, train) -> None:

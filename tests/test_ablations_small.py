@@ -227,7 +227,7 @@ def test_gravity_mf_end_to_end(tmp_path):
   ref = [r for r in rows if r["strategy"] == gravity_mf.RANDOM][0]
   assert -0.2 < float(ref["genre_silhouette"]) < 0.2  # random vectors: no genre structure
   rows = [r for r in rows if r["strategy"] != gravity_mf.RANDOM]
-  tr, _ = sweep.load_data(config.data, 0)
+  tr, _, _ = sweep.load_data(config.data, 0)
   for r in rows:  # the extra columns equal a brute-force recomputation from the embeddings
     z = np.load(os.path.join(wd, r["workdir"], "embeddings.npz"))
     s = z["query"].astype(np.float64) @ z["items"].astype(np.float64).T
@@ -295,7 +295,7 @@ def test_sampled_metrics_end_to_end(tmp_path):
   assert set(rows) == {"popularity", "mf_d4", "softmax_dnn", "wals"}
   from jaxrec import metrics
 
-  tr, te = sweep.load_data(config.data, 0)
+  tr, _, te = sweep.load_data(config.data, 0)
   q, v = metrics.popularity_scores(tr)
   assert float(rows["popularity"]["recall@10"]) == pytest.approx(
       metrics.evaluate(q, v, tr, te, ks=(10,))["recall@10"]

@@ -157,7 +157,7 @@ def test_skip_nonfinite_steps_keeps_state_finite(tmp_path):
       }
   )
   spec = config.StepSpec.from_config(c)
-  tr, _ = data.load_data(c.data, 0)
+  tr, _, _ = data.load_data(c.data, 0)
   ddata = step.device_data(tr)
   state = step.init_state(spec, c, tr.num_users, tr.num_items, 0, 16)
   for _ in range(10):

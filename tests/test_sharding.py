@@ -186,7 +186,7 @@ def _wals(world, mesh):
   `wals.wals_fit`) from the same init, factors row-sharded on the mesh; then metrics."""
   from jaxrec import metrics, wals
 
-  tr, te = world
+  tr, _, te = world
   order = np.lexsort((tr.item_ids, tr.user_ids))
   users_e, items_e = tr.user_ids[order], tr.item_ids[order]
   ones = np.ones(items_e.size, np.float32)

@@ -48,7 +48,7 @@ def test_sampled_softmax_beats_popularity_and_positive_only_folds(tmp_path, worl
   """The synthetic world makes folding visible: with negatives the DNN stays inside the
   user's group and beats popularity; on positives alone it recommends across groups."""
   G = 4
-  pop = _popularity_recall(*world)
+  pop = _popularity_recall(world.train, world.test)
   res = train.train_and_evaluate(
       small_config(), str(tmp_path / "sampled"), data=world, verbose=False
   )["metrics"]

@@ -16,13 +16,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.name = "synthetic"  # synthetic | movielens | lastfm | csv
-  c.data.path = ""  # file or folder for movielens / lastfm / csv
+  c.data.name = "synthetic"  # synthetic | movielens | lastfm | csv | lightgcn (fixed split)
+  c.data.path = ""  # file or folder for movielens / lastfm / csv / lightgcn
   c.data.min_rating = 0.0  # keep ratings >= this as positives (0: keep all)
   c.data.k_core = 0  # drop users/items with fewer interactions (0: off)
   c.data.language_split = 0  # L > 1: L copies of the catalogue, users spread over them
   c.data.split = "random"  # random (per-user holdout) | last | users
   c.data.test_fraction = 0.2
+  c.data.valid_fraction = 0.0  # share of each user's train rows held out for validation
   # Synthetic world (data.name=synthetic).
   c.data.num_groups = 4
   c.data.num_users = 2000
@@ -32,7 +33,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.noise = 0.0
 
   c.model = ml_collections.ConfigDict()
-  c.model.name = "dnn"  # mf | dnn | wals
+  c.model.name = "dnn"  # mf | dnn | wals | ease | popularity
   c.model.dim = 32
   c.model.hidden = (64,)  # DNN query tower hidden sizes
   c.model.max_bag = 32  # items sampled from the user's history as DNN input
@@ -45,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.iterations = 10
   c.model.solver = "cholesky"
   c.model.reg_scaling = "none"
+  c.model.ease_lambda = 200.0  # EASE (model.name=ease): ridge on the item-item weights
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = "sampled"  # full | sampled | positive_only
@@ -82,7 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.mesh.shape = ()  # devices on the 'data' axis; () = all devices
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.every = 0  # 0: only at the end
+  c.eval.every = 0  # evaluate on valid every this many steps (0: only at the end)
+  c.eval.select = ""  # e.g. "valid/recall@20": report test at the best valid step
+  c.eval.patience = 0  # stop after this many evaluations without a better eval.select
   c.eval.ks = (10, 20)
   c.eval.chunk_size = 8192
   c.eval.save_embeddings = False  # write embeddings.npz (for the PCA picture)

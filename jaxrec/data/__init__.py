@@ -42,7 +42,8 @@ def _min_weight(inter: Interactions, min_rating, path) -> Interactions:
   )
 
 
-DATASETS = ("synthetic",) + tuple(READERS)
+# data.name -> where the rows come from: generated, read then split, or a fixed split.
+DATASETS = ("synthetic",) + tuple(READERS) + ("lightgcn",)
 
 
 def _check_weights(inter: Interactions, path) -> None:
@@ -58,9 +59,26 @@ def _check_weights(inter: Interactions, path) -> None:
     )
 
 
-def load_data(data_cfg, seed: int):
-  """(config.data, seed) -> (train, test) Interactions in one id space: read (or
-  generate), k-core filter, language split, then the seeded train/test split."""
+def as_splits(data) -> Splits:
+  """A preloaded data set as `Splits`: a `Splits` / (train, valid, test) triple, or a
+  (train, test) pair (no validation part)."""
+  if len(data) == 2:
+    train, test = data
+    return Splits(train, train.subset(np.zeros(train.num_interactions, bool)), test)
+  return Splits(*data)
+
+
+def load_data(data_cfg, seed: int) -> Splits:
+  """(config.data, seed) -> `Splits(train, valid, test)` in one id space: read (or
+  generate), k-core filter, language split, then the seeded three-way split (`split3`);
+  data.valid_fraction of each user's train rows form valid (0: valid has no rows).
+
+  data.name=lightgcn reads a fixed train/test split (`load_lightgcn`; ids kept as given)
+  and carves valid out of its train file only (`carve_valid`, kind data.split)."""
+  valid_fraction = float(data_cfg.valid_fraction)
+  if data_cfg.name == "lightgcn":
+    train, test = load_lightgcn(data_cfg.path)
+    return carve_valid(train, test, kind=data_cfg.split, valid_fraction=valid_fraction, seed=seed)
   if data_cfg.name == "synthetic":
     inter = make_folding_world(
         num_groups=data_cfg.num_groups,
@@ -83,7 +101,13 @@ def load_data(data_cfg, seed: int):
           f"({inter.num_users}): every copy of the catalogue needs a user"
       )
     inter = language_split(inter, data_cfg.language_split, seed=seed)
-  return split(inter, kind=data_cfg.split, test_fraction=data_cfg.test_fraction, seed=seed)
+  return split3(
+      inter,
+      kind=data_cfg.split,
+      test_fraction=data_cfg.test_fraction,
+      valid_fraction=valid_fraction,
+      seed=seed,
+  )
 
 
 __all__ = [
@@ -94,6 +118,7 @@ __all__ = [
     "READERS",
     "SPLIT_KINDS",
     "Splits",
+    "as_splits",
     "carve_valid",
     "k_core",
     "language_split",

@@ -151,6 +151,20 @@ class Interactions:
       )
     return self._take(np.flatnonzero(mask))
 
+  def union(self, other: Interactions) -> Interactions:
+    """This data's rows followed by ``other``'s, in the same id space (e.g. train and
+    valid: the pairs a final test evaluation masks). A column one side lacks is dropped."""
+    if (self.num_users, self.num_items) != (other.num_users, other.num_items):
+      raise ValueError(f"union: different id spaces, {self!r} and {other!r}")
+    cat = lambda a, b: None if a is None or b is None else np.concatenate([a, b])
+    return dataclasses.replace(
+        self,
+        user_ids=np.concatenate([self.user_ids, other.user_ids]),
+        item_ids=np.concatenate([self.item_ids, other.item_ids]),
+        weights=cat(self.weights, other.weights),
+        timestamps=cat(self.timestamps, other.timestamps),
+    )
+
   def _take(self, rows) -> Interactions:
     pick = lambda a: None if a is None else a[rows]
     return dataclasses.replace(
