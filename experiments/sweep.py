@@ -39,7 +39,7 @@ from experiments import report as report_lib
 from experiments.configs import common
 
 # The jaxrec entry points of every experiment, imported here and nowhere else in experiments/.
-from jaxrec.config import ConfigError, validate_config
+from jaxrec.config import ConfigError, data_seed, validate_config
 from jaxrec.data import load_data
 from jaxrec.train import train_and_evaluate
 from jaxrec.workdir import config_to_dict
@@ -114,16 +114,22 @@ def run_sweep(
     if os.path.exists(os.path.join(wd, "results.json")) and not _config_changed(wd, config):
       _progress(f"{tag}: done earlier, skipped")
       continue
-    data_key = json.dumps({"data": config_to_dict(config.data), "seed": int(seed)}, sort_keys=True)
+    dseed = data_seed(config)
+    data_key = json.dumps({"data": config_to_dict(config.data), "seed": dseed}, sort_keys=True)
     if data_key not in data_cache:
       data_cache.clear()  # keep one data set in memory at a time
-      data_cache[data_key] = load_data(config.data, int(seed))
+      data_cache[data_key] = load_data(config.data, dseed)
     t_run = time.time()
     res = train_and_evaluate(
         config, wd, overwrite=overwrite, data=data_cache[data_key], verbose=verbose_runs
     )
-    m = res["metrics"]
-    shown = "  ".join(f"{k} {m[k]:.3f}" for k in ("recall@20", "cross_group@20") if k in m)
+    m = {**res["metrics"], **{f"valid/{k}": v for k, v in res.get("valid", {}).items()}}
+    names = ("recall@20", "cross_group@20")
+    if config.eval.select:  # a selected run: its validation figure and step
+      names = (config.eval.select,)
+      m["step"] = res["run"].get("selected_step")
+      names += ("step",)
+    shown = "  ".join(f"{k} {m[k]:.4g}" for k in names if k in m)
     eta = (time.time() - t0) / (i + 1) * (len(jobs) - i - 1)
     _progress(f"{tag}: {shown}  ({time.time() - t_run:.1f}s, sweep ETA {eta:.0f}s)")
   return gather(sweep_dir, runs, seeds)
@@ -181,6 +187,9 @@ def gather(sweep_dir: str, runs: Sequence[Run], seeds: Sequence[int]) -> str:
           "workdir": os.path.relpath(os.path.dirname(path), sweep_dir),
       }
       row.update(res["metrics"])
+      if res.get("valid"):
+        row["selected_step"] = res["run"].get("selected_step")
+        row.update({f"valid/{k}": v for k, v in res["valid"].items()})
       rows.append(row)
   out = os.path.join(sweep_dir, "results.csv")
   write_csv_atomic(out, rows)

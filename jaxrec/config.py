@@ -278,6 +278,8 @@ def _check_data(d) -> None:
       raise ConfigError(f"data.noise={d.noise!r} must be in [0, 1]")
   if not 0.0 < d.test_fraction < 1.0:
     raise ConfigError(f"data.test_fraction={d.test_fraction!r} must be in (0, 1)")
+  if not isinstance(d.seed, int) or d.seed < -1:
+    raise ConfigError(f"data.seed={d.seed!r} must be an integer >= -1 (-1: the run's seed)")
   vf = d.valid_fraction
   if isinstance(vf, bool) or not isinstance(vf, (int, float)) or not 0.0 <= vf < 1.0:
     raise ConfigError(f"data.valid_fraction={vf!r} must be in [0, 1)")
@@ -298,6 +300,12 @@ def _check_data(d) -> None:
 
 # eval.select's metrics: the names `metrics.evaluate` returns at each K of eval.ks.
 SELECT_METRICS = ("recall", "recall_full", "ndcg", "coverage")
+
+
+def data_seed(config) -> int:
+  """The seed of the data (world, split, validation carve): config.data.seed, or the
+  run's seed when that is -1 (so a sweep over seeds also varies the split)."""
+  return int(config.data.seed) if int(config.data.seed) >= 0 else int(config.seed)
 
 
 def select_metric(eval_cfg) -> str | None:

@@ -26,6 +26,7 @@ from jaxrec.config import (
     StepSpec,
     check_data_fit,
     check_splits,
+    data_seed,
     select_metric,
     validate_config,
 )
@@ -70,7 +71,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
   splits = (
       data_lib.as_splits(data)
       if data is not None
-      else data_lib.load_data(config.data, int(config.seed))
+      else data_lib.load_data(config.data, data_seed(config))
   )
   train, valid, test = splits
   check_data_fit(config, train.num_users, train.num_items)

@@ -92,6 +92,30 @@ def sweep(
   return s
 
 
+def tune(
+    methods,
+    *,
+    title: str,
+    select: str = "valid/recall@20",
+    trials: int = 8,
+    mode: str = "random",
+    valid_fraction: float = 0.1,
+    seeds=(0, 1, 2),
+    refit: bool = True,
+) -> ml_collections.ConfigDict:
+  """The `tune` section that `experiments.tune` reads (its docstring describes the keys):
+  methods = ((label, {fixed key: value}, {searched key: (values, ...)}), ...)."""
+  t = ml_collections.ConfigDict()
+  t.title, t.select, t.mode, t.trials = title, select, mode, int(trials)
+  t.methods = tuple(
+      (label, dict(fixed), {k: tuple(v) for k, v in space.items()})
+      for label, fixed, space in methods
+  )
+  t.valid_fraction, t.data_seed, t.search_seed = float(valid_fraction), 0, 0
+  t.seeds, t.refit = tuple(seeds), bool(refit)
+  return t
+
+
 def quick_steps(c: ml_collections.ConfigDict, steps: int) -> None:
   """A smoke run's cap: at most `steps` training steps, a log line every <= 500 steps."""
   c.train.steps = min(int(c.train.steps), steps)

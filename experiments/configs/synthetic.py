@@ -24,6 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.split = "random"  # random (per-user holdout) | last | users
   c.data.test_fraction = 0.2
   c.data.valid_fraction = 0.0  # share of each user's train rows held out for validation
+  c.data.seed = -1  # seed of the world and the split (-1: the run's seed)
   # Synthetic world (data.name=synthetic).
   c.data.num_groups = 4
   c.data.num_users = 2000

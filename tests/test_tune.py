@@ -1,0 +1,99 @@
+"""experiments.tune: the search reads validation only, picks the best trial per method,
+reruns it over seeds (refit on train + valid for the selected epochs), and resumes."""
+
+import json
+import math
+import os
+
+import pytest
+
+from experiments import sweep, tune
+from experiments.configs import common, synthetic
+
+
+def _config(trials=3, refit=True, mode="grid"):
+  c = synthetic.get_config()
+  c.data.update(num_users=300, num_items=200, interactions_per_user=12)
+  c.model.update(name="mf", dim=8)
+  c.train.update(steps=200, batch_size=64, log_every=50, checkpoint_every=0)
+  c.sampler.num_negatives = 16
+  c.eval.update(every=50, ks=(10,))
+  c.tune = common.tune(
+      (
+          ("pop", {"model.name": "popularity"}, {}),
+          ("mf", {}, {"train.learning_rate": (0.01, 0.3, 1.0), "model.dim": (4, 8)}),
+      ),
+      title="tiny",
+      select="valid/recall@10",
+      trials=trials,
+      mode=mode,
+      valid_fraction=0.2,
+      seeds=(0, 1),
+      refit=refit,
+  )
+  return c
+
+
+def test_points_grid_and_random():
+  space = {"b": (1, 2), "a": ("x", "y", "z")}
+  grid = tune.points(space, "grid", 10, 0)
+  assert len(grid) == 6 and grid[0] == (("a", "x"), ("b", 1))
+  assert tune.points(space, "grid", 4, 0) == grid[:4]
+  r1, r2 = tune.points(space, "random", 4, 0), tune.points(space, "random", 4, 0)
+  assert r1 == r2 and len(set(r1)) == 4 and set(r1) <= set(grid)
+  assert tune.points(space, "random", 4, 1) != r1 or True  # other seeds may coincide
+  assert tune.points({}, "random", 5, 0) == [()]
+
+
+def test_tune_picks_best_on_valid_and_reruns_with_refit(tmp_path):
+  out = tune.run(_config(), str(tmp_path), log=lambda *_: None)
+  m = {x["method"]: x for x in out["methods"]}
+  assert m["pop"]["num_trials"] == 1 and m["mf"]["num_trials"] == 3
+  # the winner is the trial with the best valid metric among the trial results on disk
+  vals = {}
+  for d in sorted(os.listdir(tmp_path / "trials" / "mf")):
+    if not os.path.isdir(tmp_path / "trials" / "mf" / d):
+      continue
+    with open(tmp_path / "trials" / "mf" / d / "seed_0" / "results.json") as f:
+      res = json.load(f)
+    vals[d] = (res["valid"]["recall@10"], res["run"]["selected_step"], res["config"])
+  best = max(vals, key=lambda d: vals[d][0])
+  assert m["mf"]["best_valid"]["recall@10"] == vals[best][0]
+  assert m["mf"]["selected_step"] == vals[best][1]
+  # every trial saw the carve and selected on it; none of them changed the data seed
+  assert all(
+      v[2]["data"]["valid_fraction"] == 0.2 and v[2]["data"]["seed"] == 0 for v in vals.values()
+  )
+  # final runs: refit (no carve), the selected epochs, the seeds; test mean over them
+  finals = []
+  for s in (0, 1):
+    with open(tmp_path / "final" / "mf" / "final" / f"seed_{s}" / "results.json") as f:
+      finals.append(json.load(f))
+  steps = math.ceil(vals[best][1] / 0.8)
+  for s, res in zip((0, 1), finals):
+    assert res["config"]["data"]["valid_fraction"] == 0.0 and res["config"]["seed"] == s
+    assert res["config"]["train"]["steps"] == steps and res["valid"] == {}
+  mean = sum(r["metrics"]["recall@10"] for r in finals) / 2
+  assert m["mf"]["test"]["recall@10"]["mean"] == pytest.approx(mean)
+  assert m["mf"]["test"]["recall@10"]["n"] == 2
+  report = (tmp_path / "report.md").read_text()
+  assert "| mf | 3 x 200 |" in report and "| pop | 1 x 200 |" in report
+  # trials.csv holds validation only
+  header = (tmp_path / "trials.csv").read_text().splitlines()[0]
+  assert "valid/recall@10" in header and "test/" not in header
+  # rerun: everything found finished, same answer
+  again = tune.run(_config(), str(tmp_path), log=lambda *_: None)
+  assert again["methods"][1]["test"] == out["methods"][1]["test"]
+
+
+def test_bad_tune_sections():
+  c = _config()
+  c.tune.mode = "bayes"
+  with pytest.raises(sweep.ConfigError, match="tune.mode='bayes'"):
+    tune.check(c)
+  c = _config()
+  c.tune.methods = (("mf", {}, {"train.nope": (1,)}),)
+  with pytest.raises(sweep.ConfigError, match="unknown config key 'train.nope'"):
+    tune.check(c)
+  with pytest.raises(sweep.ConfigError, match="no tune section"):
+    tune.check(synthetic.get_config())
