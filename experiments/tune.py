@@ -14,7 +14,8 @@ The config is a training config plus a `tune` section (`experiments.configs.comm
                    train.steps steps with the base's eval.every / eval.patience
   tune.select      the validation metric, e.g. "valid/recall@20" (eval.select of the trials)
   tune.valid_fraction, tune.data_seed   the validation carve every trial sees
-  tune.seeds       the seeds of the final runs
+  tune.seeds       the seeds of the final runs (one run for a model whose fit ignores
+                   the seed: EASE, popularity)
   tune.refit       True: the final runs train on train + valid (data.valid_fraction = 0)
                    for the selected number of epochs (steps scaled by 1 / (1 - valid
                    fraction)); False: they keep the carve and select on it again
@@ -134,9 +135,13 @@ def run(config, workdir: str, *, log=print) -> dict:
     best = max(rows, key=lambda r: r["valid"][metric])
     final_base, final_over = _final(method, best, spec)
     fdir = os.path.join(workdir, "final", sweep.slug(method.label))
-    log(f"final {method.label}: {_label(best['point'])} over seeds {tuple(spec.seeds)}")
-    sweep.run_sweep(final_base, [Run("final", final_over)], [int(s) for s in spec.seeds], fdir)
-    finals = _results(fdir, [Run("final", final_over)], None, seeds=spec.seeds)
+    # a model whose fit ignores the seed (EASE, popularity) is run once, not once per seed
+    seeds = [int(s) for s in spec.seeds]
+    if not models.REGISTRY[final_base.model.name].seeded:
+      seeds = seeds[:1]
+    log(f"final {method.label}: {_label(best['point'])} over seeds {tuple(seeds)}")
+    sweep.run_sweep(final_base, [Run("final", final_over)], seeds, fdir)
+    finals = _results(fdir, [Run("final", final_over)], None, seeds=seeds)
     for r in finals:
       r["method"] = method.label
     final_rows += finals

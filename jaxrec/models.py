@@ -113,6 +113,7 @@ class Model:
   help: str
   query_table: str = "users"
   fit: Optional[Callable[..., Any]] = None
+  seeded: bool = True  # False: the fit does not depend on config.seed (EASE, popularity)
   init_dense: Callable[..., Any] = _no_dense
   apply_dense: Callable[..., Array] = _identity
 
@@ -127,9 +128,13 @@ REGISTRY: dict[str, Model] = {
     ),
     "wals": Model("weighted ALS / iALS, closed form (jaxrec.wals)", fit=wals.fit_config),
     "ease": Model(
-        "EASE (Steck 2019), closed form, ridge model.ease_lambda", fit=baselines.fit_ease
+        "EASE (Steck 2019), closed form, ridge model.ease_lambda",
+        fit=baselines.fit_ease,
+        seeded=False,
     ),
-    "popularity": Model("most popular: train count of the item", fit=baselines.fit_popularity),
+    "popularity": Model(
+        "most popular: train count of the item", fit=baselines.fit_popularity, seeded=False
+    ),
 }
 
 

@@ -49,6 +49,7 @@ def test_tune_picks_best_on_valid_and_reruns_with_refit(tmp_path):
   out = tune.run(_config(), str(tmp_path), log=lambda *_: None)
   m = {x["method"]: x for x in out["methods"]}
   assert m["pop"]["num_trials"] == 1 and m["mf"]["num_trials"] == 3
+  assert m["pop"]["seeds"] == [0] and m["mf"]["seeds"] == [0, 1]  # popularity ignores seeds
   # the winner is the trial with the best valid metric among the trial results on disk
   vals = {}
   for d in sorted(os.listdir(tmp_path / "trials" / "mf")):
