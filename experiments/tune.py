@@ -16,6 +16,7 @@ The config is a training config plus a `tune` section (`experiments.configs.comm
   tune.valid_fraction, tune.data_seed   the validation carve every trial sees
   tune.seeds       the seeds of the final runs (one run for a model whose fit ignores
                    the seed: EASE, popularity)
+  tune.only        labels to run now ("a,b"; default all): the report lists only these
   tune.refit       True: the final runs train on train + valid (data.valid_fraction = 0)
                    for the selected number of epochs (steps scaled by 1 / (1 - valid
                    fraction)); False: they keep the carve and select on it again
@@ -112,7 +113,15 @@ class Method:
 
 
 def methods(base, spec) -> list[Method]:
-  return [Method(base, spec, i, *m) for i, m in enumerate(spec.methods)]
+  """tune.methods as `Method`s, only those named in tune.only when it is set."""
+  out = [Method(base, spec, i, *m) for i, m in enumerate(spec.methods)]
+  only = [x for x in spec.get("only", "").split(",") if x]
+  unknown = [x for x in only if x not in [m.label for m in out]]
+  if unknown:
+    raise ConfigError(
+        f"tune.only: unknown {', '.join(unknown)}; choose from {', '.join(m.label for m in out)}"
+    )
+  return [m for m in out if not only or m.label in only]
 
 
 def run(config, workdir: str, *, log=print) -> dict:

@@ -96,5 +96,11 @@ def test_bad_tune_sections():
   c.tune.methods = (("mf", {}, {"train.nope": (1,)}),)
   with pytest.raises(sweep.ConfigError, match="unknown config key 'train.nope'"):
     tune.check(c)
+  c = _config()
+  c.tune.only = "mf,nope"
+  with pytest.raises(sweep.ConfigError, match="tune.only: unknown nope; choose from pop, mf"):
+    tune.check(c)
+  c.tune.only = "mf"
+  assert [m.label for m in tune.methods(*tune.check(c))] == ["mf"]
   with pytest.raises(sweep.ConfigError, match="no tune section"):
     tune.check(synthetic.get_config())

@@ -112,7 +112,7 @@ def tune(
       for label, fixed, space in methods
   )
   t.valid_fraction, t.data_seed, t.search_seed = float(valid_fraction), 0, 0
-  t.seeds, t.refit = tuple(seeds), bool(refit)
+  t.seeds, t.refit, t.only = tuple(seeds), bool(refit), ""
   return t
 
 
