@@ -73,11 +73,12 @@ def methods():
       ),
       (
           "iALS",
-          {"model.name": "wals", "model.iterations": 16},
+          # Rendle et al. 2022's iALS: frequency-scaled ridge, lambda (|S_i| + w0 K)
+          {"model.name": "wals", "model.iterations": 16, "model.reg_scaling": "frequency"},
           {
               "model.dim": (64, 128, 256),
               "model.unobserved_weight": (0.03, 0.1, 0.3, 1.0),
-              "model.regularization": (0.01, 0.03, 0.1, 0.3, 1.0),
+              "model.regularization": (0.001, 0.003, 0.01, 0.03),
           },
       ),
       ("softmax DNN, in-batch + log-Q", {}, softmax_space),
