@@ -54,16 +54,30 @@ class Popularity:
 
   counts_N: np.ndarray
 
+  num_users: int = 0
+
   def scores(self, users_B) -> np.ndarray:
     """[B, N] float32: the same popularity row for every user."""
     return np.broadcast_to(self.counts_N, (len(users_B), self.counts_N.size))
+
+  @property
+  def query_UxD(self) -> np.ndarray:
+    """Embeddings of dim 1 (ones; counts), so popularity goes through the embedding
+    evaluation and gets the folding metrics where there are groups."""
+    return np.ones((self.num_users, 1), np.float32)
+
+  @property
+  def items_NxD(self) -> np.ndarray:
+    return self.counts_N[:, None]
 
 
 def popularity(train) -> Popularity:
   """Most-popular baseline: ranks unseen items by their number of train users."""
   offsets, items, _, num_items = _binary_csr(train)
   del offsets
-  return Popularity(np.bincount(items, minlength=num_items).astype(np.float32))
+  return Popularity(
+      np.bincount(items, minlength=num_items).astype(np.float32), int(train.num_users)
+  )
 
 
 # ----------------------------------------------------------------------------------------

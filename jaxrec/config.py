@@ -220,8 +220,14 @@ class StepSpec:
   def from_config(cls, config) -> "StepSpec":
     train = TrainSpec.from_config(config.train)
     loss = LossSpec.from_config(config.loss)
+    model = ModelSpec.from_config(config.model)
+    if loss.l2 and model.normalize:
+      raise ConfigError(
+          f"loss.l2={loss.l2} has no effect with model.normalize=True (it penalises the "
+          "normalised vectors, whose norm is always 1); set one of them off"
+      )
     return cls(
-        model=ModelSpec.from_config(config.model),
+        model=model,
         loss=loss,
         sampler=SamplerSpec.from_config(
             config.sampler,

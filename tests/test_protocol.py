@@ -183,10 +183,14 @@ def test_closed_form_baselines_through_the_launcher(tmp_path, name):
   res = train.train_and_evaluate(c, str(tmp_path / name), data=sp, verbose=False)
   fitted = baselines.ease(sp.train, lam=30.0) if name == "ease" else baselines.popularity(sp.train)
   n_u, n_i = sp.train.num_users, sp.train.num_items
-  want_valid = metrics.evaluate_scores(fitted.scores, n_u, n_i, sp.train, sp.valid, ks=(10, 20))
-  want_test = metrics.evaluate_scores(
-      fitted.scores, n_u, n_i, sp.train.union(sp.valid), sp.test, ks=(10, 20)
-  )
+  known = sp.train.union(sp.valid)
+  if name == "ease":
+    want_valid = metrics.evaluate_scores(fitted.scores, n_u, n_i, sp.train, sp.valid, ks=(10, 20))
+    want_test = metrics.evaluate_scores(fitted.scores, n_u, n_i, known, sp.test, ks=(10, 20))
+  else:  # popularity is ranked as dim-1 embeddings (same tie order as metrics.evaluate)
+    q, v = metrics.popularity_scores(sp.train)
+    want_valid = metrics.evaluate(q, v, sp.train, sp.valid, ks=(10, 20))
+    want_test = metrics.evaluate(q, v, known, sp.test, ks=(10, 20))
   for k in ("recall@20", "recall_full@20", "ndcg@10"):
     assert res["valid"][k] == pytest.approx(want_valid[k], abs=1e-7)
     assert res["metrics"][k] == pytest.approx(want_test[k], abs=1e-7)
@@ -223,3 +227,32 @@ def test_lightgcn_split_through_the_launcher_carves_valid_from_train_txt(tmp_pat
   for key in ("k_core", "language_split"):
     with pytest.raises(config.ConfigError, match=f"data.{key}=2 does not apply"):
       config.validate_config(sweep.apply_overrides(c, ((f"data.{key}", 2),)))
+
+
+def test_l2_on_normalised_vectors_is_refused():
+  with pytest.raises(config.ConfigError, match="loss.l2=0.1 has no effect with model.normalize"):
+    config.validate_config(small_config(**{"loss.l2": 0.1, "model.normalize": True}))
+
+
+def test_baselines_are_rows_of_a_sweep_with_folding_metrics(tmp_path):
+  """A sweep (any ablation) can list popularity and EASE beside trained models; popularity
+  gets the folding metrics through the embedding path (the world has groups)."""
+  c = small_config(**{"data.valid_fraction": 0.0, "train.steps": 100})
+  runs = [
+      sweep.Run("mf", ()),
+      sweep.Run("popularity", (("model.name", "popularity"),)),
+      sweep.Run("ease", (("model.name", "ease"), ("model.ease_lambda", 10.0))),
+  ]
+  path = sweep.run_sweep(c, runs, [0], str(tmp_path))
+  import csv
+
+  with open(path) as f:
+    rows = {r["strategy"]: r for r in csv.DictReader(f)}
+  assert set(rows) == {"mf", "popularity", "ease"}
+  sp = data.load_data(c.data, 0)
+  q, v = metrics.popularity_scores(sp.train)
+  want = metrics.evaluate(q, v, sp.train, sp.test, ks=(10, 20))
+  assert float(rows["popularity"]["recall@20"]) == pytest.approx(want["recall@20"], abs=1e-7)
+  assert float(rows["popularity"]["cross_group@20"]) == pytest.approx(
+      want["cross_group@20"], abs=1e-7
+  )
