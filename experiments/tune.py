@@ -322,4 +322,4 @@ if __name__ == "__main__":
   _WORKDIR = flags.DEFINE_string("workdir", None, "Tune folder (resumed if present).")
   flags.mark_flag_as_required("config")
   flags.mark_flag_as_required("workdir")
-  cli.run(main)
+  cli.run(main, extra_help=lambda: __doc__)

@@ -397,7 +397,7 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path):
   assert len(lines) == 1 and "interrupted" in lines[0], err
 
 
-@pytest.mark.parametrize("tool", ["main", "sweep", "report", "folding"])
+@pytest.mark.parametrize("tool", ["main", "sweep", "report", "folding", "tune"])
 def test_help_exits_0(tool):
   r = subprocess.run(
       [sys.executable, "-m", f"experiments.{tool}", "--help"],
@@ -408,6 +408,8 @@ def test_help_exits_0(tool):
   )
   assert r.returncode == 0, r.stderr[-2000:]
   assert "--workdir" in r.stdout
+  if tool == "tune":  # the tune section's keys are explained
+    assert "tune.methods" in r.stdout and "tune.refit" in r.stdout
   if tool == "main":  # points to the config keys and the registered names
     from jaxrec import losses, models, samplers
 
