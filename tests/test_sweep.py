@@ -282,7 +282,7 @@ def test_every_config_loads_with_its_variants_and_its_sweep_validates(tmp_path, 
   module = importlib.import_module(f"experiments.configs.{name}")
   configs = {"": module.get_config()}
   if "arg" in module.get_config.__code__.co_varnames:
-    for variant in ("quick", "movielens"):
+    for variant in ("quick", "movielens", "tune", "tune,quick"):
       try:
         configs[variant] = module.get_config(variant)
       except ValueError as err:
@@ -292,8 +292,14 @@ def test_every_config_loads_with_its_variants_and_its_sweep_validates(tmp_path, 
   for variant, config in configs.items():
     with config.unlocked():
       if "data" in config and config.data.name != "synthetic":
-        assert config.data.path == common.ml_latest_small()  # the one default
+        # the default paths: REPO/../shared/data/{ml-latest-small,gowalla}
+        assert config.data.path in (common.ml_latest_small(), common.gowalla())
         config.data.path = str(data)
+    if "tune" in config:  # every trial config of the search validates
+      from experiments import tune
+
+      tune.check(config)
+      continue
     if "sweep" not in config:
       sweep.validate_config(config)
       continue

@@ -48,6 +48,12 @@ def ml_latest_small() -> str:
   return os.path.relpath(os.path.join(DATA_DIR, "ml-latest-small"))
 
 
+def gowalla() -> str:
+  """Gowalla's LightGCN split beside the repository (REPO/../shared/data/gowalla), as a
+  path relative to the current folder (like `ml_latest_small`)."""
+  return os.path.relpath(os.path.join(DATA_DIR, "gowalla"))
+
+
 def missing_data(path: str) -> str | None:
   """None if `path` exists, else the one-line error that says how to get the data."""
   if os.path.exists(path):

@@ -25,18 +25,11 @@ TRIALS = 3
 EPOCH = 729  # steps of 1,024 pairs per pass over train.txt minus the 10% carve (727,869 pairs)
 
 
-def gowalla() -> str:
-  """The Gowalla folder beside the repository (REPO/../shared/data/gowalla), relative."""
-  import os
-
-  return os.path.relpath(os.path.join(common.DATA_DIR, "gowalla"))
-
-
 def get_config(arg=None):
   v = common.parse_arg(arg, tune=False, quick=False)
   c = synthetic.get_config()
   c.data.name = "lightgcn"
-  c.data.path = gowalla()
+  c.data.path = common.gowalla()
   c.data.seed = 0
   c.model.name = "mf"
   c.model.dim = 64
