@@ -232,6 +232,12 @@ def _summary(tests: Sequence[dict]) -> dict:
   return out
 
 
+def _cell(t: dict) -> str:
+  if t["n"] == 1:
+    return f"{t['mean']:.4f} (one run)"
+  return f"{t['mean']:.4f} ± {t['std']:.4f} (±{t['ci95']:.4f})"
+
+
 def _write(workdir, out, trial_rows, final_rows, metric, spec) -> None:
   write_json_atomic(os.path.join(workdir, "tune.json"), out)
   flat = lambda r, with_test: {
@@ -266,12 +272,7 @@ def _write(workdir, out, trial_rows, final_rows, metric, spec) -> None:
       "|---" * (6 + len(shown)) + "|",
   ]
   for m in out["methods"]:
-    cells = [
-        f"{m['test'][k]['mean']:.4f} ± {m['test'][k]['std']:.4f} (±{m['test'][k]['ci95']:.4f})"
-        if k in m["test"]
-        else "-"
-        for k in shown
-    ]
+    cells = [_cell(m["test"][k]) if k in m["test"] else "-" for k in shown]
     setting = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in m["best"].items()) or "-"
     if (
         m["selected_step"] is not None
