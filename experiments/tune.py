@@ -160,7 +160,11 @@ def run(config, workdir: str, *, log=print) -> dict:
             "fixed": method.fixed,
             "space": {k: list(v) for k, v in method.space.items()},
             "num_trials": len(runs),
-            "trial_steps": int(method.base.train.steps),
+            "trial_steps": (
+                int(method.base.train.steps)
+                if models.trained_by_step(method.base.model.name)
+                else 0
+            ),
             "best": dict(best["point"]),
             "best_valid": best["valid"],
             "selected_step": best["selected_step"],
@@ -280,8 +284,11 @@ def _write(workdir, out, trial_rows, final_rows, metric, spec) -> None:
         and "train.steps" in m["final_overrides"]
     ):
       setting += f"; step {m['selected_step']}"
+    budget = (
+        f"{m['num_trials']} x {m['trial_steps']}" if m["trial_steps"] else f"{m['num_trials']} fits"
+    )
     lines.append(
-        f"| {m['method']} | {m['num_trials']} x {m['trial_steps']} | {setting} | "
+        f"| {m['method']} | {budget} | {setting} | "
         f"{m['best_valid'][metric]:.4f} | "
         + " | ".join(cells)
         + f" | {m['tune_seconds']:.0f} | {np.mean(m['final_run_seconds']):.0f} |"

@@ -78,7 +78,7 @@ def test_tune_picks_best_on_valid_and_reruns_with_refit(tmp_path):
   assert m["mf"]["test"]["recall@10"]["mean"] == pytest.approx(mean)
   assert m["mf"]["test"]["recall@10"]["n"] == 2
   report = (tmp_path / "report.md").read_text()
-  assert "| mf | 3 x 200 |" in report and "| pop | 1 x 200 |" in report
+  assert "| mf | 3 x 200 |" in report and "| pop | 1 fits |" in report
   # trials.csv holds validation only
   header = (tmp_path / "trials.csv").read_text().splitlines()[0]
   assert "valid/recall@10" in header and "test/" not in header
