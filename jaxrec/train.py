@@ -174,11 +174,18 @@ def _valid_metrics(spec, query_UxD, items_NxD, splits, config) -> dict:
 
 def _test_metrics(spec, query_UxD, items_NxD, splits, config) -> dict:
   """The one read of the test pairs: train and valid pairs masked."""
-  known = evaluate.known_pairs(splits.train, splits.valid)
-  evaluate.check_evaluable(known, splits.test, "test")
+  known = _known_for_test(splits)
   return evaluate.evaluate_model(
       query_UxD, items_NxD, known, splits.test, config.eval, temperature=spec.loss.temperature
   )
+
+
+def _known_for_test(splits):
+  """Train + valid pairs (masked by the test evaluation), after checking that some test
+  pair lies outside them."""
+  known = evaluate.known_pairs(splits.train, splits.valid)
+  evaluate.check_evaluable(known, splits.test, "test")
+  return known
 
 
 def _run_closed_form(config, cfg_dict, workdir, splits, log) -> dict:
@@ -198,9 +205,7 @@ def _run_closed_form(config, cfg_dict, workdir, splits, log) -> dict:
       if splits.valid.num_interactions
       else None
   )
-  known = evaluate.known_pairs(splits.train, splits.valid)
-  evaluate.check_evaluable(known, splits.test, "test")
-  final = evaluate.evaluate_scorer(scorer, known, splits.test, config.eval)
+  final = evaluate.evaluate_scorer(scorer, _known_for_test(splits), splits.test, config.eval)
   steps = len(getattr(scorer, "history", ())) or 1
   facts = {
       "steps": steps,

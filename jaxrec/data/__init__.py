@@ -63,8 +63,7 @@ def as_splits(data) -> Splits:
   """A preloaded data set as `Splits`: a `Splits` / (train, valid, test) triple, or a
   (train, test) pair (no validation part)."""
   if len(data) == 2:
-    train, test = data
-    return Splits(train, train.subset(np.zeros(train.num_interactions, bool)), test)
+    return carve_valid(*data, valid_fraction=0.0)  # valid: no rows
   return Splits(*data)
 
 
