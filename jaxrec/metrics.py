@@ -511,48 +511,85 @@ def evaluate_scores(
 
 
 @functools.partial(jax.jit, static_argnames=("chunk_size",))
-def _softmax_nll_batch(query_PxD, items_NxD, pos_P, inv_t, *, chunk_size):
-  """-log softmax(q_p . V / T)[pos_p] for each pair, streaming the items in chunks."""
+def _softmax_lse_batch(query_BxD, items_NxD, inv_t, *, chunk_size):
+  """logsumexp_j (q_b . v_j / T) for each row, streaming the items in chunks:
+  lse <- logaddexp(lse, logsumexp(block)) over full chunks (a fori_loop) and the tail."""
   n = items_NxD.shape[0]
-  q = query_PxD * inv_t
-  pos_logit = jnp.sum(q * items_NxD[pos_P], axis=1)
+  q = query_BxD * inv_t
+  num_full, tail = n // chunk_size, n % chunk_size
+
+  def add(lse, block_CxD):
+    block = jnp.dot(q, block_CxD.T, precision=_HIGHEST)
+    return jnp.logaddexp(lse, jax.nn.logsumexp(block, axis=1))
+
   lse = jnp.full(q.shape[:1], -jnp.inf, jnp.float32)
-  for start in range(0, n, chunk_size):
-    block = jnp.dot(q, items_NxD[start : start + chunk_size].T, precision=_HIGHEST)
-    lse = jnp.logaddexp(lse, jax.nn.logsumexp(block, axis=1))
-  return lse - pos_logit
+  lse = jax.lax.fori_loop(
+      0,
+      num_full,
+      lambda i, acc: add(acc, jax.lax.dynamic_slice_in_dim(items_NxD, i * chunk_size, chunk_size)),
+      lse,
+  )
+  return add(lse, items_NxD[num_full * chunk_size :]) if tail else lse
+
+
+@jax.jit
+def _positive_logits(query_PxD, items_PxD, inv_t):
+  """q_p . v_p / T for each pair (rows already gathered)."""
+  return jnp.sum(query_PxD * inv_t * items_PxD, axis=1)
 
 
 def heldout_softmax_loss(
-    query_UxD, items_NxD, test, *, temperature=1.0, chunk_size=DEFAULT_CHUNK_SIZE, pair_batch=1024
+    query_UxD,
+    items_NxD,
+    test,
+    *,
+    temperature=1.0,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+    query_batch=DEFAULT_QUERY_BATCH,
+    pair_batch=1 << 16,
 ) -> float:
   """Mean full-softmax cross-entropy of the held-out pairs (the objective that every
   sampled softmax estimates, Bengio & Senecal 2008):
 
-    loss = mean_{(u,i) in test} [ logsumexp_j (q_u . v_j / T) - q_u . v_i / T ]
+    loss = mean_{(u,i) in test} [ lse_u - q_u . v_i / T ],  lse_u = logsumexp_j (q_u . v_j / T)
 
   over all N items (train items are not masked: this is the model's own softmax, not a
-  ranking). Float32 throughout; items streamed in chunks of `chunk_size` rows."""
+  ranking). lse_u depends on the user only: it is computed once per distinct test user,
+  `query_batch` users at a time, the items streamed in chunks of `chunk_size` rows
+  (memory O(query_batch * chunk_size + N * D)); the pairs' own logits in batches of
+  `pair_batch`. Float32 scores, the mean accumulated in float64."""
   query, items = _embeddings(query_UxD, items_NxD)
   users, pos = _pairs(test, "test")
   _check_range(users, query.shape[0], "test user")
   _check_range(pos, items.shape[0], "test item")
   if not temperature > 0:
     raise ValueError(f"temperature must be > 0; got {temperature!r}")
+  chunk = min(_positive_int(chunk_size, "chunk_size"), items.shape[0])
+  query_batch = _positive_int(query_batch, "query_batch")
+  pair_batch = _positive_int(pair_batch, "pair_batch")
   if users.size == 0:
     return math.nan
-  chunk = min(_positive_int(chunk_size, "chunk_size"), items.shape[0])
-  pair_batch = _positive_int(pair_batch, "pair_batch")
   inv_t = jnp.float32(1.0 / temperature)
+
+  distinct, user_row = np.unique(users, return_inverse=True)
+  lse = np.empty(distinct.size, np.float32)
+  for start in range(0, distinct.size, query_batch):
+    u = distinct[start : start + query_batch]
+    real = u.size
+    if real < query_batch and distinct.size > query_batch:  # one compiled shape
+      u = np.pad(u, (0, query_batch - real))
+    out = _softmax_lse_batch(query[jnp.asarray(u)], items, inv_t, chunk_size=chunk)
+    lse[start : start + real] = np.asarray(out)[:real]
+
   total = 0.0
   for start in range(0, users.size, pair_batch):
-    u = users[start : start + pair_batch]
-    p = pos[start : start + pair_batch]
+    u, p = users[start : start + pair_batch], pos[start : start + pair_batch]
     real = u.size
-    if real < pair_batch and users.size > pair_batch:  # one compiled shape
+    if real < pair_batch and users.size > pair_batch:
       u, p = np.pad(u, (0, pair_batch - real)), np.pad(p, (0, pair_batch - real))
-    nll = _softmax_nll_batch(query[jnp.asarray(u)], items, jnp.asarray(p), inv_t, chunk_size=chunk)
-    total += float(jnp.sum(nll[:real]))
+    logit = np.asarray(_positive_logits(query[jnp.asarray(u)], items[jnp.asarray(p)], inv_t))
+    nll = lse[user_row[start : start + real]] - logit[:real]  # float32, as lse - logit
+    total += float(np.sum(nll, dtype=np.float64))
   return total / users.size
 
 

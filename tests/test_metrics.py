@@ -6,8 +6,10 @@ scores (~1e-2 at these sizes) is far above float32 rounding (~1e-7).
 """
 
 import dataclasses
+import functools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -239,6 +241,80 @@ def test_heldout_softmax_loss_matches_numpy(chunk_size, pair_batch):
   np.testing.assert_allclose(got, want, rtol=1e-5)
   with pytest.raises(ValueError, match="temperature must be > 0"):
     metrics.heldout_softmax_loss(query, items, test, temperature=0.0)
+
+
+@functools.partial(jax.jit, static_argnames=("chunk_size",))
+def _old_softmax_nll_batch(query_PxD, items_NxD, pos_P, inv_t, *, chunk_size):
+  """The per-pair held-out loss before the per-user rewrite, verbatim: one log-sum-exp
+  over the catalogue per test pair."""
+  n = items_NxD.shape[0]
+  q = query_PxD * inv_t
+  pos_logit = jnp.sum(q * items_NxD[pos_P], axis=1)
+  lse = jnp.full(q.shape[:1], -jnp.inf, jnp.float32)
+  for start in range(0, n, chunk_size):
+    block = jnp.dot(q, items_NxD[start : start + chunk_size].T, precision=jax.lax.Precision.HIGHEST)
+    lse = jnp.logaddexp(lse, jax.nn.logsumexp(block, axis=1))
+  return lse - pos_logit
+
+
+def old_heldout_softmax_loss(query, items, users, pos, temperature, chunk_size, pair_batch):
+  inv_t = jnp.float32(1.0 / temperature)
+  query, items = jnp.asarray(query), jnp.asarray(items)
+  chunk = min(chunk_size, items.shape[0])
+  total = 0.0
+  for start in range(0, users.size, pair_batch):
+    u = users[start : start + pair_batch]
+    p = pos[start : start + pair_batch]
+    real = u.size
+    if real < pair_batch and users.size > pair_batch:
+      u, p = np.pad(u, (0, pair_batch - real)), np.pad(p, (0, pair_batch - real))
+    nll = _old_softmax_nll_batch(
+        query[jnp.asarray(u)], items, jnp.asarray(p), inv_t, chunk_size=chunk
+    )
+    total += float(jnp.sum(nll[:real]))
+  return total / users.size
+
+
+@pytest.mark.parametrize(
+    "chunk_size,query_batch,pair_batch", [(1 << 16, 1024, 1 << 16), (7, 3, 5), (53, 4, 2)]
+)
+def test_heldout_softmax_loss_per_user_matches_numpy_and_the_per_pair_version(
+    chunk_size, query_batch, pair_batch
+):
+  """One log-sum-exp per distinct user, reused by all of that user's pairs: equal to the
+  float64 numpy mean of lse_u - s_ui / T and to the old per-pair computation. Test pairs
+  repeat users (up to 9 pairs for user 2) and repeat one pair, unsorted; chunk 7 leaves a
+  ragged tail of 53 items, chunk 53 none."""
+  query, items, _, _ = make_world(seed=6)
+  rng = np.random.default_rng(6)
+  users = np.concatenate([rng.integers(0, 29, 40), np.full(9, 2), [4, 4]])
+  pos = np.concatenate([rng.integers(0, 53, 49), [11, 11]])
+  order = rng.permutation(users.size)
+  users, pos = users[order], pos[order]
+  temp = 0.3
+  s = np.asarray(query, np.float64) @ np.asarray(items, np.float64).T / temp
+  m = s.max(1)
+  lse = m + np.log(np.exp(s - m[:, None]).sum(1))
+  want = np.mean(lse[users] - s[users, pos])
+  got = metrics.heldout_softmax_loss(
+      query,
+      items,
+      (users, pos),
+      temperature=temp,
+      chunk_size=chunk_size,
+      query_batch=query_batch,
+      pair_batch=pair_batch,
+  )
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  old = old_heldout_softmax_loss(query, items, users, pos, temp, chunk_size, 1024)
+  np.testing.assert_allclose(got, old, rtol=1e-6)
+  # Each user's loss alone, too (a wrong user -> lse mapping would mix users up).
+  for u in (2, 4, int(users[0])):
+    mine = users == u
+    got_u = metrics.heldout_softmax_loss(
+        query, items, (users[mine], pos[mine]), temperature=temp, chunk_size=chunk_size
+    )
+    np.testing.assert_allclose(got_u, np.mean(lse[u] - s[u, pos[mine]]), rtol=1e-6)
 
 
 def test_evaluate_eval_users_relatedness_and_plain_pairs():
