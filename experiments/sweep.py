@@ -42,7 +42,7 @@ from experiments.configs import common
 from jaxrec.config import ConfigError, data_seed, validate_config
 from jaxrec.data import load_data
 from jaxrec.train import train_and_evaluate
-from jaxrec.workdir import config_to_dict
+from jaxrec.workdir import config_to_dict, same_config
 from jaxrec import xla_flags
 
 __all__ = [
@@ -158,7 +158,7 @@ def run_dir(sweep_dir: str, strategy: str, seed: int) -> str:
 def _config_changed(wd, config) -> bool:
   try:
     with open(os.path.join(wd, "config.json")) as f:
-      return json.load(f) != config_to_dict(config)
+      return not same_config(json.load(f), config_to_dict(config))
   except (OSError, json.JSONDecodeError):
     return True
 

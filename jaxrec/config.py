@@ -314,6 +314,13 @@ def data_seed(config) -> int:
   return int(config.data.seed) if int(config.data.seed) >= 0 else int(config.seed)
 
 
+def eval_num_users(eval_cfg) -> int:
+  """config eval.num_users: the validation users each validation evaluation ranks (a
+  seeded sample, `evaluate.sample_eval_users`); 0 = all. The test evaluation ranks all.
+  Absent (a config written before the key existed) = 0."""
+  return int(eval_cfg.get("num_users", 0))
+
+
 def select_metric(eval_cfg) -> str | None:
   """eval.select "valid/NAME@K" -> "NAME@K" (None when unset); always maximised."""
   return eval_cfg.select.split("/", 1)[1] if eval_cfg.select else None
@@ -322,6 +329,12 @@ def select_metric(eval_cfg) -> str | None:
 def _check_eval(e, valid_fraction) -> None:
   _positive(e.every, "eval.every", allow_zero=True)
   _positive(e.patience, "eval.patience", allow_zero=True)
+  n = e.get("num_users", 0)
+  if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    raise ConfigError(
+        f"eval.num_users={n!r} must be an integer >= 0 (validation users per validation "
+        "evaluation; 0: all)"
+    )
   if not e.ks or any((not isinstance(k, int)) or k <= 0 for k in e.ks):
     raise ConfigError(f"eval.ks={e.ks!r} must be positive integers")
   if e.select:

@@ -13,39 +13,82 @@ from jaxrec import metrics, sharding
 from jaxrec.data import DataError
 
 
-def evaluate_embeddings(query_UxD, items_NxD, train, test, eval_cfg) -> dict[str, float]:
-  """Full-ranking metrics at config eval.ks of given embeddings (`metrics.evaluate`)."""
+def evaluate_embeddings(
+    query_UxD, items_NxD, train, test, eval_cfg, *, eval_users=None
+) -> dict[str, float]:
+  """Full-ranking metrics at config eval.ks of given embeddings (`metrics.evaluate`), over
+  the test users in `eval_users` (None: all)."""
   return metrics.evaluate(
       query_UxD,
       items_NxD,
       train,
       test,
       ks=tuple(eval_cfg.ks),
+      eval_users=eval_users,
       chunk_size=int(eval_cfg.chunk_size),
       topk_fn=sharding.sharded_topk,
   )
 
 
 def evaluate_model(
-    query_UxD, items_NxD, train, test, eval_cfg, *, temperature: float
+    query_UxD, items_NxD, train, test, eval_cfg, *, temperature: float, eval_users=None
 ) -> dict[str, float]:
   """Full-ranking metrics plus test_softmax_loss: the held-out pairs' cross-entropy under
-  the full softmax at the training temperature (what every sampled loss estimates)."""
-  out = evaluate_embeddings(query_UxD, items_NxD, train, test, eval_cfg)
+  the full softmax at the training temperature (what every sampled loss estimates); both
+  over the users in `eval_users` (None: all)."""
+  out = evaluate_embeddings(query_UxD, items_NxD, train, test, eval_cfg, eval_users=eval_users)
+  pairs = test
+  if eval_users is not None:
+    keep = np.isin(test.user_ids, eval_users)
+    pairs = (test.user_ids[keep], test.item_ids[keep])
   out["test_softmax_loss"] = metrics.heldout_softmax_loss(
-      query_UxD, items_NxD, test, temperature=temperature, chunk_size=int(eval_cfg.chunk_size)
+      query_UxD, items_NxD, pairs, temperature=temperature, chunk_size=int(eval_cfg.chunk_size)
   )
   return out
 
 
-def evaluate_scorer(scorer, train, test, eval_cfg) -> dict[str, float]:
+def evaluate_scorer(scorer, train, test, eval_cfg, *, eval_users=None) -> dict[str, float]:
   """Full-ranking metrics of a closed-form model: `scorer.scores(users_B) -> [B, N]`
-  (`metrics.evaluate_scores`) or, when it has them, its embeddings `query_UxD`/`items_NxD`."""
+  (`metrics.evaluate_scores`) or, when it has them, its embeddings `query_UxD`/`items_NxD`;
+  over the users in `eval_users` (None: all)."""
   if hasattr(scorer, "query_UxD"):
-    return evaluate_embeddings(scorer.query_UxD, scorer.items_NxD, train, test, eval_cfg)
+    return evaluate_embeddings(
+        scorer.query_UxD, scorer.items_NxD, train, test, eval_cfg, eval_users=eval_users
+    )
   return metrics.evaluate_scores(
-      scorer.scores, train.num_users, train.num_items, train, test, ks=tuple(eval_cfg.ks)
+      scorer.scores,
+      train.num_users,
+      train.num_items,
+      train,
+      test,
+      ks=tuple(eval_cfg.ks),
+      eval_users=eval_users,
   )
+
+
+def evaluable_users(train, part) -> np.ndarray:
+  """The users `metrics.evaluate` ranks on `part`: those with a `part` pair outside
+  `train` (sorted)."""
+  n = max(int(train.num_items), 1)
+  known = train.user_ids.astype(np.int64) * n + train.item_ids
+  held = part.user_ids.astype(np.int64) * n + part.item_ids
+  return np.unique(part.user_ids[np.isin(held, known, invert=True)]).astype(np.int64)
+
+
+# Stream tag of the validation users' sample (so it is not the seed's other draws).
+_SAMPLE_STREAM = 0x65766C75
+
+
+def sample_eval_users(train, valid, num_users: int, seed: int) -> np.ndarray | None:
+  """The validation users of a run (config eval.num_users = n): n users drawn uniformly
+  without replacement from `evaluable_users(train, valid)` by a generator seeded from the
+  run's seed (the same n users at every validation evaluation, and on resume); None (all
+  users) when n is 0 or at least their number. Sorted."""
+  users = evaluable_users(train, valid)
+  if num_users <= 0 or num_users >= users.size:
+    return None
+  rng = np.random.default_rng([_SAMPLE_STREAM, int(seed) & (2**63 - 1)])
+  return np.sort(rng.choice(users, size=int(num_users), replace=False))
 
 
 def known_pairs(train, valid):
@@ -57,10 +100,7 @@ def known_pairs(train, valid):
 def check_evaluable(train, part, name: str) -> None:
   """Raises DataError when no pair of `part` (valid or test) is outside `train`: no user
   could be evaluated."""
-  n = max(int(train.num_items), 1)
-  known = train.user_ids.astype(np.int64) * n + train.item_ids
-  held = part.user_ids.astype(np.int64) * n + part.item_ids
-  if not np.isin(held, known, invert=True).any():
+  if not evaluable_users(train, part).size:
     raise DataError(
         f"no user to evaluate on {name}: every {name} pair ({part.num_interactions}) is also "
         f"a train pair ({train.num_interactions} train rows; users need >= 2 interactions)"

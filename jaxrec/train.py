@@ -27,6 +27,7 @@ from jaxrec.config import (
     check_data_fit,
     check_splits,
     data_seed,
+    eval_num_users,
     select_metric,
     validate_config,
 )
@@ -76,8 +77,15 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
   train, valid, test = splits
   check_data_fit(config, train.num_users, train.num_items)
   check_splits(config, train, log=log if verbose else None)
+  valid_users, n_valid_users = None, None  # validation users ranked (eval.num_users)
   if valid.num_interactions:
     evaluate.check_evaluable(train, valid, "valid")
+    valid_users = evaluate.sample_eval_users(
+        train, valid, eval_num_users(config.eval), int(config.seed)
+    )
+    n_valid_users = int(
+        evaluate.evaluable_users(train, valid).size if valid_users is None else valid_users.size
+    )
   # Test pairs are read once, by the final evaluation (`_test_metrics`); here only their
   # count, so a split that left no test pairs fails before training.
   if not test.num_interactions:
@@ -100,7 +108,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
   mesh = sharding.make_mesh(tuple(config.mesh.shape) or None)
   with sharding.mesh_context(mesh):
     if not models.trained_by_step(config.model.name):
-      return _run_closed_form(config, cfg_dict, workdir, splits, log)
+      return _run_closed_form(config, cfg_dict, workdir, splits, log, valid_users, n_valid_users)
 
     spec = StepSpec.from_config(config)
     ddata = step.device_data(train, spec)
@@ -117,7 +125,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
     t0 = time.time()
     try:
       state, last, train_seconds, compile_seconds = _train_loop(
-          config, spec, state, ddata, start, ckpt, splits, mpath, selector, log
+          config, spec, state, ddata, start, ckpt, splits, mpath, selector, log, valid_users
       )
     except Exception as err:
       full = workdir_io.find_enospc(err)
@@ -136,7 +144,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
     query_UxD = step.query_embeddings(spec, state, ddata)
     items_NxD = step.item_embeddings(spec, state)
     if valid.num_interactions and selector.latest_step != last:
-      valid_last = _valid_metrics(spec, query_UxD, items_NxD, splits, config)
+      valid_last = _valid_metrics(spec, query_UxD, items_NxD, splits, config, valid_users)
       selector.offer(last, query_UxD, items_NxD, valid_last)
     if config.eval.save_embeddings:
       workdir_io.save_embeddings(workdir, query_UxD, items_NxD, train)
@@ -157,11 +165,13 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
       "train_seconds": train_seconds,
       "eval_seconds": eval_seconds,
       "wall_seconds": time.time() - t0,
+      "eval_num_users": n_valid_users,
   }
   return _finish(workdir, cfg_dict, mpath, splits, final, valid_final, selected_step, facts, log)
 
 
-def _valid_metrics(spec, query_UxD, items_NxD, splits, config) -> dict:
+def _valid_metrics(spec, query_UxD, items_NxD, splits, config, valid_users) -> dict:
+  """A validation evaluation: over `valid_users` (eval.num_users' sample; None: all)."""
   return evaluate.evaluate_model(
       query_UxD,
       items_NxD,
@@ -169,6 +179,7 @@ def _valid_metrics(spec, query_UxD, items_NxD, splits, config) -> dict:
       splits.valid,
       config.eval,
       temperature=spec.loss.temperature,
+      eval_users=valid_users,
   )
 
 
@@ -188,9 +199,9 @@ def _known_for_test(splits):
   return known
 
 
-def _run_closed_form(config, cfg_dict, workdir, splits, log) -> dict:
-  """A closed-form model (`models.Model.fit`): fit on train, evaluate on valid (if any)
-  and test. A rerun refits (no checkpoints)."""
+def _run_closed_form(config, cfg_dict, workdir, splits, log, valid_users, n_valid_users) -> dict:
+  """A closed-form model (`models.Model.fit`): fit on train, evaluate on valid (if any;
+  over `valid_users`, None: all) and test. A rerun refits (no checkpoints)."""
   t0 = time.time()
   scorer = models.REGISTRY[config.model.name].fit(config, splits.train)
   train_seconds = time.time() - t0
@@ -201,7 +212,9 @@ def _run_closed_form(config, cfg_dict, workdir, splits, log) -> dict:
     workdir_io.save_embeddings(workdir, scorer.query_UxD, scorer.items_NxD, splits.train)
   t_eval = time.time()
   valid = (
-      evaluate.evaluate_scorer(scorer, splits.train, splits.valid, config.eval)
+      evaluate.evaluate_scorer(
+          scorer, splits.train, splits.valid, config.eval, eval_users=valid_users
+      )
       if splits.valid.num_interactions
       else None
   )
@@ -214,6 +227,7 @@ def _run_closed_form(config, cfg_dict, workdir, splits, log) -> dict:
       "train_seconds": train_seconds,
       "eval_seconds": time.time() - t_eval,
       "wall_seconds": time.time() - t0,
+      "eval_num_users": n_valid_users,
   }
   return _finish(workdir, cfg_dict, None, splits, final, valid, steps, facts, log)
 
@@ -296,10 +310,11 @@ def _latest(ckpt):
     return None
 
 
-def _train_loop(config, spec, state, ddata, start, ckpt, splits, mpath, selector, log):
+def _train_loop(config, spec, state, ddata, start, ckpt, splits, mpath, selector, log, valid_users):
   """Steps start..train.steps; a log line every train.log_every steps and a validation
-  evaluation every eval.every steps, the only host syncs; stops early when the selector
-  runs out of patience. -> (state, last step, seconds training, seconds compiling)."""
+  evaluation (over `valid_users`, None: all) every eval.every steps, the only host syncs;
+  stops early when the selector runs out of patience.
+  -> (state, last step, seconds training, seconds compiling)."""
   steps, log_every = int(config.train.steps), int(config.train.log_every)
   eval_every = int(config.eval.every) if splits.valid.num_interactions else 0
   train_seconds, compile_seconds, t_log, s_log = 0.0, None, clock(), start
@@ -332,7 +347,7 @@ def _train_loop(config, spec, state, ddata, start, ckpt, splits, mpath, selector
       if is_eval:
         query_UxD = step.query_embeddings(spec, state, ddata)
         items_NxD = step.item_embeddings(spec, state)
-        valid = _valid_metrics(spec, query_UxD, items_NxD, splits, config)
+        valid = _valid_metrics(spec, query_UxD, items_NxD, splits, config, valid_users)
         selector.offer(done, query_UxD, items_NxD, valid)
         row.update({f"valid/{k}": v for k, v in valid.items()})
         t_log = clock()

@@ -72,11 +72,35 @@ def find_enospc(err: BaseException):
   return None
 
 
+# Config keys added after runs were recorded without them, each with the value that acts
+# as its absence: matching a workdir's config.json (a finished run, a resumed run, a
+# sweep's record in records/) treats "absent" and "at that value" alike.
+KEYS_ADDED_LATER = {"eval.num_users": 0}
+
+
+def comparable(cfg_dict: dict) -> dict:
+  """`cfg_dict` less the KEYS_ADDED_LATER that hold their no-op value (a copy)."""
+  out = json.loads(json.dumps(cfg_dict))
+  for dotted, default in KEYS_ADDED_LATER.items():
+    *path, last = dotted.split(".")
+    section = out
+    for key in path:
+      section = section.get(key) if isinstance(section, dict) else None
+    if isinstance(section, dict) and last in section and section[last] == default:
+      del section[last]
+  return out
+
+
+def same_config(a: dict, b: dict) -> bool:
+  """Whether two config dicts describe the same run (see KEYS_ADDED_LATER)."""
+  return comparable(a) == comparable(b)
+
+
 def finished(workdir: str, cfg_dict: dict) -> dict | None:
   """The results of a finished run of this same config in `workdir`, else None."""
   try:
     with open(os.path.join(workdir, "config.json")) as f:
-      if json.load(f) != cfg_dict:
+      if not same_config(json.load(f), cfg_dict):
         return None
     with open(os.path.join(workdir, "results.json")) as f:
       return json.load(f)
@@ -140,9 +164,9 @@ def claim(
   if os.path.exists(cfg_path):
     with open(cfg_path) as f:
       old = json.load(f)
-    if old != cfg_dict:
+    if not same_config(old, cfg_dict):
       if not overwrite:
-        diff = sorted(config_diff(old, cfg_dict))
+        diff = sorted(config_diff(comparable(old), comparable(cfg_dict)))
         raise error(
             f"workdir {workdir} holds a run of a different config (differs in "
             f"{', '.join(diff[:5])}); use another --workdir or pass --overwrite"

@@ -88,6 +88,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.every = 0  # evaluate on valid every this many steps (0: only at the end)
   c.eval.select = ""  # e.g. "valid/recall@20": report test at the best valid step
   c.eval.patience = 0  # stop after this many evaluations without a better eval.select
+  # Validation evaluations (eval.every, eval.select, the last step) rank this many valid
+  # users, sampled once per run from the run's seed (0: all); the final test evaluation
+  # always ranks every test user. results.json: run.eval_num_users.
+  c.eval.num_users = 0
   c.eval.ks = (10, 20)
   c.eval.chunk_size = 8192
   c.eval.save_embeddings = False  # write embeddings.npz (for the PCA picture)
