@@ -799,6 +799,10 @@ class Sampler:
     gradient diagnostic reads K = 1..K_max from one draw of K_max).
   support: support(inputs, spec) -> bool [N], the items with q > 0, for a sampler that
     cannot draw every item (None: every item; the gradient diagnostic reads it).
+  pos_log_q: pos_log_q(inputs, spec) -> [B], the log q of each row's positive under the
+    same law as the negatives, for samplers whose negatives are drawn like the positives
+    (in_batch, mixed): with `sampler.correct_positive` the loss subtracts log(K q) from the
+    positive's logit too (Yi et al. 2019, eq. 4). None: the positive is never corrected.
   """
 
   draw: Callable[..., Negatives]
@@ -811,6 +815,7 @@ class Sampler:
   log_q: str = "exact"
   iid: bool = True
   support: Optional[Callable[..., Any]] = None
+  pos_log_q: Optional[Callable[..., Any]] = None
 
   @property
   def proper_log_q(self) -> bool:
@@ -845,6 +850,26 @@ def draw_mixed(key, inputs: SamplerInputs, spec) -> Negatives:
       inputs.num_items,
       num_uniform,
       spec.batch_negatives or None,
+  )
+
+
+def in_batch_pos_log_q(inputs: SamplerInputs, spec) -> Array:
+  """The batch's positives' log q under `in_batch`'s law (`in_batch_log_q`)."""
+  pos = inputs.pos_ids_B
+  return in_batch_log_q(inputs.freq, pos, pos.shape[0])
+
+
+def mixed_pos_log_q(inputs: SamplerInputs, spec) -> Array:
+  """The batch's positives' log q under `mixed`'s law (`mixed_log_q`)."""
+  pos = inputs.pos_ids_B
+  batch = pos.shape[0]
+  return mixed_log_q(
+      inputs.freq,
+      pos,
+      batch,
+      spec.batch_negatives or batch,
+      spec.num_uniform or batch,
+      inputs.num_items,
   )
 
 
@@ -921,16 +946,18 @@ REGISTRY: dict[str, Sampler] = {
     "in_batch": Sampler(
         draw_in_batch,
         "the batch's positives, q from the Yi et al. 2019 streaming estimate",
-        config_keys=("batch_negatives", "freq_alpha"),
+        config_keys=("batch_negatives", "freq_alpha", "correct_positive"),
         uses_freq=True,
         iid=False,
+        pos_log_q=in_batch_pos_log_q,
     ),
     "mixed": Sampler(
         draw_mixed,
         "in-batch positives + uniform ids (Yang et al. 2020)",
-        config_keys=("batch_negatives", "num_uniform", "freq_alpha"),
+        config_keys=("batch_negatives", "num_uniform", "freq_alpha", "correct_positive"),
         uses_freq=True,
         iid=False,
+        pos_log_q=mixed_pos_log_q,
     ),
     "hard_exact": Sampler(
         with_hard_fraction(_hard_exact_rows),

@@ -723,6 +723,8 @@ def test_every_registered_sampler_meets_the_contract(name):
 def test_registry_metadata_is_what_the_step_and_validation_read():
   """Every sampler.* key an entry declares exists in the default config; the optional
   keys are validated against the entries that read them; help_text lists every entry."""
+  import ml_collections
+
   from experiments.configs import synthetic
   from jaxrec import config
 
@@ -734,6 +736,23 @@ def test_registry_metadata_is_what_the_step_and_validation_read():
     spec = config.StepSpec.from_config(c)
     assert spec.uses_freq == entry.uses_freq
     assert (spec.unigram_alpha is not None) == entry.uses_unigram
+    assert spec.correct_positive == (entry.pos_log_q is not None)
+    assert ("correct_positive" in entry.config_keys) == (entry.pos_log_q is not None)
+    if "correct_positive" not in entry.config_keys:
+      c.sampler.correct_positive = False
+      with pytest.raises(
+          config.ConfigError, match="correct_positive=False applies to in_batch and mixed, not"
+      ):
+        config.StepSpec.from_config(c)
+      c.sampler.correct_positive = True
+    else:
+      c.sampler.logq = False  # no log-Q: nothing to correct
+      assert not config.StepSpec.from_config(c).correct_positive
+      c.sampler.logq = True
+      loose = ml_collections.ConfigDict(c.to_dict(), type_safe=False)
+      loose.sampler.correct_positive = 1
+      with pytest.raises(config.ConfigError, match="correct_positive=1 must be True or False"):
+        config.StepSpec.from_config(loose)
     if "batch_negatives" not in entry.config_keys:
       c.sampler.batch_negatives = 4
       with pytest.raises(config.ConfigError, match="batch_negatives=4 applies to"):
