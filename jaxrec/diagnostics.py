@@ -369,7 +369,7 @@ def _nested_in_batch(num_items: int, k_max: int, counts_N: np.ndarray) -> Nested
   """The batch is K i.i.d. training positives: q = the data frequency f; the sampler's
   correction is its estimator's fixed point, log(K f_j) (Yi et al. 2019, p = |B| q)."""
   del num_items
-  table = samplers.unigram_table(counts_N, 1.0)
+  table = samplers.unigram_table(counts_N, 1.0, pseudo_count=0.0)  # the data frequency
   support = np.asarray(counts_N) > 0
   return NestedSampler(
       lambda key, q, v: samplers.unigram_sample(key, table, k_max), in_batch_corrections, support, 1
@@ -379,7 +379,7 @@ def _nested_in_batch(num_items: int, k_max: int, counts_N: np.ndarray) -> Nested
 def _nested_mixed(num_items: int, k_max: int, counts_N: np.ndarray) -> NestedSampler:
   """K in-batch positives (as in_batch) + K uniform ids; correction log(K f_j + K/N), as
   `samplers.mixed` at its estimator's fixed point (the mixture's expected count)."""
-  table = samplers.unigram_table(counts_N, 1.0)
+  table = samplers.unigram_table(counts_N, 1.0, pseudo_count=0.0)  # the data frequency
   log_f_N = table.log_q_N
 
   def draw_mixed(key, q, v):

@@ -232,31 +232,43 @@ class UnigramTable(NamedTuple):
   log_q_N: Array  # [N] log q_j (-inf for weight 0)
 
 
-def unigram_weights(counts: Array, alpha=1.0) -> Array:
-  """w_j = counts_j ** alpha for counts_j > 0; 0 for zero counts unless alpha == 0 (then 1).
+# The unigram sampler's pseudo-count: q_j proportional to (count_j + 1)^alpha.
+UNIGRAM_PSEUDO_COUNT = 1.0
+
+
+def unigram_weights(counts: Array, alpha=1.0, pseudo_count=UNIGRAM_PSEUDO_COUNT) -> Array:
+  """w_j = (counts_j + pseudo_count) ** alpha; with pseudo_count = 0, w_j = 0 for a zero
+  count unless alpha == 0 (then 1).
 
   alpha = 0 is the uniform distribution over the whole catalogue, alpha = 1 popularity,
-  alpha = 0.75 the word2vec choice (Mikolov et al. 2013).
+  alpha = 0.75 the word2vec choice (Mikolov et al. 2013). The default pseudo-count 1 keeps
+  every item in the support (see `unigram`); pseudo_count = 0 is the raw empirical
+  frequency (what i.i.d. training positives follow).
   """
   counts = jnp.asarray(counts, jnp.float32)
   alpha = jnp.asarray(alpha, jnp.float32)
-  safe = jnp.where(counts > 0, counts, 1.0)
-  return jnp.where(counts > 0, safe**alpha, jnp.where(alpha == 0, 1.0, 0.0))
+  smoothed = counts + jnp.asarray(pseudo_count, jnp.float32)
+  safe = jnp.where(smoothed > 0, smoothed, 1.0)
+  return jnp.where(smoothed > 0, safe**alpha, jnp.where(alpha == 0, 1.0, 0.0))
 
 
-def unigram_table(counts: Array, alpha=1.0) -> UnigramTable:
+def unigram_table(counts: Array, alpha=1.0, *, pseudo_count=UNIGRAM_PSEUDO_COUNT) -> UnigramTable:
   """Builds the O(N) table of `unigram` once (e.g. outside the train step)."""
   if jnp.ndim(counts) != 1 or jnp.shape(counts)[0] < 1:
     raise ValueError(f"counts must be a non-empty 1-D array, got shape {jnp.shape(counts)}")
   if isinstance(alpha, (int, float)) and not alpha >= 0:
     raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+  if not (isinstance(pseudo_count, (int, float)) and pseudo_count >= 0):
+    raise ValueError(f"pseudo_count must be a number >= 0, got {pseudo_count!r}")
   if _is_concrete(counts):
     c = np.asarray(counts, np.float64)
     if np.any(c < 0) or not np.all(np.isfinite(c)):
       raise ValueError("counts must be finite and >= 0")
-    if isinstance(alpha, (int, float)) and alpha > 0 and not np.any(c > 0):
-      raise ValueError(f"counts has no positive entry: q = counts**{alpha} is undefined")
-  w_N = unigram_weights(counts, alpha)
+    if isinstance(alpha, (int, float)) and alpha > 0 and not np.any(c + pseudo_count > 0):
+      raise ValueError(
+          f"counts has no positive entry and pseudo_count is 0: q = counts**{alpha} is " "undefined"
+      )
+  w_N = unigram_weights(counts, alpha, pseudo_count)
   n = w_N.shape[0]
   size = _block_size(n)
   blocks = -(-n // size)
@@ -282,19 +294,35 @@ def unigram_sample(key: Array, table: UnigramTable, num_samples: int) -> Negativ
   return Negatives(ids, table.log_q_N[ids])
 
 
-def unigram(key: Array, counts: Array, num_samples: int, *, alpha=1.0) -> Negatives:
-  """K i.i.d. ids with q_j = counts_j^alpha / sum_i counts_i^alpha -> Negatives [K].
+def unigram(
+    key: Array,
+    counts: Array,
+    num_samples: int,
+    *,
+    alpha=1.0,
+    pseudo_count=UNIGRAM_PSEUDO_COUNT,
+) -> Negatives:
+  """K i.i.d. ids with q_j = (c_j + 1)^alpha / sum_i (c_i + 1)^alpha -> Negatives [K].
+
+  Smoothed counts (pseudo_count, default 1): the log-Q estimate
+  sum_k e^{s_k} / (K q_k) of Z = sum_j e^{s_j} is unbiased only if q_j > 0 for every item,
+  and the raw counts^alpha give items without training interactions q = 0 (e.g. 781 of
+  ml-latest-small's items in its language split), so their logits would never enter the
+  partition function. Adding one to every count (Laplace's rule: the posterior mean of the
+  item distribution under a uniform Dirichlet prior when alpha = 1) keeps the shape where
+  counts are large (a factor (1 + 1/c)^alpha), gives an unseen item the weight a count-1
+  item had, keeps alpha = 0 uniform, and needs no new hyperparameter; a mixture with
+  uniform would need its weight as one. pseudo_count = 0 is the unsmoothed sampler
+  (zero-count items have log_q = -inf and are never drawn).
 
   Inverse CDF with a two-level table (blocks of ceil(sqrt(N)) items: a block by its total
   weight, then an item inside it; binary search at both levels), O(log N) per draw after
-  an O(N) build; in
-  float32 a flat CDF over all N items would blur an item's probability by ~N * 2^-24
-  relative, the two-level table by ~sqrt(N) * 2^-24. Zero-count items have q = 0
-  (log_q = -inf) when alpha > 0 and are never drawn; alpha = 0 is uniform over all N.
-  The table is rebuilt per call (O(N)); inside a train step prefer `unigram_table` once
-  and `unigram_sample` per step. Reference: Mikolov et al. 2013 (alpha = 0.75).
+  an O(N) build; in float32 a flat CDF over all N items would blur an item's probability
+  by ~N * 2^-24 relative, the two-level table by ~sqrt(N) * 2^-24. The table is rebuilt
+  per call (O(N)); inside a train step prefer `unigram_table` once and `unigram_sample` per
+  step. Reference: Mikolov et al. 2013 (alpha = 0.75).
   """
-  return unigram_sample(key, unigram_table(counts, alpha), num_samples)
+  return unigram_sample(key, unigram_table(counts, alpha, pseudo_count=pseudo_count), num_samples)
 
 
 def log_uniform(key: Array, num_items: int, num_samples: int) -> Negatives:
@@ -935,7 +963,7 @@ REGISTRY: dict[str, Sampler] = {
     ),
     "unigram": Sampler(
         draw_unigram,
-        "q_j proportional to train count_j ** sampler.alpha",
+        "q_j proportional to (train count_j + 1) ** sampler.alpha",
         config_keys=("num_negatives", "alpha"),
         uses_unigram=True,
         support=lambda inputs, spec: inputs.unigram.log_q_N > -jnp.inf,

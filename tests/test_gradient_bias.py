@@ -38,7 +38,7 @@ def _slot_distributions(name, k, q, v):
       if name == "uniform":
         slots, c = [uni] * k, np.log(k * uni)
       elif name == "unigram":
-        w = COUNTS**0.75
+        w = (COUNTS + 1.0) ** 0.75
         slots, c = [w / w.sum()] * k, np.log(k * w / w.sum())
       elif name == "in_batch":
         slots, c = [f] * k, np.log(k * f)

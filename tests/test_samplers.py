@@ -98,23 +98,56 @@ def test_uniform_without_replacement_distinct_and_marginally_uniform():
 # ----------------------------------------------------------------------------- unigram
 
 
+@pytest.mark.parametrize("pseudo_count", [1.0, 0.0])
 @pytest.mark.parametrize("alpha", [1.0, 0.75, 0.0])
-def test_unigram_matches_counts_to_the_alpha(alpha):
+def test_unigram_matches_counts_to_the_alpha(alpha, pseudo_count):
+  """Draws follow q_j ~ (c_j + pseudo_count)^alpha (default pseudo-count 1) and log_q is
+  their log; pseudo_count = 0 is the raw counts, which never draw a zero-count item."""
   rng = np.random.default_rng(3)
   n, k = 60, 300_000
   counts = rng.integers(0, 50, n).astype(np.float32)
   counts[[0, 7, 8, 59]] = 0  # zero counts at the edges and in a run
-  neg = jax.jit(lambda key: samplers.unigram(key, counts, k, alpha=alpha))(jax.random.PRNGKey(4))
-  c = counts.astype(np.float64)
+  kwargs = {} if pseudo_count == 1.0 else {"pseudo_count": pseudo_count}
+  neg = jax.jit(lambda key: samplers.unigram(key, counts, k, alpha=alpha, **kwargs))(
+      jax.random.PRNGKey(4)
+  )
+  c = counts.astype(np.float64) + pseudo_count
   w = np.ones(n) if alpha == 0 else np.where(c > 0, c**alpha, 0.0)
   q = w / w.sum()
   ids = np.asarray(neg.ids)
   counts_drawn = np.bincount(ids, minlength=n)
-  if alpha > 0:
-    assert counts_drawn[c == 0].sum() == 0  # zero-count items are never drawn
-  assert chi2_pvalue(counts_drawn, q, f"unigram-alpha{alpha}") > P_MIN
-  assert chi2_pvalue(counts_drawn, _perturbed(q), f"unigram-alpha{alpha}-wrong-q") < 1e-6
+  if alpha > 0 and pseudo_count == 0:
+    assert counts_drawn[counts == 0].sum() == 0  # zero-count items are never drawn
+  name = f"unigram-alpha{alpha}-pseudo{pseudo_count}"
+  assert chi2_pvalue(counts_drawn, q, name) > P_MIN
+  assert chi2_pvalue(counts_drawn, _perturbed(q), f"{name}-wrong-q") < 1e-6
   np.testing.assert_allclose(neg.log_q, np.log(q[ids]), rtol=1e-5)
+
+
+def test_unigram_draws_items_without_training_counts():
+  """The support condition of log-Q: every item, zero-count ones included, has q > 0 and
+  is drawn. Catalogue of 1,000 items, 300 of them with count 0 and the rest Zipf-like
+  counts up to 1,000 (alpha = 0.75): a zero-count item has q = 1 / sum_i (c_i + 1)^0.75
+  = 2.3e-4; in 2e5 draws each is expected ~46 times (P(never drawn) ~ e^-46)."""
+  rng = np.random.default_rng(7)
+  n, k, alpha = 1000, 200_000, 0.75
+  counts = np.floor(1000.0 / (1 + np.arange(n)) ** 0.8).astype(np.float32)
+  zero = rng.choice(n, 300, replace=False)
+  counts[zero] = 0
+  table = samplers.unigram_table(counts, alpha)
+  log_q = np.asarray(table.log_q_N, np.float64)
+  q0 = 1.0 / np.sum((counts.astype(np.float64) + 1) ** alpha)
+  np.testing.assert_allclose(np.exp(log_q[zero]), q0, rtol=1e-5)
+  assert np.isclose(np.exp(log_q).sum(), 1.0, rtol=1e-5)
+  neg = jax.jit(lambda key: samplers.unigram_sample(key, table, k))(jax.random.PRNGKey(8))
+  drawn = np.bincount(np.asarray(neg.ids), minlength=n)
+  assert (drawn[zero] > 0).all(), int((drawn[zero] == 0).sum())
+  # Their share of the draws matches their mass (300 q0 = 6.9%; binomial sd 0.06%).
+  share, mass = drawn[zero].sum() / k, 300 * q0
+  assert abs(share - mass) < 5 * math.sqrt(mass * (1 - mass) / k), (share, mass)
+  # The raw counts (pseudo_count = 0) give them q = 0: the bug this smoothing fixes.
+  raw = samplers.unigram_table(counts, alpha, pseudo_count=0.0)
+  assert np.all(np.asarray(raw.log_q_N)[zero] == -np.inf)
 
 
 def test_unigram_table_resolves_every_item_in_a_large_catalogue():
@@ -123,7 +156,7 @@ def test_unigram_table_resolves_every_item_in_a_large_catalogue():
   n = 2**18
   w = rng.uniform(0.5, 1.5, n).astype(np.float32)
   w[rng.choice(n, n // 10, replace=False)] = 0.0
-  table = samplers.unigram_table(w, 1.0)
+  table = samplers.unigram_table(w, 1.0, pseudo_count=0.0)  # the weights as given
   cum = np.asarray(table.cum_CxS, np.float64)
   block_cum = np.asarray(table.block_cum_C, np.float64)
   # Probability of item j implied by the table: P(block) * width of j inside its block.
@@ -150,8 +183,13 @@ def test_unigram_table_resolves_every_item_in_a_large_catalogue():
 def test_unigram_rejects_bad_counts():
   with pytest.raises(ValueError, match=">= 0"):
     samplers.unigram(jax.random.PRNGKey(0), np.array([1.0, -1.0]), 3)
-  with pytest.raises(ValueError, match="no positive entry"):
-    samplers.unigram(jax.random.PRNGKey(0), np.zeros(4), 3)
+  with pytest.raises(ValueError, match="no positive entry and pseudo_count is 0"):
+    samplers.unigram(jax.random.PRNGKey(0), np.zeros(4), 3, pseudo_count=0.0)
+  with pytest.raises(ValueError, match="pseudo_count must be a number >= 0"):
+    samplers.unigram(jax.random.PRNGKey(0), np.ones(4), 3, pseudo_count=-1.0)
+  # All-zero counts are fine once smoothed: uniform.
+  uni = samplers.unigram(jax.random.PRNGKey(0), np.zeros(4), 3)
+  np.testing.assert_allclose(uni.log_q, np.log(0.25), rtol=1e-6)
   with pytest.raises(ValueError, match="alpha must be >= 0"):
     samplers.unigram(jax.random.PRNGKey(0), np.ones(4), 3, alpha=-1.0)
 
@@ -607,8 +645,8 @@ def test_in_batch_and_mixed_losses_approach_full_softmax():
 # ---------------------------------------------------------------------------------------
 
 C_N, C_B, C_D, C_K, C_DRAWS = 12, 4, 3, 5, 20000
-# Train counts: item 11 never seen (q = 0 for in-batch); the in-batch estimator's fixed
-# point is b_j = 1 / (B f_j), the expected count per batch.
+# Train counts: item 11 never seen (q = 0 for in-batch, > 0 for the smoothed unigram); the
+# in-batch estimator's fixed point is b_j = 1 / (B f_j), the expected count per batch.
 C_COUNTS = np.array([6, 5, 4, 3, 3, 2, 2, 1, 1, 1, 1, 0], np.float32)
 _VALID_LOG_Q = ("exact", "weight", "none")
 
@@ -630,7 +668,7 @@ def _contract_draws(name):
   entry = samplers.REGISTRY[name]
   spec = _contract_spec(name)
   f = C_COUNTS / C_COUNTS.sum()
-  freq_table = samplers.unigram_table(jnp.asarray(C_COUNTS), 1.0)
+  freq_table = samplers.unigram_table(jnp.asarray(C_COUNTS), 1.0, pseudo_count=0.0)
   rng = np.random.default_rng(0)
   query = jnp.asarray(rng.normal(size=(C_B, C_D)), jnp.float32)
   items = jnp.asarray(rng.normal(size=(C_N, C_D)), jnp.float32)

@@ -44,7 +44,8 @@ Two choices make this affordable and precise (both tested in tests/test_gradient
 
 Samplers, as the diagnostic sees them (q = the per-draw probability):
   uniform     q_j = 1/N.
-  unigram     q_j proportional to count_j^alpha (sweep.unigram_alpha, default 0.75; train counts).
+  unigram     q_j proportional to (count_j + 1)^alpha (sweep.unigram_alpha, default 0.75; train
+              counts, smoothed so that every item can be drawn).
   log_uniform Zipf over popularity ranks (not in the default list).
   in_batch    K = the batch size whose positives serve as negatives. The "batch" is K other
               training positives drawn i.i.d. from the data (what random batching gives), so
@@ -72,7 +73,8 @@ Found with the default config (seed 0; numbers in docs/RESULTS.md):
     exception: its missing correction is the constant log(K/N), which only over-weights
     the positive (by ~p_pos (N/K - 1)); that bias falls with K and is small when p_pos is.
   * With logQ, uniform / unigram fall with K, but unigram levels off at the mass of the
-    items it can never draw (zero training count: ~0.006 on ml-latest-small).
+    items it can never draw (zero training count: ~0.006 on ml-latest-small; recorded
+    before the unigram sampler smoothed its counts, (count + 1)^alpha, which draws them).
   * (Recorded with the old once-per-step estimator, whose fixed point was
     log P(j in a batch of K); not rerun with the count estimator.) in_batch and mixed with
     the estimator's correction log P(j in batch) fall until K ~ 64 and then RISE (K = 256, 1024): popular items have K f_j > 1 expected copies
