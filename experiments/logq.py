@@ -182,7 +182,7 @@ def plot_simulation(workdir: str, sim: dict) -> str:
     ax.axvline(sim["switch"], color="gray", ls=":", lw=0.8)
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("sum |p_hat - p| / sum p")
+    ax.set_ylabel("sum |p_hat - p| / (2 |B|)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
   fig.suptitle(

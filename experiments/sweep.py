@@ -408,7 +408,7 @@ def with_grid(config, grid_specs: Sequence[str], seeds) -> ml_collections.Config
         runs,
         title="Sweep summary",
         seeds=[int(s) for s in seeds or [0]],
-        metrics=(report_lib.QUALITY, "ndcg@20", report_lib.FOLDING, "folding_auc"),
+        metrics=report_lib.DEFAULT_METRICS,
         analysis="report.standard_plots",
         facts=False,
     )

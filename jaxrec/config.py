@@ -24,7 +24,7 @@ from jaxrec import data, losses, models, samplers, tables
 BATCHING = ("random", "epoch")  # train.batching: i.i.d. pairs | per-epoch permutation
 
 # Optional sampler.* keys: a sampler that does not read one must leave it at this value.
-_SAMPLER_KEY_DEFAULTS = {"hard_fraction": 1.0, "batch_negatives": 0}
+_SAMPLER_KEY_DEFAULTS = {"hard_fraction": 1.0, "batch_negatives": 0, "correct_positive": True}
 
 
 class ConfigError(ValueError):
@@ -125,6 +125,7 @@ class SamplerSpec:
   num_uniform: int = 0
   batch_negatives: int = 0
   hard_fraction: float = 1.0
+  correct_positive: bool = True
   chunk_size: int | None = None
 
   @classmethod
@@ -134,6 +135,8 @@ class SamplerSpec:
     """check_keys: the sampler-specific checks (only when the loss draws negatives)."""
     _choice(s.name, tuple(samplers.REGISTRY), "sampler.name")
     _positive(s.temperature, "sampler.temperature")
+    if not isinstance(s.correct_positive, bool):
+      raise ConfigError(f"sampler.correct_positive={s.correct_positive!r} must be True or False")
     if check_keys:
       entry = samplers.REGISTRY[s.name]
       _positive(s.num_negatives, "sampler.num_negatives")
@@ -171,6 +174,7 @@ class SamplerSpec:
         num_uniform=int(s.num_uniform) or int(batch_size),
         batch_negatives=int(s.batch_negatives) or int(batch_size),
         hard_fraction=float(s.hard_fraction),
+        correct_positive=s.correct_positive,
         chunk_size=chunk_size,
     )
 
@@ -255,10 +259,20 @@ class StepSpec:
   @property
   def use_logq(self) -> bool:
     """log-Q correction of the negatives' logits: Z ~ e^{s_pos} + sum_j e^{s_j - log(K q_j)}
-    (Bengio & Senecal 2008; Jean et al. 2015). The positive is not corrected, so with every
-    item drawn once under uniform q this is exactly the full softmax. A sampler without a
-    proper q (hard_topk: deterministic mining) is never corrected."""
+    (Bengio & Senecal 2008; Jean et al. 2015). With an i.i.d. sampler the positive is not
+    corrected, so with every item drawn once under uniform q this is exactly the full
+    softmax. A sampler without a proper q (hard_topk: deterministic mining) is never
+    corrected."""
     return self.sampler.logq and self.sampler.entry.proper_log_q
+
+  @property
+  def correct_positive(self) -> bool:
+    """log-Q also corrects the positive's logit by its own log(K q) (in_batch and mixed,
+    `sampler.correct_positive`): Yi et al. 2019 eq. 4, as TFRS and tf.nn do, since the
+    positive is itself a member of the batch the negatives are drawn from."""
+    return (
+        self.use_logq and self.sampler.correct_positive and self.sampler.entry.pos_log_q is not None
+    )
 
   @property
   def reads_all_items(self) -> bool:

@@ -360,27 +360,26 @@ def iid_corrections(ids, log_q, k):
 
 
 def in_batch_corrections(ids, log_q, k):
-  """q = f (data frequency); the in_batch sampler corrects by log P(j in batch of K)."""
-  active = jnp.broadcast_to(_slots(ids) < k, ids.shape)
-  c_loss = jnp.log(-jnp.expm1(k * jnp.log1p(-jnp.exp(log_q))))
-  return active, c_loss, jnp.log(k) + log_q
+  """q = f (data frequency); the in_batch sampler corrects by its estimator's fixed point,
+  the expected count of j in a batch of K, log(K f_j): the i.i.d. corrections."""
+  return iid_corrections(ids, log_q, k)
 
 
 def _nested_in_batch(num_items: int, k_max: int, counts_N: np.ndarray) -> NestedSampler:
   """The batch is K i.i.d. training positives: q = the data frequency f; the sampler's
-  correction is its estimator's fixed point, log P(j in a batch of K)."""
+  correction is its estimator's fixed point, log(K f_j) (Yi et al. 2019, p = |B| q)."""
   del num_items
-  table = samplers.unigram_table(counts_N, 1.0)
-  support = np.asarray(samplers.unigram_weights(counts_N, 1.0)) > 0
+  table = samplers.unigram_table(counts_N, 1.0, pseudo_count=0.0)  # the data frequency
+  support = np.asarray(counts_N) > 0
   return NestedSampler(
       lambda key, q, v: samplers.unigram_sample(key, table, k_max), in_batch_corrections, support, 1
   )
 
 
 def _nested_mixed(num_items: int, k_max: int, counts_N: np.ndarray) -> NestedSampler:
-  """K in-batch positives (as in_batch) + K uniform ids; correction log(P(j in batch) +
-  K/N), as `samplers.mixed` at its estimator's fixed point."""
-  table = samplers.unigram_table(counts_N, 1.0)
+  """K in-batch positives (as in_batch) + K uniform ids; correction log(K f_j + K/N), as
+  `samplers.mixed` at its estimator's fixed point (the mixture's expected count)."""
+  table = samplers.unigram_table(counts_N, 1.0, pseudo_count=0.0)  # the data frequency
   log_f_N = table.log_q_N
 
   def draw_mixed(key, q, v):
@@ -393,10 +392,8 @@ def _nested_mixed(num_items: int, k_max: int, counts_N: np.ndarray) -> NestedSam
   def mixed_corrections(ids, log_f, k):
     slot = _slots(ids)
     active = (slot < k) | ((slot >= k_max) & (slot - k_max < k))
-    uniform_count = k / num_items
-    c_loss = jnp.log(-jnp.expm1(k * jnp.log1p(-jnp.exp(log_f))) + uniform_count)
-    c_true = jnp.log(k * jnp.exp(log_f) + uniform_count)
-    return active, c_loss, c_true
+    c = jnp.log(k * jnp.exp(log_f) + k / num_items)
+    return active, c, c
 
   return NestedSampler(draw_mixed, mixed_corrections, np.ones(num_items, bool), 2)
 

@@ -283,7 +283,8 @@ def gravity(query_MxD: Array, items_NxD: Array) -> Array:
 class LossInputs(NamedTuple):
   """What a train step hands a registered loss; rows as the model scores them.
 
-  neg_log_q is None when the step applies no logQ correction. `full_softmax` is the
+  neg_log_q is None when the step applies no logQ correction, pos_log_q when it does not
+  correct the positive (`StepSpec.correct_positive`). `full_softmax` is the
   full-catalogue kernel (the step passes `sharding.sharded_full_softmax`, which is this
   function on one device)."""
 
@@ -293,6 +294,7 @@ class LossInputs(NamedTuple):
   neg_rows: Optional[Array] = None  # [K,D] or [B,K,D]
   neg_log_q: Optional[Array] = None
   items_NxD: Optional[Array] = None  # every item row (losses that read them)
+  pos_log_q: Optional[Array] = None  # [B]
   full_softmax: Callable[..., Array] = full_softmax
 
 
@@ -314,6 +316,7 @@ def _sampled_loss(query_BxD, inputs: LossInputs, spec):
       pos_ids=inputs.pos_ids_B,
       neg_ids=inputs.neg_ids,
       neg_log_q=inputs.neg_log_q,
+      pos_log_q=inputs.pos_log_q,
       temperature=spec.temperature,
   )
 

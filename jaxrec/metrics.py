@@ -31,6 +31,7 @@ __all__ = [
     "topk",
     "evaluate",
     "evaluate_scores",
+    "heldout_folding",
     "heldout_softmax_loss",
     "sampled_hit_rate",
     "sample_unseen_items",
@@ -223,6 +224,211 @@ def _group_stats(
   return auc_num, n_other, n_same, fold_sum, unseen.sum(axis=1)
 
 
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _heldout_auc_block(
+    query_BxD, user_group_B, items_NxD, item_groups_N, ex_rows, ex_cols, pair_row_P, pos_P, *, chunk
+):
+  """One user block's held-out AUC counts, streaming the items in chunks of `chunk`.
+
+  For pair p (row r = pair_row_P[p] of the block, positive item pos_P[p]), A_r = the
+  items not excluded for r and O_r = those of another group than r's:
+    below_p = #{j in O_r: s_rj < s_rp} + 0.5 #{j in O_r: s_rj == s_rp},   n_r = |O_r|,
+    above_other_p / above_all_p = #{j in O_r / A_r: s_rj > s_rp} + 0.5 #{... == s_rp}.
+  The positive's score comes from a matmul like the chunks' (ties stay ties). Memory
+  O((B + P) * chunk); no row is sorted. Padding: rows of ex_rows / pair_row_P == B.
+  """
+  batch, num_items = query_BxD.shape[0], items_NxD.shape[0]
+  num_pairs = pair_row_P.shape[0]
+  row_P = jnp.minimum(pair_row_P, batch - 1)
+  pos_scores_BxP = jnp.dot(query_BxD, items_NxD[pos_P].T, precision=_HIGHEST)
+  s_pos_P = pos_scores_BxP[row_P, jnp.arange(num_pairs)]
+  num_chunks = -(-num_items // chunk)
+
+  def body(c, carry):
+    below_P, n_B, above_other_P, above_all_P = carry
+    start = jnp.minimum(c * chunk, num_items - chunk)  # the last chunk ends at N
+    ids_S = start + jnp.arange(chunk)
+    rows_SxD = jax.lax.dynamic_slice_in_dim(items_NxD, start, chunk, 0)
+    scores_BxS = jnp.dot(query_BxD, rows_SxD.T, precision=_HIGHEST)
+    col = ex_cols - start
+    col = jnp.where((col >= 0) & (col < chunk), col, chunk)  # outside the chunk: dropped
+    excluded = jnp.zeros((batch, chunk), bool).at[ex_rows, col].set(True, mode="drop")
+    groups_S = jax.lax.dynamic_slice_in_dim(item_groups_N, start, chunk, 0)
+    fresh_S = ids_S >= c * chunk  # items the previous chunk did not cover
+    unseen_BxS = fresh_S[None, :] & ~excluded
+    valid_BxS = unseen_BxS & (groups_S[None, :] != user_group_B[:, None])
+    v_PxS, a_PxS = valid_BxS[row_P], unseen_BxS[row_P]
+    s_PxS = scores_BxS[row_P]
+    lt_PxS, eq_PxS = s_PxS < s_pos_P[:, None], s_PxS == s_pos_P[:, None]
+    gt_PxS = ~lt_PxS & ~eq_PxS
+
+    def count(mask, cmp):
+      return jnp.sum(mask & cmp, axis=1).astype(jnp.float32)
+
+    half_o, half_a = 0.5 * count(v_PxS, eq_PxS), 0.5 * count(a_PxS, eq_PxS)
+    return (
+        below_P + count(v_PxS, lt_PxS) + half_o,
+        n_B + jnp.sum(valid_BxS, axis=1),
+        above_other_P + count(v_PxS, gt_PxS) + half_o,
+        above_all_P + count(a_PxS, gt_PxS) + half_a,
+    )
+
+  zeros_P = jnp.zeros(num_pairs, jnp.float32)
+  init = (zeros_P, jnp.zeros(batch, jnp.int32), zeros_P, zeros_P)
+  below_P, n_B, above_other_P, above_all_P = jax.lax.fori_loop(0, num_chunks, body, init)
+  return below_P, n_B[row_P], above_other_P, above_all_P
+
+
+# Elements of the [pairs or rows, chunk] blocks of the held-out AUC pass.
+_HELDOUT_ELEMENTS = 1 << 22
+
+
+def _pow2(n: int) -> int:
+  return 1 << max(0, (int(n) - 1).bit_length())
+
+
+def _heldout_auc(
+    query_users,
+    items,
+    users,
+    user_groups_U,
+    item_groups_N,
+    test_keys,
+    ex_rows,
+    ex_cols,
+    *,
+    chunk_size,
+    query_batch,
+) -> tuple[float, float]:
+  """(folding_auc_heldout, cross_group_heldout) from `evaluate`'s setup (users sorted;
+  ex_rows index `users`)."""
+  num_items = items.shape[0]
+  t_users = test_keys // num_items
+  keep = np.isin(t_users, users)
+  t_rows = np.searchsorted(users, t_users[keep])
+  t_items = test_keys[keep] % num_items
+  # Compared against: other-group items the user has neither trained on nor held out.
+  all_rows = np.concatenate([ex_rows, t_rows])
+  all_cols = np.concatenate([ex_cols, t_items])
+  order = np.argsort(all_rows, kind="stable")
+  all_rows, all_cols = all_rows[order], all_cols[order]
+  n_pairs = np.bincount(t_rows, minlength=users.size)
+  auc_sum, auc_cnt = np.zeros(users.size), np.zeros(users.size)
+  share_sum = np.zeros(users.size)
+  ig = jnp.asarray(item_groups_N, jnp.int32)
+  lo = 0
+  while lo < users.size:
+    # A block of users: at most query_batch, and its [users, pairs] block of positive
+    # scores within _HELDOUT_ELEMENTS (a user with more pairs is a block of its own).
+    hi, pairs = lo + 1, int(n_pairs[lo])
+    while (
+        hi < users.size
+        and hi - lo < query_batch
+        and _pow2(hi + 1 - lo) * _pow2(pairs + n_pairs[hi]) <= _HELDOUT_ELEMENTS
+    ):
+      pairs += int(n_pairs[hi])
+      hi += 1
+    rows_pad, pairs_pad = _pow2(hi - lo), _pow2(max(pairs, 1))
+    chunk = max(1, min(num_items, chunk_size, _HELDOUT_ELEMENTS // max(rows_pad, pairs_pad)))
+    q = jnp.pad(query_users[lo:hi], ((0, rows_pad - (hi - lo)), (0, 0)))
+    g = np.zeros(rows_pad, np.int32)
+    g[: hi - lo] = user_groups_U[lo:hi]
+    a, b = np.searchsorted(t_rows, [lo, hi])  # t_rows is sorted (test keys are)
+    p_row = np.full(pairs_pad, rows_pad, np.int32)
+    p_item = np.zeros(pairs_pad, np.int32)
+    p_row[: b - a] = t_rows[a:b] - lo
+    p_item[: b - a] = t_items[a:b]
+    ea, eb = np.searchsorted(all_rows, [lo, hi])
+    width = _pow2(max(eb - ea, 1))
+    e_row = np.full(width, rows_pad, np.int32)
+    e_col = np.zeros(width, np.int32)
+    e_row[: eb - ea] = all_rows[ea:eb] - lo
+    e_col[: eb - ea] = all_cols[ea:eb]
+    below, n_cmp, above_o, above_a = _heldout_auc_block(
+        q,
+        jnp.asarray(g),
+        items,
+        ig,
+        jnp.asarray(e_row),
+        jnp.asarray(e_col),
+        jnp.asarray(p_row),
+        jnp.asarray(p_item),
+        chunk=chunk,
+    )
+    below, n_cmp, above_o, above_a = (
+        np.asarray(x, np.float64)[: b - a] for x in (below, n_cmp, above_o, above_a)
+    )
+    ok = n_cmp > 0
+    np.add.at(auc_sum, t_rows[a:b][ok], below[ok] / n_cmp[ok])
+    np.add.at(auc_cnt, t_rows[a:b][ok], 1.0)
+    share = np.where(above_a > 0, above_o / np.maximum(above_a, 1e-30), 0.0)
+    np.add.at(share_sum, t_rows[a:b], share)
+    lo = hi
+  has = auc_cnt > 0
+  auc = float(np.mean(auc_sum[has] / auc_cnt[has])) if has.any() else math.nan
+  has_pairs = n_pairs > 0
+  cross = float(np.mean(share_sum[has_pairs] / n_pairs[has_pairs]))
+  return auc, cross
+
+
+def heldout_folding(
+    query_UxD,
+    items_NxD,
+    train,
+    test,
+    *,
+    user_groups=None,
+    item_groups=None,
+    eval_users=None,
+    chunk_size=DEFAULT_CHUNK_SIZE,
+    query_batch=DEFAULT_QUERY_BATCH,
+) -> dict[str, float]:
+  """Folding seen from the held-out positives -> {"folding_auc_heldout",
+  "cross_group_heldout"}, each a mean over u's held-out pairs, then over users.
+
+  For a held-out pair (u, i), A_u = the items u has neither trained on nor held out and
+  O_u = those of another group than u's (ties count half):
+    folding_auc_heldout: AUC_ui = #{j in O_u: s_uj < s_ui} / |O_u|  (users with O_u empty
+      skipped). 1 = no other-group item outscores a positive, 0.5 = the model cannot
+      tell the user's positives from other groups' items, < 0.5 = folded. Higher is
+      better, unlike `folding_auc`, which compares uniform unseen items and so, on real
+      data with long tails, is dominated by tail items the model scores near random
+      (0.41 for the full softmax on language-split ml-latest-small, whose cross_group@20
+      is 0.005). Caveat: O_u is mostly other groups' tail too, so a model that ranks by
+      popularity alone (the positive-only collapse) still scores well above 0.5 when
+      positives are popular (~0.77 on tests/test_metrics.py's Zipf world).
+    cross_group_heldout: #{j in O_u: s_uj > s_ui} / #{j in A_u: s_uj > s_ui} (0 if none),
+      the share of other groups among the items that outrank the positive: cross_group@K
+      with K at each positive's own rank. 0 = never folds, (G-1)/G = blind with G equal
+      groups; it agrees with cross_group@K where the AUC is diluted.
+  Computed by counting, per item chunk, the items above and below each positive: no row
+  is sorted, memory O((users + pairs per block) * chunk), time O(pairs * N + users N D).
+  Groups and pairs as in `evaluate` (test pairs that are train pairs dropped).
+  """
+  query, items = _embeddings(query_UxD, items_NxD)
+  num_users, num_items = query.shape[0], items.shape[0]
+  chunk_size = _positive_int(chunk_size, "chunk_size")
+  query_batch = _positive_int(query_batch, "query_batch")
+  users, _, test_keys, ex_rows, ex_cols = _eval_setup(train, test, num_users, num_items, eval_users)
+  ug = _groups("user_groups", user_groups, train, test, num_users)
+  ig = _groups("item_groups", item_groups, train, test, num_items)
+  if ug is None or ig is None:
+    raise ValueError("heldout_folding needs user_groups and item_groups")
+  auc, cross = _heldout_auc(
+      query[jnp.asarray(users, jnp.int32)],
+      items,
+      users,
+      ug[users],
+      ig,
+      test_keys,
+      ex_rows,
+      ex_cols,
+      chunk_size=chunk_size,
+      query_batch=query_batch,
+  )
+  return {"folding_auc_heldout": auc, "cross_group_heldout": cross}
+
+
 # ----------------------------------------------------------------------------------
 # evaluate
 # ----------------------------------------------------------------------------------
@@ -368,6 +574,13 @@ def evaluate(
                     other-group item a and a uniform unseen same-group item b, computed
                     exactly by sorting each user's N scores (users lacking either set
                     are skipped); 0.5 = no separation between groups, 0 = none folded.
+                    Dominated by tail items on real data: see `heldout_folding`.
+    folding_auc_heldout = mean_u mean_{i in T_u} P(s_ui > s_uj) (+ half of ties) for j
+                    an other-group item u neither trained on nor held out: 1 = never
+                    folds, 0.5 = blind (`heldout_folding`).
+    cross_group_heldout = mean_u mean_{i in T_u} share of other groups among the
+                    items that outrank i: cross_group at each positive's rank, 0 = never
+                    folds (`heldout_folding`).
     folding_score = mean_u mean_{j unseen} max(0, s~_uj - R[g_u, g_j]), the folding
                     metric of Xin et al. (mean over pairs of max(0, s - r)) with the
                     model score min-max normalised per user over unseen items
@@ -375,7 +588,8 @@ def evaluate(
                     (default identity: same group related). The normalisation is this
                     library's choice, since dot-product scores are unbounded.
   Returns plain Python floats keyed "recall@K", "recall_full@K", "ndcg@K", "mrr",
-  "coverage@K" and, with groups, "cross_group@K", "folding_auc", "folding_score".
+  "coverage@K" and, with groups, "cross_group@K", "folding_auc", "folding_auc_heldout",
+  "cross_group_heldout", "folding_score".
   """
   query, items = _embeddings(query_UxD, items_NxD)
   num_users, num_items = query.shape[0], items.shape[0]
@@ -452,6 +666,18 @@ def evaluate(
   pairs = n_other * n_same
   ok = pairs > 0
   out["folding_auc"] = float(np.mean(auc_num[ok] / pairs[ok])) if ok.any() else math.nan
+  out["folding_auc_heldout"], out["cross_group_heldout"] = _heldout_auc(
+      query_users,
+      items,
+      users,
+      eval_groups,
+      ig,
+      test_keys,
+      ex_rows,
+      ex_cols,
+      chunk_size=chunk_size,
+      query_batch=query_batch,
+  )
   out["folding_score"] = float(np.mean(fold_sum / np.maximum(n_unseen, 1)))
   return out
 

@@ -232,31 +232,43 @@ class UnigramTable(NamedTuple):
   log_q_N: Array  # [N] log q_j (-inf for weight 0)
 
 
-def unigram_weights(counts: Array, alpha=1.0) -> Array:
-  """w_j = counts_j ** alpha for counts_j > 0; 0 for zero counts unless alpha == 0 (then 1).
+# The unigram sampler's pseudo-count: q_j proportional to (count_j + 1)^alpha.
+UNIGRAM_PSEUDO_COUNT = 1.0
+
+
+def unigram_weights(counts: Array, alpha=1.0, pseudo_count=UNIGRAM_PSEUDO_COUNT) -> Array:
+  """w_j = (counts_j + pseudo_count) ** alpha; with pseudo_count = 0, w_j = 0 for a zero
+  count unless alpha == 0 (then 1).
 
   alpha = 0 is the uniform distribution over the whole catalogue, alpha = 1 popularity,
-  alpha = 0.75 the word2vec choice (Mikolov et al. 2013).
+  alpha = 0.75 the word2vec choice (Mikolov et al. 2013). The default pseudo-count 1 keeps
+  every item in the support (see `unigram`); pseudo_count = 0 is the raw empirical
+  frequency (what i.i.d. training positives follow).
   """
   counts = jnp.asarray(counts, jnp.float32)
   alpha = jnp.asarray(alpha, jnp.float32)
-  safe = jnp.where(counts > 0, counts, 1.0)
-  return jnp.where(counts > 0, safe**alpha, jnp.where(alpha == 0, 1.0, 0.0))
+  smoothed = counts + jnp.asarray(pseudo_count, jnp.float32)
+  safe = jnp.where(smoothed > 0, smoothed, 1.0)
+  return jnp.where(smoothed > 0, safe**alpha, jnp.where(alpha == 0, 1.0, 0.0))
 
 
-def unigram_table(counts: Array, alpha=1.0) -> UnigramTable:
+def unigram_table(counts: Array, alpha=1.0, *, pseudo_count=UNIGRAM_PSEUDO_COUNT) -> UnigramTable:
   """Builds the O(N) table of `unigram` once (e.g. outside the train step)."""
   if jnp.ndim(counts) != 1 or jnp.shape(counts)[0] < 1:
     raise ValueError(f"counts must be a non-empty 1-D array, got shape {jnp.shape(counts)}")
   if isinstance(alpha, (int, float)) and not alpha >= 0:
     raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+  if not (isinstance(pseudo_count, (int, float)) and pseudo_count >= 0):
+    raise ValueError(f"pseudo_count must be a number >= 0, got {pseudo_count!r}")
   if _is_concrete(counts):
     c = np.asarray(counts, np.float64)
     if np.any(c < 0) or not np.all(np.isfinite(c)):
       raise ValueError("counts must be finite and >= 0")
-    if isinstance(alpha, (int, float)) and alpha > 0 and not np.any(c > 0):
-      raise ValueError(f"counts has no positive entry: q = counts**{alpha} is undefined")
-  w_N = unigram_weights(counts, alpha)
+    if isinstance(alpha, (int, float)) and alpha > 0 and not np.any(c + pseudo_count > 0):
+      raise ValueError(
+          f"counts has no positive entry and pseudo_count is 0: q = counts**{alpha} is " "undefined"
+      )
+  w_N = unigram_weights(counts, alpha, pseudo_count)
   n = w_N.shape[0]
   size = _block_size(n)
   blocks = -(-n // size)
@@ -282,19 +294,35 @@ def unigram_sample(key: Array, table: UnigramTable, num_samples: int) -> Negativ
   return Negatives(ids, table.log_q_N[ids])
 
 
-def unigram(key: Array, counts: Array, num_samples: int, *, alpha=1.0) -> Negatives:
-  """K i.i.d. ids with q_j = counts_j^alpha / sum_i counts_i^alpha -> Negatives [K].
+def unigram(
+    key: Array,
+    counts: Array,
+    num_samples: int,
+    *,
+    alpha=1.0,
+    pseudo_count=UNIGRAM_PSEUDO_COUNT,
+) -> Negatives:
+  """K i.i.d. ids with q_j = (c_j + 1)^alpha / sum_i (c_i + 1)^alpha -> Negatives [K].
+
+  Smoothed counts (pseudo_count, default 1): the log-Q estimate
+  sum_k e^{s_k} / (K q_k) of Z = sum_j e^{s_j} is unbiased only if q_j > 0 for every item,
+  and the raw counts^alpha give items without training interactions q = 0 (e.g. 781 of
+  ml-latest-small's items in its language split), so their logits would never enter the
+  partition function. Adding one to every count (Laplace's rule: the posterior mean of the
+  item distribution under a uniform Dirichlet prior when alpha = 1) keeps the shape where
+  counts are large (a factor (1 + 1/c)^alpha), gives an unseen item the weight a count-1
+  item had, keeps alpha = 0 uniform, and needs no new hyperparameter; a mixture with
+  uniform would need its weight as one. pseudo_count = 0 is the unsmoothed sampler
+  (zero-count items have log_q = -inf and are never drawn).
 
   Inverse CDF with a two-level table (blocks of ceil(sqrt(N)) items: a block by its total
   weight, then an item inside it; binary search at both levels), O(log N) per draw after
-  an O(N) build; in
-  float32 a flat CDF over all N items would blur an item's probability by ~N * 2^-24
-  relative, the two-level table by ~sqrt(N) * 2^-24. Zero-count items have q = 0
-  (log_q = -inf) when alpha > 0 and are never drawn; alpha = 0 is uniform over all N.
-  The table is rebuilt per call (O(N)); inside a train step prefer `unigram_table` once
-  and `unigram_sample` per step. Reference: Mikolov et al. 2013 (alpha = 0.75).
+  an O(N) build; in float32 a flat CDF over all N items would blur an item's probability
+  by ~N * 2^-24 relative, the two-level table by ~sqrt(N) * 2^-24. The table is rebuilt
+  per call (O(N)); inside a train step prefer `unigram_table` once and `unigram_sample` per
+  step. Reference: Mikolov et al. 2013 (alpha = 0.75).
   """
-  return unigram_sample(key, unigram_table(counts, alpha), num_samples)
+  return unigram_sample(key, unigram_table(counts, alpha, pseudo_count=pseudo_count), num_samples)
 
 
 def log_uniform(key: Array, num_items: int, num_samples: int) -> Negatives:
@@ -326,7 +354,8 @@ class FreqState(NamedTuple):
   """Yi et al. 2019 Algorithm 2/3 arrays, [num_hashes, H] float32 each.
 
   a: last step at which the bucket was hit (-1: never).
-  b: running estimate of the number of steps between two hits (0: never hit).
+  b: running estimate of the steps between two occurrences of the bucket's item, i.e.
+     1 / (its expected count per batch) (0: never hit).
   """
 
   a: Array
@@ -359,6 +388,15 @@ def _hash_buckets(ids: Array, num_hashes: int, num_buckets: int) -> Array:
   return jnp.stack(out)
 
 
+def _row_counts(x_RxB: Array) -> Array:
+  """[R,B] -> for each entry, how many entries of its row equal it (>= 1); O(B log B)."""
+  sorted_RxB = jnp.sort(x_RxB, axis=1)
+  count = jax.vmap(
+      lambda s, v: jnp.searchsorted(s, v, side="right") - jnp.searchsorted(s, v, side="left")
+  )
+  return count(sorted_RxB, x_RxB)
+
+
 def freq_init(num_buckets: int, num_hashes: int = 1) -> FreqState:
   """Empty estimator: a = -1 ("never hit"), b = 0 ("no gap estimate yet")."""
   num_buckets = check_int("num_buckets", num_buckets, 1)
@@ -368,21 +406,33 @@ def freq_init(num_buckets: int, num_hashes: int = 1) -> FreqState:
 
 
 def freq_update(state: FreqState, ids_B: Array, step, *, alpha) -> FreqState:
-  """One step of Yi et al. 2019, Algorithm 2 (per hash function, Algorithm 3):
+  """One step of Yi et al. 2019, Algorithm 2 (per hash function, Algorithm 3): once per
+  *occurrence* y in the batch,
 
-    for y in batch:  b[h(y)] <- (1 - alpha) b[h(y)] + alpha (t - a[h(y)]);  a[h(y)] <- t
+    b[h(y)] <- (1 - alpha) b[h(y)] + alpha * gap;   a[h(y)] <- t.
 
-  so b tracks the mean gap (in steps) between hits of a bucket, ~1/p with p the
-  probability that the item appears in a batch. Choices made here (documented deviations
-  from the paper's pseudo-code, which leaves them open):
-    * A bucket is hit at most once per step: duplicates of an id (and colliding ids) in
-      one batch all read the old (a, b) and write the same new values, so the scatter is
-      deterministic and the estimate is of P(item in the batch), not of the count.
-    * First hit of a bucket (b == 0): b <- t - a = t + 1 (the item was absent for the
-      t + 1 steps 0..t); the literal recursion from b = 0 would give alpha * (t + 1), a
-      warm-up bias of a factor 1/alpha. Afterwards the recursion is exactly the paper's.
-  Call once per step with increasing integer `step` (0-based); steps are stored in
-  float32, exact up to 2^24. `alpha` in (0, 1] is the EMA rate (paper: 0.01 to 0.1).
+  b estimates the mean number of steps between two occurrences, 1 / lambda with lambda the
+  expected count of the item per batch (the paper's p = |B| q in its Sec. 6.1), so
+  p_hat = 1 / b is an expected count, > 1 for an item drawn several times per batch.
+
+  The c occurrences of a bucket in one step (duplicates of an id, and ids that collide in
+  the bucket) are simultaneous: the paper's sequential loop would give the first the gap
+  t - a and the others 0, which depends on an arbitrary order and, read right after the
+  step, weights the zeros most (for c = 22 every step and alpha = 0.05, p_hat ~ 40). We
+  give each of the c occurrences the same share of the interval, gap = (t - a) / c, so
+  the c updates compose in closed form (one scatter per bucket):
+
+    b <- (1 - alpha)^c b + (1 - (1 - alpha)^c) (t - a) / c.
+
+  The gaps still sum to the elapsed steps, so their mean per occurrence is
+  steps / occurrences -> 1 / lambda; for c = 1 this is the paper's update, for an item
+  seen c times in every step b = 1/c exactly. c is counted per bucket by sorting the
+  batch's buckets (O(B log B) per step; the state is touched at the batch's buckets only).
+  First hit of a bucket (b == 0): b <- (t - a) / c = (t + 1) / c (the item was absent for
+  the steps 0..t-1); the literal recursion from b = 0 would give a warm-up bias of a factor
+  1/alpha. Call once per step with increasing integer `step` (0-based); steps are stored
+  in float32, exact up to 2^24. `alpha` in (0, 1] is the EMA rate per occurrence (paper:
+  0.01 to 0.1).
   """
   if isinstance(alpha, (int, float)) and not 0 < alpha <= 1:
     raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
@@ -390,23 +440,25 @@ def freq_update(state: FreqState, ids_B: Array, step, *, alpha) -> FreqState:
   ids_B = jnp.asarray(ids_B).reshape(-1)
   buckets_HxB = _hash_buckets(ids_B, num_hashes, num_buckets)
   rows_HxB = jnp.broadcast_to(jnp.arange(num_hashes)[:, None], buckets_HxB.shape)
+  count_HxB = _row_counts(buckets_HxB).astype(jnp.float32)
   t = jnp.asarray(step, jnp.float32)
   a_old = state.a[rows_HxB, buckets_HxB]
   b_old = state.b[rows_HxB, buckets_HxB]
-  gap = t - a_old
-  b_new = jnp.where(b_old > 0, (1.0 - alpha) * b_old + alpha * gap, gap)
+  gap = (t - a_old) / count_HxB
+  keep = (1.0 - jnp.asarray(alpha, jnp.float32)) ** count_HxB
+  b_new = jnp.where(b_old > 0, keep * b_old + (1.0 - keep) * gap, gap)
+  # Every entry of a bucket writes the same values: the scatter is deterministic.
   a = state.a.at[rows_HxB, buckets_HxB].set(jnp.broadcast_to(t, a_old.shape))
   b = state.b.at[rows_HxB, buckets_HxB].set(b_new)
   return FreqState(a, b)
 
 
 def freq_log_q(state: FreqState, ids: Array) -> Array:
-  """log p_hat(id) = -log max_k b_k[h_k(id)]: log per-step probability that id is in a batch.
+  """log lambda_hat(id) = -log max_k b_k[h_k(id)]: log expected count of id per batch.
 
-  Algorithm 3 of Yi et al.: collisions only shorten a bucket's gaps (inflate p), so the
-  largest gap over the hash functions is the least contaminated estimate. An id with any
-  never-hit bucket has certainly never been seen: p_hat = 0, log = -inf. b is clamped to
-  >= 1 (at most one hit per step, so p <= 1).
+  Algorithm 3 of Yi et al.: collisions only shorten a bucket's gaps (inflate lambda), so
+  the largest gap over the hash functions is the least contaminated estimate. An id with
+  any never-hit bucket has certainly never been seen: lambda_hat = 0, log = -inf.
   """
   num_hashes, num_buckets = state.b.shape
   ids = jnp.asarray(ids)
@@ -414,7 +466,15 @@ def freq_log_q(state: FreqState, ids: Array) -> Array:
   rows = jnp.arange(num_hashes).reshape((num_hashes,) + (1,) * ids.ndim)
   b = state.b[rows, buckets]
   b = jnp.where(b > 0, b, jnp.inf)
-  return -jnp.log(jnp.maximum(jnp.max(b, axis=0), 1.0))
+  return -jnp.log(jnp.max(b, axis=0))
+
+
+def in_batch_log_q(freq_state: FreqState, ids: Array, batch_size: int) -> Array:
+  """log q_j = log lambda_hat_j - log B: the per-draw probability of j when the negatives
+  are (a prefix of) a batch of B i.i.d. positives, lambda_hat_j its expected count per
+  batch (`freq_log_q`). For K of the batch's positives, log(K q_j) = log(lambda_hat_j K / B),
+  the expected count of j among them; with K = B it is Yi et al.'s log p_j (eq. 3)."""
+  return freq_log_q(freq_state, ids) - math.log(batch_size)
 
 
 def in_batch(
@@ -422,16 +482,15 @@ def in_batch(
 ) -> Negatives:
   """The batch's positives as shared negatives [K], with Yi et al.'s logQ correction.
 
-  Yi et al. 2019 (eq. 3) correct each in-batch logit by s_ij - log(p_j), p_j = probability
-  that item j is in a batch of B (from `freq_log_q`). With K = num_negatives <= B (default
-  B) the negatives are the first K positives of the batch (a uniformly random K of them
-  when the batch is i.i.d. pairs), so j's expected count among them is p_j K / B.
-  `sampled_softmax` subtracts log(K q), so we return log_q = log(p_j) - log(B), making
-  log(K q) = log(p_j K / B). p_j is read as the expected count of j in the batch, which is
-  accurate when B q_j << 1 (P(j in batch) = 1 - (1 - q_j)^B ~ B q_j) and underestimates the
-  count of very popular items. Call after `freq_update` with the whole batch (as the train
-  step does); an id the estimator never saw gets log_q = -inf. Row i's own positive may be
-  among the negatives: `sampled_softmax` masks it as an accidental hit.
+  Yi et al. 2019 (eq. 3) correct each in-batch logit by s_ij - log(p_j), p_j the expected
+  count of item j in a batch of B (Sec. 6.1: p = |B| q; `freq_update` estimates it). With
+  K = num_negatives <= B (default B) the negatives are the first K positives of the batch
+  (a uniformly random K of them when the batch is i.i.d. pairs), so j's expected count
+  among them is p_j K / B. `sampled_softmax` subtracts log(K q), so we return
+  log_q = log(p_j) - log(B) (`in_batch_log_q`), making log(K q) = log(p_j K / B). Call
+  after `freq_update` with the whole batch (as the train step does); an id the estimator
+  never saw gets log_q = -inf. Row i's own positive may be among the negatives:
+  `sampled_softmax` masks it as an accidental hit.
   """
   ids = jnp.asarray(pos_ids_B).astype(jnp.int32)
   if ids.ndim != 1:
@@ -441,7 +500,22 @@ def in_batch(
   if k > batch:
     raise ValueError(f"num_negatives={k} exceeds the batch size {batch}")
   ids = ids[:k]
-  return Negatives(ids, freq_log_q(freq_state, ids) - math.log(batch))
+  return Negatives(ids, in_batch_log_q(freq_state, ids, batch))
+
+
+def mixed_log_q(
+    freq_state: FreqState,
+    ids: Array,
+    batch_size: int,
+    num_batch: int,
+    num_uniform: int,
+    num_items: int,
+) -> Array:
+  """log q_j = log(E_j / K) for `mixed`'s K = num_batch + num_uniform negatives, where
+  E_j = lambda_hat_j num_batch / B + num_uniform / N is j's expected count among them."""
+  lam = jnp.exp(freq_log_q(freq_state, ids))
+  expected = lam * (num_batch / batch_size) + num_uniform / num_items
+  return jnp.log(expected) - math.log(num_batch + num_uniform)
 
 
 def mixed(
@@ -458,12 +532,12 @@ def mixed(
   `in_batch`) and B' uniform ids form one multiset of K = K_b + B' negatives; the expected
   number of copies of item j in it is
 
-    E_j = p_j K_b / B + B'/N,   p_j = in-batch expected count (Yi estimate, as in `in_batch`),
+    E_j = p_j K_b / B + B'/N,   p_j = expected count of j per batch (as in `in_batch`),
 
   and the logQ correction must use this mixture count for EVERY copy of j, whichever part
   drew it (sum over copies of exp(s_j)/E_j then has expectation exp(s_j)). We return
-  log_q = log(E_j / K) so that `sampled_softmax`'s log(K q) = log(E_j). Ids never seen by
-  the estimator have p_j = 0 and E_j = B'/N (finite when B' > 0).
+  log_q = log(E_j / K) (`mixed_log_q`) so that `sampled_softmax`'s log(K q) = log(E_j).
+  Ids never seen by the estimator have p_j = 0 and E_j = B'/N (finite when B' > 0).
   """
   num_items = check_int("num_items", num_items, 1)
   num_uniform = check_int("num_uniform", num_uniform, 0)
@@ -476,8 +550,7 @@ def mixed(
     raise ValueError(f"num_batch={k_b} exceeds the batch size {batch}")
   extra = jax.random.randint(key, (num_uniform,), 0, num_items, dtype=jnp.int32)
   ids = jnp.concatenate([pos[:k_b], extra])
-  expected = jnp.exp(freq_log_q(freq_state, ids)) * (k_b / batch) + num_uniform / num_items
-  return Negatives(ids, jnp.log(expected) - math.log(ids.shape[0]))
+  return Negatives(ids, mixed_log_q(freq_state, ids, batch, k_b, num_uniform, num_items))
 
 
 def with_uniform(key: Array, hard: Negatives, num_items: int, num_uniform: int) -> Negatives:
@@ -516,10 +589,11 @@ def simulate_frequency_estimation(
 
   Items i in [0, M) are drawn (batch_size per step, i.i.d.) with q_i proportional to i^2
   before `switch_step` and to (M-1-i)^2 from then on. After each `freq_update` the error
-  is the normalised L1 distance between the estimate p_hat_i = exp(freq_log_q) and the
-  truth p_i = 1 - (1 - q_i)^batch_size (probability of appearing in the batch):
-    err_t = sum_i |p_hat_i - p_i| / sum_i p_i.
-  Jit-able (lax.scan); alpha may be traced (vmap over alphas).
+  is the paper's rescaled L1 distance between the estimate p_hat_i = exp(freq_log_q) and
+  the truth p_i = |B| q_i (the expected count of i per batch):
+    err_t = sum_i |p_hat_i - p_i| / (2 |B|),
+  the total variation between p_hat / |B| and q. Jit-able (lax.scan); alpha may be traced
+  (vmap over alphas).
   """
   num_items = check_int("num_items", num_items, 2)
   batch_size = check_int("batch_size", batch_size, 1)
@@ -527,7 +601,7 @@ def simulate_frequency_estimation(
   i = jnp.arange(num_items, dtype=jnp.float32)
   q_before = i**2 / jnp.sum(i**2)
   q_after = q_before[::-1]
-  p_before = -jnp.expm1(batch_size * jnp.log1p(-q_before))
+  p_before = batch_size * q_before
   p_after = p_before[::-1]
   cdf_before, last_before = _cdf_and_last(q_before)
   cdf_after, last_after = _cdf_and_last(q_after)
@@ -542,7 +616,7 @@ def simulate_frequency_estimation(
     state = freq_update(state, ids, t, alpha=alpha)
     p_hat = jnp.exp(freq_log_q(state, all_ids))
     p = jnp.where(after, p_after, p_before)
-    return state, jnp.sum(jnp.abs(p_hat - p)) / jnp.sum(p)
+    return state, jnp.sum(jnp.abs(p_hat - p)) / (2 * batch_size)
 
   _, err = jax.lax.scan(step_fn, freq_init(num_buckets, num_hashes), jnp.arange(steps))
   return err
@@ -753,6 +827,10 @@ class Sampler:
     gradient diagnostic reads K = 1..K_max from one draw of K_max).
   support: support(inputs, spec) -> bool [N], the items with q > 0, for a sampler that
     cannot draw every item (None: every item; the gradient diagnostic reads it).
+  pos_log_q: pos_log_q(inputs, spec) -> [B], the log q of each row's positive under the
+    same law as the negatives, for samplers whose negatives are drawn like the positives
+    (in_batch, mixed): with `sampler.correct_positive` the loss subtracts log(K q) from the
+    positive's logit too (Yi et al. 2019, eq. 4). None: the positive is never corrected.
   """
 
   draw: Callable[..., Negatives]
@@ -765,6 +843,7 @@ class Sampler:
   log_q: str = "exact"
   iid: bool = True
   support: Optional[Callable[..., Any]] = None
+  pos_log_q: Optional[Callable[..., Any]] = None
 
   @property
   def proper_log_q(self) -> bool:
@@ -799,6 +878,26 @@ def draw_mixed(key, inputs: SamplerInputs, spec) -> Negatives:
       inputs.num_items,
       num_uniform,
       spec.batch_negatives or None,
+  )
+
+
+def in_batch_pos_log_q(inputs: SamplerInputs, spec) -> Array:
+  """The batch's positives' log q under `in_batch`'s law (`in_batch_log_q`)."""
+  pos = inputs.pos_ids_B
+  return in_batch_log_q(inputs.freq, pos, pos.shape[0])
+
+
+def mixed_pos_log_q(inputs: SamplerInputs, spec) -> Array:
+  """The batch's positives' log q under `mixed`'s law (`mixed_log_q`)."""
+  pos = inputs.pos_ids_B
+  batch = pos.shape[0]
+  return mixed_log_q(
+      inputs.freq,
+      pos,
+      batch,
+      spec.batch_negatives or batch,
+      spec.num_uniform or batch,
+      inputs.num_items,
   )
 
 
@@ -864,7 +963,7 @@ REGISTRY: dict[str, Sampler] = {
     ),
     "unigram": Sampler(
         draw_unigram,
-        "q_j proportional to train count_j ** sampler.alpha",
+        "q_j proportional to (train count_j + 1) ** sampler.alpha",
         config_keys=("num_negatives", "alpha"),
         uses_unigram=True,
         support=lambda inputs, spec: inputs.unigram.log_q_N > -jnp.inf,
@@ -875,16 +974,18 @@ REGISTRY: dict[str, Sampler] = {
     "in_batch": Sampler(
         draw_in_batch,
         "the batch's positives, q from the Yi et al. 2019 streaming estimate",
-        config_keys=("batch_negatives", "freq_alpha"),
+        config_keys=("batch_negatives", "freq_alpha", "correct_positive"),
         uses_freq=True,
         iid=False,
+        pos_log_q=in_batch_pos_log_q,
     ),
     "mixed": Sampler(
         draw_mixed,
         "in-batch positives + uniform ids (Yang et al. 2020)",
-        config_keys=("batch_negatives", "num_uniform", "freq_alpha"),
+        config_keys=("batch_negatives", "num_uniform", "freq_alpha", "correct_positive"),
         uses_freq=True,
         iid=False,
+        pos_log_q=mixed_pos_log_q,
     ),
     "hard_exact": Sampler(
         with_hard_fraction(_hard_exact_rows),

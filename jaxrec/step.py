@@ -263,7 +263,7 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   if spec.uses_freq:
     freq = samplers.freq_update(freq, pos_ids_B, state.step, alpha=spec.sampler.freq_alpha)
 
-  neg = None
+  neg = pos_log_q = None
   if spec.draws_negatives:
     entry = spec.sampler.entry
     query_sg_BxD = items_sg_NxD = None
@@ -276,6 +276,8 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
         num_items, pos_ids_B, freq, query_sg_BxD, items_sg_NxD, data.unigram, data.pop_order
     )
     neg = draw_negatives(spec, k_neg, inputs)
+    if spec.correct_positive:
+      pos_log_q = jax.lax.stop_gradient(entry.pos_log_q(inputs, spec.sampler))
 
   block = item_block(pos_ids_B, None if neg is None else neg.ids, num_items, spec.reads_all_items)
   item_rows_MxD = _read_rows(item_table_NxD, block)
@@ -293,6 +295,7 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
         neg_log_q=neg.log_q if neg is not None and spec.use_logq else None,
         items_NxD=rows_MxD if block.all_rows else None,
         full_softmax=sharding.sharded_full_softmax,
+        pos_log_q=pos_log_q,
     )
     loss = jnp.mean(loss_entry.fn(query_BxD, inputs, spec.loss))
     total = loss

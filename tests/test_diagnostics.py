@@ -93,7 +93,7 @@ def test_logq_correction_removes_popularity_bias():
   """Popularity (unigram) negatives without logQ keep a bias that K does not remove; with
   logQ the bias at K=256 is several times smaller (Bengio & Senecal 2008)."""
   q, v, pos = _batch(n=300)
-  counts = 1.0 / (np.arange(300) + 5.0)
+  counts = 1000.0 / (np.arange(300) + 5.0)  # counts 200 .. 3: the +1 smoothing is small
   out = {
       lq: diagnostics.gradient_fidelity(
           jax.random.PRNGKey(4),
@@ -160,7 +160,7 @@ def test_logit_push_matches_the_enumerated_expectation():
   rng = np.random.default_rng(4)
   n, k, b, draws = 5, 2, 3, 4096
   counts = np.array([8.0, 4.0, 2.0, 1.0, 1.0])
-  qprob = counts / counts.sum()
+  qprob = (counts + 1) / (counts + 1).sum()  # the unigram sampler's smoothed counts
   qe = jnp.asarray(rng.standard_normal((b, 3)).astype(np.float32))
   ve = jnp.asarray(rng.standard_normal((n, 3)).astype(np.float32))
   pos = np.array([0, 3, 1], np.int32)
@@ -198,7 +198,8 @@ def test_logit_push_matches_the_enumerated_expectation():
 @pytest.mark.parametrize("name", diagnostics.nested_names())
 def test_nested_samplers_draw_k_max_within_their_support(name):
   """make_nested reads the registry: every measurable sampler draws K_max ids (2 K_max for
-  mixed) with finite log q, only from its support (unigram: items with a train count)."""
+  mixed) with finite log q, only from its support (in_batch: items with a train count;
+  unigram, with its smoothed counts: every item)."""
   counts = np.array([3, 0, 2, 1, 0, 4, 1, 1], np.float32)
   n, k_max = counts.size, 6
   nested = diagnostics.make_nested(name, num_items=n, k_max=k_max, counts_N=counts, pool_size=5)
@@ -206,7 +207,9 @@ def test_nested_samplers_draw_k_max_within_their_support(name):
   ids, log_q = nested.draw(jax.random.PRNGKey(0), q, v)
   assert ids.shape[-1] == k_max * nested.negatives_per_k
   assert nested.support_N[np.asarray(ids)].all() and np.isfinite(np.asarray(log_q)).all()
-  if name in ("unigram", "in_batch"):
+  if name == "in_batch":
     np.testing.assert_array_equal(nested.support_N, counts > 0)
+  if name == "unigram":
+    assert nested.support_N.all()
   with pytest.raises(ValueError, match="unknown sampler 'hard_topk'"):
     diagnostics.make_nested("hard_topk", num_items=n, k_max=2, counts_N=counts)

@@ -38,12 +38,12 @@ def _slot_distributions(name, k, q, v):
       if name == "uniform":
         slots, c = [uni] * k, np.log(k * uni)
       elif name == "unigram":
-        w = COUNTS**0.75
+        w = (COUNTS + 1.0) ** 0.75
         slots, c = [w / w.sum()] * k, np.log(k * w / w.sum())
       elif name == "in_batch":
-        slots, c = [f] * k, np.log(1 - (1 - f) ** k)
+        slots, c = [f] * k, np.log(k * f)
       elif name == "mixed":
-        slots, c = [f] * k + [uni] * k, np.log(1 - (1 - f) ** k + k / N)
+        slots, c = [f] * k + [uni] * k, np.log(k * f + k / N)
       elif name == "hard_exact":
         p = np.exp(scores[b] - scores[b].max())
         p /= p.sum()
@@ -99,9 +99,9 @@ def _exact_moments(name, k, logq, q, v, pos):
 def test_bias_matches_exact_enumeration(name):
   """The nested, control-variate estimate of ||E g - g*|| / ||g*|| agrees with the exact
   value from enumerating every K-sample, for K = 2 read as a prefix of K_max = 3 draws, logQ
-  on and off (in_batch/mixed: the estimator's correction differs from the true expected
-  count; in_batch never draws item 5, a positive, so E g_IS != g*; unigram shares
-  uniform's i.i.d. corrections and in_batch's draws).
+  on and off (in_batch/mixed: the estimator's fixed point, the expected count; in_batch
+  never draws item 5, a positive, so E g_IS != g*; unigram shares uniform's i.i.d.
+  corrections).
 
   Tolerance: the estimate's error e has E||e||^2 = noise^2 (noise is returned; it is the
   RMS error of the bias vector), and | ||b_hat|| - ||b|| | <= ||e||; 5 noise is exceeded
@@ -164,10 +164,10 @@ def test_same_draws_as_diagnostics_and_prefix_is_a_k_sample():
 
 def test_in_batch_and_mixed_corrections_are_the_samplers_at_the_estimator_fixed_point():
   """Our closed-form corrections equal what samplers.in_batch / samplers.mixed apply when
-  the Yi et al. estimator holds its fixed point b = 1/P(j in a batch of K)."""
+  the Yi et al. estimator holds its fixed point b = 1/(K f_j), the expected count."""
   k = 4
   f = COUNTS / COUNTS.sum()
-  p = 1 - (1 - f) ** k
+  p = k * f
   state = samplers.FreqState(
       a=jnp.zeros((1, N)),  # hash 0 = id mod N: no collisions
       b=jnp.asarray(np.where(p > 0, 1 / np.maximum(p, 1e-30), 0)[None], jnp.float32),

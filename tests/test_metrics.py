@@ -131,7 +131,34 @@ def np_metrics(query, items, train, test, ks, relatedness=None, eval_users=None)
     folds.append(np.mean(np.maximum(0.0, norm - r)))
   out["folding_auc"] = np.mean(aucs)
   out["folding_score"] = np.mean(folds)
+  out.update(np_heldout_folding(scores, train, tests, users))
   return out
+
+
+def np_heldout_folding(scores, train, tests, users):
+  """Per held-out pair (u, i), over the items u neither trained on nor held out (A) and
+  those of other groups (O): the share of O below s_ui (AUC) and #O above / #A above
+  (ties half); mean over u's pairs, then over users."""
+  ug, ig = train.user_groups, train.item_groups
+  seen = {}
+  for u, i in zip(train.user_ids.tolist(), train.item_ids.tolist()):
+    seen.setdefault(u, set()).add(i)
+  aucs, shares = [], []
+  for u in users:
+    rest = [j for j in range(scores.shape[1]) if j not in seen.get(u, set()) | tests[u]]
+    others = [j for j in rest if ig[j] != ug[u]]
+    s_o, s_a = scores[u, others], scores[u, rest]
+    if others:
+      aucs.append(
+          np.mean([np.mean((s_o < scores[u, i]) + 0.5 * (s_o == scores[u, i])) for i in tests[u]])
+      )
+    per_pair = []
+    for i in tests[u]:
+      above_o = np.sum(s_o > scores[u, i]) + 0.5 * np.sum(s_o == scores[u, i])
+      above_a = np.sum(s_a > scores[u, i]) + 0.5 * np.sum(s_a == scores[u, i])
+      per_pair.append(above_o / above_a if above_a > 0 else 0.0)
+    shares.append(np.mean(per_pair))
+  return {"folding_auc_heldout": np.mean(aucs), "cross_group_heldout": np.mean(shares)}
 
 
 # ----------------------------------------------------------------------------------
@@ -364,6 +391,100 @@ def test_group_metrics_separate_folded_from_unfolded_embeddings():
       np.ones((g, 1), np.float32), np.ones((g * per, 1), np.float32), train, test, ks=(5,)
   )
   assert flat["folding_auc"] == 0.5
+
+
+@pytest.mark.parametrize("chunk_size,query_batch", [(7, 3), (4096, 1024)])
+def test_heldout_folding_matches_bruteforce_with_ties(chunk_size, query_batch):
+  """Integer embeddings (exact dot products, many ties) against the numpy enumeration;
+  chunks of 7 over 53 items (a last chunk that overlaps its predecessor) and blocks of 3
+  users exercise the streaming."""
+  query, items, train, test = make_world(seed=6)
+  rng = np.random.default_rng(6)
+  query = rng.integers(-2, 3, query.shape).astype(np.float32)
+  items = rng.integers(-2, 3, items.shape).astype(np.float32)
+  got = metrics.heldout_folding(
+      query, items, train, test, chunk_size=chunk_size, query_batch=query_batch
+  )
+  want = {k: v for k, v in np_metrics(query, items, train, test, ks=(5,)).items() if "heldout" in k}
+  scores = query.astype(np.float64) @ items.astype(np.float64).T
+  assert np.mean(scores[:, None, :] == scores[:, :, None]) > 0.05  # ties are common
+  assert set(got) == set(want)
+  for key in want:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-6, err_msg=key)
+  # Everything tied (the positive-only collapse): blind, AUC 0.5 exactly.
+  flat = metrics.heldout_folding(
+      np.full(query.shape, 0.1, np.float32), np.full(items.shape, 0.3, np.float32), train, test
+  )
+  assert flat["folding_auc_heldout"] == 0.5
+  with pytest.raises(ValueError, match="needs user_groups and item_groups"):
+    metrics.heldout_folding(query, items, (train.user_ids, train.item_ids), test)
+
+
+def _group_world(seed=0, groups=4, users_per=60, items_per=250, per_user=12):
+  """Users and items in G groups; each user's positives are items of their own group
+  drawn by a Zipf popularity (1/(rank+1)), so a group's tail items are rarely anyone's."""
+  rng = np.random.default_rng(seed)
+  ug = np.repeat(np.arange(groups), users_per).astype(np.int32)
+  ig = np.repeat(np.arange(groups), items_per).astype(np.int32)
+  pop = 1.0 / (np.arange(items_per) + 1.0)
+  pop /= pop.sum()
+  tr_u, tr_i, te_u, te_i = [], [], [], []
+  for u, g in enumerate(ug):
+    picks = g * items_per + rng.choice(items_per, per_user, replace=False, p=pop)
+    tr_u += [u] * (per_user - 3)
+    tr_i += list(picks[:-3])
+    te_u += [u] * 3
+    te_i += list(picks[-3:])
+  n_u, n_i = ug.size, ig.size
+  train = Inter(np.array(tr_u, np.int32), np.array(tr_i, np.int32), n_u, n_i, ug, ig)
+  test = Inter(np.array(te_u, np.int32), np.array(te_i, np.int32), n_u, n_i)
+  return train, test, ug, ig, pop
+
+
+def test_folding_auc_heldout_orders_folded_below_separated_and_agrees_with_cross_group():
+  """On a group world (4 groups of 250 items, 60 users each, positives by popularity):
+  * separated: user and item vectors point along their group's axis, an item's length
+    its popularity ** 0.5 -> no other-group item outscores a positive: AUC ~ 1,
+    cross_group_heldout ~ 0, cross_group@20 = 0;
+  * folded: every group on one shared axis (the positive-only collapse) -> the model
+    sees popularity only: AUC = P(a positive is more popular than a random other-group
+    item) ~ 0.77, cross_group_heldout ~ 0.8, cross_group@20 ~ 0.86;
+  * tail-blind: separated for each group's 30 most popular items, the rest random noise
+    (items nobody trains on): cross_group@20 = 0 while the uniform-pair folding_auc reads
+    near blind (~0.44). cross_group_heldout stays far below the folded world's (~0.35:
+    0 for head positives, ~0.75 for the third drawn from the tail); the AUC (~0.76) is
+    diluted by the other groups' tail and does not separate it from the folded world,
+    which is why both measures are reported.
+  """
+  train, test, ug, ig, pop = _group_world()
+  rng = np.random.default_rng(1)
+  g_count, rank = 4, np.tile(np.arange(pop.size), 4)
+
+  def embed(axis_of_group, strength, noise):
+    q = np.eye(g_count)[axis_of_group[ug]] + 0.02 * rng.normal(size=(ug.size, g_count))
+    v = np.eye(g_count)[axis_of_group[ig]] * strength[:, None]
+    v = v + noise * rng.normal(size=(ig.size, g_count))
+    return q.astype(np.float32), v.astype(np.float32)
+
+  sqrt_pop = np.sqrt(pop / pop.max())[rank]
+  out = {}
+  for name, axes, strength, noise in (
+      ("separated", np.arange(g_count), sqrt_pop, 0.01),
+      ("folded", np.zeros(g_count, int), sqrt_pop, 0.01),
+      ("tail_blind", np.arange(g_count), (rank < 30).astype(float), 0.05),
+  ):
+    q, v = embed(axes, strength, noise)
+    out[name] = metrics.evaluate(q, v, train, test, ks=(20,))
+    print(name, {k: round(x, 3) for k, x in out[name].items() if "fold" in k or "cross" in k})
+  sep, fold, blind = out["separated"], out["folded"], out["tail_blind"]
+  assert sep["folding_auc_heldout"] > 0.99 and sep["cross_group@20"] == 0.0
+  assert sep["cross_group_heldout"] < 0.01
+  assert fold["folding_auc_heldout"] < 0.85 and fold["cross_group@20"] > 0.6
+  assert fold["folding_auc_heldout"] < sep["folding_auc_heldout"] - 0.15
+  assert fold["cross_group_heldout"] > 0.6
+  assert blind["cross_group@20"] < 0.02
+  assert blind["cross_group_heldout"] < fold["cross_group_heldout"] / 2
+  assert blind["folding_auc"] > 0.35
 
 
 def test_popularity_baseline_through_evaluate():

@@ -255,3 +255,61 @@ def test_hard_fraction_mixes_hard_and_uniform_negatives(name):
     )
   only_uniform = negs(0.0)
   np.testing.assert_array_equal(only_uniform.ids, samplers.uniform(key, n, k).ids)
+
+
+@pytest.mark.parametrize("name", ["in_batch", "mixed"])
+def test_step_loss_corrects_the_positive_by_its_own_log_q(world, name):
+  """The loss the jitted step reports at step 0 equals a numpy softmax cross-entropy with
+  every negative logit corrected by log(expected count) and, with sampler.correct_positive
+  (the default; Yi et al. 2019 eq. 4), the positive's logit by its own; without it, the
+  positive uncorrected. At step 0 the estimator has seen one batch, so an item's expected
+  count per batch is its count c_j in that batch (b = (0 + 1) / c_j): in_batch corrects by
+  log(c_j K / B) = log c_j (K = B), mixed by log(c_j + B'/N). Accidental hits (a negative
+  equal to the row's positive, the row's own slot included) are masked."""
+  import jax
+
+  bsz, n_uni = 32, 16
+  got = {}
+  for correct in (True, False):
+    c = small_config(
+        **{
+            "model.name": "mf",
+            "loss.temperature": 0.5,
+            "sampler.name": name,
+            "sampler.correct_positive": correct,
+            "sampler.num_uniform": n_uni,
+            "train.batch_size": bsz,
+        }
+    )
+    spec = config.StepSpec.from_config(c)
+    assert spec.correct_positive == correct
+    ddata = step.device_data(world.train, spec)
+    state = step.init_state(spec, c, world.train.num_users, world.train.num_items, 0)
+    users_q = np.asarray(step.query_embeddings(spec, state, ddata), np.float64)
+    items_v = np.asarray(step.item_embeddings(spec, state), np.float64)
+    # The step's batch and (for mixed) its uniform ids: the same keys the step derives.
+    k_batch, _, k_neg = jax.random.split(jax.random.fold_in(state.key, state.step), 3)
+    batch = step.sample_batch(spec, ddata, k_batch, state.step)
+    pos, users = np.asarray(batch.pos_ids_B), np.asarray(batch.users_B)
+    _, metrics_out = step.jitted_train_step(spec, state, ddata)
+    n = world.train.num_items
+    counts = np.bincount(pos, minlength=n).astype(np.float64)
+    if name == "in_batch":
+      neg = pos
+      expected = counts  # c_j K / B with K = B
+    else:
+      uni = np.asarray(jax.random.randint(k_neg, (n_uni,), 0, n, dtype=np.int32))
+      neg = np.concatenate([pos, uni])
+      expected = counts + n_uni / n
+    s = users_q[users] @ items_v.T / 0.5  # [B, N]
+    o_neg = s[:, neg] - np.log(expected[neg])[None, :]
+    o_neg = np.where(neg[None, :] == pos[:, None], -np.inf, o_neg)
+    o_pos = s[np.arange(bsz), pos] - (np.log(expected[pos]) if correct else 0.0)
+    logits = np.concatenate([o_pos[:, None], o_neg], axis=1)
+    top = logits.max(1, keepdims=True)
+    lse = (top + np.log(np.exp(logits - top).sum(1, keepdims=True)))[:, 0]
+    want = np.mean(lse - o_pos)
+    got[correct] = float(metrics_out["loss"])
+    print(f"{name} correct_positive={correct}: step {got[correct]:.6f}, numpy {want:.6f}")
+    np.testing.assert_allclose(got[correct], want, rtol=2e-5)
+  assert abs(got[True] - got[False]) > 1e-3

@@ -89,7 +89,14 @@ def get_config(arg=None):
       "folding ablation",
       strategies(),
       title="Folding ablation",
-      metrics=("recall@20", "ndcg@20", "cross_group@20", "folding_auc"),
+      metrics=(
+          "recall@20",
+          "ndcg@20",
+          "cross_group@20",
+          "cross_group_heldout",
+          "folding_auc_heldout",
+          "folding_auc",
+      ),
       analysis="folding.analysis",
       facts=False,
       predictions=dict(

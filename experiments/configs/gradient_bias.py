@@ -44,17 +44,17 @@ Two choices make this affordable and precise (both tested in tests/test_gradient
 
 Samplers, as the diagnostic sees them (q = the per-draw probability):
   uniform     q_j = 1/N.
-  unigram     q_j proportional to count_j^alpha (sweep.unigram_alpha, default 0.75; train counts).
+  unigram     q_j proportional to (count_j + 1)^alpha (sweep.unigram_alpha, default 0.75; train
+              counts, smoothed so that every item can be drawn).
   log_uniform Zipf over popularity ranks (not in the default list).
   in_batch    K = the batch size whose positives serve as negatives. The "batch" is K other
               training positives drawn i.i.d. from the data (what random batching gives), so
               q_j = f_j, the empirical item frequency. The logQ correction is the one the
               in_batch sampler applies at the streaming estimator's fixed point (Yi et al.
-              2019; b -> 1/p): log p_j, p_j = P(j in a batch of K) = 1 - (1 - f_j)^K, not
-              log(K f_j): it under-corrects items with K f_j not << 1.
+              2019; b -> 1/p): log p_j, p_j = K f_j, the expected count in a batch of K.
   mixed       K in-batch positives (as in_batch) + K uniform ids (train's default
               num_uniform = batch size): 2K negatives. logQ as `samplers.mixed` at the
-              estimator's fixed point: log(p_j + K/N).
+              estimator's fixed point: log(K f_j + K/N).
   hard_exact  q_b = softmax(s_b / T) over the catalogue, T = the loss temperature: the
               model's own softmax, the zero-variance proposal for the normaliser.
   hard_pool   a uniform pool of sweep.pool_size ids per draw, then K draws from the softmax
@@ -73,9 +73,11 @@ Found with the default config (seed 0; numbers in docs/RESULTS.md):
     exception: its missing correction is the constant log(K/N), which only over-weights
     the positive (by ~p_pos (N/K - 1)); that bias falls with K and is small when p_pos is.
   * With logQ, uniform / unigram fall with K, but unigram levels off at the mass of the
-    items it can never draw (zero training count: ~0.006 on ml-latest-small).
-  * in_batch and mixed with the estimator's correction log P(j in batch) fall until
-    K ~ 64 and then RISE (K = 256, 1024): popular items have K f_j > 1 expected copies
+    items it can never draw (zero training count: ~0.006 on ml-latest-small; recorded
+    before the unigram sampler smoothed its counts, (count + 1)^alpha, which draws them).
+  * (Recorded with the old once-per-step estimator, whose fixed point was
+    log P(j in a batch of K); not rerun with the count estimator.) in_batch and mixed with
+    the estimator's correction log P(j in batch) fall until K ~ 64 and then RISE (K = 256, 1024): popular items have K f_j > 1 expected copies
     but are corrected by log P <= 0. The same draws with log(K f_j) keep falling.
   * hard_pool + logQ sits at ~0.03-0.06 for every K, set by its pool (M = 256), not by K
     (not resolved from its noise at R = 64).

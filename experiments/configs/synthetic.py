@@ -69,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampler.freq_alpha = 0.01  # in_batch / mixed estimator learning rate
   c.sampler.num_uniform = 0  # mixed: uniform negatives beside the batch (0: batch size)
   c.sampler.batch_negatives = 0  # in_batch / mixed: first K of the batch's positives (0: all)
+  # in_batch / mixed: log-Q corrects the positive's logit too, by its own log(K q) (Yi et al.
+  # 2019 eq. 4, TFRS); False corrects the negatives only.
+  c.sampler.correct_positive = True
   c.sampler.hard_fraction = 1.0  # hard samplers: this share of K is hard, the rest uniform
 
   c.train = ml_collections.ConfigDict()
