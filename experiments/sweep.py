@@ -101,8 +101,10 @@ def run_sweep(
     *,
     overwrite: bool = False,
     verbose_runs: bool = False,
+    test: bool = True,
 ) -> str:
-  """Trains every (run, seed) not yet done; returns the path of results.csv."""
+  """Trains every (run, seed) not yet done; returns the path of results.csv. `test=False`
+  (tuning trials): no run evaluates its test pairs (`train_and_evaluate`)."""
   jobs = [(r, s) for r in runs for s in seeds]
   configs = run_configs(base, runs, seeds)  # validate everything before training anything
   os.makedirs(sweep_dir, exist_ok=True)
@@ -111,7 +113,7 @@ def run_sweep(
   for i, ((run, seed), config) in enumerate(zip(jobs, configs)):
     wd = run_dir(sweep_dir, run.strategy, seed)
     tag = f"[{i + 1}/{len(jobs)}] {run.strategy} seed={seed}"
-    if os.path.exists(os.path.join(wd, "results.json")) and not _config_changed(wd, config):
+    if _done(wd, config, test):
       _progress(f"{tag}: done earlier, skipped")
       continue
     dseed = data_seed(config)
@@ -121,7 +123,7 @@ def run_sweep(
       data_cache[data_key] = load_data(config.data, dseed)
     t_run = time.time()
     res = train_and_evaluate(
-        config, wd, overwrite=overwrite, data=data_cache[data_key], verbose=verbose_runs
+        config, wd, overwrite=overwrite, data=data_cache[data_key], verbose=verbose_runs, test=test
     )
     m = {**res["metrics"], **{f"valid/{k}": v for k, v in res.get("valid", {}).items()}}
     names = ("recall@20", "cross_group@20")
@@ -153,6 +155,16 @@ def run_configs(
 
 def run_dir(sweep_dir: str, strategy: str, seed: int) -> str:
   return os.path.join(sweep_dir, slug(strategy), f"seed_{seed}")
+
+
+def _done(wd, config, test: bool) -> bool:
+  """A finished run of this config is in `wd` (with its test metrics when `test`)."""
+  try:
+    with open(os.path.join(wd, "results.json")) as f:
+      evaluated = json.load(f)["run"].get("test_evaluated", True)
+  except (OSError, json.JSONDecodeError, KeyError):
+    return False
+  return (evaluated or not test) and not _config_changed(wd, config)
 
 
 def _config_changed(wd, config) -> bool:

@@ -136,7 +136,8 @@ def run(config, workdir: str, *, log=print) -> dict:
     tdir = os.path.join(workdir, "trials", sweep.slug(method.label))
     runs = [Run(f"{i:03d}", p) for i, p in enumerate(method.points)]
     log(f"tune {method.label}: {len(runs)} trials on validation")
-    sweep.run_sweep(method.base, runs, [int(spec.data_seed)], tdir)
+    # trials never evaluate test: only the final runs below read the test pairs
+    sweep.run_sweep(method.base, runs, [int(spec.data_seed)], tdir, test=False)
     rows = _results(tdir, runs, int(spec.data_seed))
     for r in rows:
       r["method"] = method.label

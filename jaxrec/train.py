@@ -47,26 +47,29 @@ def train_and_evaluate(
     overwrite: bool = False,
     data=None,
     verbose: bool = True,
+    test: bool = True,
 ) -> dict:
   """Trains and evaluates one config; writes config.json, metrics.jsonl, results.json and
   checkpoints to `workdir`; resumes from the last checkpoint when rerun. Returns results.
 
   `data` may pass a preloaded (train, test) pair (sweeps reuse it across runs). Runs
-  under `config.mesh` as the ambient mesh (one device: no mesh).
+  under `config.mesh` as the ambient mesh (one device: no mesh). `test=False` (a tuning
+  trial): the test pairs are never evaluated, results.json has empty `metrics` and
+  `run.test_evaluated` false; the run needs a validation part.
   """
   validate_config(config)
   cfg_dict = workdir_io.config_to_dict(config)
   with workdir_io.lock(workdir):
     done = workdir_io.finished(workdir, cfg_dict)
-    if done is not None:  # a finished run is left untouched
-      if verbose:
+    if done is not None and (done["run"].get("test_evaluated", True) or not test):
+      if verbose:  # a finished run is left untouched
         workdir_io.log("already finished: %s", os.path.join(workdir, "results.json"))
       return done
     workdir_io.claim(workdir, cfg_dict, overwrite=overwrite, error=ConfigError, check_only=True)
-    return _run(config, cfg_dict, workdir, overwrite, data, verbose)
+    return _run(config, cfg_dict, workdir, overwrite, data, verbose, test)
 
 
-def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
+def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict:
   log = workdir_io.log if verbose else (lambda *a: None)
   t_data = time.time()
   splits = (
@@ -74,7 +77,11 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
       if data is not None
       else data_lib.load_data(config.data, data_seed(config))
   )
-  train, valid, test = splits
+  train, valid, test_pairs = splits
+  if not test and not valid.num_interactions:
+    raise ConfigError(
+        "a run without its test evaluation needs a validation part (data.valid_fraction)"
+    )
   check_data_fit(config, train.num_users, train.num_items)
   check_splits(config, train, log=log if verbose else None)
   valid_users, n_valid_users = None, None  # validation users ranked (eval.num_users)
@@ -88,7 +95,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
     )
   # Test pairs are read once, by the final evaluation (`_test_metrics`); here only their
   # count, so a split that left no test pairs fails before training.
-  if not test.num_interactions:
+  if not test_pairs.num_interactions:
     raise data_lib.DataError(
         f"no user to evaluate: the split left no test pairs (data.name={config.data.name}, "
         f"{train.num_interactions} train interactions; users need >= 2 interactions)"
@@ -99,7 +106,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
       train.num_items,
       train.num_interactions,
       valid.num_interactions,
-      test.num_interactions,
+      test_pairs.num_interactions,
       time.time() - t_data,
   )
   # Claimed only now: a run that failed on its config or data leaves no config.json.
@@ -108,7 +115,9 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
   mesh = sharding.make_mesh(tuple(config.mesh.shape) or None)
   with sharding.mesh_context(mesh):
     if not models.trained_by_step(config.model.name):
-      return _run_closed_form(config, cfg_dict, workdir, splits, log, valid_users, n_valid_users)
+      return _run_closed_form(
+          config, cfg_dict, workdir, splits, log, valid_users, n_valid_users, test
+      )
 
     spec = StepSpec.from_config(config)
     ddata = step.device_data(train, spec)
@@ -153,7 +162,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
       selected_step, valid_final, query_UxD, items_NxD = chosen
     else:
       selected_step, valid_final = last, selector.latest_metrics
-    final = _test_metrics(spec, query_UxD, items_NxD, splits, config)
+    final = _test_metrics(spec, query_UxD, items_NxD, splits, config) if test else {}
     eval_seconds = time.time() - t_eval
 
   timed = last - start - 1  # the steps after the first (compiling) one of this process
@@ -166,6 +175,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose) -> dict:
       "eval_seconds": eval_seconds,
       "wall_seconds": time.time() - t0,
       "eval_num_users": n_valid_users,
+      "test_evaluated": test,
   }
   return _finish(workdir, cfg_dict, mpath, splits, final, valid_final, selected_step, facts, log)
 
@@ -199,9 +209,11 @@ def _known_for_test(splits):
   return known
 
 
-def _run_closed_form(config, cfg_dict, workdir, splits, log, valid_users, n_valid_users) -> dict:
+def _run_closed_form(
+    config, cfg_dict, workdir, splits, log, valid_users, n_valid_users, test
+) -> dict:
   """A closed-form model (`models.Model.fit`): fit on train, evaluate on valid (if any;
-  over `valid_users`, None: all) and test. A rerun refits (no checkpoints)."""
+  over `valid_users`, None: all) and test (if `test`). A rerun refits (no checkpoints)."""
   t0 = time.time()
   scorer = models.REGISTRY[config.model.name].fit(config, splits.train)
   train_seconds = time.time() - t0
@@ -218,7 +230,11 @@ def _run_closed_form(config, cfg_dict, workdir, splits, log, valid_users, n_vali
       if splits.valid.num_interactions
       else None
   )
-  final = evaluate.evaluate_scorer(scorer, _known_for_test(splits), splits.test, config.eval)
+  final = (
+      evaluate.evaluate_scorer(scorer, _known_for_test(splits), splits.test, config.eval)
+      if test
+      else {}
+  )
   steps = len(getattr(scorer, "history", ())) or 1
   facts = {
       "steps": steps,
@@ -228,13 +244,14 @@ def _run_closed_form(config, cfg_dict, workdir, splits, log, valid_users, n_vali
       "eval_seconds": time.time() - t_eval,
       "wall_seconds": time.time() - t0,
       "eval_num_users": n_valid_users,
+      "test_evaluated": test,
   }
   return _finish(workdir, cfg_dict, None, splits, final, valid, steps, facts, log)
 
 
 def _finish(workdir, cfg_dict, mpath, splits, final, valid, selected_step, facts, log) -> dict:
   """results.json: test metrics, the valid metrics of the selected step, run facts."""
-  if mpath is not None:
+  if mpath is not None and final:
     workdir_io.append_jsonl(mpath, {"step": facts["steps"], **final})
   facts.update(
       num_users=splits.train.num_users,
@@ -244,7 +261,8 @@ def _finish(workdir, cfg_dict, mpath, splits, final, valid, selected_step, facts
   results = workdir_io.write_results(workdir, final, facts, cfg_dict, valid=valid)
   if valid:
     log("valid (step %d): %s", selected_step, workdir_io.fmt_metrics(valid))
-  log("final: %s", workdir_io.fmt_metrics(final))
+  if final:
+    log("final: %s", workdir_io.fmt_metrics(final))
   return results
 
 

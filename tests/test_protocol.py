@@ -110,6 +110,32 @@ def test_a_run_reads_test_pairs_only_at_the_final_evaluation(tmp_path, monkeypat
   assert res["valid"] and res["metrics"]["recall@20"] > 0
 
 
+@pytest.mark.parametrize("model", ["mf", "ease"])
+def test_a_trial_never_reads_test_pairs(tmp_path, model):
+  """test=False (experiments.tune's trials): the test pairs are never read, not even at
+  the end, and results.json says so; rerun with test=True, the same workdir is evaluated."""
+  c = small_config(**{"model.name": model, "eval.every": 100, "eval.select": "valid/recall@20"})
+  if model == "ease":
+    c.eval.every, c.eval.select = 0, ""
+  sp = data.load_data(c.data, 0)
+  state = {"loop_done": False, "reads_after": 0}  # never set: any read raises
+  wd = str(tmp_path / model)
+  res = train.train_and_evaluate(
+      c, wd, data=(sp.train, sp.valid, _Guarded(sp.test, state)), verbose=False, test=False
+  )
+  assert res["metrics"] == {} and res["valid"] and res["run"]["test_evaluated"] is False
+  again = train.train_and_evaluate(c, wd, data=sp, verbose=False)
+  assert again["run"]["test_evaluated"] is True and again["metrics"]["recall@20"] > 0
+  assert again["valid"] == pytest.approx(res["valid"])
+
+
+def test_a_trial_needs_a_validation_part(tmp_path):
+  c = small_config()
+  sp = data.load_data(c.data, 0)
+  with pytest.raises(config.ConfigError, match="validation part"):
+    train.train_and_evaluate(c, str(tmp_path), data=(sp.train, sp.test), verbose=False, test=False)
+
+
 def test_select_reports_test_at_the_best_valid_step(tmp_path):
   c = small_config(**{"eval.every": 50, "eval.select": "valid/recall@20", "train.steps": 400})
   sp = data.load_data(c.data, 0)

@@ -58,6 +58,8 @@ def test_tune_picks_best_on_valid_and_reruns_with_refit(tmp_path):
     with open(tmp_path / "trials" / "mf" / d / "seed_0" / "results.json") as f:
       res = json.load(f)
     vals[d] = (res["valid"]["recall@10"], res["run"]["selected_step"], res["config"])
+    # a trial never evaluates its test pairs
+    assert res["metrics"] == {} and res["run"]["test_evaluated"] is False
   best = max(vals, key=lambda d: vals[d][0])
   assert m["mf"]["best_valid"]["recall@10"] == vals[best][0]
   assert m["mf"]["selected_step"] == vals[best][1]
@@ -74,6 +76,7 @@ def test_tune_picks_best_on_valid_and_reruns_with_refit(tmp_path):
   for s, res in zip((0, 1), finals):
     assert res["config"]["data"]["valid_fraction"] == 0.0 and res["config"]["seed"] == s
     assert res["config"]["train"]["steps"] == steps and res["valid"] == {}
+    assert res["run"]["test_evaluated"] is True and "recall@10" in res["metrics"]
   mean = sum(r["metrics"]["recall@10"] for r in finals) / 2
   assert m["mf"]["test"]["recall@10"]["mean"] == pytest.approx(mean)
   assert m["mf"]["test"]["recall@10"]["n"] == 2
