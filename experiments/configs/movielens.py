@@ -85,6 +85,12 @@ def methods():
       (
           "softmax MF, uniform sampled (1024)",
           {"model.name": "mf", "sampler.name": "uniform", "sampler.num_negatives": 1024},
-          softmax_space,
+          # wider tables than the DNN's: with 610 users, MF's user rows are cheap, and
+          # 8-epoch probes on validation (docs/RESULTS.md) found D = 256-512 ahead of 64-128
+          {
+              "loss.temperature": (0.07, 0.1, 0.14),
+              "model.dim": (256, 512),
+              "train.learning_rate": (0.3, 1.0),
+          },
       ),
   )
