@@ -10,7 +10,8 @@ report test over seeds (variant `tune`; `tune,quick` is a smoke run of the same 
   python -m experiments.tune --config=experiments/configs/gowalla.py:tune --workdir=runs/gw_tune
 
 Variant `quick`: 2 epochs of the tuned model (a smoke run, a few minutes on 2 cores);
-`tune,quick`: popularity and one 2-epoch trial of the sampled softmax, one seed.
+`tune,quick`: popularity and one 2-epoch trial of the sampled softmax, one seed (2.5
+minutes and 1.5 GB on 2 cores, measured at 6d851f1).
 
 The model: MF, D = 256, L2-normalised user and item vectors (cosine / temperature 0.1), a
 sampled softmax over 1,024 uniform negatives shared by the batch (log-Q corrected, which
