@@ -72,21 +72,41 @@ def find_enospc(err: BaseException):
   return None
 
 
+def _positive_correction_is_noop(cfg: dict, value) -> bool:
+  """sampler.correct_positive changes nothing unless log-Q is on and the sampler gives the
+  positive a log q (in_batch, mixed); there, runs recorded before the key did not correct
+  the positive, i.e. False."""
+  from jaxrec import samplers  # pylint: disable=import-outside-toplevel
+
+  sampler = cfg.get("sampler", {})
+  entry = samplers.REGISTRY.get(sampler.get("name"))
+  if entry is None or entry.pos_log_q is None or not sampler.get("logq", True):
+    return True
+  return value is False
+
+
 # Config keys added after runs were recorded without them, each with the value that acts
-# as its absence: matching a workdir's config.json (a finished run, a resumed run, a
-# sweep's record in records/) treats "absent" and "at that value" alike.
-KEYS_ADDED_LATER = {"eval.num_users": 0}
+# as its absence (or a predicate (cfg, value) -> "acts as absent"): matching a workdir's
+# config.json (a finished run, a resumed run, a sweep's record in records/) treats
+# "absent" and "no-op" alike.
+KEYS_ADDED_LATER = {
+    "eval.num_users": 0,
+    "sampler.correct_positive": _positive_correction_is_noop,
+}
 
 
 def comparable(cfg_dict: dict) -> dict:
-  """`cfg_dict` less the KEYS_ADDED_LATER that hold their no-op value (a copy)."""
+  """`cfg_dict` less the KEYS_ADDED_LATER that hold a no-op value (a copy)."""
   out = json.loads(json.dumps(cfg_dict))
-  for dotted, default in KEYS_ADDED_LATER.items():
+  for dotted, noop in KEYS_ADDED_LATER.items():
     *path, last = dotted.split(".")
     section = out
     for key in path:
       section = section.get(key) if isinstance(section, dict) else None
-    if isinstance(section, dict) and last in section and section[last] == default:
+    if not isinstance(section, dict) or last not in section:
+      continue
+    value = section[last]
+    if noop(out, value) if callable(noop) else value == noop:
       del section[last]
   return out
 

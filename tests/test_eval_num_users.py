@@ -153,3 +153,24 @@ def test_a_record_written_before_the_key_existed_still_matches(tmp_path):
   (tmp_path / "results.json").write_text(json.dumps({"metrics": {"recall@10": 0.5}}))
   assert workdir.finished(str(tmp_path), cfg) == {"metrics": {"recall@10": 0.5}}
   assert workdir.finished(str(tmp_path), changed) is None
+
+
+def test_records_without_correct_positive_match_only_where_it_changes_nothing():
+  """sampler.correct_positive came later: a record without it is the same run where the
+  key has no effect (no positive log q, or log-Q off) and, for in_batch / mixed with log-Q,
+  the same run as correct_positive=False (what those runs did), not the new default."""
+
+  def record_and_current(**over):
+    cur = workdir.config_to_dict(small_config(**over))
+    old = json.loads(json.dumps(cur))
+    del old["sampler"]["correct_positive"]
+    return old, cur
+
+  old, cur = record_and_current(**{"sampler.name": "uniform"})
+  assert cur["sampler"]["correct_positive"] is True and workdir.same_config(old, cur)
+  old, cur = record_and_current(**{"sampler.name": "in_batch", "sampler.logq": False})
+  assert workdir.same_config(old, cur)
+  old, cur = record_and_current(**{"sampler.name": "in_batch"})
+  assert not workdir.same_config(old, cur)  # the new default corrects the positive
+  old, cur = record_and_current(**{"sampler.name": "mixed", "sampler.correct_positive": False})
+  assert workdir.same_config(old, cur)
