@@ -79,12 +79,11 @@ def evaluable_users(train, part) -> np.ndarray:
 _SAMPLE_STREAM = 0x65766C75
 
 
-def sample_eval_users(train, valid, num_users: int, seed: int) -> np.ndarray | None:
+def sample_eval_users(users, num_users: int, seed: int) -> np.ndarray | None:
   """The validation users of a run (config eval.num_users = n): n users drawn uniformly
-  without replacement from `evaluable_users(train, valid)` by a generator seeded from the
-  run's seed (the same n users at every validation evaluation, and on resume); None (all
-  users) when n is 0 or at least their number. Sorted."""
-  users = evaluable_users(train, valid)
+  without replacement from `users` (`evaluable_users(train, valid)`, sorted) by a
+  generator seeded from the run's seed (the same n users at every validation evaluation,
+  and on resume); None (all users) when n is 0 or at least their number. Sorted."""
   if num_users <= 0 or num_users >= users.size:
     return None
   rng = np.random.default_rng([_SAMPLE_STREAM, int(seed) & (2**63 - 1)])
@@ -97,11 +96,13 @@ def known_pairs(train, valid):
   return train.union(valid) if valid.num_interactions else train
 
 
-def check_evaluable(train, part, name: str) -> None:
-  """Raises DataError when no pair of `part` (valid or test) is outside `train`: no user
-  could be evaluated."""
-  if not evaluable_users(train, part).size:
+def check_evaluable(train, part, name: str) -> np.ndarray:
+  """`evaluable_users(train, part)`; raises DataError when there is none (no pair of
+  `part`, valid or test, is outside `train`)."""
+  users = evaluable_users(train, part)
+  if not users.size:
     raise DataError(
         f"no user to evaluate on {name}: every {name} pair ({part.num_interactions}) is also "
         f"a train pair ({train.num_interactions} train rows; users need >= 2 interactions)"
     )
+  return users

@@ -86,13 +86,11 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
   check_splits(config, train, log=log if verbose else None)
   valid_users, n_valid_users = None, None  # validation users ranked (eval.num_users)
   if valid.num_interactions:
-    evaluate.check_evaluable(train, valid, "valid")
+    everyone = evaluate.check_evaluable(train, valid, "valid")
     valid_users = evaluate.sample_eval_users(
-        train, valid, eval_num_users(config.eval), int(config.seed)
+        everyone, eval_num_users(config.eval), int(config.seed)
     )
-    n_valid_users = int(
-        evaluate.evaluable_users(train, valid).size if valid_users is None else valid_users.size
-    )
+    n_valid_users = int((everyone if valid_users is None else valid_users).size)
   # Test pairs are read once, by the final evaluation (`_test_metrics`); here only their
   # count, so a split that left no test pairs fails before training.
   if not test_pairs.num_interactions:

@@ -43,14 +43,14 @@ def test_sample_is_seeded_without_replacement_from_evaluable_users():
       }
   )
   np.testing.assert_array_equal(everyone, by_hand)
-  a = evaluate.sample_eval_users(sp.train, sp.valid, 50, seed=3)
+  a = evaluate.sample_eval_users(everyone, 50, seed=3)
   assert a.size == 50 and np.unique(a).size == 50 and np.all(np.diff(a) > 0)
   assert np.isin(a, everyone).all()
-  np.testing.assert_array_equal(a, evaluate.sample_eval_users(sp.train, sp.valid, 50, seed=3))
-  assert not np.array_equal(a, evaluate.sample_eval_users(sp.train, sp.valid, 50, seed=4))
+  np.testing.assert_array_equal(a, evaluate.sample_eval_users(everyone, 50, seed=3))
+  assert not np.array_equal(a, evaluate.sample_eval_users(everyone, 50, seed=4))
   # 0 or at least everyone: no sampling.
-  assert evaluate.sample_eval_users(sp.train, sp.valid, 0, seed=3) is None
-  assert evaluate.sample_eval_users(sp.train, sp.valid, everyone.size, seed=3) is None
+  assert evaluate.sample_eval_users(everyone, 0, seed=3) is None
+  assert evaluate.sample_eval_users(everyone, everyone.size, seed=3) is None
 
 
 @pytest.mark.parametrize("bad", [-1, 2.5, True, "10", None])
@@ -98,7 +98,7 @@ def test_validation_metrics_are_those_of_the_sampled_users_and_test_is_full(tmp_
   )
   full = train.train_and_evaluate(small_config(), str(tmp_path / "f"), verbose=False)
   sp = data.load_data(small_config().data, 0)
-  users = evaluate.sample_eval_users(sp.train, sp.valid, n, seed=0)
+  users = evaluate.sample_eval_users(evaluate.evaluable_users(sp.train, sp.valid), n, seed=0)
   assert res["run"]["eval_num_users"] == n
   assert full["run"]["eval_num_users"] == evaluate.evaluable_users(sp.train, sp.valid).size
   assert res["config"]["eval"]["num_users"] == n
