@@ -42,7 +42,7 @@ from experiments.configs import common
 from jaxrec.config import ConfigError, data_seed, validate_config
 from jaxrec.data import load_data
 from jaxrec.train import train_and_evaluate
-from jaxrec.workdir import config_to_dict, same_config
+from jaxrec.workdir import config_to_dict, finished
 from jaxrec import xla_flags
 
 __all__ = [
@@ -159,20 +159,7 @@ def run_dir(sweep_dir: str, strategy: str, seed: int) -> str:
 
 def _done(wd, config, test: bool) -> bool:
   """A finished run of this config is in `wd` (with its test metrics when `test`)."""
-  try:
-    with open(os.path.join(wd, "results.json")) as f:
-      evaluated = json.load(f)["run"].get("test_evaluated", True)
-  except (OSError, json.JSONDecodeError, KeyError):
-    return False
-  return (evaluated or not test) and not _config_changed(wd, config)
-
-
-def _config_changed(wd, config) -> bool:
-  try:
-    with open(os.path.join(wd, "config.json")) as f:
-      return not same_config(json.load(f), config_to_dict(config))
-  except (OSError, json.JSONDecodeError):
-    return True
+  return finished(wd, config_to_dict(config), test=test) is not None
 
 
 def _progress(msg):

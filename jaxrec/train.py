@@ -60,9 +60,9 @@ def train_and_evaluate(
   validate_config(config)
   cfg_dict = workdir_io.config_to_dict(config)
   with workdir_io.lock(workdir):
-    done = workdir_io.finished(workdir, cfg_dict)
-    if done is not None and (done["run"].get("test_evaluated", True) or not test):
-      if verbose:  # a finished run is left untouched
+    done = workdir_io.finished(workdir, cfg_dict, test=test)
+    if done is not None:  # a finished run is left untouched
+      if verbose:
         workdir_io.log("already finished: %s", os.path.join(workdir, "results.json"))
       return done
     workdir_io.claim(workdir, cfg_dict, overwrite=overwrite, error=ConfigError, check_only=True)

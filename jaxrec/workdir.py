@@ -116,16 +116,20 @@ def same_config(a: dict, b: dict) -> bool:
   return comparable(a) == comparable(b)
 
 
-def finished(workdir: str, cfg_dict: dict) -> dict | None:
-  """The results of a finished run of this same config in `workdir`, else None."""
+def finished(workdir: str, cfg_dict: dict, *, test: bool = True) -> dict | None:
+  """The results of a finished run of this same config in `workdir`, else None; with
+  `test`, only of a run that evaluated its test pairs (not a tuning trial's)."""
   try:
     with open(os.path.join(workdir, "config.json")) as f:
       if not same_config(json.load(f), cfg_dict):
         return None
     with open(os.path.join(workdir, "results.json")) as f:
-      return json.load(f)
+      results = json.load(f)
   except (OSError, json.JSONDecodeError):
     return None
+  if test and not results.get("run", {}).get("test_evaluated", True):
+    return None
+  return results
 
 
 def write_json_atomic(path: str, obj) -> None:
