@@ -53,13 +53,21 @@ def message(err: BaseException) -> str:
 def _fail(err: BaseException, code: int):
   if debug():
     raise err
-  print(message(err), file=sys.stderr, flush=True)
   if isinstance(err, workdir_io.DiskFullError):
-    # orbax's writer threads fail on: leave without the interpreter's teardown, whose
-    # closed event loops would print their tracebacks after our line (files are written
-    # atomically; nothing of ours is pending)
+    # orbax's writer threads fail on and print "Event loop is closed" tracebacks from
+    # C++, past Python's hooks, even while we write. So stdout and stderr first point at
+    # /dev/null (nothing of theirs lands after our line), then our line goes to the saved
+    # stderr in one write (atomic on a pipe below PIPE_BUF) on a line of its own, and we
+    # leave without the interpreter's teardown (files are written atomically; nothing of
+    # ours is pending).
     sys.stdout.flush()
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.write(saved, ("\n" + message(err) + "\n").encode())
     os._exit(code)
+  print(message(err), file=sys.stderr, flush=True)
   sys.exit(code)
 
 

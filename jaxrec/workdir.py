@@ -74,10 +74,15 @@ def find_enospc(err: BaseException):
 
 def _positive_correction_is_noop(cfg: dict, value) -> bool:
   """sampler.correct_positive changes nothing unless log-Q is on and the sampler gives the
-  positive a log q (in_batch, mixed); there, runs recorded before the key did not correct
-  the positive, i.e. False."""
-  from jaxrec import samplers  # pylint: disable=import-outside-toplevel
+  positive a log q (in_batch, mixed) and the run draws negatives at all (a loss that
+  needs them, a model trained by step); there, runs recorded before the key did not
+  correct the positive, i.e. False."""
+  from jaxrec import losses, models, samplers  # pylint: disable=import-outside-toplevel
 
+  model = models.REGISTRY.get(cfg.get("model", {}).get("name"))
+  loss = losses.REGISTRY.get(cfg.get("loss", {}).get("name"))
+  if model is not None and model.fit is not None or loss is not None and not loss.needs_negatives:
+    return True
   sampler = cfg.get("sampler", {})
   entry = samplers.REGISTRY.get(sampler.get("name"))
   if entry is None or entry.pos_log_q is None or not sampler.get("logq", True):

@@ -174,3 +174,9 @@ def test_records_without_correct_positive_match_only_where_it_changes_nothing():
   assert not workdir.same_config(old, cur)  # the new default corrects the positive
   old, cur = record_and_current(**{"sampler.name": "mixed", "sampler.correct_positive": False})
   assert workdir.same_config(old, cur)
+  # no negatives drawn at all: a closed-form model, a loss without negatives
+  for over in ({"model.name": "ease"}, {"model.name": "popularity"}, {"loss.name": "full"}):
+    old, cur = record_and_current(**{"sampler.name": "in_batch", **over})
+    assert workdir.same_config(old, cur), over
+  old, cur = record_and_current(**{"sampler.name": "in_batch", "model.name": "mf"})
+  assert not workdir.same_config(old, cur)
