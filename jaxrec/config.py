@@ -202,6 +202,7 @@ class TrainSpec:
     _positive(t.learning_rate, "train.learning_rate")
     _positive(t.log_every, "train.log_every")
     _positive(t.checkpoint_every, "train.checkpoint_every", allow_zero=True)
+    _positive(t.checkpoint_seconds, "train.checkpoint_seconds", allow_zero=True)
     return cls(
         batch_size=int(t.batch_size),
         batching=t.batching,

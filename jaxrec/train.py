@@ -120,7 +120,9 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
     spec = StepSpec.from_config(config)
     ddata = step.device_data(train, spec)
     state = step.init_state(spec, config, train.num_users, train.num_items, int(config.seed))
-    ckpt = workdir_io.Checkpointer(workdir, int(config.train.checkpoint_every))
+    ckpt = workdir_io.Checkpointer(
+        workdir, int(config.train.checkpoint_every), float(config.train.checkpoint_seconds)
+    )
     state, start = ckpt.restore(state)
     if mesh is not None:  # tables row-sharded over the devices, the rest replicated
       state, ddata = sharding.place_state(state, mesh), sharding.place_data(ddata, mesh)

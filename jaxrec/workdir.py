@@ -96,6 +96,7 @@ def _positive_correction_is_noop(cfg: dict, value) -> bool:
 # "absent" and "no-op" alike.
 KEYS_ADDED_LATER = {
     "eval.num_users": 0,
+    "train.checkpoint_seconds": 0.0,
     "sampler.correct_positive": _positive_correction_is_noop,
 }
 
@@ -334,19 +335,22 @@ def fmt_metrics(m) -> str:
 
 
 class Checkpointer:
-  """Orbax checkpoints under workdir/checkpoints (async; `every` 0: none). Orbax writes
-  each step into a temporary folder and renames it when complete, so a torn (killed)
-  save is never picked up; an unreadable checkpoint is set aside and an older one tried."""
+  """Orbax checkpoints under workdir/checkpoints, written asynchronously (the step goes on
+  while orbax writes), every `every` steps and/or every `seconds` of wall time since the
+  last save (0: that schedule off; both 0: no checkpoints). Orbax writes each step into a
+  temporary folder and renames it when complete, so a torn (killed) save is never picked
+  up; an unreadable checkpoint is set aside and an older one tried."""
 
-  def __init__(self, workdir: str, every: int):
+  def __init__(self, workdir: str, every: int, seconds: float = 0.0, clock=time.monotonic):
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-    self.every = every
+    self.every, self.seconds, self._clock = int(every), float(seconds), clock
+    self._last_save = clock()
     self._mngr = None
     # Temporary folders of saves cut short (kill, full disk): never restorable, removed
     # (the caller holds the workdir lock, so no save of another process is running).
     for tmp in glob.glob(os.path.join(glob.escape(self.directory), "*.orbax-checkpoint-tmp*")):
       shutil.rmtree(tmp, ignore_errors=True)
-    if every:
+    if self.every or self.seconds:
       import orbax.checkpoint as ocp
 
       self._ocp = ocp
@@ -381,9 +385,15 @@ class Checkpointer:
         )
     return state, 0
 
+  def due(self, step: int) -> bool:
+    """Whether `step` is a scheduled save (by steps, or by time since the last save)."""
+    by_steps = self.every and step % self.every == 0
+    return bool(by_steps or self.seconds and self._clock() - self._last_save >= self.seconds)
+
   def maybe_save(self, step, state, final=False):
-    if self._mngr and (step % self.every == 0 or final):
+    if self._mngr and (final or self.due(step)):
       self._mngr.save(step, args=self._ocp.args.StandardSave(state), force=True)
+      self._last_save = self._clock()
 
   def close(self):
     if self._mngr:

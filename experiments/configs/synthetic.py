@@ -81,7 +81,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.optimizer = "adagrad"  # sgd | adagrad | adam (tables row-wise, dense via optax)
   c.train.batching = "random"  # random pairs with replacement | epoch permutation
   c.train.log_every = 250
-  c.train.checkpoint_every = 500  # 0: no checkpoints
+  c.train.checkpoint_every = 500  # 0: no checkpoints by steps
+  c.train.checkpoint_seconds = 0.0  # > 0: also a checkpoint this long after the last one
   c.train.skip_nonfinite = False  # skip a step whose loss is NaN/inf instead of stopping
 
   c.mesh = ml_collections.ConfigDict()

@@ -1,0 +1,56 @@
+"""Checkpoint schedules: by steps, by wall time since the last save, or both."""
+
+import numpy as np
+
+from jaxrec import workdir
+
+
+class _Clock:
+  """A clock the test moves by hand."""
+
+  def __init__(self):
+    self.now = 100.0
+
+  def __call__(self):
+    return self.now
+
+
+def _saved_steps(tmp_path, every, seconds, times_by_step, final_step):
+  clock = _Clock()
+  ckpt = workdir.Checkpointer(str(tmp_path), every, seconds, clock=clock)
+  state = {"w": np.arange(4, dtype=np.float32)}
+  for step in range(1, final_step + 1):
+    clock.now = times_by_step[step]
+    ckpt.maybe_save(step, state, final=step == final_step)
+  ckpt.close()
+  return sorted(ckpt._mngr.all_steps()) if ckpt._mngr else []
+
+
+def test_by_time_saves_once_seconds_have_passed_since_the_last_save(tmp_path):
+  # Steps 1..10 at t = 100 + 4 * step; seconds = 10. By hand: the first save when
+  # t - 100 >= 10 (step 3, t 112), then t - 112 >= 10 (step 6, t 124), then step 9 (t 136);
+  # step 10 is the final save. max_to_keep=2 keeps the last two.
+  times = {s: 100.0 + 4 * s for s in range(1, 11)}
+  clock = _Clock()
+  ckpt = workdir.Checkpointer(str(tmp_path / "a"), 0, 10.0, clock=clock)
+  due = []
+  for s in range(1, 11):
+    clock.now = times[s]
+    if ckpt.due(s):
+      due.append(s)
+      ckpt.maybe_save(s, {"w": np.zeros(2, np.float32)})
+  ckpt.close()
+  assert due == [3, 6, 9]
+  assert _saved_steps(tmp_path / "b", 0, 10.0, times, 10) == [9, 10]
+
+
+def test_steps_and_time_together_and_neither(tmp_path):
+  # every = 4 and seconds = 10 with the clock still: saves at 4 and 8 only (by steps).
+  still = {s: 100.0 for s in range(1, 10)}
+  clock = _Clock()
+  ckpt = workdir.Checkpointer(str(tmp_path / "a"), 4, 10.0, clock=clock)
+  assert [s for s in range(1, 10) if ckpt.due(s)] == [4, 8]
+  ckpt.close()
+  # both off: no manager, nothing written, even for the final step
+  assert _saved_steps(tmp_path / "b", 0, 0.0, still, 9) == []
+  assert not (tmp_path / "b" / "checkpoints").exists()
