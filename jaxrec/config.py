@@ -24,7 +24,14 @@ from jaxrec import data, losses, models, samplers, tables
 BATCHING = ("random", "epoch")  # train.batching: i.i.d. pairs | per-epoch permutation
 
 # Optional sampler.* keys: a sampler that does not read one must leave it at this value.
-_SAMPLER_KEY_DEFAULTS = {"hard_fraction": 1.0, "batch_negatives": 0, "correct_positive": True}
+_SAMPLER_KEY_DEFAULTS = {
+    "hard_fraction": 1.0,
+    "batch_negatives": 0,
+    "correct_positive": True,
+    "kernel_alpha": 100.0,
+    "kernel_leaf": 128,
+    "cache_refresh": 0.1,
+}
 
 
 class ConfigError(ValueError):
@@ -127,6 +134,9 @@ class SamplerSpec:
   hard_fraction: float = 1.0
   correct_positive: bool = True
   chunk_size: int | None = None
+  kernel_alpha: float = _SAMPLER_KEY_DEFAULTS["kernel_alpha"]
+  kernel_leaf: int = _SAMPLER_KEY_DEFAULTS["kernel_leaf"]
+  cache_refresh: float = _SAMPLER_KEY_DEFAULTS["cache_refresh"]
 
   @classmethod
   def from_config(
@@ -150,11 +160,18 @@ class SamplerSpec:
       if not (isinstance(s.hard_fraction, (int, float)) and 0.0 <= s.hard_fraction <= 1.0):
         raise ConfigError(f"sampler.hard_fraction={s.hard_fraction!r} must be in [0, 1]")
       for key, default in _SAMPLER_KEY_DEFAULTS.items():
-        if s[key] != default and key not in entry.config_keys:
+        if s.get(key, default) != default and key not in entry.config_keys:
           users = [n for n, e in samplers.REGISTRY.items() if key in e.config_keys]
           raise ConfigError(
               f"sampler.{key}={s[key]} applies to {_names(users)}, not " f"sampler.name={s.name}"
           )
+      _positive(s.get("kernel_alpha", 100.0), "sampler.kernel_alpha", allow_zero=True)
+      leaf = s.get("kernel_leaf", 128)
+      if isinstance(leaf, bool) or not isinstance(leaf, int) or leaf < 1:
+        raise ConfigError(f"sampler.kernel_leaf={leaf!r} must be an integer >= 1")
+      refresh = s.get("cache_refresh", 0.1)
+      if isinstance(refresh, bool) or not isinstance(refresh, (int, float)) or not 0 < refresh <= 1:
+        raise ConfigError(f"sampler.cache_refresh={refresh!r} must be in (0, 1]")
       if "pool_size" in entry.config_keys:
         _positive(s.pool_size, "sampler.pool_size")
         if s.num_negatives > s.pool_size:
@@ -176,6 +193,9 @@ class SamplerSpec:
         hard_fraction=float(s.hard_fraction),
         correct_positive=s.correct_positive,
         chunk_size=chunk_size,
+        kernel_alpha=float(s.get("kernel_alpha", cls.kernel_alpha)),
+        kernel_leaf=int(s.get("kernel_leaf", cls.kernel_leaf)),
+        cache_refresh=float(s.get("cache_refresh", cls.cache_refresh)),
     )
 
   @property
@@ -251,6 +271,11 @@ class StepSpec:
   def uses_freq(self) -> bool:
     """The state keeps the in-batch frequency estimator (Yi et al. 2019)."""
     return self.draws_negatives and self.sampler.entry.uses_freq
+
+  @property
+  def sampler_state(self) -> bool:
+    """The state keeps the sampler's own state (`samplers.Sampler.init_state`)."""
+    return self.draws_negatives and self.sampler.entry.init_state is not None
 
   @property
   def unigram_alpha(self) -> float | None:

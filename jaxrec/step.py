@@ -71,7 +71,10 @@ class TrainState(NamedTuple):
   table_opt: dict  # name -> row-optimizer state
   dense: Any  # query tower params ({} for MF)
   dense_opt: Any  # optax state
-  freq: Any  # samplers.FreqState for samplers that use it, else ()
+  # The sampler's state: samplers.FreqState (uses_freq), the sampler's own state
+  # (`Sampler.init_state`: KernelTree, NegativeCache), else (). (Named freq, its first
+  # use: checkpoints store the field by name.)
+  freq: Any
   first_bad_step: jax.Array  # int32, -1 while every loss so far was finite
 
 
@@ -111,6 +114,8 @@ def init_state(
   row_opt, dense_opt = _optimizers(spec)
   dense = model.init_dense(k_dense, spec.model, dim)
   freq = samplers.freq_init(freq_buckets) if spec.uses_freq else ()
+  if spec.sampler_state:
+    freq = spec.sampler.entry.init_state(_maybe_normalize(spec.model, tabs["item"]), spec.sampler)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       key=k_train,
@@ -273,7 +278,14 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
       )
       items_sg_NxD = _maybe_normalize(spec.model, item_table_NxD)
     inputs = samplers.SamplerInputs(
-        num_items, pos_ids_B, freq, query_sg_BxD, items_sg_NxD, data.unigram, data.pop_order
+        num_items,
+        pos_ids_B,
+        freq,
+        query_sg_BxD,
+        items_sg_NxD,
+        data.unigram,
+        data.pop_order,
+        state=freq if spec.sampler_state else None,
     )
     neg = draw_negatives(spec, k_neg, inputs)
     if spec.correct_positive:
@@ -327,6 +339,16 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   new_i, new_i_opt = _write_rows(
       row_opt, item_table_NxD, state.table_opt["item"], block, g_items_MxD, state.step
   )
+  if spec.sampler_state:  # O(rows touched): the tree / cache follows the updated rows
+    scored = functools.partial(_maybe_normalize, spec.model)
+    update = samplers.StateUpdate(
+        block.ids_M,
+        jax.lax.stop_gradient(scored(item_rows_MxD)),
+        scored(_read_rows(new_i, block)),
+        lambda ids: scored(sharding.gather_rows(new_i, ids)),
+        block.all_rows,
+    )
+    freq = spec.sampler.entry.update_state(freq, update, spec.sampler)
   if jax.tree.leaves(state.dense):
     upd, new_dense_opt = dense_opt.update(g_dense, state.dense_opt, state.dense)
     new_dense = optax.apply_updates(state.dense, upd)

@@ -4,7 +4,7 @@
       --workdir=runs/gradient_bias [--config.sweep.datasets=synthetic,movielens] \
       [--config.sweep.data_path=../shared/data/ml-latest-small] \
       [--config.sweep.ks=1,4,16,64,256,1024] \
-      [--config.sweep.samplers=uniform,unigram,in_batch,mixed,hard_exact,hard_pool] \
+      [--config.sweep.samplers=uniform,unigram,in_batch,mixed,hard_exact,hard_pool,kernel] \
       [--config.sweep.draws=64] [--config.sweep.train_steps=1000] \
       [--config.sweep.batch_size=64] [--config.sweep.seeds=0]
 Variant `:quick`: K in 1,16,256, R = 16 draws, 300 training steps.
@@ -59,6 +59,11 @@ Samplers, as the diagnostic sees them (q = the per-draw probability):
               model's own softmax, the zero-variance proposal for the normaliser.
   hard_pool   a uniform pool of sweep.pool_size ids per draw, then K draws from the softmax
               inside it, with the sampler's q (an unbiased importance weight).
+  kernel      q_bj proportional to alpha s_bj^2 + 1 (Blanc & Rendle 2018; alpha = the
+              sampler's default kernel_alpha, 100), drawn from a tree built on the
+              trained items.
+  neg_cache   (by name, not in the default list) outside training its cache is the current
+              items (staleness 0): the same law as hard_exact.
 K larger than the catalogue is skipped. hard_topk has no proper q and is not offered.
 
 Expected (Bengio & Senecal 2008; Blanc & Rendle, ICML 2018): with logQ, bias falls with K;
@@ -103,7 +108,7 @@ def get_config(arg=None):
       datasets=("synthetic", "movielens"),
       data_path=common.ml_latest_small(),  # movielens is skipped if it is missing
       ks=(1, 4, 16, 64, 256, 1024),  # numbers of negatives (in_batch/mixed: batch size)
-      samplers=("uniform", "unigram", "in_batch", "mixed", "hard_exact", "hard_pool"),
+      samplers=("uniform", "unigram", "in_batch", "mixed", "hard_exact", "hard_pool", "kernel"),
       draws=64,  # R: independent draws per (sampler, K)
       train_steps=1000,  # full-softmax training steps
       batch_size=64,  # B: (user, positive) pairs in the batch

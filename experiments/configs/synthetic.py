@@ -73,6 +73,11 @@ def get_config() -> ml_collections.ConfigDict:
   # 2019 eq. 4, TFRS); False corrects the negatives only.
   c.sampler.correct_positive = True
   c.sampler.hard_fraction = 1.0  # hard samplers: this share of K is hard, the rest uniform
+  c.sampler.kernel_alpha = 100.0  # kernel: q proportional to alpha * score^2 + 1 (Blanc & Rendle)
+  c.sampler.kernel_leaf = 128  # kernel: items per tree leaf (scored exactly inside a leaf)
+  # neg_cache: share of the cached item embeddings re-read per step (round robin); a row is
+  # at most ceil(1 / cache_refresh) - 1 steps stale (1.0: never stale).
+  c.sampler.cache_refresh = 0.1
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 1500

@@ -1,0 +1,208 @@
+"""The kernel sampler (Blanc & Rendle 2018) and the negative cache (Lindgren et al. 2021):
+their draws against closed forms, their state against a rebuild, the train step and the
+checkpoint keeping that state."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import sweep
+from experiments.configs import synthetic
+from jaxrec import config, data, samplers, step, train, workdir
+
+N, D, LEAF = 150, 4, 16  # 10 leaves (the last holds 6 items) in a tree of 16: depth 4
+
+
+def _items(seed=0, n=N, d=D):
+  return np.random.default_rng(seed).normal(size=(n, d)).astype(np.float32)
+
+
+def _tv_bound(n_items, n_draws):
+  """E TV(empirical, q) <= (1/2) sqrt(N / n) (Cauchy-Schwarz over the N bins) and TV moves
+  by at most 1/n per draw, so P(TV > E TV + t) <= exp(-2 n t^2) (McDiarmid): with
+  t = sqrt(log(1e6) / (2 n)) the bound fails with probability <= 1e-6 (fixed seed)."""
+  return 0.5 * math.sqrt(n_items / n_draws) + math.sqrt(math.log(1e6) / (2 * n_draws))
+
+
+def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact():
+  """10^6 draws (2 queries x 500k) over N=150 items in a depth-4 tree with an empty and a
+  partial leaf: exp(log_q) equals the closed form (alpha s^2 + 1) / sum (numpy, float64),
+  and each query's empirical distribution is within the TV bound of it."""
+  alpha, rows, k = 2.0, 1000, 500
+  items = _items()
+  queries = np.random.default_rng(1).normal(size=(2, D)).astype(np.float32)
+  query_BxD = jnp.asarray(np.repeat(queries, rows, axis=0))  # row b is query b // rows
+  tree = samplers.kernel_tree(jnp.asarray(items), LEAF)
+  assert tree.gram_Px2xDxD.shape == (16, 2, D, D)
+  draw = jax.jit(
+      lambda key: samplers.kernel_sample(
+          key, tree, query_BxD, jnp.asarray(items), k, alpha=alpha, leaf_size=LEAF
+      )
+  )
+  neg = draw(jax.random.PRNGKey(0))
+  ids = np.asarray(neg.ids).reshape(2, -1)
+  log_q = np.asarray(neg.log_q, np.float64).reshape(2, -1)
+  kern = alpha * (queries.astype(np.float64) @ items.astype(np.float64).T) ** 2 + 1.0
+  q = kern / kern.sum(1, keepdims=True)
+  for b in range(2):
+    # float32 descent: 4 levels + a leaf, each a ratio of float32 masses (~1e-6 relative).
+    np.testing.assert_allclose(np.exp(log_q[b]), q[b, ids[b]], rtol=1e-4)
+    empirical = np.bincount(ids[b], minlength=N) / ids[b].size
+    tv = 0.5 * np.abs(empirical - q[b]).sum()
+    assert tv <= _tv_bound(N, ids[b].size), (b, tv)
+
+
+def test_kernel_tree_update_equals_the_tree_rebuilt_from_scratch():
+  """Rows 3 (twice, as a step's block holds it), 20, 77 and 149 (the partial last leaf)
+  change: the incremental update equals kernel_tree of the new table."""
+  items = _items()
+  new = items.copy()
+  ids = np.array([3, 77, 3, 149, 20], np.int32)
+  new[ids] = _items(5, len(ids))[[0, 1, 0, 3, 4]]  # duplicates carry equal rows
+  tree = samplers.kernel_tree(jnp.asarray(items), LEAF)
+  got = samplers.kernel_tree_update(
+      tree, jnp.asarray(ids), jnp.asarray(items[ids]), jnp.asarray(new[ids]), LEAF
+  )
+  want = samplers.kernel_tree(jnp.asarray(new), LEAF)
+  # float32 sums of ~10-150 outer products of O(1) entries: errors ~1e-5 absolute.
+  np.testing.assert_allclose(got.gram_Px2xDxD, want.gram_Px2xDxD, atol=1e-4, rtol=1e-5)
+  np.testing.assert_array_equal(got.count_Px2, want.count_Px2)
+  # and the root's Gramian is the whole table's V^T V (numpy)
+  np.testing.assert_allclose(got.gram_Px2xDxD[0, 1], new.T @ new, rtol=1e-4, atol=1e-4)
+
+
+def _small(**over):
+  c = synthetic.get_config()
+  c.data.num_users, c.data.num_items, c.data.interactions_per_user = 300, 200, 10
+  c.model.dim, c.model.hidden = 8, (16,)
+  c.train.steps, c.train.batch_size, c.train.log_every = 40, 32, 20
+  c.train.checkpoint_every = 0
+  c.sampler.num_negatives = 8
+  c.eval.ks = (10,)
+  return sweep.apply_overrides(c, tuple(over.items()))
+
+
+@pytest.fixture(scope="module")
+def world():
+  c = _small()
+  return data.load_data(c.data, c.seed)
+
+
+def _run_steps(c, world, steps):
+  spec = config.StepSpec.from_config(c)
+  ddata = step.device_data(world.train, spec)
+  state = step.init_state(spec, c, world.train.num_users, world.train.num_items, 0)
+  for _ in range(steps):
+    state, _ = step.jitted_train_step(spec, state, ddata)
+  return spec, state
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_train_step_keeps_the_kernel_tree_equal_to_a_rebuild(world, normalize):
+  """After 5 steps (each moves the batch's positives and negatives) the state's tree is
+  the tree of the item embeddings as the model scores them (normalised or not)."""
+  c = _small(**{"sampler.name": "kernel", "sampler.kernel_leaf": 16, "model.normalize": normalize})
+  spec, state = _run_steps(c, world, 5)
+  want = samplers.kernel_tree(step.item_embeddings(spec, state), 16)
+  np.testing.assert_allclose(state.freq.gram_Px2xDxD, want.gram_Px2xDxD, atol=1e-4, rtol=1e-4)
+
+
+def test_negative_cache_refresh_bounds_staleness():
+  """N=10, refresh 0.3: R=3 rows a step, round robin, so after step t every row holds
+  the table of a step in [t - 3, t] (ceil(10 / 3) - 1 = 3), and some row is exactly 3
+  steps stale (the bound is tight)."""
+  n, refresh = 10, 0.3
+  assert samplers.cache_rows_per_step(n, refresh) == 3
+  assert samplers.cache_staleness(n, refresh) == 3
+  assert samplers.cache_staleness(n, 1.0) == 0
+  cache = samplers.cache_init(jnp.zeros((n, 1)))
+  worst = 0
+  for t in range(1, 25):
+    cache = samplers.cache_refresh(cache, lambda ids, t=t: jnp.full((ids.shape[0], 1), t), refresh)
+    age = t - np.asarray(cache.items_NxD)[:, 0]
+    assert (age >= 0).all() and (age <= 3).all(), (t, age)
+    worst = max(worst, age.max()) if t > 3 else worst
+  assert worst == 3
+
+
+def test_negative_cache_at_staleness_zero_reproduces_hard_exact(world):
+  """With cache_refresh=1 the cache the train step keeps equals the current item
+  embeddings, and draws from it follow hard_exact's law softmax(s / T) over the current
+  items: 2 x 10^5 draws (2 queries), exp(log_q) equal to numpy's softmax and the
+  empirical distribution within the TV bound of it. With a stale cache (refresh 0.1)
+  log_q is the softmax over the cached, not the current, embeddings."""
+  c = _small(**{"sampler.name": "neg_cache", "sampler.cache_refresh": 1.0})
+  spec, state = _run_steps(c, world, 3)
+  items = step.item_embeddings(spec, state)
+  np.testing.assert_array_equal(state.freq.items_NxD, items)
+  n = items.shape[0]
+  queries = np.random.default_rng(2).normal(size=(2, items.shape[1])).astype(np.float32) * 3
+  rows, k, temp = 100, 1000, 0.5
+  sampler_spec = config.SamplerSpec(name="neg_cache", num_negatives=k, temperature=temp)
+  inputs = samplers.SamplerInputs(
+      n,
+      None,
+      query_BxD=jnp.asarray(np.repeat(queries, rows, axis=0)),
+      items_NxD=items,
+      state=state.freq,
+  )
+  neg = jax.jit(lambda key: samplers.draw_cache(key, inputs, sampler_spec))(jax.random.PRNGKey(3))
+  ids, log_q = np.asarray(neg.ids).reshape(2, -1), np.asarray(neg.log_q, np.float64).reshape(2, -1)
+  s = queries.astype(np.float64) @ np.asarray(items, np.float64).T / temp
+  p = np.exp(s - s.max(1, keepdims=True))
+  p /= p.sum(1, keepdims=True)
+  for b in range(2):
+    np.testing.assert_allclose(np.exp(log_q[b]), p[b, ids[b]], rtol=1e-4)
+    tv = 0.5 * np.abs(np.bincount(ids[b], minlength=n) / ids[b].size - p[b]).sum()
+    assert tv <= _tv_bound(n, ids[b].size), (b, tv)
+  # A stale cache: log_q is the softmax over the cached rows.
+  stale = samplers.NegativeCache(state.freq.items_NxD * 0.5, state.freq.cursor)
+  neg = jax.jit(lambda key: samplers.draw_cache(key, inputs._replace(state=stale), sampler_spec))(
+      jax.random.PRNGKey(4)
+  )
+  s = np.asarray(inputs.query_BxD, np.float64) @ np.asarray(stale.items_NxD, np.float64).T / temp
+  log_p = (
+      s
+      - np.log(np.exp(s - s.max(1, keepdims=True)).sum(1, keepdims=True))
+      - s.max(1, keepdims=True)
+  )
+  np.testing.assert_allclose(
+      neg.log_q, np.take_along_axis(log_p, np.asarray(neg.ids), axis=1), rtol=1e-4, atol=1e-4
+  )
+
+
+@pytest.mark.parametrize("name", ["kernel", "neg_cache"])
+def test_sampler_state_survives_a_checkpoint(tmp_path, world, name):
+  """The sampler's state is part of TrainState: saved and restored with it."""
+  c = _small(**{"sampler.name": name})
+  spec, state = _run_steps(c, world, 2)
+  ckpt = workdir.Checkpointer(str(tmp_path), 1)
+  ckpt.maybe_save(2, state, final=True)
+  ckpt.close()
+  fresh = step.init_state(spec, c, world.train.num_users, world.train.num_items, 0)
+  restored, at = workdir.Checkpointer(str(tmp_path), 1).restore(fresh)
+  assert at == 2
+  for a, b in zip(jax.tree.leaves(restored.freq), jax.tree.leaves(state.freq)):
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["kernel", "neg_cache"])
+def test_both_samplers_train_through_the_loop(tmp_path, world, name):
+  """40 steps through train_and_evaluate: finite losses and metrics, and recall@10 above
+  a random ranking's 10 / 200 = 0.05."""
+  c = _small(**{"sampler.name": name, "train.steps": 40})
+  res = train.train_and_evaluate(c, str(tmp_path / name), data=world, verbose=False)
+  assert all(np.isfinite(v) for v in res["metrics"].values()), res["metrics"]
+  assert res["metrics"]["recall@10"] > 0.05, res["metrics"]
+
+
+def test_kernel_and_cache_keys_are_checked():
+  with pytest.raises(config.ConfigError, match="sampler.kernel_alpha"):
+    config.validate_config(_small(**{"sampler.kernel_alpha": 5.0}))  # uniform ignores it
+  with pytest.raises(config.ConfigError, match="sampler.cache_refresh"):
+    config.validate_config(_small(**{"sampler.name": "neg_cache", "sampler.cache_refresh": 0.0}))
+  with pytest.raises(config.ConfigError, match="sampler.kernel_leaf"):
+    config.validate_config(_small(**{"sampler.name": "kernel", "sampler.kernel_leaf": 0}))
