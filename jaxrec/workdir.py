@@ -97,6 +97,9 @@ def _positive_correction_is_noop(cfg: dict, value) -> bool:
 KEYS_ADDED_LATER = {
     "eval.num_users": 0,
     "train.checkpoint_seconds": 0.0,
+    "sampler.kernel_alpha": 100.0,
+    "sampler.kernel_leaf": 128,
+    "sampler.cache_refresh": 0.1,
     "sampler.correct_positive": _positive_correction_is_noop,
 }
 
