@@ -1,0 +1,243 @@
+r"""jaxrec against PyTorch on the same two workloads, measured side by side in one run.
+
+  pip install -e '.[peers]'        # torch (CPU use; PyPI's wheel also pulls CUDA libraries)
+  python -m benchmarks.peers [--workloads=w1,w2] [--repeats=2] [--w1_steps=1500]
+
+W1 (sampled softmax at a big catalogue): MF, D = 64, batches of B = 1,024 (user, item)
+pairs drawn at random from the training pairs, K = 1,024 uniform negatives shared by the
+batch (accidental hits removed, log-Q shift), row-wise Adagrad lr 0.05, N = 1,000,000 items.
+- jaxrec: the launcher's whole training loop (`train.train_and_evaluate` on a CSV read by
+  its reader: progress lines, metrics.jsonl, checkpoints), with checkpoints off and with
+  one every 500 steps; its `run.steps_per_second` (steps after the compiling first one,
+  training time only).
+- PyTorch eager: `nn.Embedding(sparse=True)` for both tables, `torch.optim.Adagrad` (sparse
+  row updates), the same loss written with torch ops; PyTorch compiled: the same with the
+  loss under `torch.compile` (skipped, saying why, where it fails).
+W2 (full softmax): MF, D = 64, B = 1,024, softmax over all N = 100,000 items, Adagrad.
+- jaxrec: the launcher with `loss.name=full`, `loss.chunk_size=8192` (the streaming
+  log-sum-exp of jaxrec.chunked: no [B, N] logits kept for the backward pass);
+- PyTorch: logits [B, N] and `F.cross_entropy`, dense tables and Adagrad, eager and compiled.
+
+Each variant runs in its own process (peak RSS = that process's ru_maxrss), the variants
+interleaved over `--repeats` rounds, the best steps/s of each kept; both frameworks use
+every core. Printed: steps/s per variant, jaxrec / best PyTorch variant, peak RSS. Targets
+(issue 23): W1 >= 2x (goal 3x), W2 >= 1.5x with jaxrec's peak RSS <= 1 GB. Without torch
+it measures jaxrec alone and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+
+_WORKLOADS = flags.DEFINE_list("workloads", ["w1", "w2"], "Workloads to run: w1, w2.")
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Interleaved rounds; the best of each kept.")
+_W1_STEPS = flags.DEFINE_integer("w1_steps", 1500, "W1 training steps per measurement.")
+_W2_STEPS = flags.DEFINE_integer("w2_steps", 30, "W2 training steps per measurement.")
+_W1_ITEMS = flags.DEFINE_integer("w1_items", 1_000_000, "W1 catalogue size N.")
+_W2_ITEMS = flags.DEFINE_integer("w2_items", 100_000, "W2 catalogue size N.")
+_CHILD = flags.DEFINE_string("child", "", "Internal: run one variant and print RESULT.")
+_DATA = flags.DEFINE_string("data", "", "Internal: the variant's CSV.")
+_STEPS = flags.DEFINE_integer("steps", 0, "Internal: the variant's steps.")
+
+B, D, K, LR, USERS = 1024, 64, 1024, 0.05, 1000
+
+
+def write_pairs(path: str, num_items: int, seed: int = 0) -> None:
+  """user,item pairs: every item once (so the reader's catalogue is all N items) plus as
+  many again drawn uniformly, over USERS users."""
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  items = np.concatenate([np.arange(num_items), rng.integers(0, num_items, num_items)])
+  users = rng.integers(0, USERS, items.size)
+  np.savetxt(path, np.stack([users, items], 1), fmt="%d", delimiter=",")
+
+
+def _peak_mb() -> float:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# --- jaxrec -----------------------------------------------------------------------------
+
+
+def jaxrec_variant(workload: str, path: str, steps: int, checkpoint_every: int) -> dict:
+  """The launcher's loop on the CSV; -> steps/s (training only) and peak RSS."""
+  from experiments.configs import synthetic
+  from jaxrec import train
+
+  c = synthetic.get_config()
+  c.data.name, c.data.path, c.data.seed = "csv", path, 0
+  c.model.name, c.model.dim = "mf", D
+  c.train.batch_size, c.train.learning_rate, c.train.optimizer = B, LR, "adagrad"
+  c.train.steps, c.train.log_every = steps, max(steps // 3, 1)
+  c.train.checkpoint_every = checkpoint_every
+  c.eval.ks = (20,)
+  if workload == "w1":
+    c.loss.name, c.sampler.name, c.sampler.num_negatives = "sampled", "uniform", K
+  else:
+    c.loss.name, c.loss.chunk_size = "full", 8192
+  with tempfile.TemporaryDirectory() as wd:
+    res = train.train_and_evaluate(c, wd, verbose=False)
+  run = res["run"]
+  return {"steps_per_second": run["steps_per_second"], "peak_mb": _peak_mb()}
+
+
+# --- PyTorch ----------------------------------------------------------------------------
+
+
+def torch_variant(workload: str, path: str, steps: int, compiled: bool) -> dict:
+  """The same model, loss and optimizer in PyTorch; -> steps/s after 10 warm-up steps."""
+  import math
+
+  import numpy as np
+  import torch
+  import torch.nn.functional as F
+
+  pairs = torch.from_numpy(np.loadtxt(path, delimiter=",", dtype=np.int64))
+  users_P, items_P = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
+  num_users, num_items = int(users_P.max()) + 1, int(items_P.max()) + 1
+  torch.manual_seed(0)
+  sparse = workload == "w1"
+  user = torch.nn.Embedding(num_users, D, sparse=sparse)
+  item = torch.nn.Embedding(num_items, D, sparse=sparse)
+  for t in (user, item):
+    torch.nn.init.normal_(t.weight, std=0.1)
+  opt = torch.optim.Adagrad([user.weight, item.weight], lr=LR)
+  log_kq = math.log(K / num_items)  # uniform q = 1/N: every negative logit less log(K q)
+
+  def sampled_loss(u_ids, pos_ids, neg_ids):
+    rows = item(torch.cat([pos_ids, neg_ids]))  # one gather, one sparse gradient
+    u_BxD, pos_BxD, neg_KxD = user(u_ids), rows[:B], rows[B:]
+    pos_B1 = (u_BxD * pos_BxD).sum(-1, keepdim=True)
+    neg_BxK = u_BxD @ neg_KxD.T - log_kq
+    neg_BxK = neg_BxK.masked_fill(neg_ids[None, :] == pos_ids[:, None], float("-inf"))
+    logits = torch.cat([pos_B1, neg_BxK], 1)
+    return F.cross_entropy(logits, torch.zeros(B, dtype=torch.long))
+
+  def full_loss(u_ids, pos_ids, _):
+    return F.cross_entropy(user(u_ids) @ item.weight.T, pos_ids)
+
+  loss_fn = sampled_loss if sparse else full_loss
+  if compiled:
+    loss_fn = torch.compile(loss_fn)
+
+  def step():
+    idx = torch.randint(0, users_P.numel(), (B,))
+    neg = torch.randint(0, num_items, (K,))
+    opt.zero_grad(set_to_none=True)
+    loss = loss_fn(users_P[idx], items_P[idx], neg)
+    loss.backward()
+    opt.step()
+    return loss
+
+  for _ in range(10):  # warm-up (and compilation)
+    step()
+  t = time.perf_counter()
+  for _ in range(steps):
+    loss = step()
+  float(loss)
+  return {"steps_per_second": steps / (time.perf_counter() - t), "peak_mb": _peak_mb()}
+
+
+# --- the run ----------------------------------------------------------------------------
+
+VARIANTS = {
+    "w1": ("jaxrec loop, no checkpoints", "jaxrec loop, checkpoint / 500", "torch eager",
+           "torch compiled"),
+    "w2": ("jaxrec loop, chunked full softmax", "torch eager", "torch compiled"),
+}
+
+
+def run_child(name: str) -> dict:
+  workload, variant = name.split(":", 1)
+  if variant.startswith("jaxrec"):
+    every = 500 if "checkpoint" in variant else 0
+    return jaxrec_variant(workload, _DATA.value, _STEPS.value, every)
+  return torch_variant(workload, _DATA.value, _STEPS.value, compiled="compiled" in variant)
+
+
+def _spawn(name: str, path: str, steps: int) -> dict:
+  cmd = [sys.executable, "-m", "benchmarks.peers", f"--child={name}", f"--data={path}"]
+  cmd.append(f"--steps={steps}")
+  r = subprocess.run(cmd, capture_output=True, text=True, check=False)
+  for line in r.stdout.splitlines():
+    if line.startswith("RESULT "):
+      return json.loads(line[len("RESULT ") :])
+  tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
+  return {"error": tail[:200]}
+
+
+def _versions(have_torch: bool) -> str:
+  import jax
+
+  out = f"jax {jax.__version__}"
+  if have_torch:
+    import torch
+
+    out += f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+  return out + f", python {platform.python_version()}, {os.cpu_count()} cores"
+
+
+def main(argv):
+  del argv
+  if _CHILD.value:
+    print("RESULT " + json.dumps(run_child(_CHILD.value)), flush=True)
+    return
+  try:
+    import torch  # noqa: F401
+
+    have_torch = True
+  except ImportError:
+    have_torch = False
+    print("peers: torch is not installed (pip install -e '.[peers]'): jaxrec only")
+  print(f"peers: {time.strftime('%Y-%m-%d')}, {platform.machine()}, {_versions(have_torch)}")
+  sizes = {"w1": _W1_ITEMS.value, "w2": _W2_ITEMS.value}
+  steps = {"w1": _W1_STEPS.value, "w2": _W2_STEPS.value}
+  summary = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for w in _WORKLOADS.value:
+      if w not in VARIANTS:
+        raise app.UsageError(f"--workloads: unknown {w!r}; choose from w1, w2")
+      path = os.path.join(tmp, f"{w}.csv")
+      write_pairs(path, sizes[w])
+      names = [v for v in VARIANTS[w] if have_torch or v.startswith("jaxrec")]
+      best: dict[str, dict] = {}
+      for r in range(_REPEATS.value):
+        for v in names:
+          res = _spawn(f"{w}:{v}", path, steps[w])
+          print(f"  {w} round {r + 1}: {v:34s} {json.dumps(res)}", flush=True)
+          old = best.get(v)
+          if "error" not in res and (old is None or res["steps_per_second"] > old.get(
+              "steps_per_second", 0.0)):
+            best[v] = res
+          elif old is None:
+            best[v] = res
+      summary[w] = best
+      print(f"{w.upper()} (N = {sizes[w]:,}, B = {B}, D = {D}{', K = %d' % K if w == 'w1' else ''}):")
+      for v in names:
+        res = best[v]
+        if "error" in res:
+          print(f"  {v:34s} failed: {res['error']}")
+        else:
+          print(f"  {v:34s} {res['steps_per_second']:8.1f} steps/s   peak RSS "
+                f"{res['peak_mb']:7.0f} MB")
+      ok = {v: r for v, r in best.items() if "error" not in r}
+      jx = max((r["steps_per_second"] for v, r in ok.items() if v.startswith("jaxrec")),
+               default=None)
+      tv = [r["steps_per_second"] for v, r in ok.items() if v.startswith("torch")]
+      if jx and tv:
+        print(f"  ratio jaxrec (best loop) / PyTorch (best variant): {jx / max(tv):.2f}")
+  print("RESULT " + json.dumps(summary))
+
+
+if __name__ == "__main__":
+  app.run(main)
