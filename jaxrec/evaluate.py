@@ -70,9 +70,8 @@ def evaluable_users(train, part) -> np.ndarray:
   """The users `metrics.evaluate` ranks on `part`: those with a `part` pair outside
   `train` (sorted)."""
   n = max(int(train.num_items), 1)
-  known = train.user_ids.astype(np.int64) * n + train.item_ids
-  held = part.user_ids.astype(np.int64) * n + part.item_ids
-  return np.unique(part.user_ids[np.isin(held, known, invert=True)]).astype(np.int64)
+  _, held = metrics._pair_keys(train, part, int(train.num_users), n)
+  return np.unique(held // n)
 
 
 # Stream tag of the validation users' sample (so it is not the seed's other draws).

@@ -47,8 +47,6 @@ DEFAULT_CHUNK_SIZE = 65536
 DEFAULT_QUERY_BATCH = 1024
 # Group width of the exact two-stage selection inside a chunk (`chunked.chunk_candidates`).
 DEFAULT_GROUP = 16
-# Elements of a full [B, N] score block in the group-metrics pass (folding_auc/score).
-_GROUP_PASS_ELEMENTS = 1 << 22
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -185,190 +183,410 @@ def topk(
 
 
 # ----------------------------------------------------------------------------------
-# Group (folding) statistics: one full-row pass, a few rows at a time
+# Group (folding) statistics: one streaming pass over item chunks, no per-user sort
 # ----------------------------------------------------------------------------------
 
+# Item chunk and user block of the group pass: a [rows, chunk] float32 score block of
+# 256 x 2048 (2 MiB) stays in cache, which matters more on CPU than the matmul's size.
+_SWEEP_CHUNK = 2048
+_SWEEP_ROWS = 256
+# Draws per side for the uniform-pair folding_auc (see `_folding_auc`).
+DEFAULT_AUC_SAMPLES = 1024
 
-@jax.jit
-def _group_stats(
-    query_BxD, items_NxD, user_group_B, item_groups_N, relatedness_GxH, seen_rows, seen_cols
+
+@functools.partial(jax.jit, static_argnames=("chunk", "fold_given"))
+def _group_sweep(
+    query_BxD,
+    user_group_B,
+    items_NxD,
+    item_groups_N,
+    related_BxG,
+    ex_rows_E,
+    ex_cols_E,
+    ex_code_E,
+    pos_BxP,
+    lo_B,
+    span_B,
+    *,
+    chunk,
+    fold_given,
 ):
-  """Exact per-row folding statistics over all N items.
+  """Per-row folding counts over all N items, streaming them in chunks of `chunk`.
 
-  unseen = not a training item of the row's user; same = item group == user group.
-    auc_num  = sum_{a unseen, other} #{b unseen, same: s_b < s_a} + 0.5 #{s_b == s_a}
-    fold_sum = sum_{j unseen} max(0, (s_j - lo) / (hi - lo) - R[g_u, g_j])
-  with lo / hi the min / max of the row's unseen scores.
+  Row b (a user), scores s_j = q_b . v_j. Excluded pairs carry a code: 1 = a training
+  item of b, 2 = a held-out positive of b. U = items not coded 1 (unseen), A = items not
+  coded at all, O = items of A in another group than b's. pos_BxP holds the scores t_p of
+  b's positives (NaN in padding slots). Returns
+    lo, hi    = min / max_{j in U} s_j,  n_unseen = |U|,
+    fold      = with fold_given=False (R in {0, 1}):  sum_{j in U, R_bj = 0} (s_j - lo),
+                accumulated with the running min, and n_fold = #{...};
+                with fold_given=True (lo_B, span_B known):  sum_{j in U} max(0,
+                (s_j - lo) / span - R_bj) (0 where span == 0), and n_fold = 0,
+    n_o, n_a  = |O|, |A|,
+    c_o, c_a  = [B, P]: sum_{j in O (resp. A)} [s_j < t_p] + [s_j <= t_p] = 2 #below +
+                #ties, so #below + #ties / 2 = c / 2 (ties count half, as before).
+  The last chunk overlaps its predecessor (starts at N - chunk) and counts only its
+  fresh items. Masked scores are NaN, which compare false. c packs the A count in the
+  low 16 bits and the O count above: exact for chunk <= 16383. Memory O(B * P * chunk);
+  no row is sorted, no [B, N] array exists.
   """
   batch, num_items = query_BxD.shape[0], items_NxD.shape[0]
-  scores = jnp.dot(query_BxD, items_NxD.T, precision=_HIGHEST)  # [B, N]
-  seen = jnp.zeros((batch, num_items), bool).at[seen_rows, seen_cols].set(True, mode="drop")
-  unseen = ~seen
-  same = item_groups_N[None, :] == user_group_B[:, None]
-  other_set = unseen & ~same
-  same_set = unseen & same
-  same_sorted = jnp.sort(jnp.where(same_set, scores, jnp.inf), axis=1)
-  less = jax.vmap(lambda a, v: jnp.searchsorted(a, v, side="left"))(same_sorted, scores)
-  less_eq = jax.vmap(lambda a, v: jnp.searchsorted(a, v, side="right"))(same_sorted, scores)
-  wins = less.astype(jnp.float32) + 0.5 * (less_eq - less).astype(jnp.float32)
-  auc_num = jnp.sum(jnp.where(other_set, wins, 0.0), axis=1)
-  n_other = other_set.sum(axis=1)
-  n_same = same_set.sum(axis=1)
-
-  lo = jnp.min(jnp.where(unseen, scores, jnp.inf), axis=1, keepdims=True)
-  hi = jnp.max(jnp.where(unseen, scores, -jnp.inf), axis=1, keepdims=True)
-  span = hi - lo
-  norm = jnp.where(span > 0, (scores - lo) / jnp.where(span > 0, span, 1.0), 0.0)
-  related = relatedness_GxH[user_group_B[:, None], item_groups_N[None, :]]
-  fold_sum = jnp.sum(jnp.where(unseen, jnp.maximum(0.0, norm - related), 0.0), axis=1)
-  return auc_num, n_other, n_same, fold_sum, unseen.sum(axis=1)
-
-
-@functools.partial(jax.jit, static_argnames=("chunk",))
-def _heldout_auc_block(
-    query_BxD, user_group_B, items_NxD, item_groups_N, ex_rows, ex_cols, pair_row_P, pos_P, *, chunk
-):
-  """One user block's held-out AUC counts, streaming the items in chunks of `chunk`.
-
-  For pair p (row r = pair_row_P[p] of the block, positive item pos_P[p]), A_r = the
-  items not excluded for r and O_r = those of another group than r's:
-    below_p = #{j in O_r: s_rj < s_rp} + 0.5 #{j in O_r: s_rj == s_rp},   n_r = |O_r|,
-    above_other_p / above_all_p = #{j in O_r / A_r: s_rj > s_rp} + 0.5 #{... == s_rp}.
-  The positive's score comes from a matmul like the chunks' (ties stay ties). Memory
-  O((B + P) * chunk); no row is sorted. Padding: rows of ex_rows / pair_row_P == B.
-  """
-  batch, num_items = query_BxD.shape[0], items_NxD.shape[0]
-  num_pairs = pair_row_P.shape[0]
-  row_P = jnp.minimum(pair_row_P, batch - 1)
-  pos_scores_BxP = jnp.dot(query_BxD, items_NxD[pos_P].T, precision=_HIGHEST)
-  s_pos_P = pos_scores_BxP[row_P, jnp.arange(num_pairs)]
   num_chunks = -(-num_items // chunk)
+  t_BxPx1 = pos_BxP[:, :, None]
 
   def body(c, carry):
-    below_P, n_B, above_other_P, above_all_P = carry
+    lo, hi, n_unseen, fold, n_fold, n_o, n_a, c_o, c_a = carry
     start = jnp.minimum(c * chunk, num_items - chunk)  # the last chunk ends at N
-    ids_S = start + jnp.arange(chunk)
     rows_SxD = jax.lax.dynamic_slice_in_dim(items_NxD, start, chunk, 0)
-    scores_BxS = jnp.dot(query_BxD, rows_SxD.T, precision=_HIGHEST)
-    col = ex_cols - start
+    s_BxS = jnp.dot(query_BxD, rows_SxD.T, precision=_HIGHEST)
+    col = ex_cols_E - start
     col = jnp.where((col >= 0) & (col < chunk), col, chunk)  # outside the chunk: dropped
-    excluded = jnp.zeros((batch, chunk), bool).at[ex_rows, col].set(True, mode="drop")
+    code_BxS = jnp.zeros((batch, chunk), jnp.int8).at[ex_rows_E, col].set(ex_code_E, mode="drop")
     groups_S = jax.lax.dynamic_slice_in_dim(item_groups_N, start, chunk, 0)
-    fresh_S = ids_S >= c * chunk  # items the previous chunk did not cover
-    unseen_BxS = fresh_S[None, :] & ~excluded
-    valid_BxS = unseen_BxS & (groups_S[None, :] != user_group_B[:, None])
-    v_PxS, a_PxS = valid_BxS[row_P], unseen_BxS[row_P]
-    s_PxS = scores_BxS[row_P]
-    lt_PxS, eq_PxS = s_PxS < s_pos_P[:, None], s_PxS == s_pos_P[:, None]
-    gt_PxS = ~lt_PxS & ~eq_PxS
+    fresh_1xS = (start + jnp.arange(chunk) >= c * chunk)[None, :]
+    unseen = fresh_1xS & (code_BxS != 1)
+    in_a = fresh_1xS & (code_BxS == 0)
+    in_o = in_a & (groups_S[None, :] != user_group_B[:, None])
+    lo_old, lo = lo, jnp.minimum(lo, jnp.min(jnp.where(unseen, s_BxS, jnp.inf), axis=1))
+    hi = jnp.maximum(hi, jnp.max(jnp.where(unseen, s_BxS, -jnp.inf), axis=1))
+    n_unseen += jnp.sum(unseen, axis=1)
+    related_BxS = jnp.take(related_BxG, groups_S, axis=1)
+    if fold_given:
+      span = span_B[:, None]
+      norm = jnp.where(span > 0, (s_BxS - lo_B[:, None]) / jnp.where(span > 0, span, 1.0), 0.0)
+      fold += jnp.sum(jnp.where(unseen, jnp.maximum(0.0, norm - related_BxS), 0.0), axis=1)
+    else:
+      # Running sum of s - lo with the running lo (terms >= 0, as in an online softmax).
+      linear = unseen & (related_BxS == 0)
+      fold = jnp.where(n_fold > 0, fold + n_fold * (lo_old - lo), 0.0)
+      fold += jnp.sum(jnp.where(linear, s_BxS - lo[:, None], 0.0), axis=1)
+      n_fold += jnp.sum(linear, axis=1)
+    n_o += jnp.sum(in_o, axis=1)
+    n_a += jnp.sum(in_a, axis=1)
+    s_a = jnp.where(in_a, s_BxS, jnp.nan)[:, None, :]
+    s_o = jnp.where(in_o, s_BxS, jnp.nan)[:, None, :]
 
-    def count(mask, cmp):
-      return jnp.sum(mask & cmp, axis=1).astype(jnp.float32)
+    def two(s):  # [s < t] + [s <= t] as int32
+      return (s < t_BxPx1).astype(jnp.int32) + (s <= t_BxPx1).astype(jnp.int32)
 
-    half_o, half_a = 0.5 * count(v_PxS, eq_PxS), 0.5 * count(a_PxS, eq_PxS)
-    return (
-        below_P + count(v_PxS, lt_PxS) + half_o,
-        n_B + jnp.sum(valid_BxS, axis=1),
-        above_other_P + count(v_PxS, gt_PxS) + half_o,
-        above_all_P + count(a_PxS, gt_PxS) + half_a,
-    )
+    packed = jnp.sum(two(s_a) + (two(s_o) << 16), axis=2)
+    return lo, hi, n_unseen, fold, n_fold, n_o, n_a, c_o + (packed >> 16), c_a + (packed & 0xFFFF)
 
-  zeros_P = jnp.zeros(num_pairs, jnp.float32)
-  init = (zeros_P, jnp.zeros(batch, jnp.int32), zeros_P, zeros_P)
-  below_P, n_B, above_other_P, above_all_P = jax.lax.fori_loop(0, num_chunks, body, init)
-  return below_P, n_B[row_P], above_other_P, above_all_P
-
-
-# Elements of the [pairs or rows, chunk] blocks of the held-out AUC pass.
-_HELDOUT_ELEMENTS = 1 << 22
+  zf, zi = jnp.zeros(batch, jnp.float32), jnp.zeros(batch, jnp.int32)
+  zp = jnp.zeros(pos_BxP.shape, jnp.int32)
+  init = (zf + jnp.inf, zf - jnp.inf, zi, zf, zi, zi, zi, zp, zp)
+  return jax.lax.fori_loop(0, num_chunks, body, init)
 
 
 def _pow2(n: int) -> int:
   return 1 << max(0, (int(n) - 1).bit_length())
 
 
-def _heldout_auc(
+def _blocks(n_pos_U: np.ndarray, rows: int) -> list[np.ndarray]:
+  """User rows cut into blocks of <= `rows`, by increasing number of positives (so a
+  block pads its positives to about its own users' count)."""
+  order = np.argsort(n_pos_U, kind="stable")
+  return [order[i : i + rows] for i in range(0, order.size, rows)]
+
+
+def _group_pass(
+    query_users,
+    items,
+    eval_groups_U,
+    item_groups_N,
+    related_GxH,
+    t_rows,
+    t_items,
+    ex_rows,
+    ex_cols,
+    *,
+    chunk_size,
+    query_batch,
+):
+  """`_group_sweep` over all evaluated users -> per-user float64 arrays (n_unseen,
+  fold_sum) and per held-out pair (auc numerator, n_o, share), pairs in the
+  order of (t_rows, t_items) (t_rows index the users)."""
+  num_users, num_items = query_users.shape[0], items.shape[0]
+  chunk = min(chunk_size, _SWEEP_CHUNK, num_items)
+  rows = min(query_batch, _SWEEP_ROWS)
+  binary = bool(np.all((related_GxH == 0) | (related_GxH == 1)))
+  n_pos = np.bincount(t_rows, minlength=num_users)
+  pair_order = np.argsort(t_rows, kind="stable")
+  pair_start = np.concatenate([[0], np.cumsum(n_pos)])
+  ex_order = np.argsort(ex_rows, kind="stable")
+  ex_start = np.searchsorted(ex_rows[ex_order], np.arange(num_users + 1))
+  # Exclusions of a block: train (code 1) and held-out (code 2) pairs, one padded width.
+  width = _pow2(
+      max(
+          1,
+          max(
+              int(np.sum(n_pos[b]) + np.sum(ex_start[b + 1] - ex_start[b]))
+              for b in _blocks(n_pos, rows)
+          ),
+      )
+  )
+  items_groups_dev = jnp.asarray(item_groups_N, jnp.int32)
+  rel_users = related_GxH[eval_groups_U]  # [U, H]
+  n_unseen, fold = np.zeros(num_users), np.zeros(num_users)
+  auc_num = np.zeros(t_rows.size)
+  n_other = np.zeros(t_rows.size)
+  share = np.zeros(t_rows.size)
+  for block in _blocks(n_pos, rows):
+    real = block.size
+    b_pad = rows if num_users >= rows else _pow2(real)
+    p_pad = _pow2(int(n_pos[block].max()))
+    ub = np.zeros(b_pad, np.int64)
+    ub[:real] = block
+    q = query_users[jnp.asarray(ub)]
+    # Positives: slot k of row r = the k-th held-out pair of user block[r].
+    slot_pair = np.full((b_pad, p_pad), -1, np.int64)
+    for r, u in enumerate(block):
+      slot_pair[r, : n_pos[u]] = pair_order[pair_start[u] : pair_start[u + 1]]
+    has = slot_pair >= 0
+    pos_items = np.where(has, t_items[np.maximum(slot_pair, 0)], 0)
+    t_pos = jnp.einsum(
+        "bd,bpd->bp", q, items[jnp.asarray(pos_items, jnp.int32)], precision=_HIGHEST
+    )
+    t_pos = jnp.where(jnp.asarray(has), t_pos, jnp.nan)
+    e_row = np.full(width, b_pad, np.int32)
+    e_col = np.zeros(width, np.int32)
+    e_code = np.zeros(width, np.int8)
+    at = 0
+    for r, u in enumerate(block):
+      tr = ex_cols[ex_order[ex_start[u] : ex_start[u + 1]]]
+      te = t_items[pair_order[pair_start[u] : pair_start[u + 1]]]
+      for cols, code in ((tr, 1), (te, 2)):
+        e_row[at : at + cols.size] = r
+        e_col[at : at + cols.size] = cols
+        e_code[at : at + cols.size] = code
+        at += cols.size
+    g = np.zeros(b_pad, np.int32)
+    g[:real] = eval_groups_U[block]
+    rel = np.zeros((b_pad, related_GxH.shape[1]), np.float32)
+    rel[:real] = rel_users[block]
+    args = (
+        q,
+        jnp.asarray(g),
+        items,
+        items_groups_dev,
+        jnp.asarray(rel),
+        jnp.asarray(e_row),
+        jnp.asarray(e_col),
+        jnp.asarray(e_code),
+        t_pos,
+    )
+    zeros = jnp.zeros(b_pad, jnp.float32)
+    out = _group_sweep(*args, zeros, zeros, chunk=chunk, fold_given=False)
+    b_lo, b_hi, b_unseen, b_fold, _, n_o, n_a, c_o, c_a = (
+        np.asarray(x, np.float64)[:real] for x in out
+    )
+    span = b_hi - b_lo
+    if binary:  # max(0, s~ - R) = s~ where R = 0, 0 where R = 1: sum_{R=0} (s - lo) / span
+      b_fold = np.where(span > 0, b_fold / np.where(span > 0, span, 1.0), 0.0)
+    else:  # R has values in (0, 1): a second sweep with the bounds known
+      b_fold = np.asarray(
+          _group_sweep(
+              *args,
+              jnp.asarray(np.pad(b_lo, (0, b_pad - real)), jnp.float32),
+              jnp.asarray(np.pad(span, (0, b_pad - real)), jnp.float32),
+              chunk=chunk,
+              fold_given=True,
+          )[3],
+          np.float64,
+      )[:real]
+    n_unseen[block], fold[block] = b_unseen, b_fold
+    pairs = slot_pair[:real][has[:real]]
+    rr = np.nonzero(has[:real])[0]
+    below_o = c_o[has[:real]] / 2.0  # #below + #ties / 2
+    above_o = n_o[rr] - below_o
+    above_a = n_a[rr] - c_a[has[:real]] / 2.0
+    auc_num[pairs] = below_o
+    n_other[pairs] = n_o[rr]
+    share[pairs] = np.where(above_a > 0, above_o / np.maximum(above_a, 1e-30), 0.0)
+  return n_unseen, fold, auc_num, n_other, share
+
+
+def _unseen_draws(rng, user, group, members, offsets, seen_keys, num_items, m, other):
+  """Item ids for `_folding_auc`, one side of one user: every unseen item of the set
+  (same group as `group`, or the others with other=True) if it has <= m of them, else m
+  uniform draws with replacement from them (rejection of seen items; exact fallback).
+  Returns (ids, exhaustive)."""
+  lo, hi = offsets[group], offsets[group + 1]
+  size = hi - lo if not other else members.size - (hi - lo)
+  seen_lo, seen_hi = np.searchsorted(seen_keys, [user * num_items, (user + 1) * num_items])
+  seen = seen_keys[seen_lo:seen_hi] - user * num_items
+  if size - seen.size <= m:  # small enough to count exactly (the seen may be outside)
+    pool = members[lo:hi] if not other else np.concatenate([members[:lo], members[hi:]])
+    return pool[~np.isin(pool, seen)], True
+  out = np.empty(0, np.int64)
+  for _ in range(64):
+    idx = rng.integers(0, size, m - out.size)
+    if other:
+      idx = np.where(idx < lo, idx, idx + (hi - lo))
+    else:
+      idx = idx + lo
+    ids = members[idx]
+    out = np.concatenate([out, ids[~np.isin(ids, seen)]])
+    if out.size == m:
+      return out, False
+  pool = members[lo:hi] if not other else np.concatenate([members[:lo], members[hi:]])
+  pool = pool[~np.isin(pool, seen)]
+  return np.concatenate([out, rng.choice(pool, m - out.size)]), False
+
+
+@jax.jit
+def _pair_wins(query_BxD, other_BxM, same_BxM, other_ok_BxM, same_ok_BxM):
+  """sum_{a, b valid} [s_a > s_b] + [s_a == s_b] / 2 per row (a: other ids, b: same
+  ids), by sorting the [B, M] same-side scores (invalid -> +inf) and searchsorted."""
+  s_a = jnp.einsum("bd,bmd->bm", query_BxD, other_BxM, precision=_HIGHEST)
+  s_b = jnp.einsum("bd,bmd->bm", query_BxD, same_BxM, precision=_HIGHEST)
+  s_b = jnp.sort(jnp.where(same_ok_BxM, s_b, jnp.inf), axis=1)
+  less = jax.vmap(lambda a, v: jnp.searchsorted(a, v, side="left"))(s_b, s_a)
+  less_eq = jax.vmap(lambda a, v: jnp.searchsorted(a, v, side="right"))(s_b, s_a)
+  wins = less.astype(jnp.float32) + 0.5 * (less_eq - less).astype(jnp.float32)
+  return jnp.sum(jnp.where(other_ok_BxM, wins, 0.0), axis=1)
+
+
+def _folding_auc(
+    query_users, items, users, eval_groups_U, item_groups_N, train_keys, *, samples, seed
+) -> float:
+  """folding_auc (see `evaluate`): per user, other-group ids a and same-group ids b
+  (all unseen items of a side with <= `samples` of them, else `samples` uniform draws
+  with replacement), AUC_u = mean_{a, b} [s_a > s_b] + [s_a == s_b] / 2; mean over users
+  with both sides non-empty."""
+  num_items = items.shape[0]
+  members = np.argsort(item_groups_N, kind="stable")
+  offsets = np.searchsorted(item_groups_N[members], np.arange(int(item_groups_N.max()) + 2))
+  rng = np.random.default_rng([0x666F6C64, int(seed)])
+  aucs = []
+  block = max(1, (1 << 20) // samples)
+  for lo in range(0, users.size, block):
+    sides = []
+    for r in range(lo, min(lo + block, users.size)):
+      u, g = int(users[r]), int(eval_groups_U[r])
+      sides.append(
+          [
+              _unseen_draws(rng, u, g, members, offsets, train_keys, num_items, samples, other)[0]
+              for other in (True, False)
+          ]
+      )
+    width = _pow2(max(1, max(max(a.size, b.size) for a, b in sides)))
+    ids = np.zeros((2, len(sides), width), np.int64)
+    ok = np.zeros((2, len(sides), width), bool)
+    for r, pair in enumerate(sides):
+      for side, x in enumerate(pair):
+        ids[side, r, : x.size] = x
+        ok[side, r, : x.size] = True
+    wins = np.asarray(
+        _pair_wins(
+            query_users[lo : lo + len(sides)],
+            items[jnp.asarray(ids[0], jnp.int32)],
+            items[jnp.asarray(ids[1], jnp.int32)],
+            jnp.asarray(ok[0]),
+            jnp.asarray(ok[1]),
+        ),
+        np.float64,
+    )
+    pairs = ok[0].sum(1).astype(np.float64) * ok[1].sum(1)
+    aucs.append(wins[pairs > 0] / pairs[pairs > 0])
+  aucs = np.concatenate(aucs)
+  return float(np.mean(aucs)) if aucs.size else math.nan
+
+
+def _group_metrics(
     query_users,
     items,
     users,
-    user_groups_U,
+    eval_groups_U,
     item_groups_N,
+    related_GxH,
     test_keys,
     ex_rows,
     ex_cols,
     *,
     chunk_size,
     query_batch,
-) -> tuple[float, float]:
-  """(folding_auc_heldout, cross_group_heldout) from `evaluate`'s setup (users sorted;
-  ex_rows index `users`)."""
+    auc_samples,
+    seed,
+) -> dict[str, float]:
+  """folding_auc (skipped when auc_samples == 0), folding_auc_heldout,
+  cross_group_heldout, folding_score (see `evaluate`) from `_eval_setup`'s arrays (users
+  sorted, ex_rows index `users`)."""
   num_items = items.shape[0]
   t_users = test_keys // num_items
   keep = np.isin(t_users, users)
   t_rows = np.searchsorted(users, t_users[keep])
   t_items = test_keys[keep] % num_items
-  # Compared against: other-group items the user has neither trained on nor held out.
-  all_rows = np.concatenate([ex_rows, t_rows])
-  all_cols = np.concatenate([ex_cols, t_items])
-  order = np.argsort(all_rows, kind="stable")
-  all_rows, all_cols = all_rows[order], all_cols[order]
-  n_pairs = np.bincount(t_rows, minlength=users.size)
-  auc_sum, auc_cnt = np.zeros(users.size), np.zeros(users.size)
-  share_sum = np.zeros(users.size)
-  ig = jnp.asarray(item_groups_N, jnp.int32)
-  lo = 0
-  while lo < users.size:
-    # A block of users: at most query_batch, and its [users, pairs] block of positive
-    # scores within _HELDOUT_ELEMENTS (a user with more pairs is a block of its own).
-    hi, pairs = lo + 1, int(n_pairs[lo])
-    while (
-        hi < users.size
-        and hi - lo < query_batch
-        and _pow2(hi + 1 - lo) * _pow2(pairs + n_pairs[hi]) <= _HELDOUT_ELEMENTS
-    ):
-      pairs += int(n_pairs[hi])
-      hi += 1
-    rows_pad, pairs_pad = _pow2(hi - lo), _pow2(max(pairs, 1))
-    chunk = max(1, min(num_items, chunk_size, _HELDOUT_ELEMENTS // max(rows_pad, pairs_pad)))
-    q = jnp.pad(query_users[lo:hi], ((0, rows_pad - (hi - lo)), (0, 0)))
-    g = np.zeros(rows_pad, np.int32)
-    g[: hi - lo] = user_groups_U[lo:hi]
-    a, b = np.searchsorted(t_rows, [lo, hi])  # t_rows is sorted (test keys are)
-    p_row = np.full(pairs_pad, rows_pad, np.int32)
-    p_item = np.zeros(pairs_pad, np.int32)
-    p_row[: b - a] = t_rows[a:b] - lo
-    p_item[: b - a] = t_items[a:b]
-    ea, eb = np.searchsorted(all_rows, [lo, hi])
-    width = _pow2(max(eb - ea, 1))
-    e_row = np.full(width, rows_pad, np.int32)
-    e_col = np.zeros(width, np.int32)
-    e_row[: eb - ea] = all_rows[ea:eb] - lo
-    e_col[: eb - ea] = all_cols[ea:eb]
-    below, n_cmp, above_o, above_a = _heldout_auc_block(
-        q,
-        jnp.asarray(g),
+  n_unseen, fold, auc_num, n_other, share = _group_pass(
+      query_users,
+      items,
+      eval_groups_U,
+      item_groups_N,
+      related_GxH,
+      t_rows,
+      t_items,
+      ex_rows,
+      ex_cols,
+      chunk_size=chunk_size,
+      query_batch=query_batch,
+  )
+  out = {}
+  if auc_samples:
+    seen_keys = users[ex_rows] * num_items + ex_cols  # sorted: rows, then items, ascend
+    out["folding_auc"] = _folding_auc(
+        query_users,
         items,
-        ig,
-        jnp.asarray(e_row),
-        jnp.asarray(e_col),
-        jnp.asarray(p_row),
-        jnp.asarray(p_item),
-        chunk=chunk,
+        users,
+        eval_groups_U,
+        item_groups_N,
+        seen_keys,
+        samples=auc_samples,
+        seed=seed,
     )
-    below, n_cmp, above_o, above_a = (
-        np.asarray(x, np.float64)[: b - a] for x in (below, n_cmp, above_o, above_a)
-    )
-    ok = n_cmp > 0
-    np.add.at(auc_sum, t_rows[a:b][ok], below[ok] / n_cmp[ok])
-    np.add.at(auc_cnt, t_rows[a:b][ok], 1.0)
-    share = np.where(above_a > 0, above_o / np.maximum(above_a, 1e-30), 0.0)
-    np.add.at(share_sum, t_rows[a:b], share)
-    lo = hi
+  # Held-out measures: mean over a user's pairs, then over users.
+  ok = n_other > 0
+  auc_sum = np.bincount(t_rows[ok], auc_num[ok] / n_other[ok], minlength=users.size)
+  auc_cnt = np.bincount(t_rows[ok], minlength=users.size)
   has = auc_cnt > 0
-  auc = float(np.mean(auc_sum[has] / auc_cnt[has])) if has.any() else math.nan
+  out["folding_auc_heldout"] = (
+      float(np.mean(auc_sum[has] / auc_cnt[has])) if has.any() else math.nan
+  )
+  n_pairs = np.bincount(t_rows, minlength=users.size)
+  share_sum = np.bincount(t_rows, share, minlength=users.size)
   has_pairs = n_pairs > 0
-  cross = float(np.mean(share_sum[has_pairs] / n_pairs[has_pairs]))
-  return auc, cross
+  out["cross_group_heldout"] = float(np.mean(share_sum[has_pairs] / n_pairs[has_pairs]))
+  out["folding_score"] = float(np.mean(fold / np.maximum(n_unseen, 1)))
+  return out
+
+
+def _group_labels(user_groups, item_groups, relatedness, train, test, num_users, num_items):
+  """(user groups, item groups, R [user groups, item groups] in [0, 1], default identity:
+  same group related), or None without both labels."""
+  ug = _groups("user_groups", user_groups, train, test, num_users)
+  ig = _groups("item_groups", item_groups, train, test, num_items)
+  if ug is None or ig is None:
+    if relatedness is not None:
+      raise ValueError("relatedness needs both user_groups and item_groups")
+    return None
+  num_ug, num_ig = int(ug.max()) + 1, int(ig.max()) + 1
+  return ug, ig, _relatedness(relatedness, num_ug, num_ig)
+
+
+def _relatedness(relatedness, num_ug: int, num_ig: int) -> np.ndarray:
+  if relatedness is None:
+    rel = np.zeros((num_ug, num_ig), np.float32)
+    diag = min(num_ug, num_ig)
+    rel[np.arange(diag), np.arange(diag)] = 1.0
+    return rel
+  rel = np.asarray(relatedness, np.float32)
+  if rel.ndim != 2 or rel.shape[0] < num_ug or rel.shape[1] < num_ig:
+    raise ValueError(
+        f"relatedness must be [>= {num_ug} user groups, >= {num_ig} "
+        f"item groups]; got shape {rel.shape}"
+    )
+  if not np.all((rel >= 0) & (rel <= 1)):
+    raise ValueError("relatedness values must lie in [0, 1]")
+  return rel
 
 
 def heldout_folding(
@@ -401,32 +619,35 @@ def heldout_folding(
       the share of other groups among the items that outrank the positive: cross_group@K
       with K at each positive's own rank. 0 = never folds, (G-1)/G = blind with G equal
       groups; it agrees with cross_group@K where the AUC is diluted.
-  Computed by counting, per item chunk, the items above and below each positive: no row
-  is sorted, memory O((users + pairs per block) * chunk), time O(pairs * N + users N D).
-  Groups and pairs as in `evaluate` (test pairs that are train pairs dropped).
+  Both are exact counts from `evaluate`'s group pass (`_group_sweep`: per item chunk,
+  each positive's score against the chunk's; no row is sorted), so this is `evaluate`'s
+  two keys without its top-K. Groups and pairs as in `evaluate`.
   """
   query, items = _embeddings(query_UxD, items_NxD)
   num_users, num_items = query.shape[0], items.shape[0]
   chunk_size = _positive_int(chunk_size, "chunk_size")
   query_batch = _positive_int(query_batch, "query_batch")
   users, _, test_keys, ex_rows, ex_cols = _eval_setup(train, test, num_users, num_items, eval_users)
-  ug = _groups("user_groups", user_groups, train, test, num_users)
-  ig = _groups("item_groups", item_groups, train, test, num_items)
-  if ug is None or ig is None:
+  labels = _group_labels(user_groups, item_groups, None, train, test, num_users, num_items)
+  if labels is None:
     raise ValueError("heldout_folding needs user_groups and item_groups")
-  auc, cross = _heldout_auc(
+  ug, ig, rel = labels
+  out = _group_metrics(
       query[jnp.asarray(users, jnp.int32)],
       items,
       users,
       ug[users],
       ig,
+      rel,
       test_keys,
       ex_rows,
       ex_cols,
       chunk_size=chunk_size,
       query_batch=query_batch,
+      auc_samples=0,
+      seed=0,
   )
-  return {"folding_auc_heldout": auc, "cross_group_heldout": cross}
+  return {k: out[k] for k in ("folding_auc_heldout", "cross_group_heldout")}
 
 
 # ----------------------------------------------------------------------------------
@@ -551,6 +772,8 @@ def evaluate(
     user_groups=None,
     item_groups=None,
     topk_fn=None,
+    auc_samples=DEFAULT_AUC_SAMPLES,
+    seed=0,
 ) -> dict[str, float]:
   """Full-ranking metrics over the whole catalogue with each user's train items masked.
 
@@ -571,10 +794,19 @@ def evaluate(
   With user and item groups (same label space; Xin et al., RecSys 2017):
     cross_group@K = mean_u share of u's top-K items whose group != u's group
     folding_auc   = mean_u P(s_a > s_b) (+ half of ties) for a uniform unseen
-                    other-group item a and a uniform unseen same-group item b, computed
-                    exactly by sorting each user's N scores (users lacking either set
-                    are skipped); 0.5 = no separation between groups, 0 = none folded.
-                    Dominated by tail items on real data: see `heldout_folding`.
+                    other-group item a and a uniform unseen same-group item b (users
+                    lacking either set are skipped); 0.5 = no separation between groups,
+                    0 = none folded. Dominated by tail items on real data: see
+                    `heldout_folding`. Exact (every pair counted) for a user whose unseen
+                    items on each side number <= auc_samples; otherwise that side is
+                    auc_samples uniform draws with replacement (seeded by `seed`) and
+                    AUC_u is the two-sample U-statistic over the draws: unbiased, with
+                    Var_u <= (m + n - 1) / (4 m n) (m, n the two sides' sizes; Hoeffding's
+                    decomposition, each variance term <= 1/4), so the reported mean over
+                    U users has SE <= sqrt((2M - 1) / (4 M^2 U)): 0.022 / sqrt(U) at the
+                    default M = 1024 (0.0005 at 2,000 users). An exact value over N-item
+                    sides would need each user's scores ranked (a sort of N), which is
+                    what this avoids.
     folding_auc_heldout = mean_u mean_{i in T_u} P(s_ui > s_uj) (+ half of ties) for j
                     an other-group item u neither trained on nor held out: 1 = never
                     folds, 0.5 = blind (`heldout_folding`).
@@ -587,6 +819,12 @@ def evaluate(
                     (s~ in [0, 1]) and relatedness R[user group, item group] in [0, 1]
                     (default identity: same group related). The normalisation is this
                     library's choice, since dot-product scores are unbounded.
+  The group metrics but folding_auc come from one streaming pass over item chunks
+  (`_group_sweep`: per chunk, min / max / sums per user and each held-out positive's
+  score compared with the chunk's, counted per group), a second pass only when
+  relatedness has values strictly between 0 and 1: no per-user sort of N scores, memory
+  O(256 users x 2048 items x positives per user), time about one more top-K pass
+  (benchmarks/eval_groups.py).
   Returns plain Python floats keyed "recall@K", "recall_full@K", "ndcg@K", "mrr",
   "coverage@K" and, with groups, "cross_group@K", "folding_auc", "folding_auc_heldout",
   "cross_group_heldout", "folding_score".
@@ -611,74 +849,32 @@ def evaluate(
   valid = ids >= 0
   out = _ranking_metrics(users, ids, n_test, test_keys, num_items, ks)
 
-  ug = _groups("user_groups", user_groups, train, test, num_users)
-  ig = _groups("item_groups", item_groups, train, test, num_items)
-  if ug is None or ig is None:
-    if relatedness is not None:
-      raise ValueError("relatedness needs both user_groups and item_groups")
+  labels = _group_labels(user_groups, item_groups, relatedness, train, test, num_users, num_items)
+  if labels is None:
     return out
-
+  ug, ig, rel = labels
   eval_groups = ug[users]
   for k in ks:
     v = valid[:, :k]
     other = v & (ig[np.where(v, ids[:, :k], 0)] != eval_groups[:, None])
     out[f"cross_group@{k}"] = float(np.mean(other.sum(1) / np.maximum(v.sum(1), 1)))
-
-  num_ug, num_ig = int(ug.max()) + 1, int(ig.max()) + 1
-  if relatedness is None:
-    rel = np.zeros((num_ug, num_ig), np.float32)
-    diag = min(num_ug, num_ig)
-    rel[np.arange(diag), np.arange(diag)] = 1.0
-  else:
-    rel = np.asarray(relatedness, np.float32)
-    if rel.ndim != 2 or rel.shape[0] < num_ug or rel.shape[1] < num_ig:
-      raise ValueError(
-          f"relatedness must be [>= {num_ug} user groups, >= {num_ig} "
-          f"item groups]; got shape {rel.shape}"
+  out.update(
+      _group_metrics(
+          query_users,
+          items,
+          users,
+          eval_groups,
+          ig,
+          rel,
+          test_keys,
+          ex_rows,
+          ex_cols,
+          chunk_size=chunk_size,
+          query_batch=query_batch,
+          auc_samples=_positive_int(auc_samples, "auc_samples"),
+          seed=seed,
       )
-    if not np.all((rel >= 0) & (rel <= 1)):
-      raise ValueError("relatedness values must lie in [0, 1]")
-
-  rows_per = max(1, min(users.size, _GROUP_PASS_ELEMENTS // num_items))
-  parts = chunked.split_exclusions(ex_rows, ex_cols, users.size, rows_per)
-  items_groups_dev = jnp.asarray(ig, jnp.int32)
-  rel_dev = jnp.asarray(rel)
-  stats = []
-  for b, (ex_r, ex_c) in enumerate(parts):
-    sl = slice(b * rows_per, (b + 1) * rows_per)
-    q = query_users[sl]
-    g = eval_groups[sl]
-    real = q.shape[0]
-    if real < rows_per:
-      q = jnp.pad(q, ((0, rows_per - real), (0, 0)))
-      g = np.pad(g, (0, rows_per - real))
-    res = _group_stats(
-        q,
-        items,
-        jnp.asarray(g, jnp.int32),
-        items_groups_dev,
-        rel_dev,
-        jnp.asarray(ex_r),
-        jnp.asarray(ex_c),
-    )
-    stats.append(np.stack([np.asarray(x, np.float64)[:real] for x in res], axis=1))
-  auc_num, n_other, n_same, fold_sum, n_unseen = np.concatenate(stats).T
-  pairs = n_other * n_same
-  ok = pairs > 0
-  out["folding_auc"] = float(np.mean(auc_num[ok] / pairs[ok])) if ok.any() else math.nan
-  out["folding_auc_heldout"], out["cross_group_heldout"] = _heldout_auc(
-      query_users,
-      items,
-      users,
-      eval_groups,
-      ig,
-      test_keys,
-      ex_rows,
-      ex_cols,
-      chunk_size=chunk_size,
-      query_batch=query_batch,
   )
-  out["folding_score"] = float(np.mean(fold_sum / np.maximum(n_unseen, 1)))
   return out
 
 
