@@ -435,7 +435,12 @@ def plot_time_curves(
     )
   ts = [t for pts in curves.values() for t, _ in pts if t > 0]
   if ts and max(ts) > 10 * min(ts):
+    import matplotlib.ticker as ticker
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
   for b in budgets:
     if b > 0:
       ax.axvline(b, color="0.6", ls=":", lw=0.8)

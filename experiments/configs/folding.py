@@ -30,8 +30,6 @@ its mean, 95% t-interval over the seeds and verdict (held / not held / not resol
 Every run holds out 10% of each user's train rows for validation and evaluates 500 of
 those users 5 times during training (`common.time_curve`): summary.md's "Quality against
 training time" and quality_vs_time.png compare the strategies at equal training time.
-(The runs of records/folding_ml_k256 predate this: `--config.data.valid_fraction=0
---config.eval.every=0 --config.eval.num_users=0` is their config.)
 Expected (default; the measured tables are in docs/RESULTS.md): every prediction PASSes;
 in_batch-nologq, hard_topk and WALS are shown, not judged.
 """
