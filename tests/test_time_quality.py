@@ -294,3 +294,31 @@ def test_bad_claims_are_config_errors(claim, match):
   )
   with pytest.raises(sweep.ConfigError, match=match):
     sweep.check(c)
+
+
+def test_a_sweep_reports_its_claims_and_quality_against_time(tmp_path):
+  c = cfg(**{"data.valid_fraction": 0.0, "eval.every": 0, "train.log_every": 20})
+  common.time_curve(c, evaluations=3, num_users=100)
+  assert (c.data.valid_fraction, c.eval.every, c.eval.num_users) == (0.1, 20, 100)
+  claim = dict(text="full beats uniform", metric="recall@20", a="full", b="uniform", op=">")
+  c.sweep = common.sweep(
+      "t",
+      [("uniform", {}), ("full", {"loss.name": "full"})],
+      title="t",
+      seeds=(0, 1),
+      analysis="report.standard_plots",
+      facts=False,
+      claims=(dict(claim, threshold=0.0),),
+  )
+  sw = sweep.run(c, str(tmp_path), log=lambda *a: None)
+  text = (tmp_path / "summary.md").read_text()
+  # the claim's row against numpy: paired by seed, t_{0.975,1} = 12.7062 for two seeds
+  by = {(r["strategy"], int(r["seed"])): r["recall@20"] for r in sw.rows}
+  d = np.array([by["full", s] - by["uniform", s] for s in (0, 1)])
+  half = 12.7062 * d.std(ddof=1) / np.sqrt(2)
+  want = f"| {d.mean():.4f} | [{d.mean() - half:.4f}, {d.mean() + half:.4f}] | 2 |"
+  assert "## Claims" in text and want in text, text
+  assert "## Quality against training time" in text and "| full |" in text
+  assert (tmp_path / "quality_vs_time.png").stat().st_size > 10_000
+  # 3 evaluations per run: steps 20, 40 and the last, 60
+  assert [s for s, _, _ in report.read_curve(sw.run_dir("full", 1))] == [20, 40, 60]
