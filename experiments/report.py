@@ -481,6 +481,7 @@ def time_section(
     )
     return head + [why + "."]
   budgets, cells = budget_table(timed, fractions)
+  ends = {s: float(np.mean([c[-1][1] for c in cs])) for s, cs in timed.items()}
   means = {s: mean_curve(cs) for s, cs in timed.items()}
   order = sorted(timed, key=lambda s: -(means[s][-1][1] if means[s] else -1.0))
   plot_time_curves(sweep_dir, {s: means[s] for s in order}, budgets, metric)
@@ -493,8 +494,8 @@ def time_section(
       "",
       f"Valid {metric} reached within equal training time: each seed's last evaluation at "
       'or before the budget, mean over seeds ("-": some seed had none by then). '
-      f"Budgets are fractions of the slowest strategy's mean training time, {budgets[-1]:.1f} s "
-      "if the last is 100%; a strategy that finished sooner keeps its last value.",
+      "Budgets are fractions of the slowest strategy's mean training time "
+      f"({max(ends.values()):.1f} s); a strategy that finished sooner keeps its last value.",
       "",
       "| strategy | "
       + " | ".join(f"{f:.0%} ({b:.1f} s)" for f, b in zip(fractions, budgets))
@@ -503,8 +504,7 @@ def time_section(
   ]
   for s in order:
     vals = " | ".join("-" if v is None else f"{v:.3f}" for v in cells[s])
-    end = float(np.mean([c[-1][1] for c in timed[s]]))
-    lines.append(f"| {s} | {vals} | {end:.1f} |")
+    lines.append(f"| {s} | {vals} | {ends[s]:.1f} |")
   for s in untimed:
     lines.append(f"| {s} | " + " | ".join(["no timing"] * len(budgets)) + " | - |")
   for s in no_curve:
