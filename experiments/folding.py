@@ -25,8 +25,10 @@ CONFIG = "experiments/configs/folding.py"
 
 def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
   """The checks, metrics_bars.png, quality_vs_folding.png and embeddings_pca.png (the
-  first seed's positive_only, uniform and full_softmax)."""
-  notes = checks(sw.summary, num_groups(sw.config), sw.spec.predictions)
+  first seed's positive_only, uniform and full_softmax). The runner adds the verdicts of
+  the same predictions over seeds (configs/folding.py's `claims`) and quality against
+  training time."""
+  notes = checks(sw.summary, folding_config.num_groups(sw.config), sw.spec.predictions)
   report_lib.plots(sw.workdir, sw.summary)
   report_lib.plot_embeddings(
       sw.workdir,
@@ -36,12 +38,6 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
       ],
   )
   return notes, []
-
-
-def num_groups(config) -> int:
-  if config.data.name == "synthetic":
-    return int(config.data.num_groups)
-  return int(config.data.language_split or 1)
 
 
 def checks(summary: dict, groups: int, predictions=None) -> list[str]:

@@ -1,15 +1,21 @@
-"""Sweep folder -> summary.md (mean +- std over seeds per strategy) and plots.
+"""Sweep folder -> summary.md (mean +- std over seeds per strategy), claims, plots.
 
   python -m experiments.report --workdir=runs/folding
 
 Plots (PNG): bars of recall@K and cross_group@K per strategy with std error bars; recall vs
-cross-group scatter (quality vs folding); and, where runs saved embeddings, a PCA picture of
-item and query embeddings coloured by group for chosen strategies (the picture of folding).
+cross-group scatter (quality vs folding); validation recall against training seconds
+(quality_vs_time.png, with a table of the quality each strategy reaches within equal time
+budgets); and, where runs saved embeddings, a PCA picture of item and query embeddings
+coloured by group for chosen strategies (the picture of folding). An ablation's claims
+(`claims_section`) are judged by the paired difference of two arms over seeds and its 95%
+t-interval.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import math
 import os
 from typing import Sequence
@@ -241,15 +247,7 @@ def plot_scatter(
       if x in d and y in d and np.isfinite(d[x][0]) and np.isfinite(d[y][0])
   ]
   fig, ax = plt.subplots(figsize=(7.5, 5.5))
-  # tab10, then darker colours of their own (tab20's pale halves read badly as text)
-  colors = list(plt.get_cmap("tab10").colors) + [
-      "black",
-      "darkgoldenrod",
-      "teal",
-      "navy",
-      "maroon",
-      "darkolivegreen",
-  ]
+  colors = palette(plt)
   for i, (s, (mx, sx), (my, sy)) in enumerate(pts):
     ax.errorbar(mx, my, xerr=sx, yerr=sy, fmt="o", capsize=3, color=colors[i % len(colors)])
   ax.set_xlabel(f"{x} (folding: lower is better)")
@@ -330,6 +328,323 @@ def plot_embeddings(
   return save_figure(fig, sweep_dir, fname)
 
 
+# --------------------------------------------------------------------------------------
+# Quality against training time: each run's metrics.jsonl (jaxrec/train.py writes
+# `train_seconds` on every row: training time without compilation or evaluations,
+# cumulative over resumes).
+
+TIME_PLOT = "quality_vs_time.png"
+
+
+def read_curve(run_dir: str, metric: str = QUALITY) -> list[tuple[int, float, float]] | None:
+  """A run's validation `metric` during training, from its metrics.jsonl: [(step, train
+  seconds, value)] in step order (a step evaluated twice, e.g. by a rerun: its last row).
+  None: its validation rows have no train_seconds (recorded before jaxrec logged it);
+  []: no validation row (no metrics.jsonl, data.valid_fraction = 0)."""
+  path = os.path.join(run_dir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  key, by_step, timed = f"valid/{metric}", {}, True
+  with open(path) as f:
+    for line in f:
+      row = json.loads(line) if line.strip() else {}
+      if key in row:
+        timed = timed and "train_seconds" in row
+        by_step[int(row["step"])] = (float(row.get("train_seconds", math.nan)), float(row[key]))
+  if by_step and not timed:
+    return None
+  return [(s, t, v) for s, (t, v) in sorted(by_step.items())]
+
+
+def mean_curve(curves: Sequence[list[tuple[int, float, float]]]) -> list[tuple[float, float]]:
+  """Seeds' curves -> [(mean seconds, mean value)] at the steps every seed evaluated (a
+  seed that stopped early shortens the curve), in step order."""
+  if not curves:
+    return []
+  steps = set.intersection(*({s for s, _, _ in c} for c in curves))
+  points = [{s: (t, v) for s, t, v in c} for c in curves]
+  return [
+      (float(np.mean([p[s][0] for p in points])), float(np.mean([p[s][1] for p in points])))
+      for s in sorted(steps)
+  ]
+
+
+def value_at(curve: Sequence[tuple[int, float, float]], budget: float) -> float | None:
+  """The value of the curve's last evaluation at or before `budget` seconds (None: none)."""
+  before = [v for _, t, v in curve if t <= budget]
+  return before[-1] if before else None
+
+
+def budget_table(
+    curves: dict[str, list[list[tuple[int, float, float]]]], fractions: Sequence[float]
+) -> tuple[list[float], dict[str, list[float | None]]]:
+  """strategy -> its seeds' curves ->
+
+  budgets: fraction x T, T the slowest strategy's training time (the largest, over
+  strategies, of the mean over seeds of each seed's last evaluated time);
+  cells: per strategy and budget, the mean over seeds of `value_at(seed's curve, budget)`,
+  None where some seed has no evaluation by then. A strategy that finished training
+  before a budget keeps its last value (what it reached; it was not trained longer)."""
+  ends = [np.mean([c[-1][1] for c in cs]) for cs in curves.values() if cs and all(cs)]
+  slowest = float(max(ends)) if ends else 0.0
+  budgets = [f * slowest for f in fractions]
+  cells = {}
+  for s, cs in curves.items():
+    cells[s] = []
+    for b in budgets:
+      vals = [value_at(c, b) for c in cs]
+      cells[s].append(None if not vals or None in vals else float(np.mean(vals)))
+  return budgets, cells
+
+
+def palette(plt) -> list:
+  """tab10, then darker colours of their own (tab20's pale halves read badly)."""
+  return list(plt.get_cmap("tab10").colors) + [
+      "black",
+      "darkgoldenrod",
+      "teal",
+      "navy",
+      "maroon",
+      "darkolivegreen",
+  ]
+
+
+def plot_time_curves(
+    sweep_dir: str,
+    curves: dict[str, list[tuple[float, float]]],
+    budgets: Sequence[float],
+    metric: str = QUALITY,
+    fname: str = TIME_PLOT,
+) -> str:
+  """One line per strategy: mean validation `metric` against mean training seconds (one
+  marker per evaluation; a closed-form model is one point); the budgets as dotted lines.
+  Log-x when the times span more than a factor 10."""
+  plt = pyplot()
+  fig, ax = plt.subplots(figsize=(7.5, 5.0))
+  colors = palette(plt)
+  styles = ("-", "--", ":", "-.")
+  for i, (s, pts) in enumerate(curves.items()):
+    ax.plot(
+        [t for t, _ in pts],
+        [v for _, v in pts],
+        marker="o",
+        ms=3,
+        ls=styles[(i // len(colors)) % len(styles)],
+        color=colors[i % len(colors)],
+        label=s,
+    )
+  ts = [t for pts in curves.values() for t, _ in pts if t > 0]
+  if ts and max(ts) > 10 * min(ts):
+    import matplotlib.ticker as ticker
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+  for b in budgets:
+    if b > 0:
+      ax.axvline(b, color="0.6", ls=":", lw=0.8)
+  ax.set_xlabel("training seconds (no compilation, no evaluation; mean over seeds)")
+  ax.set_ylabel(f"valid {metric} (mean over seeds)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="best")
+  return save_figure(fig, sweep_dir, fname)
+
+
+def time_section(
+    sweep_dir: str,
+    rows: Sequence[dict],
+    *,
+    metric: str = QUALITY,
+    fractions: Sequence[float] = (0.25, 0.5, 1.0),
+) -> list[str]:
+  """summary.md's "Quality against training time": quality_vs_time.png (drawn here) and
+  the table of `budget_table` (strategies in order of their last value; "no timing" for
+  runs recorded before train_seconds was logged, "no validation curve" for runs without
+  validation evaluations). The curves are read from each row's `workdir` (results.csv)."""
+  per: dict[str, list] = {}
+  for r in rows:
+    wd = r.get("workdir")
+    curve = read_curve(os.path.join(sweep_dir, wd), metric) if wd else []
+    per.setdefault(r["strategy"], []).append(curve)
+  untimed = [s for s, cs in per.items() if any(c is None for c in cs)]
+  no_curve = [s for s, cs in per.items() if s not in untimed and not all(cs)]
+  timed = {s: cs for s, cs in per.items() if s not in untimed and s not in no_curve}
+  head = ["", "## Quality against training time", ""]
+  if not timed:
+    why = (
+        "no timing: these runs' metrics.jsonl have no train_seconds (recorded before "
+        "jaxrec logged it)"
+        if untimed
+        else "no validation curve: no run evaluated on validation during training "
+        "(data.valid_fraction, eval.every)"
+    )
+    return head + [why + "."]
+  budgets, cells = budget_table(timed, fractions)
+  ends = {s: float(np.mean([c[-1][1] for c in cs])) for s, cs in timed.items()}
+  means = {s: mean_curve(cs) for s, cs in timed.items()}
+  order = sorted(timed, key=lambda s: -(means[s][-1][1] if means[s] else -1.0))
+  plot_time_curves(sweep_dir, {s: means[s] for s in order}, budgets, metric)
+  lines = head + [
+      f"Validation {metric} against training seconds (without the first, compiling step "
+      "and without evaluations; cumulative over resumes), mean over seeds at the steps "
+      f"every seed evaluated: [{TIME_PLOT}]({TIME_PLOT}).",
+      "",
+      f"![valid {metric} against training seconds]({TIME_PLOT})",
+      "",
+      f"Valid {metric} reached within equal training time: each seed's last evaluation at "
+      'or before the budget, mean over seeds ("-": some seed had none by then). '
+      "Budgets are fractions of the slowest strategy's mean training time "
+      f"({max(ends.values()):.1f} s); a strategy that finished sooner keeps its last value.",
+      "",
+      "| strategy | "
+      + " | ".join(f"{f:.0%} ({b:.1f} s)" for f, b in zip(fractions, budgets))
+      + " | its training s |",
+      "|---|" + "---|" * (len(budgets) + 1),
+  ]
+  for s in order:
+    vals = " | ".join("-" if v is None else f"{v:.3f}" for v in cells[s])
+    lines.append(f"| {s} | {vals} | {ends[s]:.1f} |")
+  for s in untimed:
+    lines.append(f"| {s} | " + " | ".join(["no timing"] * len(budgets)) + " | - |")
+  for s in no_curve:
+    lines.append(f"| {s} | " + " | ".join(["no validation curve"] * len(budgets)) + " | - |")
+  return lines
+
+
+# --------------------------------------------------------------------------------------
+# Claims: the paired difference of two arms over seeds, its 95% t-interval, a verdict.
+
+OPS = (">", "<")
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+  """An ablation's claim, declared in its config before it runs (sweep.claims, one dict
+  per claim with these keys): per seed s the difference
+
+    d_s = metric(a, s) - scale * metric(b, s)      (b = "": d_s = metric(a, s))
+
+  of the runs with the same seed, and the claim is  mean d  `op`  threshold."""
+
+  text: str  # what is claimed, in words
+  metric: str  # a results.csv column, e.g. "recall@20"
+  a: str  # strategy label
+  op: str  # ">" or "<"
+  threshold: float
+  b: str = ""  # strategy label paired with a ("": none, a against the threshold alone)
+  scale: float = 1.0
+
+  def __post_init__(self):
+    if self.op not in OPS:
+      raise ValueError(f"claim {self.text!r}: op={self.op!r} must be one of {', '.join(OPS)}")
+
+  def describe(self) -> str:
+    """'recall@20: a - 0.75 x b > 0' (the statistic and the claimed side)."""
+    b = "" if not self.b else f" - {self.b}" if self.scale == 1 else f" - {self.scale:g} x {self.b}"
+    return f"{self.metric}: {self.a}{b} {self.op} {self.threshold:g}"
+
+
+def parse_claims(claims) -> list[Claim]:
+  """sweep.claims (dicts with Claim's fields) -> Claims; ValueError names a bad one."""
+  out = []
+  for c in claims:
+    try:
+      out.append(Claim(**dict(c)))
+    except TypeError as err:
+      raise ValueError(f"sweep.claims: {dict(c)}: {err}") from None
+  return out
+
+
+def t_quantile(p: float, df: int) -> float:
+  """The p-quantile of Student's t with df degrees of freedom (scipy.stats.t)."""
+  from scipy import stats
+
+  return float(stats.t.ppf(p, df))
+
+
+def paired_differences(rows: Sequence[dict], claim: Claim) -> list[float]:
+  """d_s (Claim) for every seed where a (and b) ran and measured the metric, seed order."""
+
+  def by_seed(strategy):
+    return {
+        int(r["seed"]): float(r[claim.metric])
+        for r in rows
+        if r["strategy"] == strategy
+        and isinstance(r.get(claim.metric), float)
+        and not math.isnan(r[claim.metric])
+    }
+
+  a = by_seed(claim.a)
+  b = by_seed(claim.b) if claim.b else {s: 0.0 for s in a}
+  return [a[s] - claim.scale * b[s] for s in sorted(set(a) & set(b))]
+
+
+def t_interval(d: Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+  """(mean, lower, upper): mean(d) -/+ t_{(1+level)/2, n-1} std(d, ddof=1) / sqrt(n);
+  lower = upper = nan for n < 2 (no interval from one seed)."""
+  d = np.asarray(d, float)
+  n = d.size
+  mean = float(d.mean()) if n else math.nan
+  if n < 2:
+    return mean, math.nan, math.nan
+  half = t_quantile((1 + level) / 2, n - 1) * float(d.std(ddof=1)) / math.sqrt(n)
+  return mean, mean - half, mean + half
+
+
+def verdict(claim: Claim, lower: float, upper: float, n: int) -> str:
+  """The claim against the 95% interval [lower, upper] of mean d over n paired seeds:
+
+  op ">":  held if lower > threshold; not held if upper < threshold;
+  op "<":  held if upper < threshold; not held if lower > threshold;
+  otherwise (the interval holds the threshold, or n < 2: no interval)
+           "not resolved at n seeds"; "not run" for n = 0."""
+  if n == 0:
+    return "not run"
+  if n >= 2:
+    above, below = lower > claim.threshold, upper < claim.threshold
+    if above or below:
+      return "held" if above == (claim.op == ">") else "not held"
+  return f"not resolved at {n} seed{'s' if n != 1 else ''}"
+
+
+def judge(rows: Sequence[dict], claims: Sequence[Claim]) -> list[dict]:
+  """Per claim: {claim, n, mean, lower, upper, verdict}."""
+  out = []
+  for c in claims:
+    d = paired_differences(rows, c)
+    mean, lo, hi = t_interval(d)
+    out.append(
+        dict(claim=c, n=len(d), mean=mean, lower=lo, upper=hi, verdict=verdict(c, lo, hi, len(d)))
+    )
+  return out
+
+
+def claims_section(rows: Sequence[dict], claims: Sequence[Claim]) -> list[str]:
+  """summary.md's "Claims": one table row per claim (`judge`)."""
+  if not claims:
+    return []
+  lines = [
+      "",
+      "## Claims",
+      "",
+      "Each claim's statistic is the difference of two arms at the same seed (or one arm's "
+      "value), declared with its threshold in the ablation's config before it ran; mean and "
+      "95% t-interval over the paired seeds. Verdict: held if the interval lies on the "
+      "claimed side of the threshold, not held if it lies on the other side, else not "
+      "resolved at this many seeds.",
+      "",
+      "| claim | statistic and claimed side | mean | 95% interval | seeds | verdict |",
+      "|---|---|---|---|---|---|",
+  ]
+  for j in judge(rows, claims):
+    c = j["claim"]
+    mean = "-" if math.isnan(j["mean"]) else f"{j['mean']:.4f}"
+    ci = "-" if math.isnan(j["lower"]) else f"[{j['lower']:.4f}, {j['upper']:.4f}]"
+    lines.append(f"| {c.text} | {c.describe()} | {mean} | {ci} | {j['n']} | **{j['verdict']}** |")
+  return lines
+
+
 def report(
     sweep_dir: str,
     *,
@@ -337,10 +652,16 @@ def report(
     metrics: Sequence[str] = DEFAULT_METRICS,
     notes: Sequence[str] = (),
     pca_panels: Sequence[tuple[str, str]] = (),
+    claims: Sequence[Claim] = (),
 ) -> dict:
+  """summary.md (the table, `notes`, the claims' verdicts, quality against training time)
+  and the plots of a sweep folder holding results.csv."""
   rows = read_results(sweep_dir)
   summary = summarize(rows)
-  write_summary(sweep_dir, summary, title=title, metrics=metrics, notes=notes)
+  path = write_summary(sweep_dir, summary, title=title, metrics=metrics, notes=notes)
+  sections = claims_section(rows, claims) + time_section(sweep_dir, rows)
+  with open(path, "a") as f:
+    f.write("\n".join(sections) + "\n")
   plots(sweep_dir, summary)
   if pca_panels:
     plot_embeddings(sweep_dir, pca_panels)

@@ -14,12 +14,15 @@ continues where it stopped (a half-trained run resumes from its checkpoint). Loa
 are shared between runs with equal data config and seed, and runs with equal step shapes
 share one compilation. Then: results.csv (every finished run of the declared sweep),
 summary.md (mean ± std over seeds, the checks as PASS/FAIL/NOT CHECKED lines, the
-ablation's own sections) and the ablation's plots, made by its analysis function
+ablation's own sections, the verdicts of its claims (`sweep.claims`: paired differences
+over seeds with 95% intervals) and validation quality against training time with
+quality_vs_time.png) and the ablation's plots, made by its analysis function
 (`sweep.analysis`, looked up by name).
 """
 
 from __future__ import annotations
 
+import collections
 import copy
 import csv
 import dataclasses
@@ -294,15 +297,33 @@ def lookup(name: str) -> Callable:
     raise ConfigError(f"no function {name!r} under experiments/: {err}") from None
 
 
+def claims(config: ml_collections.ConfigDict) -> list[report_lib.Claim]:
+  """sweep.claims: dicts of report.Claim's fields, or the name of a function of the
+  config returning them (thresholds computed from the config's own keys)."""
+  declared = config.sweep.claims
+  if isinstance(declared, str):
+    declared = lookup(declared)(config)
+  try:
+    return report_lib.parse_claims(declared)
+  except ValueError as err:
+    raise ConfigError(str(err)) from None
+
+
 def check(config: ml_collections.ConfigDict) -> list[Run]:
   """Validates an ablation config without training: its functions exist, sweep.only names
-  runs, the data are there, and every (run, seed) config is valid. Returns the runs to
+  runs, its claims are well formed and name declared runs (unless sweep.add_rows adds
+  rows), the data are there, and every (run, seed) config is valid. Returns the runs to
   train."""
   base, spec = split(config)
   lookup(spec.analysis)
   if spec.add_rows:
     lookup(spec.add_rows)
   runs = declared_runs(config)
+  labels = {r.strategy for r in runs}
+  for c in claims(config):
+    unknown = [s for s in (c.a, c.b) if s and s not in labels]
+    if unknown and not spec.add_rows:
+      raise ConfigError(f"sweep.claims: {c.text!r} names no run {', '.join(unknown)}")
   try:
     chosen = select(runs, spec.only)
   except ValueError as err:
@@ -348,12 +369,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, log=print) -> Sweep:
   summary_md = report_lib.write_summary(
       workdir, sw.summary, title=spec.title, metrics=spec.metrics, notes=notes
   )
+  declared = claims(config)
+  sections = list(sections) + report_lib.claims_section(sw.rows, declared)
+  sections += report_lib.time_section(workdir, sw.rows, fractions=spec.time_budgets)
   facts = clock.facts()
-  append_lines(
-      summary_md, list(sections) + (facts_lines(facts, sw.seeds, base) if spec.facts else [])
-  )
+  append_lines(summary_md, sections + (facts_lines(facts, sw.seeds, base) if spec.facts else []))
   for n in notes:
     log(n)
+  if declared:
+    counts = collections.Counter(j["verdict"] for j in report_lib.judge(sw.rows, declared))
+    log("claims: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + " (summary.md, Claims)")
   log(
       f"done: wall {facts['wall_seconds']:.0f}s, CPU {facts['cpu_seconds']:.0f}s; see "
       f"{summary_md} and the PNGs beside it"

@@ -130,11 +130,23 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
       log("resumed from the checkpoint at step %d", start)
 
     mpath = workdir_io.metrics_path(workdir, start)
+    carried = carried_train_seconds(mpath)  # training time of the runs this one resumes
     selector = Selector(config, workdir, start)
     t0 = time.time()
     try:
       state, last, train_seconds, compile_seconds = _train_loop(
-          config, spec, state, ddata, start, ckpt, splits, mpath, selector, log, valid_users
+          config,
+          spec,
+          state,
+          ddata,
+          start,
+          ckpt,
+          splits,
+          mpath,
+          selector,
+          log,
+          valid_users,
+          carried,
       )
     except Exception as err:
       full = workdir_io.find_enospc(err)
@@ -155,6 +167,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
     if valid.num_interactions and selector.latest_step != last:
       valid_last = _valid_metrics(spec, query_UxD, items_NxD, splits, config, valid_users)
       selector.offer(last, query_UxD, items_NxD, valid_last)
+      _append_valid(mpath, last, carried + train_seconds, valid_last)
     if config.eval.save_embeddings:
       workdir_io.save_embeddings(workdir, query_UxD, items_NxD, train)
     chosen = selector.best() if config.eval.select else None
@@ -230,6 +243,8 @@ def _run_closed_form(
       if splits.valid.num_interactions
       else None
   )
+  if valid:  # its one point of quality against time: the fit's seconds
+    _append_valid(mpath, len(getattr(scorer, "history", ())) or 1, train_seconds, valid)
   final = (
       evaluate.evaluate_scorer(scorer, _known_for_test(splits), splits.test, config.eval)
       if test
@@ -247,6 +262,26 @@ def _run_closed_form(
       "test_evaluated": test,
   }
   return _finish(workdir, cfg_dict, None, splits, final, valid, steps, facts, log)
+
+
+def carried_train_seconds(mpath: str) -> float:
+  """The `train_seconds` of the last metrics.jsonl row that has one (0.0: none): a
+  resumed run continues the time axis of the run it resumes (metrics_path has already
+  dropped the rows after its checkpoint; the steps between the last such row and the
+  checkpoint are redone, so their time is counted once)."""
+  seconds = 0.0
+  if os.path.exists(mpath):
+    with open(mpath) as f:
+      for line in f:
+        if line.strip():
+          seconds = float(json.loads(line).get("train_seconds", seconds))
+  return seconds
+
+
+def _append_valid(mpath, step_done: int, train_seconds: float, valid: dict) -> None:
+  """A metrics.jsonl row of validation metrics (`valid/NAME`) at `train_seconds`."""
+  row = {f"valid/{k}": v for k, v in valid.items()}
+  workdir_io.append_jsonl(mpath, {"step": step_done, "train_seconds": train_seconds, **row})
 
 
 def _finish(workdir, cfg_dict, mpath, splits, final, valid, selected_step, facts, log) -> dict:
@@ -328,11 +363,15 @@ def _latest(ckpt):
     return None
 
 
-def _train_loop(config, spec, state, ddata, start, ckpt, splits, mpath, selector, log, valid_users):
+def _train_loop(
+    config, spec, state, ddata, start, ckpt, splits, mpath, selector, log, valid_users, carried
+):
   """Steps start..train.steps; a log line every train.log_every steps and a validation
   evaluation (over `valid_users`, None: all) every eval.every steps, the only host syncs;
-  stops early when the selector runs out of patience.
-  -> (state, last step, seconds training, seconds compiling)."""
+  stops early when the selector runs out of patience. Each metrics row holds
+  `train_seconds`: `carried` (the resumed run's) + this process's training time so far,
+  without the first (compiling) step and without evaluations (the x of quality against
+  time). -> (state, last step, this process's seconds training, seconds compiling)."""
   steps, log_every = int(config.train.steps), int(config.train.log_every)
   eval_every = int(config.eval.every) if splits.valid.num_interactions else 0
   train_seconds, compile_seconds, t_log, s_log = 0.0, None, clock(), start
@@ -359,7 +398,12 @@ def _train_loop(config, spec, state, ddata, start, ckpt, splits, mpath, selector
       sps = (done - s_log) / max(now - t_log, 1e-9) if done > s_log else None
       train_seconds += now - t_log
       t_log, s_log = now, done
-      row = {"step": done, "loss": loss, "steps_per_second": sps}
+      row = {
+          "step": done,
+          "loss": loss,
+          "steps_per_second": sps,
+          "train_seconds": carried + train_seconds,
+      }
       if bad >= 0:
         row["first_skipped_step"] = bad
       if is_eval:

@@ -19,6 +19,16 @@ section that `experiments.sweep` reads and removes before training:
   sweep.add_rows            "" or "module.function": extra columns/rows per run, written
                             into results.csv before the summary
   sweep.predictions         the thresholds the analysis checks (PASS/FAIL lines)
+  sweep.claims              the claims judged by the paired difference of two arms over
+                            seeds with a 95% t-interval: dicts of experiments.report.Claim's
+                            fields (text, metric, a, op, threshold, b, scale), or the name
+                            ("configs.module.function") of a function of the config
+                            returning them; summary.md's "Claims" gives each its verdict
+  sweep.time_budgets        fractions of the slowest strategy's training time at which
+                            summary.md's "Quality against training time" table compares
+                            the strategies' validation recall@20 (each run's metrics.jsonl;
+                            validation during training needs data.valid_fraction and
+                            eval.every, see `time_curve`)
   sweep.notes               lines added to the checks as they are (e.g. what `quick` means)
   sweep.fast_compile        compile with jaxrec/xla_flags.FAST_COMPILE (smoke runs)
   sweep.facts               append wall/CPU time and the seeds to summary.md
@@ -94,6 +104,8 @@ def sweep(
   s.analysis, s.add_rows, s.requires = analysis, "", ()
   s.predictions = ml_collections.ConfigDict()
   s.notes, s.fast_compile, s.facts = (), False, True
+  # a tuple of dicts or a function's name: the field takes the type it is given first
+  s.claims, s.time_budgets = extra.pop("claims", ()), (0.25, 0.5, 1.0)
   s.update(extra)
   return s
 
@@ -120,6 +132,19 @@ def tune(
   t.valid_fraction, t.data_seed, t.search_seed = float(valid_fraction), 0, 0
   t.seeds, t.refit, t.only = tuple(seeds), bool(refit), ""
   return t
+
+
+def time_curve(
+    c: ml_collections.ConfigDict, evaluations: int, *, valid_fraction=0.1, num_users=500
+) -> None:
+  """Validation quality against training time: hold out `valid_fraction` of each user's
+  train rows (if none is held out yet) and evaluate on `num_users` of them (eval.num_users;
+  the final test evaluation ranks every test user) every train.steps // evaluations steps,
+  so that each run's metrics.jsonl traces validation recall against train_seconds."""
+  if not float(c.data.valid_fraction):
+    c.data.valid_fraction = valid_fraction
+  c.eval.every = max(1, int(c.train.steps) // evaluations)
+  c.eval.num_users = num_users
 
 
 def quick_steps(c: ml_collections.ConfigDict, steps: int) -> None:

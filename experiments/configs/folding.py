@@ -24,6 +24,12 @@ Xin et al. (RecSys 2017) and Google's recommendation course (sweep.predictions):
   - full softmax and every sampled strategy with log-Q (JUDGED): cross_group@20 <= 0.05 with
     recall@20 within 25% of full softmax;
   - gravity at least halves positive-only's cross_group@20.
+The same predictions are stated as claims (`claims`: the same thresholds, each on a
+per-seed statistic, paired by seed between two arms) and summary.md's "Claims" gives each
+its mean, 95% t-interval over the seeds and verdict (held / not held / not resolved).
+Every run holds out 10% of each user's train rows for validation and evaluates 500 of
+those users 5 times during training (`common.time_curve`): summary.md's "Quality against
+training time" and quality_vs_time.png compare the strategies at equal training time.
 Expected (default; the measured tables are in docs/RESULTS.md): every prediction PASSes;
 in_batch-nologq, hard_topk and WALS are shown, not judged.
 """
@@ -81,6 +87,38 @@ def strategies():
   ]
 
 
+def num_groups(config) -> int:
+  """G: the synthetic world's groups, or the language split's copies (1: not split)."""
+  if config.data.name == "synthetic":
+    return int(config.data.num_groups)
+  return int(config.data.language_split or 1)
+
+
+def claims(config) -> list[dict]:
+  """sweep.predictions as claims (experiments/report.py's Claim), for the config's G:
+  positive-only folds (cross_group@20 > folds x (G-1)/G); each JUDGED strategy keeps the
+  groups apart (cross_group@20 < max_cross_group) and, but full softmax, reaches
+  recall_vs_full x its recall (recall@20 - recall_vs_full x full's > 0, paired by seed);
+  gravity cuts positive-only's folding by `gravity` (cross_group@20 - gravity x
+  positive-only's < 0). None with one group (folding is not defined)."""
+  p, g = config.sweep.predictions, num_groups(config)
+  if g < 2:
+    return []
+  cg, rc, full, r = "cross_group@20", "recall@20", "full_softmax", p.recall_vs_full
+
+  def claim(text, metric, a, op, threshold, b="", scale=1.0):
+    return dict(text=text, metric=metric, a=a, op=op, threshold=threshold, b=b, scale=scale)
+
+  out = [claim("positive-only folds", cg, "positive_only", ">", p.folds * (g - 1) / g)]
+  for s in p.judged:
+    out.append(claim(f"{s} keeps the groups apart", cg, s, "<", p.max_cross_group))
+    if s != full:
+      out.append(claim(f"{s} reaches {r:g} x full softmax's recall", rc, s, ">", 0.0, full, r))
+  gravity = "positive_only+gravity"
+  out.append(claim("gravity halves folding", cg, gravity, "<", 0.0, "positive_only", p.gravity))
+  return out
+
+
 def get_config(arg=None):
   v = common.parse_arg(arg, quick=False, movielens=False)
   c = common.language_split_movielens() if v.movielens else synthetic.get_config()
@@ -102,6 +140,7 @@ def get_config(arg=None):
       predictions=dict(
           folds=0.8, max_cross_group=0.05, recall_vs_full=0.75, gravity=0.5, judged=JUDGED
       ),
+      claims="configs.folding.claims",
   )
   if v.quick:
     common.quick_steps(c, 1000)
@@ -115,4 +154,5 @@ def get_config(arg=None):
             "training; the default run (3 seeds, 1,500 steps) is the measurement.",
         ),
     )
+  common.time_curve(c, evaluations=5)
   return c
