@@ -248,9 +248,9 @@ def _group_sweep(
     hi = jnp.maximum(hi, jnp.max(jnp.where(seen, -jnp.inf, s_BxS), axis=1))
     other = groups_S[None, :] != user_group_B[:, None]
     weight_BxS = jnp.where(code_BxS == 0, jnp.where(other, 65537, 1), 0)  # A: 1, O: 1 + 2^16
-    two = (s_BxS[:, None, :] < t_BxPx1).astype(jnp.int32) + (
-        s_BxS[:, None, :] <= t_BxPx1
-    ).astype(jnp.int32)
+    two = (s_BxS[:, None, :] < t_BxPx1).astype(jnp.int32) + (s_BxS[:, None, :] <= t_BxPx1).astype(
+        jnp.int32
+    )
     packed = jnp.sum(two * weight_BxS[:, None, :], axis=2)
     if fold_given:
       span = span_B[:, None]
@@ -888,11 +888,12 @@ def evaluate(
                     (default identity: same group related). The normalisation is this
                     library's choice, since dot-product scores are unbounded.
   The group metrics but folding_auc come from one streaming pass over item chunks
-  (`_group_sweep`: per chunk, min / max / sums per user and each held-out positive's
-  score compared with the chunk's, counted per group), a second pass only when
+  (`_group_sweep`: per chunk, each user's min / max unseen score and each held-out
+  positive's score compared with the chunk's, counted per group) plus closed forms for
+  the counts and the binary-R fold sum (`_group_pass`), a second pass only when
   relatedness has values strictly between 0 and 1: no per-user sort of N scores, memory
-  O(256 users x 2048 items x positives per user), time about one more top-K pass
-  (benchmarks/eval_groups.py).
+  O(256 users x 2048 items x positives per user) (benchmarks/eval_groups.py times it
+  against the plain top-K).
   Returns plain Python floats keyed "recall@K", "recall_full@K", "ndcg@K", "mrr",
   "coverage@K" and, with groups, "cross_group@K", "folding_auc", "folding_auc_heldout",
   "cross_group_heldout", "folding_score".
