@@ -524,7 +524,8 @@ def _folding_auc(
   with both sides non-empty."""
   num_items = items.shape[0]
   members = np.argsort(item_groups_N, kind="stable")
-  offsets = np.searchsorted(item_groups_N[members], np.arange(int(item_groups_N.max()) + 2))
+  top = max(int(item_groups_N.max()), int(eval_groups_U.max()))  # a user group may label no item
+  offsets = np.searchsorted(item_groups_N[members], np.arange(top + 2))
   rng = np.random.default_rng([0x666F6C64, int(seed)])
   aucs = []
   block = max(1, (1 << 20) // samples)
