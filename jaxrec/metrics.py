@@ -201,9 +201,9 @@ def _group_sweep(
     items_NxD,
     item_groups_N,
     related_BxG,
-    ex_rows_E,
-    ex_cols_E,
-    ex_code_E,
+    ex_rows_CxE,
+    ex_cols_CxE,
+    ex_code_CxE,
     pos_BxP,
     lo_B,
     span_B,
@@ -211,71 +211,73 @@ def _group_sweep(
     chunk,
     fold_given,
 ):
-  """Per-row folding counts over all N items, streaming them in chunks of `chunk`.
+  """Per-row folding statistics that need every score, streaming the N items in chunks.
 
   Row b (a user), scores s_j = q_b . v_j. Excluded pairs carry a code: 1 = a training
-  item of b, 2 = a held-out positive of b. U = items not coded 1 (unseen), A = items not
-  coded at all, O = items of A in another group than b's. pos_BxP holds the scores t_p of
-  b's positives (NaN in padding slots). Returns
-    lo, hi    = min / max_{j in U} s_j,  n_unseen = |U|,
-    fold      = with fold_given=False (R in {0, 1}):  sum_{j in U, R_bj = 0} (s_j - lo),
-                accumulated with the running min, and n_fold = #{...};
-                with fold_given=True (lo_B, span_B known):  sum_{j in U} max(0,
-                (s_j - lo) / span - R_bj) (0 where span == 0), and n_fold = 0,
-    n_o, n_a  = |O|, |A|,
+  item of b, 2 = a held-out positive of b; chunk c's pairs are row c of the [C, E]
+  arrays (item ids local to the chunk, padding rows = B, dropped), so a chunk scatters
+  only its own. U = items not coded 1 (unseen), A = items not coded at all, O = items of
+  A in another group than b's. pos_BxP holds the scores t_p of b's positives (NaN in
+  padding slots). Returns
+    lo, hi    = min / max_{j in U} s_j,
     c_o, c_a  = [B, P]: sum_{j in O (resp. A)} [s_j < t_p] + [s_j <= t_p] = 2 #below +
-                #ties, so #below + #ties / 2 = c / 2 (ties count half, as before).
-  The last chunk overlaps its predecessor (starts at N - chunk) and counts only its
-  fresh items. Masked scores are NaN, which compare false. c packs the A count in the
-  low 16 bits and the O count above: exact for chunk <= 16383. Memory O(B * P * chunk);
-  no row is sorted, no [B, N] array exists.
+                #ties, so #below + #ties / 2 = c / 2 (ties count half),
+    fold      = with fold_given (lo_B, span_B known): sum_{j in U} max(0, (s_j - lo) /
+                span - R_bj) (0 where span == 0); else zeros.
+  Counts that need no score (|U|, |A|, |O|) and the binary-R fold sum are closed forms in
+  `_group_pass`. Full chunks run in a fori_loop, the ragged tail (N mod chunk items) as
+  one statically shaped step. The A and O counts of a chunk travel packed in one int32
+  (A in the low 16 bits): exact for chunk <= 16383. Memory O(B * P * chunk); no row is
+  sorted, no [B, N] array exists.
   """
   batch, num_items = query_BxD.shape[0], items_NxD.shape[0]
-  num_chunks = -(-num_items // chunk)
+  num_full = num_items // chunk
   t_BxPx1 = pos_BxP[:, :, None]
 
-  def body(c, carry):
-    lo, hi, n_unseen, fold, n_fold, n_o, n_a, c_o, c_a = carry
-    start = jnp.minimum(c * chunk, num_items - chunk)  # the last chunk ends at N
-    rows_SxD = jax.lax.dynamic_slice_in_dim(items_NxD, start, chunk, 0)
+  def step(carry, c, start, rows_SxD, groups_S):
+    lo, hi, c_o, c_a, fold = carry
+    width = rows_SxD.shape[0]
     s_BxS = jnp.dot(query_BxD, rows_SxD.T, precision=_HIGHEST)
-    col = ex_cols_E - start
-    col = jnp.where((col >= 0) & (col < chunk), col, chunk)  # outside the chunk: dropped
-    code_BxS = jnp.zeros((batch, chunk), jnp.int8).at[ex_rows_E, col].set(ex_code_E, mode="drop")
-    groups_S = jax.lax.dynamic_slice_in_dim(item_groups_N, start, chunk, 0)
-    fresh_1xS = (start + jnp.arange(chunk) >= c * chunk)[None, :]
-    unseen = fresh_1xS & (code_BxS != 1)
-    in_a = fresh_1xS & (code_BxS == 0)
-    in_o = in_a & (groups_S[None, :] != user_group_B[:, None])
-    lo_old, lo = lo, jnp.minimum(lo, jnp.min(jnp.where(unseen, s_BxS, jnp.inf), axis=1))
-    hi = jnp.maximum(hi, jnp.max(jnp.where(unseen, s_BxS, -jnp.inf), axis=1))
-    n_unseen += jnp.sum(unseen, axis=1)
-    related_BxS = jnp.take(related_BxG, groups_S, axis=1)
+    code_BxS = (
+        jnp.zeros((batch, width), jnp.int8)
+        .at[ex_rows_CxE[c], ex_cols_CxE[c]]
+        .set(ex_code_CxE[c], mode="drop")
+    )
+    seen = code_BxS == 1
+    lo = jnp.minimum(lo, jnp.min(jnp.where(seen, jnp.inf, s_BxS), axis=1))
+    hi = jnp.maximum(hi, jnp.max(jnp.where(seen, -jnp.inf, s_BxS), axis=1))
+    other = groups_S[None, :] != user_group_B[:, None]
+    weight_BxS = jnp.where(code_BxS == 0, jnp.where(other, 65537, 1), 0)  # A: 1, O: 1 + 2^16
+    two = (s_BxS[:, None, :] < t_BxPx1).astype(jnp.int32) + (s_BxS[:, None, :] <= t_BxPx1).astype(
+        jnp.int32
+    )
+    packed = jnp.sum(two * weight_BxS[:, None, :], axis=2)
     if fold_given:
       span = span_B[:, None]
       norm = jnp.where(span > 0, (s_BxS - lo_B[:, None]) / jnp.where(span > 0, span, 1.0), 0.0)
-      fold += jnp.sum(jnp.where(unseen, jnp.maximum(0.0, norm - related_BxS), 0.0), axis=1)
-    else:
-      # Running sum of s - lo with the running lo (terms >= 0, as in an online softmax).
-      linear = unseen & (related_BxS == 0)
-      fold = jnp.where(n_fold > 0, fold + n_fold * (lo_old - lo), 0.0)
-      fold += jnp.sum(jnp.where(linear, s_BxS - lo[:, None], 0.0), axis=1)
-      n_fold += jnp.sum(linear, axis=1)
-    n_o += jnp.sum(in_o, axis=1)
-    n_a += jnp.sum(in_a, axis=1)
-    s_a = jnp.where(in_a, s_BxS, jnp.nan)[:, None, :]
-    s_o = jnp.where(in_o, s_BxS, jnp.nan)[:, None, :]
+      related_BxS = jnp.take(related_BxG, groups_S, axis=1)
+      fold += jnp.sum(jnp.where(seen, 0.0, jnp.maximum(0.0, norm - related_BxS)), axis=1)
+    return lo, hi, c_o + (packed >> 16), c_a + (packed & 0xFFFF), fold
 
-    def two(s):  # [s < t] + [s <= t] as int32
-      return (s < t_BxPx1).astype(jnp.int32) + (s <= t_BxPx1).astype(jnp.int32)
-
-    packed = jnp.sum(two(s_a) + (two(s_o) << 16), axis=2)
-    return lo, hi, n_unseen, fold, n_fold, n_o, n_a, c_o + (packed >> 16), c_a + (packed & 0xFFFF)
-
-  zf, zi = jnp.zeros(batch, jnp.float32), jnp.zeros(batch, jnp.int32)
+  zf = jnp.zeros(batch, jnp.float32)
   zp = jnp.zeros(pos_BxP.shape, jnp.int32)
-  init = (zf + jnp.inf, zf - jnp.inf, zi, zf, zi, zi, zi, zp, zp)
-  return jax.lax.fori_loop(0, num_chunks, body, init)
+  carry = (zf + jnp.inf, zf - jnp.inf, zp, zp, zf)
+
+  def body(c, carry):
+    start = c * chunk
+    return step(
+        carry,
+        c,
+        start,
+        jax.lax.dynamic_slice_in_dim(items_NxD, start, chunk, 0),
+        jax.lax.dynamic_slice_in_dim(item_groups_N, start, chunk, 0),
+    )
+
+  carry = jax.lax.fori_loop(0, num_full, body, carry)
+  if num_items % chunk:
+    start = num_full * chunk
+    carry = step(carry, num_full, start, items_NxD[start:], item_groups_N[start:])
+  return carry
 
 
 def _pow2(n: int) -> int:
@@ -287,6 +289,52 @@ def _blocks(n_pos_U: np.ndarray, rows: int) -> list[np.ndarray]:
   block pads its positives to about its own users' count)."""
   order = np.argsort(n_pos_U, kind="stable")
   return [order[i : i + rows] for i in range(0, order.size, rows)]
+
+
+def _chunk_exclusions(rows, cols, codes, num_rows, num_items, chunk):
+  """Excluded (row, item, code) triples cut per item chunk -> [C, E] int32 rows, local
+  item ids and int8 codes, C = ceil(N / chunk), E a power of two; padding rows =
+  num_rows (dropped by `_group_sweep`'s scatter)."""
+  num_chunks = -(-num_items // chunk)
+  which = cols // chunk
+  order = np.argsort(which, kind="stable")
+  count = np.bincount(which, minlength=num_chunks)
+  width = _pow2(max(1, int(count.max()) if count.size else 1))
+  slot = np.arange(rows.size) - np.repeat(np.cumsum(count) - count, count)
+  out_r = np.full((num_chunks, width), num_rows, np.int32)
+  out_c = np.zeros((num_chunks, width), np.int32)
+  out_k = np.zeros((num_chunks, width), np.int8)
+  w = which[order]
+  out_r[w, slot] = rows[order]
+  out_c[w, slot] = cols[order] - w * chunk
+  out_k[w, slot] = codes[order]
+  return out_r, out_c, out_k
+
+
+def _group_sums(items_np, item_groups_N, num_groups):
+  """[num_groups, D] float64 sums of the item vectors (numpy) of each group."""
+  sums = np.zeros((num_groups, items_np.shape[1]))
+  order = np.argsort(item_groups_N, kind="stable")
+  bounds = np.searchsorted(item_groups_N[order], np.arange(num_groups + 1))
+  piece = 1 << 20
+  for g in range(num_groups):
+    idx = order[bounds[g] : bounds[g + 1]]
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:  # contiguous: no copy
+      sums[g] = np.sum(items_np[idx[0] : idx[-1] + 1], axis=0, dtype=np.float64)
+      continue
+    for i in range(0, idx.size, piece):
+      sums[g] += np.sum(items_np[idx[i : i + piece]], axis=0, dtype=np.float64)
+  return sums
+
+
+def _pair_scores64(q, v, rows, cols):
+  """q_rows . v_cols in float64 from numpy float32 tables, in pieces."""
+  out = np.empty(rows.size)
+  piece = 1 << 18
+  for i in range(0, rows.size, piece):
+    a, b = q[rows[i : i + piece]], v[cols[i : i + piece]]
+    out[i : i + piece] = np.einsum("pd,pd->p", a.astype(np.float64), b.astype(np.float64))
+  return out
 
 
 def _group_pass(
@@ -303,31 +351,54 @@ def _group_pass(
     chunk_size,
     query_batch,
 ):
-  """`_group_sweep` over all evaluated users -> per-user float64 arrays (n_unseen,
-  fold_sum) and per held-out pair (auc numerator, n_o, share), pairs in the
-  order of (t_rows, t_items) (t_rows index the users)."""
+  """Folding statistics of all evaluated users -> per-user float64 arrays (n_unseen,
+  fold_sum) and per held-out pair (auc numerator, n_o, share), pairs in the order of
+  (t_rows, t_items) (t_rows index the users; ex_rows, ex_cols the train pairs, unique).
+
+  `_group_sweep` gives lo, hi and each positive's counts; the rest are closed forms
+  (exact, float64): with n_g the size of item group g and X_u = u's train items,
+    |U| = N - |X_u|,  |A| = |U| - |T_u|,  |O| = sum_{g != g_u} n_g - #{coded j: g_j != g_u},
+  and, for R in {0, 1}, sum_{j in U, R=0} (s_j - lo) = q_u . sum_{j: R=0} v_j
+  - sum_{j in X_u, R=0} s_j - lo #{j in U: R=0} (item-group sums of v, float64), so the
+  sweep does no per-item fold work; R with values in (0, 1) takes a second sweep."""
   num_users, num_items = query_users.shape[0], items.shape[0]
   chunk = min(chunk_size, _SWEEP_CHUNK, num_items)
   rows = min(query_batch, _SWEEP_ROWS)
   binary = bool(np.all((related_GxH == 0) | (related_GxH == 1)))
+  num_h = related_GxH.shape[1]
   n_pos = np.bincount(t_rows, minlength=num_users)
   pair_order = np.argsort(t_rows, kind="stable")
   pair_start = np.concatenate([[0], np.cumsum(n_pos)])
+
+  # Closed forms (see the docstring).
+  size_h = np.bincount(item_groups_N, minlength=num_h).astype(np.float64)
+  n_train = np.bincount(ex_rows, minlength=num_users).astype(np.float64)
+  n_unseen = num_items - n_train
+  coded_r = np.concatenate([ex_rows, t_rows])
+  coded_c = np.concatenate([ex_cols, t_items])
+  coded_other = item_groups_N[coded_c] != eval_groups_U[coded_r]
+  own = np.where(eval_groups_U < num_h, size_h[np.minimum(eval_groups_U, num_h - 1)], 0.0)
+  n_o = (num_items - own) - np.bincount(coded_r[coded_other], minlength=num_users)
+  n_a = n_unseen - n_pos
+  rel_users = related_GxH[eval_groups_U]  # [U, H]
+  if binary:
+    unrelated_UxH = (rel_users == 0).astype(np.float64)
+    items_np, q_np = np.asarray(items), np.asarray(query_users)
+    sums_HxD = _group_sums(items_np, item_groups_N, num_h)
+    lin = np.einsum("ud,ud->u", q_np.astype(np.float64), unrelated_UxH @ sums_HxD)
+    n_lin = unrelated_UxH @ size_h
+    tr_lin = rel_users[ex_rows, item_groups_N[ex_cols]] == 0
+    lin -= np.bincount(
+        ex_rows[tr_lin],
+        _pair_scores64(q_np, items_np, ex_rows[tr_lin], ex_cols[tr_lin]),
+        minlength=num_users,
+    )
+    n_lin -= np.bincount(ex_rows[tr_lin], minlength=num_users)
+
   ex_order = np.argsort(ex_rows, kind="stable")
   ex_start = np.searchsorted(ex_rows[ex_order], np.arange(num_users + 1))
-  # Exclusions of a block: train (code 1) and held-out (code 2) pairs, one padded width.
-  width = _pow2(
-      max(
-          1,
-          max(
-              int(np.sum(n_pos[b]) + np.sum(ex_start[b + 1] - ex_start[b]))
-              for b in _blocks(n_pos, rows)
-          ),
-      )
-  )
   items_groups_dev = jnp.asarray(item_groups_N, jnp.int32)
-  rel_users = related_GxH[eval_groups_U]  # [U, H]
-  n_unseen, fold = np.zeros(num_users), np.zeros(num_users)
+  fold = np.zeros(num_users)
   auc_num = np.zeros(t_rows.size)
   n_other = np.zeros(t_rows.size)
   share = np.zeros(t_rows.size)
@@ -348,21 +419,18 @@ def _group_pass(
         "bd,bpd->bp", q, items[jnp.asarray(pos_items, jnp.int32)], precision=_HIGHEST
     )
     t_pos = jnp.where(jnp.asarray(has), t_pos, jnp.nan)
-    e_row = np.full(width, b_pad, np.int32)
-    e_col = np.zeros(width, np.int32)
-    e_code = np.zeros(width, np.int8)
-    at = 0
-    for r, u in enumerate(block):
-      tr = ex_cols[ex_order[ex_start[u] : ex_start[u + 1]]]
-      te = t_items[pair_order[pair_start[u] : pair_start[u + 1]]]
-      for cols, code in ((tr, 1), (te, 2)):
-        e_row[at : at + cols.size] = r
-        e_col[at : at + cols.size] = cols
-        e_code[at : at + cols.size] = code
-        at += cols.size
+    # Exclusions of the block: train (code 1) and held-out (code 2) pairs, per chunk.
+    tr = np.concatenate([ex_order[ex_start[u] : ex_start[u + 1]] for u in block])
+    te = np.concatenate([pair_order[pair_start[u] : pair_start[u + 1]] for u in block])
+    row_of = np.full(num_users, -1, np.int64)
+    row_of[block] = np.arange(real)
+    e_row = np.concatenate([row_of[ex_rows[tr]], row_of[t_rows[te]]])
+    e_col = np.concatenate([ex_cols[tr], t_items[te]])
+    e_code = np.concatenate([np.ones(tr.size, np.int8), np.full(te.size, 2, np.int8)])
+    ex_r, ex_c, ex_k = _chunk_exclusions(e_row, e_col, e_code, b_pad, num_items, chunk)
     g = np.zeros(b_pad, np.int32)
     g[:real] = eval_groups_U[block]
-    rel = np.zeros((b_pad, related_GxH.shape[1]), np.float32)
+    rel = np.zeros((b_pad, num_h), np.float32)
     rel[:real] = rel_users[block]
     args = (
         q,
@@ -370,19 +438,19 @@ def _group_pass(
         items,
         items_groups_dev,
         jnp.asarray(rel),
-        jnp.asarray(e_row),
-        jnp.asarray(e_col),
-        jnp.asarray(e_code),
+        jnp.asarray(ex_r),
+        jnp.asarray(ex_c),
+        jnp.asarray(ex_k),
         t_pos,
     )
     zeros = jnp.zeros(b_pad, jnp.float32)
     out = _group_sweep(*args, zeros, zeros, chunk=chunk, fold_given=False)
-    b_lo, b_hi, b_unseen, b_fold, _, n_o, n_a, c_o, c_a = (
-        np.asarray(x, np.float64)[:real] for x in out
-    )
+    b_lo, b_hi, c_o, c_a = (np.asarray(x, np.float64)[:real] for x in out[:4])
     span = b_hi - b_lo
     if binary:  # max(0, s~ - R) = s~ where R = 0, 0 where R = 1: sum_{R=0} (s - lo) / span
-      b_fold = np.where(span > 0, b_fold / np.where(span > 0, span, 1.0), 0.0)
+      b_lin = n_lin[block]
+      total = np.where(b_lin > 0, lin[block] - b_lin * np.where(b_lin > 0, b_lo, 0.0), 0.0)
+      b_fold = np.where(span > 0, np.maximum(total, 0.0) / np.where(span > 0, span, 1.0), 0.0)
     else:  # R has values in (0, 1): a second sweep with the bounds known
       b_fold = np.asarray(
           _group_sweep(
@@ -391,12 +459,12 @@ def _group_pass(
               jnp.asarray(np.pad(span, (0, b_pad - real)), jnp.float32),
               chunk=chunk,
               fold_given=True,
-          )[3],
+          )[4],
           np.float64,
       )[:real]
-    n_unseen[block], fold[block] = b_unseen, b_fold
+    fold[block] = b_fold
     pairs = slot_pair[:real][has[:real]]
-    rr = np.nonzero(has[:real])[0]
+    rr = block[np.nonzero(has[:real])[0]]
     below_o = c_o[has[:real]] / 2.0  # #below + #ties / 2
     above_o = n_o[rr] - below_o
     above_a = n_a[rr] - c_a[has[:real]] / 2.0
@@ -456,7 +524,8 @@ def _folding_auc(
   with both sides non-empty."""
   num_items = items.shape[0]
   members = np.argsort(item_groups_N, kind="stable")
-  offsets = np.searchsorted(item_groups_N[members], np.arange(int(item_groups_N.max()) + 2))
+  top = max(int(item_groups_N.max()), int(eval_groups_U.max()))  # a user group may label no item
+  offsets = np.searchsorted(item_groups_N[members], np.arange(top + 2))
   rng = np.random.default_rng([0x666F6C64, int(seed)])
   aucs = []
   block = max(1, (1 << 20) // samples)
@@ -820,11 +889,12 @@ def evaluate(
                     (default identity: same group related). The normalisation is this
                     library's choice, since dot-product scores are unbounded.
   The group metrics but folding_auc come from one streaming pass over item chunks
-  (`_group_sweep`: per chunk, min / max / sums per user and each held-out positive's
-  score compared with the chunk's, counted per group), a second pass only when
+  (`_group_sweep`: per chunk, each user's min / max unseen score and each held-out
+  positive's score compared with the chunk's, counted per group) plus closed forms for
+  the counts and the binary-R fold sum (`_group_pass`), a second pass only when
   relatedness has values strictly between 0 and 1: no per-user sort of N scores, memory
-  O(256 users x 2048 items x positives per user), time about one more top-K pass
-  (benchmarks/eval_groups.py).
+  O(256 users x 2048 items x positives per user) (benchmarks/eval_groups.py times it
+  against the plain top-K).
   Returns plain Python floats keyed "recall@K", "recall_full@K", "ndcg@K", "mrr",
   "coverage@K" and, with groups, "cross_group@K", "folding_auc", "folding_auc_heldout",
   "cross_group_heldout", "folding_score".

@@ -153,3 +153,30 @@ def test_heldout_folding_is_evaluates_keys():
   got = metrics.heldout_folding(query, items, train, test, chunk_size=11, query_batch=4)
   full = metrics.evaluate(query, items, train, test, ks=(5,))
   assert got == {k: full[k] for k in ("folding_auc_heldout", "cross_group_heldout")}
+
+
+@pytest.mark.parametrize("chunk_size,query_batch", [(6, 4), (4096, 1024)])
+def test_closed_form_counts_with_binary_relatedness_and_a_user_group_without_items(
+    chunk_size, query_batch
+):
+  """|U|, |A|, |O| and the fold sum of a binary R come from closed forms (item-group
+  sums of v in float64, train pairs subtracted), not from the sweep: checked against the
+  sorted computation with a non-identity 0/1 R (a user group related to nothing, one
+  related to two item groups) and a user group (3) that labels no item."""
+  query, items, train, test = random_world(11)
+  rng = np.random.default_rng(11)
+  train.user_groups = rng.integers(0, 4, query.shape[0]).astype(np.int32)
+  rel = np.array([[1, 0, 0], [0, 0, 0], [1, 1, 0], [0, 0, 1]], np.float32)
+  got = metrics.evaluate(
+      query,
+      items,
+      train,
+      test,
+      ks=(5,),
+      relatedness=rel,
+      chunk_size=chunk_size,
+      query_batch=query_batch,
+  )
+  want = sorted_reference(query, items, train, test, rel.astype(np.float64))
+  for key in KEYS:
+    np.testing.assert_allclose(got[key], want[key], rtol=1e-5, err_msg=key)
