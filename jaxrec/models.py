@@ -91,13 +91,25 @@ class DNNQueryTower(nn.Module):
     return nn.Dense(self.dim, name="out")(x)
 
 
+# Tables with at most this many rows are read as a product with the bag's [R, V] weights
+# (one matmul forward and backward) rather than a gather and a scatter-add of the gradient.
+ONE_HOT_ROWS = 256
+
+
 def embed_bag(table_VxE: Array, ids_RxL: Array) -> Array:
   """One embedded feature: the mean of rows table[ids[r,l]] over the slots with id > 0,
   or the reserved unknown row table[0] when a row has none (an unknown or missing value,
   an empty bag). A categorical feature is a bag of one slot."""
   mask_RxL = (ids_RxL > 0).astype(table_VxE.dtype)
+  count_Rx1 = jnp.sum(mask_RxL, axis=1, keepdims=True)
+  if table_VxE.shape[0] <= ONE_HOT_ROWS:
+    # weights[r, v] = (# slots of r holding v) / count_r; an empty bag puts 1 on row 0.
+    onehot_RxLxV = jax.nn.one_hot(ids_RxL, table_VxE.shape[0], dtype=table_VxE.dtype)
+    weights_RxV = jnp.einsum("rlv,rl->rv", onehot_RxLxV, mask_RxL) / jnp.maximum(count_Rx1, 1.0)
+    weights_RxV = weights_RxV.at[:, 0].add((count_Rx1[:, 0] == 0).astype(table_VxE.dtype))
+    return weights_RxV @ table_VxE
   pooled_RxE = pool_rows(table_VxE[ids_RxL], mask_RxL)
-  return jnp.where(jnp.sum(mask_RxL, axis=1, keepdims=True) > 0, pooled_RxE, table_VxE[0])
+  return jnp.where(count_Rx1 > 0, pooled_RxE, table_VxE[0])
 
 
 class FeatureEmbed(nn.Module):

@@ -14,6 +14,11 @@ gravity reads every item, the whole table (ids_M = arange(N), the dense path). T
 updated once, so an id drawn as a positive and as a negative combines its gradients
 before the row optimizer sees them.
 
+Side features (`ModelSpec.user_features` / `item_features`): DeviceData holds each user's
+and item's encoded features; the query reads the batch users' (`models.FeatureTowers`),
+and every item row the step scores is its id row + `models.item_offsets` of its features
+(the feature tables are dense params; the id rows keep the sparse update).
+
 Everything is a pure function of (config, seed): per-step randomness is
 `fold_in(key, step)`, so a run resumed from a checkpoint replays the same batches.
 """

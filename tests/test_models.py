@@ -211,3 +211,21 @@ def test_user_features_add_to_the_mf_query_and_item_features_to_item_rows():
     want = _np_bag(ie["embed_genres"], icat[m, :2]) + _np_bag(ie["embed_year"], icat[m, 2:])
     np.testing.assert_allclose(off[m], want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(off[1], ie["embed_genres"][0] + ie["embed_year"][0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [7, models.ONE_HOT_ROWS + 1])  # one-hot and gather paths
+def test_embed_bag_masked_mean_or_unknown_row_and_its_gradient(rows):
+  """embed_bag = mean of the rows of ids > 0 (repeats count), else row 0; its gradient
+  w.r.t. the table is the bag weights summed over the rows (closed form)."""
+  rng = np.random.default_rng(4)
+  table = rng.normal(size=(rows, 3)).astype(np.float32)
+  ids = np.array([[1, 5, 5], [0, 0, 0], [6, 0, 2]], np.int32)
+  out = np.asarray(models.embed_bag(jnp.asarray(table), jnp.asarray(ids)))
+  want = np.stack([_np_bag(table, r) for r in ids])
+  np.testing.assert_allclose(out, want, rtol=1e-6, atol=1e-6)
+  g = np.asarray(jax.grad(lambda t: models.embed_bag(t, jnp.asarray(ids)).sum())(table))
+  weights = np.zeros(rows)
+  np.add.at(weights, [1, 5, 5], 1 / 3)
+  weights[0] += 1.0
+  np.add.at(weights, [6, 2], 1 / 2)
+  np.testing.assert_allclose(g, np.repeat(weights[:, None], 3, axis=1), rtol=1e-6, atol=1e-6)
