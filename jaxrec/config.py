@@ -63,6 +63,10 @@ class ModelSpec:
   normalize: bool
   hidden: tuple[int, ...]
   max_bag: int
+  # Side features (`jaxrec.data.features.FeatureDecl`s), set by `StepSpec.from_config`
+  # from config data.user_features / data.item_features: they shape the dense parameters.
+  user_features: tuple = ()
+  item_features: tuple = ()
 
   @classmethod
   def from_config(cls, m) -> "ModelSpec":
@@ -246,12 +250,14 @@ class StepSpec:
     train = TrainSpec.from_config(config.train)
     loss = LossSpec.from_config(config.loss)
     model = ModelSpec.from_config(config.model)
+    user_feats, item_feats = feature_schema(config)
+    model = dataclasses.replace(model, user_features=user_feats, item_features=item_feats)
     if loss.l2 and model.normalize:
       raise ConfigError(
           f"loss.l2={loss.l2} has no effect with model.normalize=True (it penalises the "
           "normalised vectors, whose norm is always 1); set one of them off"
       )
-    return cls(
+    spec = cls(
         model=model,
         loss=loss,
         sampler=SamplerSpec.from_config(
@@ -262,6 +268,12 @@ class StepSpec:
         ),
         train=train,
     )
+    if item_feats and spec.sampler_state:
+      raise ConfigError(
+          f"data.item_features does not work with sampler.name={spec.sampler.name}: its "
+          "state follows the item id rows, and item features move every item's embedding"
+      )
+    return spec
 
   @property
   def draws_negatives(self) -> bool:
@@ -305,6 +317,38 @@ class StepSpec:
     """The loss (full softmax) or gravity reads every item row: the step differentiates
     the whole item table (the dense path) instead of the batch's gathered rows."""
     return losses.REGISTRY[self.loss.name].reads_all_items or self.loss.gravity > 0
+
+
+# The models whose step reads side features (data.user_features / data.item_features).
+FEATURE_MODELS = ("mf", "dnn")
+
+
+def feature_schema(config) -> tuple[tuple, tuple]:
+  """(user, item) `FeatureDecl`s of config data.{user,item}_features (() when unset),
+  read from the files (cached; a malformed file raises DataError "FILE:LINE: reason")."""
+  out = []
+  for side in ("user", "item"):
+    path, types = data.features.side_config(config.data, side)
+    if types and not path:
+      raise ConfigError(f"data.{side}_feature_types={types!r} needs data.{side}_features")
+    if not path:
+      out.append(())
+      continue
+    if config.model.name not in FEATURE_MODELS:
+      raise ConfigError(
+          f"data.{side}_features applies to model.name {_names(FEATURE_MODELS)}, not "
+          f"{config.model.name}"
+      )
+    if not os.path.isfile(path):
+      raise ConfigError(f"data.{side}_features={path!r} is not a file")
+    try:
+      data.features.parse_types(
+          data.features.resolve_types(path, types), where=f"data.{side}_feature_types"
+      )
+    except ValueError as err:
+      raise ConfigError(str(err)) from None
+    out.append(data.features.schema(config.data, side))
+  return out[0], out[1]
 
 
 def _check_data(d) -> None:

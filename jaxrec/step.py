@@ -14,6 +14,11 @@ gravity reads every item, the whole table (ids_M = arange(N), the dense path). T
 updated once, so an id drawn as a positive and as a negative combines its gradients
 before the row optimizer sees them.
 
+Side features (`ModelSpec.user_features` / `item_features`): DeviceData holds each user's
+and item's encoded features; the query reads the batch users' (`models.FeatureTowers`),
+and every item row the step scores is its id row + `models.item_offsets` of its features
+(the feature tables are dense params; the id rows keep the sparse update).
+
 Everything is a pure function of (config, seed): per-step randomness is
 `fold_in(key, step)`, so a run resumed from a checkpoint replays the same batches.
 """
@@ -41,10 +46,30 @@ class DeviceData(NamedTuple):
   item_counts: jax.Array  # [N] float32 train counts
   pop_order: jax.Array  # [N] int32 item ids by decreasing train count (log_uniform ranks)
   unigram: Any  # samplers.UnigramTable built once (samplers that read it), or None
+  # Side features per dense id (`jaxrec.data.features.Features`): vocabulary ids [R, S]
+  # (0: unknown) and numeric inputs [R, 2G]; None when the model reads none.
+  user_cat: Any = None
+  user_num: Any = None
+  item_cat: Any = None
+  item_num: Any = None
+
+
+def _feature_arrays(feats, decls, side: str):
+  """(cat, num) device arrays of one side's features, checked against the spec's decls."""
+  if not decls:
+    return None, None
+  if feats is None or tuple(feats.decls) != tuple(decls):
+    raise ValueError(
+        f"the model reads {side} features {[d.name for d in decls]} but the training data "
+        f"carry {None if feats is None else [d.name for d in feats.decls]} (load the data "
+        "with the same config.data: jaxrec.data.load_data attaches them)"
+    )
+  return jnp.asarray(feats.cat, jnp.int32), jnp.asarray(feats.num, jnp.float32)
 
 
 def device_data(train, spec: Optional[StepSpec] = None) -> DeviceData:
-  """`train` Interactions -> DeviceData (the unigram table when spec's sampler reads it)."""
+  """`train` Interactions -> DeviceData (the unigram table when spec's sampler reads it;
+  the side features the spec's model reads)."""
   unigram_alpha = None if spec is None else spec.unigram_alpha
   order = np.lexsort((train.item_ids, train.user_ids))
   users = train.user_ids[order].astype(np.int32)
@@ -54,6 +79,13 @@ def device_data(train, spec: Optional[StepSpec] = None) -> DeviceData:
   counts = np.bincount(items, minlength=train.num_items).astype(np.float32)
   pop_order = np.argsort(-counts, kind="stable").astype(np.int32)
   table = None if unigram_alpha is None else samplers.unigram_table(counts, unigram_alpha)
+  m = None if spec is None else spec.model
+  user_cat, user_num = _feature_arrays(
+      train.user_features, () if m is None else m.user_features, "user"
+  )
+  item_cat, item_num = _feature_arrays(
+      train.item_features, () if m is None else m.item_features, "item"
+  )
   return DeviceData(
       jnp.asarray(users),
       jnp.asarray(items),
@@ -61,6 +93,10 @@ def device_data(train, spec: Optional[StepSpec] = None) -> DeviceData:
       jnp.asarray(counts),
       jnp.asarray(pop_order),
       table,
+      user_cat,
+      user_num,
+      item_cat,
+      item_num,
   )
 
 
@@ -195,11 +231,29 @@ def _maybe_normalize(spec: ModelSpec, x):
   return _l2_normalize(x) if spec.normalize else x
 
 
-def _query(spec: ModelSpec, dense, query_rows, bag_mask_BxL):
-  """query_BxD from the gathered query rows: [B,D] user rows, or [B,L,D] bag rows."""
+def _query(spec: ModelSpec, dense, query_rows, bag_mask_BxL, user_feats=None):
+  """query_BxD from the gathered query rows: [B,D] user rows, or [B,L,D] bag rows (and
+  the batch users' side features, (cat, num) or None)."""
   model = models.REGISTRY[spec.name]
   x_BxD = query_rows if bag_mask_BxL is None else models.pool_rows(query_rows, bag_mask_BxL)
-  return _maybe_normalize(spec, model.apply_dense(dense, x_BxD, spec))
+  return _maybe_normalize(spec, model.apply_dense(dense, x_BxD, spec, user_feats))
+
+
+def _user_feats(spec: ModelSpec, data: DeviceData, users):
+  """(cat, num) side features of the users (None: the model reads none)."""
+  if not spec.user_features:
+    return None
+  return data.user_cat[users], data.user_num[users]
+
+
+def _items(spec: ModelSpec, dense, rows_MxD, data: DeviceData, ids_M=None):
+  """Item embeddings as scored: id rows + the item features' offsets (`models.item_offsets`;
+  ids_M None: every item), L2-normalised when the model says so."""
+  if spec.item_features:
+    cat = data.item_cat if ids_M is None else data.item_cat[ids_M]
+    num = data.item_num if ids_M is None else data.item_num[ids_M]
+    rows_MxD = rows_MxD + models.item_offsets(dense, spec, cat, num, rows_MxD.shape[-1])
+  return _maybe_normalize(spec, rows_MxD)
 
 
 class ItemBlock(NamedTuple):
@@ -263,6 +317,7 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   else:
     query_ids, bag_mask_BxL = batch.users_B, None
   query_rows = sharding.gather_rows(query_table, query_ids, split_batch=True)
+  user_feats = _user_feats(spec.model, data, batch.users_B)
 
   freq = state.freq
   if spec.uses_freq:
@@ -274,9 +329,9 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
     query_sg_BxD = items_sg_NxD = None
     if entry.needs_scores:
       query_sg_BxD = jax.lax.stop_gradient(
-          _query(spec.model, state.dense, query_rows, bag_mask_BxL)
+          _query(spec.model, state.dense, query_rows, bag_mask_BxL, user_feats)
       )
-      items_sg_NxD = _maybe_normalize(spec.model, item_table_NxD)
+      items_sg_NxD = jax.lax.stop_gradient(_items(spec.model, state.dense, item_table_NxD, data))
     inputs = samplers.SamplerInputs(
         num_items,
         pos_ids_B,
@@ -296,8 +351,10 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   loss_entry = losses.REGISTRY[spec.loss.name]
 
   def loss_fn(dense, query_rows, item_rows_MxD):
-    query_BxD = _query(spec.model, dense, query_rows, bag_mask_BxL)
-    rows_MxD = _maybe_normalize(spec.model, item_rows_MxD)
+    query_BxD = _query(spec.model, dense, query_rows, bag_mask_BxL, user_feats)
+    rows_MxD = _items(
+        spec.model, dense, item_rows_MxD, data, None if block.all_rows else block.ids_M
+    )
     pos_BxD = _pick(rows_MxD, block.pos_slot_B, block)
     inputs = losses.LossInputs(
         pos_ids_B,
@@ -383,33 +440,50 @@ def jitted_train_step(spec: StepSpec, state: TrainState, data: DeviceData):
 
 
 def query_embeddings(spec: StepSpec, state: TrainState, data: DeviceData):
-  """[U, D] query embeddings: MF user rows, or the DNN over each user's full train bag.
-  Jitted on the model spec alone, so the strategies of a sweep (same model, other losses
-  and samplers) share one compilation."""
+  """[U, D] query embeddings: MF user rows, or the DNN over each user's full train bag
+  (with the users' side features). Jitted on the model spec alone, so the strategies of a
+  sweep (same model, other losses and samplers) share one compilation."""
+  feats = None if not spec.model.user_features else (data.user_cat, data.user_num)
   if models.REGISTRY[spec.model.name].query_table == "items":
     return _bag_query_embeddings(
-        spec.model, state.tables["query"], state.dense, data.e_items, data.e_users, data.offsets
+        spec.model,
+        state.tables["query"],
+        state.dense,
+        data.e_items,
+        data.e_users,
+        data.offsets,
+        feats,
     )
-  return _row_query_embeddings(spec.model, state.tables["query"], state.dense)
+  return _row_query_embeddings(spec.model, state.tables["query"], state.dense, feats)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _row_query_embeddings(spec: ModelSpec, table_UxD, dense):
+def _row_query_embeddings(spec: ModelSpec, table_UxD, dense, feats=None):
   model = models.REGISTRY[spec.name]
-  return _maybe_normalize(spec, model.apply_dense(dense, table_UxD, spec))
+  return _maybe_normalize(spec, model.apply_dense(dense, table_UxD, spec, feats))
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _bag_query_embeddings(spec: ModelSpec, table_NxD, dense, e_items, e_users, offsets):
+def _bag_query_embeddings(spec: ModelSpec, table_NxD, dense, e_items, e_users, offsets, feats=None):
   num_users = offsets.shape[0] - 1
   rows_ExD = table_NxD[e_items]
   summed_UxD = jax.ops.segment_sum(rows_ExD, e_users, num_segments=num_users)
   counts_U = (offsets[1:] - offsets[:-1]).astype(jnp.float32)
   pooled_UxD = summed_UxD / jnp.maximum(counts_U, 1.0)[:, None]
   model = models.REGISTRY[spec.name]
-  return _maybe_normalize(spec, model.apply_dense(dense, pooled_UxD, spec))
+  return _maybe_normalize(spec, model.apply_dense(dense, pooled_UxD, spec, feats))
 
 
-def item_embeddings(spec: StepSpec, state: TrainState):
-  """[N, D] item embeddings as the model scores them."""
+def item_embeddings(spec: StepSpec, state: TrainState, data: Optional[DeviceData] = None):
+  """[N, D] item embeddings as the model scores them (with item features: id rows plus
+  their offsets, which need `data`)."""
+  if spec.model.item_features:
+    if data is None:
+      raise ValueError("item_embeddings: the model reads item features; pass the DeviceData")
+    return _item_embeddings(spec.model, state.tables["item"], state.dense, data)
   return _maybe_normalize(spec.model, state.tables["item"])
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _item_embeddings(spec: ModelSpec, table_NxD, dense, data: DeviceData):
+  return _items(spec, dense, table_NxD, data)

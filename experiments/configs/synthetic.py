@@ -32,6 +32,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.interactions_per_user = 20
   c.data.zipf_exponent = 1.0
   c.data.noise = 0.0
+  # Side features (jaxrec.data.features; models mf and dnn): a delimited file with a header,
+  # keyed by the raw user / item id, and its declared columns "COLUMN:KIND,..." (KIND: id,
+  # categorical, multi, year, numeric); "" types: the file name's preset (MovieLens
+  # movies.csv: genres and title year; Last.fm user_taggedartists.dat: tags). "": none.
+  c.data.user_features = ""
+  c.data.user_feature_types = ""
+  c.data.item_features = ""
+  c.data.item_feature_types = ""
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "dnn"  # mf | dnn | wals | ease | popularity

@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 
+from jaxrec.data import features
 from jaxrec.data.interactions import DataError, DataPathError, Interactions, k_core
 from jaxrec.data.readers import load_csv, load_lastfm, load_lightgcn, load_movielens
 from jaxrec.data.splits import SPLIT_KINDS, Splits, carve_valid, split, split3
@@ -76,7 +77,7 @@ def load_data(data_cfg, seed: int) -> Splits:
   and carves valid out of its train file only (`carve_valid`, kind data.split)."""
   valid_fraction = float(data_cfg.valid_fraction)
   if data_cfg.name == "lightgcn":
-    train, test = load_lightgcn(data_cfg.path)
+    train, test = (features.attach(part, data_cfg) for part in load_lightgcn(data_cfg.path))
     return carve_valid(train, test, kind=data_cfg.split, valid_fraction=valid_fraction, seed=seed)
   if data_cfg.name == "synthetic":
     inter = make_folding_world(
@@ -100,6 +101,8 @@ def load_data(data_cfg, seed: int) -> Splits:
           f"({inter.num_users}): every copy of the catalogue needs a user"
       )
     inter = language_split(inter, data_cfg.language_split, seed=seed)
+  # Side features (data.user_features / data.item_features), matched through the raw ids.
+  inter = features.attach(inter, data_cfg)
   return split3(
       inter,
       kind=data_cfg.split,
@@ -119,6 +122,7 @@ __all__ = [
     "Splits",
     "as_splits",
     "carve_valid",
+    "features",
     "k_core",
     "language_split",
     "load_csv",

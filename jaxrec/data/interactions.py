@@ -7,6 +7,7 @@ It is a host-side (numpy) record; the train loop moves the columns it needs to d
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,8 @@ class Interactions:
   Row e is the event (user_ids[e], item_ids[e]) with optional weights[e] (a rating or play
   count) and timestamps[e]. ``user_groups``/``item_groups`` are optional labels (e.g. the
   "language" of the synthetic world) used by the folding metrics. ``user_raw``/``item_raw``
-  map a dense id back to the raw id found in the source file.
+  map a dense id back to the raw id found in the source file. ``user_features`` /
+  ``item_features``: side features per dense id (`jaxrec.data.features.Features`).
 
   `__post_init__` validates dtypes, shapes and ranges and converts integer columns to the
   canonical dtypes (int32 ids and groups, float32 weights, int64 timestamps); it raises a
@@ -65,6 +67,9 @@ class Interactions:
   item_groups: np.ndarray | None = None
   user_raw: np.ndarray | None = None
   item_raw: np.ndarray | None = None
+  # Side features per dense id (`jaxrec.data.features.Features`), or None.
+  user_features: Any = None
+  item_features: Any = None
 
   def __post_init__(self):
     set_ = lambda name, value: object.__setattr__(self, name, value)
@@ -115,6 +120,10 @@ class Interactions:
         if raw.shape != (n,):
           raise ValueError(f"Interactions.{name}: expected shape ({n},), got {raw.shape}")
         set_(name, raw)
+    for name, n in (("user_features", self.num_users), ("item_features", self.num_items)):
+      feats = getattr(self, name)
+      if feats is not None and feats.num_rows != n:
+        raise ValueError(f"Interactions.{name}: expected {n} rows, got {feats.num_rows}")
 
   @property
   def num_interactions(self) -> int:
@@ -197,12 +206,23 @@ class Interactions:
         item_groups=pick(self.item_groups, keep_i),
         user_raw=pick(self.user_raw, keep_u),
         item_raw=pick(self.item_raw, keep_i),
+        user_features=None if self.user_features is None else self.user_features.take(keep_u),
+        item_features=None if self.item_features is None else self.item_features.take(keep_i),
     )
 
   def __repr__(self):
     extras = [
         n
-        for n in ("weights", "timestamps", "user_groups", "item_groups", "user_raw", "item_raw")
+        for n in (
+            "weights",
+            "timestamps",
+            "user_groups",
+            "item_groups",
+            "user_raw",
+            "item_raw",
+            "user_features",
+            "item_features",
+        )
         if getattr(self, n) is not None
     ]
     return (
