@@ -163,7 +163,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
       ) from None
     t_eval = time.time()
     query_UxD = step.query_embeddings(spec, state, ddata)
-    items_NxD = step.item_embeddings(spec, state)
+    items_NxD = step.item_embeddings(spec, state, ddata)
     if valid.num_interactions and selector.latest_step != last:
       valid_last = _valid_metrics(spec, query_UxD, items_NxD, splits, config, valid_users)
       selector.offer(last, query_UxD, items_NxD, valid_last)
@@ -408,7 +408,7 @@ def _train_loop(
         row["first_skipped_step"] = bad
       if is_eval:
         query_UxD = step.query_embeddings(spec, state, ddata)
-        items_NxD = step.item_embeddings(spec, state)
+        items_NxD = step.item_embeddings(spec, state, ddata)
         valid = _valid_metrics(spec, query_UxD, items_NxD, splits, config, valid_users)
         selector.offer(done, query_UxD, items_NxD, valid)
         row.update({f"valid/{k}": v for k, v in valid.items()})

@@ -100,6 +100,10 @@ KEYS_ADDED_LATER = {
     "sampler.kernel_alpha": 100.0,
     "sampler.kernel_leaf": 128,
     "sampler.cache_refresh": 0.1,
+    "data.user_features": "",
+    "data.user_feature_types": "",
+    "data.item_features": "",
+    "data.item_feature_types": "",
     "sampler.correct_positive": _positive_correction_is_noop,
 }
 

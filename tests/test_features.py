@@ -233,19 +233,18 @@ def _small(tmp_path, model="dnn", steps=300):
 
 
 @pytest.mark.parametrize("model", ["dnn", "mf"])
-def test_training_with_user_features_through_the_launcher(tmp_path, model):
-  """train_and_evaluate with the user's group (and a numeric column) as features: the run
-  finishes, config.json records the feature keys, and the model beats popularity."""
+def test_training_with_user_and_item_features_through_the_launcher(tmp_path, model):
+  """train_and_evaluate with the user's group (and a numeric column) as user features and a
+  genre bag as item features: the run finishes, config.json records the feature keys, and
+  the model beats popularity."""
   c = _small(tmp_path, model)
-  # Item features need jaxrec/train.py to hand its DeviceData to step.item_embeddings
-  # (tested at the step level below).
-  c.data.item_features = c.data.item_feature_types = ""
   res = train.train_and_evaluate(c, str(tmp_path / "run"), verbose=False)
   tr, _, te = data.load_data(c.data, c.seed)
   q, v = metrics.popularity_scores(tr)
   popular = metrics.evaluate(q, v, tr, te, ks=(20,))["recall@20"]
   assert res["metrics"]["recall@20"] > popular + 0.05, (res["metrics"], popular)
   assert res["config"]["data"]["user_features"] == c.data.user_features
+  assert res["config"]["data"]["item_features"] == c.data.item_features
 
 
 def test_step_with_item_features_keeps_sparse_rows_and_scores_rows_plus_offsets(tmp_path):
