@@ -348,8 +348,9 @@ class Checkpointer:
   (`_snapshot`); orbax writes those, uncompressed, in the background, and the state stays
   free to be donated to the next step. (Handing orbax the state itself, as before, made
   the step after a save copy every table, since orbax's zero-copy host view kept it from
-  being donated; compression and fresh buffers each cost more CPU: together 0.61x of the
-  bare step's steps/s at 1M items against >= 0.9x now, benchmarks/loop_throughput.py.)
+  being donated; compression and fresh buffers each cost more CPU: with checkpoints every
+  500 steps the loop kept 0.61-0.80x of the bare step's steps/s at 1M items, 0.98x now,
+  benchmarks/loop_throughput.py.)
   The buffers hold one copy of the state while checkpoints are on: the copy orbax made at
   each save before, kept."""
 
