@@ -153,8 +153,12 @@ def _search_in_block(cum_flat: Array, offset: Array, target: Array, size: int) -
 SMALL_BLOCK = 32
 
 
-def draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
-  """K i.i.d. draws per row from softmax(logits_BxN) -> positions [B,K], exactly.
+def draw_from_logits_lse(key: Array, logits_BxN: Array, num_samples: int) -> tuple[Array, Array]:
+  """`draw_from_logits` -> (positions [B,K], lse_B): also the row log-sum-exp that the
+  draw computes anyway (from its blocks' log-sum-exps), so a caller needing log q = l - lse
+  makes no second exp pass over the row.
+
+  K i.i.d. draws per row from softmax(logits_BxN), exactly.
 
   Two-level inverse CDF: the row is cut into C blocks of S entries; a block c is drawn
   with probability exp(lse_c - lse) and an entry j inside it with exp(l_j - lse_c), whose
@@ -182,14 +186,20 @@ def draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
     sub_BxKxS = logits_BxCxS[rows_B1, block_BxK]
     w_BKxS = jnp.exp(sub_BxKxS - lse_BxC[rows_B1, block_BxK][:, :, None]).reshape(-1, size)
     j = _draw_rows(u_2xBxK[1].reshape(-1, 1), w_BKxS).reshape(batch, num_samples)
-    return block_BxK * size + j
+    return block_BxK * size + j, lse_B
   cum_BxCxS, last_BxC = _cdf_and_last(jnp.exp(logits_BxCxS - lse_BxC[:, :, None]))
   offset_BxK = (jnp.arange(batch, dtype=jnp.int32)[:, None] * blocks + block_BxK) * size
   cum_flat = cum_BxCxS.reshape(-1)
   target_BxK = u_2xBxK[1] * cum_flat[offset_BxK + size - 1]
   j = _search_in_block(cum_flat, offset_BxK, target_BxK, size)
   j = jnp.minimum(j, jnp.take_along_axis(last_BxC, block_BxK, axis=1))
-  return block_BxK * size + j
+  return block_BxK * size + j, lse_B
+
+
+def draw_from_logits(key: Array, logits_BxN: Array, num_samples: int) -> Array:
+  """K i.i.d. draws per row from softmax(logits_BxN) -> positions [B,K], exactly
+  (`draw_from_logits_lse` without the row log-sum-exp)."""
+  return draw_from_logits_lse(key, logits_BxN, num_samples)[0]
 
 
 # ---------------------------------------------------------------------------------------
@@ -664,7 +674,8 @@ def hard_exact(
   used instead of Gumbel-top-k, which samples without replacement and whose per-draw
   probabilities are not q after the first draw.)
 
-  chunk_size=None materializes the [B,N] scores (blocks of ceil(sqrt N) for precision).
+  chunk_size=None materializes the [B,N] scores (blocks of ceil(sqrt N) for precision);
+  the row's lse comes from the draw's own block log-sum-exps (one exp pass over [B,N]).
   With chunk_size the items are streamed in chunks twice (per-chunk log-sum-exp, then the
   within-chunk draws), so no [B,N] array exists: memory O(B*chunk + B*K*N/chunk).
   The row's positive can be drawn; `sampled_softmax` masks it as an accidental hit.
@@ -675,8 +686,7 @@ def hard_exact(
   scaled_BxD = query_BxD / jnp.asarray(temperature, query_BxD.dtype)
   if chunk_size is None:
     scores_BxN = jnp.dot(scaled_BxD, items_NxD.T)
-    ids = draw_from_logits(key, scores_BxN, num_samples)
-    lse_B = jax.nn.logsumexp(scores_BxN, axis=1)
+    ids, lse_B = draw_from_logits_lse(key, scores_BxN, num_samples)  # one exp pass
   else:
     chunk = min(check_int("chunk_size", chunk_size, 1), num_items)
     num_chunks = -(-num_items // chunk)

@@ -98,6 +98,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
         f"no user to evaluate: the split left no test pairs (data.name={config.data.name}, "
         f"{train.num_interactions} train interactions; users need >= 2 interactions)"
     )
+  data_seconds = time.time() - t_data
   log(
       "data: %d users, %d items, %d train / %d valid / %d test interactions (%.1fs)",
       train.num_users,
@@ -105,7 +106,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
       train.num_interactions,
       valid.num_interactions,
       test_pairs.num_interactions,
-      time.time() - t_data,
+      data_seconds,
   )
   # Claimed only now: a run that failed on its config or data leaves no config.json.
   workdir_io.claim(workdir, cfg_dict, overwrite=overwrite, error=ConfigError)
@@ -114,7 +115,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
   with sharding.mesh_context(mesh):
     if not models.trained_by_step(config.model.name):
       return _run_closed_form(
-          config, cfg_dict, workdir, splits, log, valid_users, n_valid_users, test
+          config, cfg_dict, workdir, splits, log, valid_users, n_valid_users, test, data_seconds
       )
 
     spec = StepSpec.from_config(config)
@@ -187,6 +188,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
       "train_seconds": train_seconds,
       "eval_seconds": eval_seconds,
       "wall_seconds": time.time() - t0,
+      "data_seconds": data_seconds,
       "eval_num_users": n_valid_users,
       "test_evaluated": test,
   }
@@ -223,7 +225,7 @@ def _known_for_test(splits):
 
 
 def _run_closed_form(
-    config, cfg_dict, workdir, splits, log, valid_users, n_valid_users, test
+    config, cfg_dict, workdir, splits, log, valid_users, n_valid_users, test, data_seconds
 ) -> dict:
   """A closed-form model (`models.Model.fit`): fit on train, evaluate on valid (if any;
   over `valid_users`, None: all) and test (if `test`). A rerun refits (no checkpoints)."""
@@ -258,6 +260,7 @@ def _run_closed_form(
       "train_seconds": train_seconds,
       "eval_seconds": time.time() - t_eval,
       "wall_seconds": time.time() - t0,
+      "data_seconds": data_seconds,
       "eval_num_users": n_valid_users,
       "test_evaluated": test,
   }

@@ -1,5 +1,8 @@
-"""Checkpoint schedules: by steps, by wall time since the last save, or both."""
+"""Checkpoints: schedules (by steps, by wall time since the last save, or both); what a
+save writes and that it leaves the state free to be donated; older checkpoints restore."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxrec import workdir
@@ -54,3 +57,63 @@ def test_steps_and_time_together_and_neither(tmp_path):
   # both off: no manager, nothing written, even for the final step
   assert _saved_steps(tmp_path / "b", 0, 0.0, still, 9) == []
   assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+def _donating_add_one():
+  return jax.jit(lambda s: jax.tree.map(lambda x: x + 1, s), donate_argnums=0)
+
+
+def _state():
+  return {
+      "table": jnp.arange(12, dtype=jnp.float32).reshape(4, 3),
+      "step": jnp.asarray(7, jnp.int32),
+  }
+
+
+def test_a_save_leaves_the_state_donatable_and_writes_the_values_it_was_given(tmp_path):
+  # The saved values are those at save time, though the next step reuses (donates) the
+  # state's buffers right away; a second save writes its own values, not the first's.
+  ckpt = workdir.Checkpointer(str(tmp_path / "a"), 1)
+  s0 = _state()
+  want0 = jax.tree.map(np.array, s0)
+  ckpt.maybe_save(1, s0)
+  s1 = _donating_add_one()(s0)
+  jax.block_until_ready(s1)
+  assert s0["table"].is_deleted()  # donated: nothing of the save still holds it
+  ckpt.close()
+  restored, at = workdir.Checkpointer(str(tmp_path / "a"), 1).restore(_state())
+  assert at == 1
+  for k in want0:
+    np.testing.assert_array_equal(np.asarray(restored[k]), want0[k])
+    assert isinstance(restored[k], jax.Array)
+
+  ckpt = workdir.Checkpointer(str(tmp_path / "b"), 1)
+  s0 = _state()
+  ckpt.maybe_save(1, s0)
+  s1 = _donating_add_one()(s0)
+  want1 = jax.tree.map(np.array, s1)
+  ckpt.maybe_save(2, s1)
+  _donating_add_one()(s1)
+  ckpt.close()
+  restored, at = workdir.Checkpointer(str(tmp_path / "b"), 1).restore(_state())
+  assert at == 2
+  for k in want1:
+    np.testing.assert_array_equal(np.asarray(restored[k]), want1[k])
+    np.testing.assert_array_equal(want1[k], np.asarray(_state()[k]) + 1)
+
+
+def test_restores_a_checkpoint_written_by_orbax_standard_save(tmp_path):
+  # Workdirs written before the save path changed (orbax StandardSave, zstd) still resume.
+  import orbax.checkpoint as ocp
+
+  saved = jax.tree.map(lambda x: x * 3, _state())
+  mngr = ocp.CheckpointManager(
+      str(tmp_path / "checkpoints"), options=ocp.CheckpointManagerOptions(create=True)
+  )
+  mngr.save(5, args=ocp.args.StandardSave(saved), force=True)
+  mngr.wait_until_finished()
+  mngr.close()
+  restored, at = workdir.Checkpointer(str(tmp_path), 1).restore(_state())
+  assert at == 5
+  for k in saved:
+    np.testing.assert_array_equal(np.asarray(restored[k]), np.asarray(saved[k]))
