@@ -2,7 +2,8 @@
 # Runs benchmarks/scaling.py parts (a)-(c) on an NVIDIA GPU and writes one JSON of results:
 #   (a) sampled-softmax step time vs catalogue size (10k, 1M, 10M), sparse updates;
 #   (b) chunked full softmax GFLOP/s as a fraction of a square matmul (chunks 2048..32768);
-#   (c) exact top-100 over 1M items for 10k queries.
+#   (c) exact top-100 over 1M items for 10k queries;
+# then benchmarks.end_to_end and (with torch) benchmarks.peers, their tables in text files.
 #
 # On a fresh machine with an NVIDIA driver (from the repository root):
 #   python3 -m pip install -e . "jax[cuda12]"     # "jax[cuda13]" for a CUDA 13 driver
@@ -54,3 +55,13 @@ for part in ("a", "b", "c"):
     sys.exit(f"gpu.sh: part {part} ran on {facts.get('platform')!r}, not the GPU")
 print(f"gpu.sh: wrote {sys.argv[1]} ({r['a']['facts']['device_kind']})")
 EOF
+
+# The end-to-end table (launcher at 10k / 1M / 10M items) and, where torch is installed
+# (pip install -e '.[peers]'), the side-by-side table against PyTorch; their printed
+# tables go beside the JSON.
+"$PY" -m benchmarks.end_to_end | tee "${OUT%.json}_end_to_end.txt"
+if "$PY" -c "import torch" 2>/dev/null; then
+  "$PY" -m benchmarks.peers | tee "${OUT%.json}_peers.txt"
+else
+  echo "gpu.sh: torch not installed: benchmarks.peers skipped (pip install -e '.[peers]')"
+fi

@@ -108,13 +108,14 @@ def torch_variant(workload: str, path: str, steps: int, compiled: bool) -> dict:
   import torch
   import torch.nn.functional as F
 
-  pairs = torch.from_numpy(np.loadtxt(path, delimiter=",", dtype=np.int64))
+  dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # jax uses a GPU too
+  pairs = torch.from_numpy(np.loadtxt(path, delimiter=",", dtype=np.int64)).to(dev)
   users_P, items_P = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
   num_users, num_items = int(users_P.max()) + 1, int(items_P.max()) + 1
   torch.manual_seed(0)
   sparse = workload == "w1"
-  user = torch.nn.Embedding(num_users, D, sparse=sparse)
-  item = torch.nn.Embedding(num_items, D, sparse=sparse)
+  user = torch.nn.Embedding(num_users, D, sparse=sparse, device=dev)
+  item = torch.nn.Embedding(num_items, D, sparse=sparse, device=dev)
   for t in (user, item):
     torch.nn.init.normal_(t.weight, std=0.1)
   opt = torch.optim.Adagrad([user.weight, item.weight], lr=LR)
@@ -128,7 +129,7 @@ def torch_variant(workload: str, path: str, steps: int, compiled: bool) -> dict:
     # N = 1M a batch holds about B K / N = 1 hit; jaxrec removes them, so it does more)
     neg_BxK = u_BxD @ neg_KxD.T - log_kq
     logits = torch.cat([pos_B1, neg_BxK], 1)
-    return F.cross_entropy(logits, torch.zeros(B, dtype=torch.long))
+    return F.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=dev))
 
   def full_loss(u_ids, pos_ids, _):
     return F.cross_entropy(user(u_ids) @ item.weight.T, pos_ids)
@@ -138,8 +139,8 @@ def torch_variant(workload: str, path: str, steps: int, compiled: bool) -> dict:
     loss_fn = torch.compile(loss_fn)
 
   def step():
-    idx = torch.randint(0, users_P.numel(), (B,))
-    neg = torch.randint(0, num_items, (K,))
+    idx = torch.randint(0, users_P.numel(), (B,), device=dev)
+    neg = torch.randint(0, num_items, (K,), device=dev)
     opt.zero_grad(set_to_none=True)
     loss = loss_fn(users_P[idx], items_P[idx], neg)
     loss.backward()
@@ -151,7 +152,7 @@ def torch_variant(workload: str, path: str, steps: int, compiled: bool) -> dict:
   t = time.perf_counter()
   for _ in range(steps):
     loss = step()
-  float(loss)
+  float(loss)  # waits for the device
   return {"steps_per_second": steps / (time.perf_counter() - t), "peak_mb": _peak_mb()}
 
 
