@@ -8,26 +8,14 @@ import sys
 import pytest
 
 from experiments import sweep
-from experiments.configs import synthetic
 from jaxrec import config, data, step, train
 from jaxrec.data import DataError
+import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def cfg(**over):
-  c = synthetic.get_config()
-  c.data.num_users = 300
-  c.data.num_items = 200
-  c.data.interactions_per_user = 10
-  c.model.dim = 8
-  c.model.hidden = (16,)
-  c.train.steps = 60
-  c.train.batch_size = 32
-  c.train.log_every = 20
-  c.train.checkpoint_every = 0
-  c.sampler.num_negatives = 8
-  return sweep.apply_overrides(c, tuple(over.items()))
+cfg = tiny.config
 
 
 @pytest.mark.parametrize(

@@ -12,25 +12,16 @@ from experiments import report, sweep
 from experiments.configs import common, synthetic
 from experiments.configs import folding as folding_config
 from jaxrec import step, train
+import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cfg(**over):
-  c = synthetic.get_config()
-  c.data.num_users = 300
-  c.data.num_items = 200
-  c.data.interactions_per_user = 10
-  c.data.valid_fraction = 0.2
-  c.model.dim = 8
-  c.model.hidden = (16,)
-  c.train.steps = 60
-  c.train.batch_size = 32
-  c.train.log_every = 10
-  c.train.checkpoint_every = 0
-  c.sampler.num_negatives = 8
-  c.eval.every = 20
-  return sweep.apply_overrides(c, tuple(over.items()))
+  """tests/tiny.py's config with a validation part, a log line every 10 steps and a
+  validation evaluation every 20."""
+  base = {"data.valid_fraction": 0.2, "train.log_every": 10, "eval.every": 20}
+  return tiny.config(**{**base, **over})
 
 
 def _fake_clock(monkeypatch, *, compile_s=50.0, step_s=0.01, eval_s=100.0):
