@@ -228,13 +228,9 @@ def main(argv):
           n = _TORCH_W1_STEPS.value if w == "w1" and v.startswith("torch") else steps[w]
           res = _spawn(f"{w}:{v}", path, n)
           print(f"  {w} round {r + 1}: {v:34s} {json.dumps(res)}", flush=True)
-          old = best.get(v)
-          if "error" not in res and (
-              old is None or res["steps_per_second"] > old.get("steps_per_second", 0.0)
-          ):
-            best[v] = res
-          elif old is None:
-            best[v] = res
+          # the fastest round; a failed round only where no round succeeded
+          rate = lambda x: -1.0 if "error" in x else x["steps_per_second"]
+          best[v] = max([x for x in (best.get(v), res) if x is not None], key=rate)
       summary[w] = best
       print(
           f"{w.upper()} (N = {sizes[w]:,}, B = {B}, D = {D}{', K = %d' % K if w == 'w1' else ''}):"
