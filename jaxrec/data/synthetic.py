@@ -170,7 +170,8 @@ def make_folding_world(
     seed: int = 0,
     topics_per_group: int | None = None,
     topic_affinity: float = 0.8,
-) -> Interactions:
+    return_topics: bool = False,
+) -> Interactions | tuple[Interactions, np.ndarray, np.ndarray]:
   """G groups of users and items; users stay (mostly) inside their group.
 
   Layout (deterministic): items are split into G contiguous blocks of sizes differing by at
@@ -195,7 +196,9 @@ def make_folding_world(
   ``topics_per_group`` defaults to as many topics (at most 5) as hold k items each. Returned
   rows are sorted by (user, item); ``timestamps`` are each user's events in a random order
   (0..k-1), so leave-last-out has something to use; no weights; ``user_groups`` and
-  ``item_groups`` hold the group labels. Deterministic in ``seed``.
+  ``item_groups`` hold the group labels. Deterministic in ``seed``. With
+  ``return_topics``: ``(interactions, user_topics[U], item_topics[N])``, the topic of each
+  user and item (0..T-1; the ground truth that synthetic side features are made from).
   """
   G = _check_int("num_groups", num_groups, 1)
   U = _check_int("num_users", num_users, 1)
@@ -279,7 +282,7 @@ def make_folding_world(
   item_ids = item_at[np.concatenate(pair_pos)]
   order = np.lexsort((item_ids, user_ids))
   timestamps = rng.permuted(np.tile(np.arange(k, dtype=np.int64), (U, 1)), axis=1)
-  return Interactions(
+  inter = Interactions(
       user_ids[order],
       item_ids[order],
       U,
@@ -288,6 +291,7 @@ def make_folding_world(
       user_groups=user_groups,
       item_groups=item_groups,
   )
+  return (inter, user_topics, local_rank % T) if return_topics else inter
 
 
 def language_split(inter: Interactions, num_copies: int, seed: int = 0) -> Interactions:
