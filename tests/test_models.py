@@ -213,7 +213,7 @@ def test_user_features_add_to_the_mf_query_and_item_features_to_item_rows():
   np.testing.assert_allclose(off[1], ie["embed_genres"][0] + ie["embed_year"][0], rtol=1e-6)
 
 
-@pytest.mark.parametrize("rows", [7, models.ONE_HOT_ROWS + 1])  # one-hot and gather paths
+@pytest.mark.parametrize("rows", [7, models.ONE_HOT_CELLS])  # one-hot (7 x 3 slots), gather
 def test_embed_bag_masked_mean_or_unknown_row_and_its_gradient(rows):
   """embed_bag = mean of the rows of ids > 0 (repeats count), else row 0; its gradient
   w.r.t. the table is the bag weights summed over the rows (closed form)."""
