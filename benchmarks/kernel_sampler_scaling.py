@@ -16,8 +16,8 @@ tree depth and size, and the ratio time(N_max) / time(N_min) of the medians. Tar
   python -m benchmarks.kernel_sampler_scaling                 # N = 10k, 1M
   python -m benchmarks.kernel_sampler_scaling --sizes=10000,100000 --steps=3 --repeats=2
 
-Memory: at N = 1M, L = 128, D = 32 the tree is 2 x 8192 nodes x D^2 floats (67 MB) and the
-table 128 MB.
+Memory: at N = 1M, L = 128, D = 32 the tree is 2 x 8192 nodes x D (D + 1) / 2 floats (35 MB)
+and the table 128 MB.
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ def main(argv):
     t0 = time.perf_counter()
     tree, items, out = step(tree, items, jax.random.PRNGKey(0))
     out.block_until_ready()
-    p = tree.gram_Px2xDxD.shape[0]
+    p = tree.gram_Px2xF.shape[0]
     print(
         f"N={n}: compiled+1 step {time.perf_counter() - t0:.1f}s; depth {p.bit_length() - 1}, "
-        f"{2 * p} nodes ({tree.gram_Px2xDxD.nbytes / 2**20:.0f} MB)",
+        f"{2 * p} nodes ({tree.gram_Px2xF.nbytes / 2**20:.0f} MB)",
         flush=True,
     )
     runs[n] = [step, tree, items, []]

@@ -812,14 +812,28 @@ class KernelTree(NamedTuple):
   unused. Each node stores the Gramian G_n = sum_{j under n} v_j v_j^T and the count c_n,
   so that its kernel mass for a query x is
 
-    M_n(x) = sum_{j under n} (alpha (x . v_j)^2 + 1) = alpha x^T G_n x + c_n.
+    M_n(x) = sum_{j under n} (alpha (x . v_j)^2 + 1) = alpha x^T G_n x + c_n
+           = alpha <packed(G_n), packed(w * x x^T)> + c_n,
 
-  Stored as child pairs ([P,2,...], pair n = nodes 2n, 2n+1): a descent step reads one
-  contiguous block. Memory 2P (D^2 + 1) floats (N=1M, L=128, D=64: 268 MB).
+  packed(.) the F = D (D + 1) / 2 entries of the upper triangle (`_triu`) and w = 1 on the
+  diagonal, 2 off it. Stored packed as child pairs ([P,2,F], pair n = nodes 2n, 2n+1): a
+  descent step reads one contiguous block of 2F floats, about half of two D x D matrices.
+  Memory 2P (F + 1) floats (N=1M, L=128, D=64: 136 MB).
   """
 
-  gram_Px2xDxD: Array
+  gram_Px2xF: Array
   count_Px2: Array
+
+
+def _triu(dim: int) -> tuple[np.ndarray, np.ndarray]:
+  """Row and column indices of the upper triangle of a D x D matrix, F = D (D + 1) / 2."""
+  return np.triu_indices(dim)
+
+
+def _packed_outer(x_MxD: Array) -> Array:
+  """[M, F]: the upper triangle of each row's outer product x x^T."""
+  iu, ju = _triu(x_MxD.shape[-1])
+  return x_MxD[:, iu] * x_MxD[:, ju]
 
 
 def kernel_leaf_size(num_items: int, leaf_size: int) -> int:
@@ -836,16 +850,17 @@ def kernel_tree(items_NxD: Array, leaf_size: int) -> KernelTree:
   x_CxLxD = jnp.pad(items_NxD, ((0, num_leaves * leaf - num_items), (0, 0))).reshape(
       num_leaves, leaf, dim
   )
-  gram_CxDxD = jnp.einsum("cld,cle->cde", x_CxLxD, x_CxLxD)
+  iu, ju = _triu(dim)
+  gram_CxF = jnp.einsum("cld,cle->cde", x_CxLxD, x_CxLxD)[:, iu, ju]
   count_C = jnp.minimum(num_items - leaf * jnp.arange(num_leaves), leaf).astype(jnp.float32)
-  levels_g = [jnp.zeros((p, dim, dim), items_NxD.dtype).at[:num_leaves].set(gram_CxDxD)]
+  levels_g = [jnp.zeros((p, iu.size), items_NxD.dtype).at[:num_leaves].set(gram_CxF)]
   levels_c = [jnp.zeros((p,), jnp.float32).at[:num_leaves].set(count_C)]
   while levels_g[0].shape[0] > 1:  # parents: sums of the child pairs
     levels_g.insert(0, levels_g[0][0::2] + levels_g[0][1::2])
     levels_c.insert(0, levels_c[0][0::2] + levels_c[0][1::2])
-  heap_g = jnp.concatenate([jnp.zeros((1, dim, dim), items_NxD.dtype)] + levels_g)
+  heap_g = jnp.concatenate([jnp.zeros((1, iu.size), items_NxD.dtype)] + levels_g)
   heap_c = jnp.concatenate([jnp.zeros((1,), jnp.float32)] + levels_c)
-  return KernelTree(heap_g.reshape(p, 2, dim, dim), heap_c.reshape(p, 2))
+  return KernelTree(heap_g.reshape(p, 2, iu.size), heap_c.reshape(p, 2))
 
 
 def _first_occurrence(ids_M: Array) -> Array:
@@ -863,19 +878,17 @@ def kernel_tree_update(
   same rows and count once): G_n += v_new v_new^T - v_old v_old^T on the path of each
   row's leaf to the root (Blanc & Rendle, Fig. 1b). O(M D^2 log(N / L)), independent of N
   beyond the depth; the counts do not change."""
-  p, _, dim, _ = tree.gram_Px2xDxD.shape
+  p, _, f = tree.gram_Px2xF.shape
   first_M = _first_occurrence(ids_M)
   old_MxD = jnp.where(first_M[:, None], old_MxD, 0.0)
   new_MxD = jnp.where(first_M[:, None], new_MxD, 0.0)
-  delta_MxDxD = jnp.einsum("md,me->mde", new_MxD, new_MxD) - jnp.einsum(
-      "md,me->mde", old_MxD, old_MxD
-  )
-  heap = tree.gram_Px2xDxD.reshape(2 * p, dim, dim)
+  delta_MxF = _packed_outer(new_MxD) - _packed_outer(old_MxD)
+  heap = tree.gram_Px2xF.reshape(2 * p, f)
   node_M = p + ids_M // leaf_size  # (N < leaf_size: one leaf, ids // leaf_size = 0)
   for _ in range(p.bit_length()):  # the leaf, then each ancestor up to the root
-    heap = heap.at[node_M].add(delta_MxDxD)
+    heap = heap.at[node_M].add(delta_MxF)
     node_M = node_M // 2
-  return tree._replace(gram_Px2xDxD=heap.reshape(p, 2, dim, dim))
+  return tree._replace(gram_Px2xF=heap.reshape(p, 2, f))
 
 
 def kernel_sample(
@@ -898,7 +911,8 @@ def kernel_sample(
   product telescopes to q(j | x) when the tree holds the statistics of items_NxD;
   log_q is the product of the probabilities the draw actually took (exact for the
   procedure even if float rounding made a parent differ slightly from its children's
-  sum). Cost per draw O(D^2 log(N / L) + L D); memory O(B L D) per slot of K.
+  sum). Cost per draw O(D^2 log(N / L) + L D), the D^2 a dot of the packed Gramian
+  (`KernelTree`); memory O(B L D) per slot of K.
   Unlike softmax(s), q is symmetric in s and never below 1 / (alpha max s^2 + 1) of the
   largest: a proposal whose logQ correction stays bounded (Blanc & Rendle, Sec. 4.3,
   alpha = 100 in their experiments). The row's positive can be drawn; the loss masks it.
@@ -906,11 +920,13 @@ def kernel_sample(
   batch, dim, num_items = _check_embeddings(query_BxD, items_NxD)
   num_samples = check_int("num_samples", num_samples, 1)
   leaf = kernel_leaf_size(num_items, leaf_size)
-  p = tree.gram_Px2xDxD.shape[0]
+  p = tree.gram_Px2xF.shape[0]
   depth = p.bit_length() - 1
   alpha = jnp.asarray(alpha, jnp.float32)
   x_BxD = query_BxD.astype(jnp.float32)
-  gram_PxF = tree.gram_Px2xDxD.reshape(p, 2 * dim * dim)
+  iu, ju = _triu(dim)
+  # w * x x^T packed, once per query: a node's x^T G x is then one dot of length F
+  xx_BxF = _packed_outer(x_BxD) * jnp.where(iu == ju, 1.0, 2.0).astype(jnp.float32)
   slots_L = jnp.arange(leaf, dtype=jnp.int32)
 
   def one_slot(k):  # the k-th draw of every row: [B]
@@ -918,11 +934,9 @@ def kernel_sample(
     node_B = jnp.ones((batch,), jnp.int32)
     log_p_B = jnp.zeros((batch,), jnp.float32)
     for level in range(depth):
-      # Row gather of the child pair, then a batched mat-vec: ~6x faster on CPU than one
-      # einsum over the gathered [B,2,D,D] block.
-      g_Bx2DxD = jnp.take(gram_PxF, node_B, axis=0).reshape(batch, 2 * dim, dim)
-      gx_Bx2xD = jax.lax.batch_matmul(g_Bx2DxD, x_BxD[:, :, None]).reshape(batch, 2, dim)
-      mass_Bx2 = alpha * jnp.sum(gx_Bx2xD * x_BxD[:, None, :], axis=2)
+      # Row gather of the packed child pair, then a batched mat-vec with xx.
+      g_Bx2xF = jnp.take(tree.gram_Px2xF, node_B, axis=0)
+      mass_Bx2 = alpha * jax.lax.batch_matmul(g_Bx2xF, xx_BxF[:, :, None])[:, :, 0]
       mass_Bx2 = jnp.maximum(mass_Bx2 + tree.count_Px2[node_B], 0.0)
       total_B = mass_Bx2[:, 0] + mass_Bx2[:, 1]
       right_B = u_BxV[:, level] * total_B >= mass_Bx2[:, 0]

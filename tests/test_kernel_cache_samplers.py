@@ -36,7 +36,7 @@ def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact():
   queries = np.random.default_rng(1).normal(size=(2, D)).astype(np.float32)
   query_BxD = jnp.asarray(np.repeat(queries, rows, axis=0))  # row b is query b // rows
   tree = samplers.kernel_tree(jnp.asarray(items), LEAF)
-  assert tree.gram_Px2xDxD.shape == (16, 2, D, D)
+  assert tree.gram_Px2xF.shape == (16, 2, D * (D + 1) // 2)
   draw = jax.jit(
       lambda key: samplers.kernel_sample(
           key, tree, query_BxD, jnp.asarray(items), k, alpha=alpha, leaf_size=LEAF
@@ -68,10 +68,11 @@ def test_kernel_tree_update_equals_the_tree_rebuilt_from_scratch():
   )
   want = samplers.kernel_tree(jnp.asarray(new), LEAF)
   # float32 sums of ~10-150 outer products of O(1) entries: errors ~1e-5 absolute.
-  np.testing.assert_allclose(got.gram_Px2xDxD, want.gram_Px2xDxD, atol=1e-4, rtol=1e-5)
+  np.testing.assert_allclose(got.gram_Px2xF, want.gram_Px2xF, atol=1e-4, rtol=1e-5)
   np.testing.assert_array_equal(got.count_Px2, want.count_Px2)
-  # and the root's Gramian is the whole table's V^T V (numpy)
-  np.testing.assert_allclose(got.gram_Px2xDxD[0, 1], new.T @ new, rtol=1e-4, atol=1e-4)
+  # and the root's Gramian is the upper triangle of the whole table's V^T V (numpy)
+  iu, ju = np.triu_indices(D)
+  np.testing.assert_allclose(got.gram_Px2xF[0, 1], (new.T @ new)[iu, ju], rtol=1e-4, atol=1e-4)
 
 
 def _small(**over):
@@ -107,7 +108,7 @@ def test_train_step_keeps_the_kernel_tree_equal_to_a_rebuild(world, normalize):
   c = _small(**{"sampler.name": "kernel", "sampler.kernel_leaf": 16, "model.normalize": normalize})
   spec, state = _run_steps(c, world, 5)
   want = samplers.kernel_tree(step.item_embeddings(spec, state), 16)
-  np.testing.assert_allclose(state.freq.gram_Px2xDxD, want.gram_Px2xDxD, atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(state.freq.gram_Px2xF, want.gram_Px2xF, atol=1e-4, rtol=1e-4)
 
 
 def test_negative_cache_refresh_bounds_staleness():
