@@ -49,10 +49,12 @@ JUDGED = (
     "mixed",
     "hard_exact",
     "hard_pool",
+    "kernel",
+    "neg_cache",
 )
 # quick trains one of each kind (no negatives, gravity, full softmax, the four cheap
 # samplers with log-Q, one hard sampler) and leaves out in_batch-nologq, hard_exact,
-# hard_topk and WALS: 42-47 s on a 2-core box, where all 13 took 91-102 s.
+# hard_topk, kernel, neg_cache and WALS.
 QUICK = (
     "positive_only",
     "positive_only+gravity",
@@ -81,6 +83,9 @@ def strategies():
       ("hard_exact", {**sampled, "sampler.name": "hard_exact"}),
       ("hard_pool", {**sampled, "sampler.name": "hard_pool"}),
       ("hard_topk", {**sampled, "sampler.name": "hard_topk"}),
+      # Blanc & Rendle's quadratic-kernel tree and Lindgren et al.'s negative cache
+      ("kernel", {**sampled, "sampler.name": "kernel"}),
+      ("neg_cache", {**sampled, "sampler.name": "neg_cache"}),
       # matrix factorisation by weighted ALS, without and with the unobserved weight w0
       ("wals_w0=0", {"model.name": "wals", "model.unobserved_weight": 0.0}),
       ("wals_w0=0.1", {"model.name": "wals", "model.unobserved_weight": 0.1}),
