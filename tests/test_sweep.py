@@ -328,7 +328,7 @@ def test_ablation_configs_keep_their_recorded_sweeps():
     c = importlib.import_module(f"experiments.configs.{name}").get_config(arg)
     return [r.strategy for r in sweep.select(sweep.declared_runs(c), c.sweep.only)]
 
-  assert labels("folding") == [
+  default = [
       "positive_only",
       "positive_only+gravity",
       "full_softmax",
@@ -340,9 +340,12 @@ def test_ablation_configs_keep_their_recorded_sweeps():
       "hard_exact",
       "hard_pool",
       "hard_topk",
+      "neg_cache",
       "wals_w0=0",
       "wals_w0=0.1",
   ]
+  assert labels("folding") == default
+  assert labels("folding", "all") == default[:11] + ["kernel"] + default[11:]
   assert labels("logq") == [f"T={t},{q}" for t in (0.05, 0.07, 0.14) for q in ("no_logq", "logq")]
   nvq = labels("negatives_vs_quality")
   assert len(nvq) == 1 + 2 * (6 * 6 - 2 - 1) and "in_batch,K=256,logq" not in nvq
