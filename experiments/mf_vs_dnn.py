@@ -348,7 +348,7 @@ def run(config, workdir: str, log=print) -> dict:
   log(f"[1/4] features written to {os.path.join(workdir, 'features')}")
   log("[2/4] tuning on the synthetic world's validation carve, then the final runs")
   tuned = tune.run(config, os.path.join(workdir, "tune"), log=lambda s: log("  " + s))
-  base, spec = tune._split(config)
+  base, spec = tune.check(config)
   finals = {x["method"]: x["final_overrides"] for x in tuned["methods"]}
   seeds = [int(s) for s in spec.seeds]
   methods = {x.label: x for x in tune.methods(base, spec)}
@@ -368,7 +368,10 @@ def run(config, workdir: str, log=print) -> dict:
   keys += ("serve_batch", "serve_k")
   want = {k: m[k] for k in keys}
   want["sizes"] = [int(n) for n in want["sizes"]]
-  t = json.load(open(tpath)) if os.path.exists(tpath) else None
+  t = None
+  if os.path.exists(tpath):
+    with open(tpath) as f:
+      t = json.load(f)
   if t is None or t.get("setting") != want:
     t = {**timing(base, m, log=log), "setting": want}
     write_json_atomic(tpath, t)

@@ -125,24 +125,14 @@ def test_quick_argv():
 
 
 def _tiny_config():
+  """The quick variant on tests/tiny.py's world and model sizes."""
   c = cfg.get_config("quick")
   t = tiny.config()
   with c.unlocked():
-    for section in ("data", "model", "train"):
-      for key in (
-          "num_users",
-          "num_items",
-          "interactions_per_user",
-          "dim",
-          "hidden",
-          "steps",
-          "batch_size",
-          "log_every",
-      ):
-        if key in t[section]:
-          c[section][key] = t[section][key]
-    c.sampler.num_negatives = 8
-    c.data.num_items = 200
+    c.data.update({k: t.data[k] for k in ("num_users", "num_items", "interactions_per_user")})
+    c.model.update({k: t.model[k] for k in ("dim", "hidden")})
+    c.train.update({k: t.train[k] for k in ("steps", "batch_size", "log_every")})
+    c.sampler.num_negatives = t.sampler.num_negatives
     c.mvd.candidates = 20
     c.mvd.sizes = (1000, 2000)
     c.mvd.timing_users = 100
