@@ -110,7 +110,10 @@ def embed_bag(table_VxE: Array, ids_RxL: Array) -> Array:
     weights_RxV = jnp.einsum("rlv,rl->rv", onehot_RxLxV, mask_RxL) / jnp.maximum(count_Rx1, 1.0)
     weights_RxV = weights_RxV.at[:, 0].add((count_Rx1[:, 0] == 0).astype(table_VxE.dtype))
     return weights_RxV @ table_VxE
-  summed_RxE = jnp.sum(table_VxE[ids_RxL] * mask_RxL[..., None], axis=1)
+  # Empty slots read an appended zero row, so the sum needs no [R, L, E] mask.
+  padded_WxE = jnp.concatenate([table_VxE, jnp.zeros_like(table_VxE[:1])])
+  slots_RxL = jnp.where(ids_RxL > 0, ids_RxL, table_VxE.shape[0])
+  summed_RxE = jnp.sum(padded_WxE[slots_RxL], axis=1)
   return jnp.where(count_Rx1 > 0, summed_RxE / jnp.maximum(count_Rx1, 1.0), table_VxE[0])
 
 
