@@ -51,7 +51,6 @@ from experiments.configs import mf_vs_dnn as cfg
 from experiments.sweep import Run
 from jaxrec import config as config_lib
 from jaxrec import data, models, step
-from jaxrec.data import synthetic
 from jaxrec.workdir import write_json_atomic
 
 CONFIG = "experiments/configs/mf_vs_dnn.py"
@@ -68,15 +67,8 @@ def write_features(folder: str, data_cfg, interest_noise: float, seed: int = 0) 
   """users.csv (user, country = language, interest = preferred topic, replaced by a
   uniform topic with probability `interest_noise`) and items.csv (item, language, topic)
   for the synthetic world of `data_cfg`; returns the data.* keys that read them."""
-  world, user_topics, item_topics = synthetic.make_folding_world(
-      num_groups=data_cfg.num_groups,
-      num_users=data_cfg.num_users,
-      num_items=data_cfg.num_items,
-      interactions_per_user=data_cfg.interactions_per_user,
-      zipf_exponent=data_cfg.zipf_exponent,
-      noise=data_cfg.noise,
-      seed=int(data_cfg.seed),
-      return_topics=True,
+  world, user_topics, item_topics = data.synthetic_world(
+      data_cfg, int(data_cfg.seed), return_topics=True
   )
   rng = np.random.default_rng(seed)
   topics = int(item_topics.max()) + 1
@@ -175,7 +167,7 @@ def quality_rows(world: str, run_dir, labels, seeds, splits, candidates: int, k:
 def _final_data(base, overrides):
   """The splits the final runs of `base` (+ overrides) trained and were tested on."""
   c = sweep.apply_overrides(base, tuple(overrides))
-  return data.load_data(c.data, int(c.data.seed) if int(c.data.seed) >= 0 else int(c.seed))
+  return data.load_data(c.data, config_lib.data_seed(c))
 
 
 def split_world(base: ml_collections.ConfigDict, m) -> ml_collections.ConfigDict:
@@ -422,7 +414,7 @@ def write_report(workdir, rows, t, tuned, seconds) -> None:
   judged = report_lib.judge(rows, claims)
   lines = ["# MF against the softmax DNN: the course's closing claims", ""]
   lines += report_lib.claims_section(rows, claims)[1:]
-  why = [explain(j) for j in judged if j["verdict"] != "held" and explain(j)]
+  why = [p for p in (explain(j) for j in judged if j["verdict"] != "held") if p]
   if why:
     lines += ["", "Where a verdict differs from the course:", ""] + why
   for world in WORLDS:

@@ -68,6 +68,21 @@ def as_splits(data) -> Splits:
   return Splits(*data)
 
 
+def synthetic_world(data_cfg, seed: int, **kw):
+  """`make_folding_world` with the sizes of config.data (`kw`: its other arguments, e.g.
+  return_topics=True)."""
+  return make_folding_world(
+      num_groups=data_cfg.num_groups,
+      num_users=data_cfg.num_users,
+      num_items=data_cfg.num_items,
+      interactions_per_user=data_cfg.interactions_per_user,
+      zipf_exponent=data_cfg.zipf_exponent,
+      noise=data_cfg.noise,
+      seed=seed,
+      **kw,
+  )
+
+
 def load_data(data_cfg, seed: int) -> Splits:
   """(config.data, seed) -> `Splits(train, valid, test)` in one id space: read (or
   generate), k-core filter, language split, then the seeded three-way split (`split3`);
@@ -80,15 +95,7 @@ def load_data(data_cfg, seed: int) -> Splits:
     train, test = (features.attach(part, data_cfg) for part in load_lightgcn(data_cfg.path))
     return carve_valid(train, test, kind=data_cfg.split, valid_fraction=valid_fraction, seed=seed)
   if data_cfg.name == "synthetic":
-    inter = make_folding_world(
-        num_groups=data_cfg.num_groups,
-        num_users=data_cfg.num_users,
-        num_items=data_cfg.num_items,
-        interactions_per_user=data_cfg.interactions_per_user,
-        zipf_exponent=data_cfg.zipf_exponent,
-        noise=data_cfg.noise,
-        seed=seed,
-    )
+    inter = synthetic_world(data_cfg, seed)
   else:
     inter = READERS[data_cfg.name](data_cfg)
     _check_weights(inter, data_cfg.path)
@@ -123,6 +130,7 @@ __all__ = [
     "as_splits",
     "carve_valid",
     "features",
+    "synthetic_world",
     "k_core",
     "language_split",
     "load_csv",
