@@ -130,7 +130,6 @@ __all__ = [
     "as_splits",
     "carve_valid",
     "features",
-    "synthetic_world",
     "k_core",
     "language_split",
     "load_csv",
@@ -141,4 +140,5 @@ __all__ = [
     "make_folding_world",
     "split",
     "split3",
+    "synthetic_world",
 ]
