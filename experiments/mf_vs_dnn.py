@@ -329,6 +329,12 @@ def run(config, workdir: str, log=print) -> dict:
   m = config.mvd
   with config.unlocked():
     del config["mvd"]
+  only = [x for x in config.tune.get("only", "").split(",") if x]
+  if only and cfg.WALS not in only:
+    raise tune.ConfigError(
+        f"tune.only={config.tune.only!r} leaves out {cfg.WALS!r}, the first stage whose top "
+        f"{m.candidates} are claim 3's candidate sets; add it"
+    )
   t0 = time.time()
   feats = write_features(os.path.join(workdir, "features"), config.data, float(m.interest_noise))
   labels = [x[0] for x in config.tune.methods]

@@ -174,3 +174,13 @@ def test_the_command_on_a_tiny_world(tmp_path):
   mf_vs_dnn.run(_tiny_config(), wd, log=logs.append)
   assert os.path.getmtime(os.path.join(wd, "timing.json")) == mtime
   assert any("already measured" in s for s in logs)
+
+
+def test_only_without_the_first_stage_fails_before_any_work(tmp_path):
+  """Claim 3 ranks within WALS's top-N: tune.only without WALS is a config error, raised
+  before the features or any run is written."""
+  c = _tiny_config()
+  c.tune.only = f"{cfg.MF},{cfg.DNN}"
+  with pytest.raises(sweep.ConfigError, match="WALS"):
+    mf_vs_dnn.run(c, str(tmp_path / "w"), log=lambda s: None)
+  assert not os.path.exists(tmp_path / "w")
