@@ -108,6 +108,20 @@ def methods():
               "model.regularization": (0.0001, 0.0003, 0.001),
           },
       ),
+      # The joint search of Rendle et al. 2022 (w0 with lambda): two more rounds moving w0
+      # either side of 0.1, lambda around the first rounds' flat optimum (1e-4 to 3e-4).
+      *(
+          (
+              f"iALS (round 3: w0 {w0})",
+              {"model.name": "wals", "model.iterations": 16, "model.reg_scaling": "frequency"},
+              {
+                  "model.dim": (256,),
+                  "model.unobserved_weight": (w0,),
+                  "model.regularization": lambdas,
+              },
+          )
+          for w0, lambdas in ((0.03, (3e-5, 1e-4, 3e-4)), (0.3, (1e-4, 3e-4, 1e-3)))
+      ),
       (
           "in-batch softmax MF + log-Q",
           {"sampler.name": "in_batch", "train.batch_size": 2048},
