@@ -668,16 +668,17 @@ def hard_exact(
 
   Exact, with replacement: log_q = s_bj/T - logsumexp_j(s_bj/T). With this q the
   corrected logits s/T - log(K q) all equal log(Z/K): the zero-variance proposal that the
-  cheaper samplers approximate (Bengio & Senecal 2008; Blanc & Rendle 2018). Sampling is
-  two-level inverse CDF: a chunk c with probability exp(lse_c - lse), then an item inside
-  it with exp(s_j/T - lse_c); the product is exactly softmax(s/T)_j. (With replacement is
+  cheaper samplers approximate (Bengio & Senecal 2008; Blanc & Rendle 2018). (With replacement is
   used instead of Gumbel-top-k, which samples without replacement and whose per-draw
   probabilities are not q after the first draw.)
 
-  chunk_size=None materializes the [B,N] scores (blocks of ceil(sqrt N) for precision);
-  the row's lse comes from the draw's own block log-sum-exps (one exp pass over [B,N]).
-  With chunk_size the items are streamed in chunks twice (per-chunk log-sum-exp, then the
-  within-chunk draws), so no [B,N] array exists: memory O(B*chunk + B*K*N/chunk).
+  chunk_size=None materializes the [B,N] scores and draws by two-level inverse CDF
+  (`draw_from_logits_lse`: a block of ceil(sqrt N) items with probability exp(lse_c -
+  lse), then an item inside it with exp(s_j/T - lse_c)); the row's lse comes from those
+  block log-sum-exps (one exp pass over [B,N]).
+  With chunk_size the items are streamed once in chunks (one matmul and one exp per chunk):
+  each draw is a weighted reservoir of one (Chao 1982) over the chunks, and the running
+  log-sum-exp gives log q at the end, so no [B,N] array exists: memory O(B*chunk + B*K).
   The row's positive can be drawn; `sampled_softmax` masks it as an accidental hit.
   """
   batch, _, num_items = _check_embeddings(query_BxD, items_NxD)
@@ -691,17 +692,30 @@ def hard_exact(
     chunk = min(check_int("chunk_size", chunk_size, 1), num_items)
     num_chunks = -(-num_items // chunk)
     block = _block_scores_fn(scaled_BxD, items_NxD, chunk)
-    lse_CxB = jax.lax.map(lambda c: jax.nn.logsumexp(block(c)[0], axis=1), jnp.arange(num_chunks))
-    lse_B = jax.nn.logsumexp(lse_CxB, axis=0)
-    u_chunk, u_item = jax.random.uniform(key, (2, batch, num_samples))
-    chunk_BxK = _draw_rows(u_chunk, jnp.exp(lse_CxB.T - lse_B[:, None]))
 
-    def body(ids_BxK, c):
+    def body(carry, c):
+      # Each of the K slots of a row keeps one item; chunk c replaces it, with probability
+      # Z_c / Z_{<=c} (Z: the mass exp(s/T) seen so far, kept relative to a running max),
+      # by a draw from within the chunk. By induction a slot holds j with probability
+      # exp(s_j/T) / Z_{<=c}: after the last chunk, softmax(s/T), the K slots independent.
+      ids_BxK, max_B, mass_B = carry
       scores_BxS, ids_S = block(c)
-      j = _draw_rows(u_item, jnp.exp(scores_BxS - lse_CxB[c][:, None]), "scan")
-      return jnp.where(chunk_BxK == c, ids_S[j], ids_BxK), None
+      new_max_B = jnp.maximum(max_B, jnp.max(scores_BxS, axis=1))
+      w_BxS = jnp.exp(scores_BxS - new_max_B[:, None])
+      chunk_mass_B = jnp.sum(w_BxS, axis=1)
+      mass_B = mass_B * jnp.exp(max_B - new_max_B) + chunk_mass_B
+      u_keep, u_item = jax.random.uniform(jax.random.fold_in(key, c), (2, batch, num_samples))
+      take = u_keep * mass_B[:, None] < chunk_mass_B[:, None]
+      ids_BxK = jnp.where(take, ids_S[_draw_rows(u_item, w_BxS, "scan")], ids_BxK)
+      return (ids_BxK, new_max_B, mass_B), None
 
-    ids, _ = jax.lax.scan(body, jnp.zeros((batch, num_samples), jnp.int32), jnp.arange(num_chunks))
+    init = (
+        jnp.zeros((batch, num_samples), jnp.int32),
+        jnp.full((batch,), -jnp.inf, scaled_BxD.dtype),
+        jnp.zeros((batch,), scaled_BxD.dtype),
+    )
+    (ids, max_B, mass_B), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
+    lse_B = max_B + jnp.log(mass_B)
   ids = ids.astype(jnp.int32)
   scores_BxK = jnp.einsum("bd,bkd->bk", scaled_BxD, items_NxD[ids])
   return Negatives(ids, scores_BxK - lse_B[:, None])
