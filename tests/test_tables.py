@@ -64,6 +64,27 @@ def test_dedup_sum_drops_negative_and_large_ids():
   np.testing.assert_array_equal(np.asarray(summed)[2:], 0.0)
 
 
+@pytest.mark.parametrize("num_rows", [50, 100_000])  # heavy repeats; mostly distinct ids
+def test_dedup_sum_on_many_random_ids_matches_numpy(num_rows):
+  """5,000 ids with repeats and out-of-range ones: the unique ids sorted and padded with
+  num_rows, their summed gradients as np.unique + np.add.at give them."""
+  rng = np.random.default_rng(3)
+  ids = rng.integers(-3, num_rows + 3, size=5000).astype(np.int32)
+  grads = rng.normal(size=(5000, 3)).astype(np.float32)
+  uniq, summed = jax.jit(tables.dedup_sum, static_argnums=2)(
+      jnp.asarray(ids), jnp.asarray(grads), num_rows
+  )
+  valid = (ids >= 0) & (ids < num_rows)
+  want_ids, inverse = np.unique(ids[valid], return_inverse=True)
+  want = np.zeros((len(want_ids), 3))
+  np.add.at(want, inverse, grads[valid].astype(np.float64))
+  k = len(want_ids)
+  np.testing.assert_array_equal(np.asarray(uniq)[:k], want_ids)
+  np.testing.assert_array_equal(np.asarray(uniq)[k:], num_rows)
+  np.testing.assert_allclose(np.asarray(summed)[:k], want, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(summed)[k:], 0.0)
+
+
 def _dense_optax_step(opt, table, dense_grad, opt_state=None):
   params = jnp.asarray(table)
   opt_state = opt.init(params) if opt_state is None else opt_state
