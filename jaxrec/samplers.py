@@ -676,9 +676,10 @@ def hard_exact(
   (`draw_from_logits_lse`: a block of ceil(sqrt N) items with probability exp(lse_c -
   lse), then an item inside it with exp(s_j/T - lse_c)); the row's lse comes from those
   block log-sum-exps (one exp pass over [B,N]).
-  With chunk_size the items are streamed once in chunks (one matmul and one exp per chunk):
-  each draw is a weighted reservoir of one (Chao 1982) over the chunks, and the running
-  log-sum-exp gives log q at the end, so no [B,N] array exists: memory O(B*chunk + B*K).
+  With chunk_size the items are streamed once in chunks (one matmul and one exp per chunk,
+  the same two-level draw inside each): each draw is a weighted reservoir of one (Chao
+  1982) over the chunks, and the running log-sum-exp gives log q at the end, so no [B,N]
+  array exists: memory O(B*chunk + B*K).
   The row's positive can be drawn; `sampled_softmax` masks it as an accidental hit.
   """
   batch, _, num_items = _check_embeddings(query_BxD, items_NxD)
@@ -695,27 +696,28 @@ def hard_exact(
 
     def body(carry, c):
       # Each of the K slots of a row keeps one item; chunk c replaces it, with probability
-      # Z_c / Z_{<=c} (Z: the mass exp(s/T) seen so far, kept relative to a running max),
-      # by a draw from within the chunk. By induction a slot holds j with probability
+      # Z_c / Z_{<=c} (Z: the mass exp(s/T) of the chunk, of the chunks so far), by a draw
+      # from within the chunk. By induction a slot holds j with probability
       # exp(s_j/T) / Z_{<=c}: after the last chunk, softmax(s/T), the K slots independent.
-      ids_BxK, max_B, mass_B = carry
+      ids_BxK, lse_B = carry
       scores_BxS, ids_S = block(c)
-      new_max_B = jnp.maximum(max_B, jnp.max(scores_BxS, axis=1))
-      w_BxS = jnp.exp(scores_BxS - new_max_B[:, None])
-      chunk_mass_B = jnp.sum(w_BxS, axis=1)
-      mass_B = mass_B * jnp.exp(max_B - new_max_B) + chunk_mass_B
-      u_keep, u_item = jax.random.uniform(jax.random.fold_in(key, c), (2, batch, num_samples))
-      take = u_keep * mass_B[:, None] < chunk_mass_B[:, None]
-      ids_BxK = jnp.where(take, ids_S[_draw_rows(u_item, w_BxS, "scan")], ids_BxK)
-      return (ids_BxK, new_max_B, mass_B), None
+      k_item, k_keep = jax.random.split(jax.random.fold_in(key, c))
+      if num_samples * SMALL_BLOCK < chunk:  # few draws: only the chosen blocks searched
+        j_BxK, chunk_lse_B = draw_from_logits_lse(k_item, scores_BxS, num_samples)
+      else:  # many: one cumulative table over the chunk (faster here than sqrt blocks)
+        chunk_lse_B = jax.nn.logsumexp(scores_BxS, axis=1)
+        u_item = jax.random.uniform(k_item, (batch, num_samples))
+        j_BxK = _draw_rows(u_item, jnp.exp(scores_BxS - chunk_lse_B[:, None]), "scan")
+      lse_B = jnp.logaddexp(lse_B, chunk_lse_B)
+      u_BxK = jax.random.uniform(k_keep, (batch, num_samples))
+      take = u_BxK < jnp.exp(chunk_lse_B - lse_B)[:, None]
+      return (jnp.where(take, ids_S[j_BxK], ids_BxK), lse_B), None
 
     init = (
         jnp.zeros((batch, num_samples), jnp.int32),
         jnp.full((batch,), -jnp.inf, scaled_BxD.dtype),
-        jnp.zeros((batch,), scaled_BxD.dtype),
     )
-    (ids, max_B, mass_B), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
-    lse_B = max_B + jnp.log(mass_B)
+    (ids, lse_B), _ = jax.lax.scan(body, init, jnp.arange(num_chunks))
   ids = ids.astype(jnp.int32)
   scores_BxK = jnp.einsum("bd,bkd->bk", scaled_BxD, items_NxD[ids])
   return Negatives(ids, scores_BxK - lse_B[:, None])

@@ -240,12 +240,15 @@ def test_hard_exact_matches_softmax(chunk_size):
   )
 
 
-def test_hard_exact_few_draws_path_matches_softmax():
-  """K * 32 < N: the draws search only the chosen 32-wide blocks (the fast path)."""
+@pytest.mark.parametrize("chunk_size", [None, 130])  # 130: 3 chunks, the last shifted
+def test_hard_exact_few_draws_path_matches_softmax(chunk_size):
+  """K * 32 < N (or < the chunk): the draws search only the chosen 32-wide blocks (the
+  fast path); chunked, each chunk's draw is kept with probability Z_c / Z_{<=c}."""
   b, n, d, k, reps, temp = 2, 300, 4, 4, 15_000, 0.8
   q, v = _embeddings(14, b, n, d)
   keys = jax.random.split(jax.random.PRNGKey(15), reps)
-  neg = jax.jit(jax.vmap(lambda key: samplers.hard_exact(key, q, v, k, temperature=temp)))(keys)
+  draw = lambda key: samplers.hard_exact(key, q, v, k, temperature=temp, chunk_size=chunk_size)
+  neg = jax.jit(jax.vmap(draw))(keys)
   ids = np.asarray(neg.ids)  # [R, B, K]
   log_p = _np_log_softmax(np.asarray(q, np.float64) @ np.asarray(v, np.float64).T / temp)
   for row in range(b):
