@@ -419,6 +419,9 @@ def _check_eval(e, valid_fraction) -> None:
         f"eval.num_users={n!r} must be an integer >= 0 (validation users per validation "
         "evaluation; 0: all)"
     )
+  beta = e.get("logp_bias", 0.0)
+  if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta):
+    raise ConfigError(f"eval.logp_bias={beta!r} must be a finite number (0: no adjustment)")
   if not e.ks or any((not isinstance(k, int)) or k <= 0 for k in e.ks):
     raise ConfigError(f"eval.ks={e.ks!r} must be positive integers")
   if e.select:
@@ -444,6 +447,11 @@ def validate_config(config) -> None:
   _check_data(config.data)
   StepSpec.from_config(config)
   _check_eval(config.eval, config.data.valid_fraction)
+  if config.eval.get("logp_bias", 0.0) and not models.trained_by_step(config.model.name):
+    raise ConfigError(
+        f"eval.logp_bias applies to models trained by the step, not model.name="
+        f"{config.model.name!r}"
+    )
 
 
 def check_data_fit(config, num_users: int, num_items: int) -> None:

@@ -47,6 +47,28 @@ def evaluate_model(
   return out
 
 
+def with_logp_bias(query_UxD, items_NxD, train, beta: float):
+  """(query, items) whose dot products are the model's scores plus beta log p_j:
+  query' = [query, 1], item'_j = [item_j, beta log p_j], p_j = (c_j + 1) / (sum c + N)
+  with c_j item j's train count (add-one, so an item never seen has a finite log p).
+
+  A popularity adjustment at serving (config eval.logp_bias = beta): beta > 0 lifts
+  popular items, beta < 0 pushes them down, the counterpart of a log-Q correction applied
+  after training instead of in the loss (Menon et al. 2021's post-hoc logit adjustment).
+  beta = 0 returns the embeddings unchanged."""
+  if not beta:
+    return query_UxD, items_NxD
+  counts_N = np.bincount(train.item_ids, minlength=train.num_items).astype(np.float64)
+  log_p_N = np.log((counts_N + 1.0) / (counts_N.sum() + train.num_items))
+  query = np.asarray(query_UxD, np.float32)
+  items = np.asarray(items_NxD, np.float32)
+  bias = (float(beta) * log_p_N).astype(np.float32)[:, None]
+  return (
+      np.concatenate([query, np.ones((query.shape[0], 1), np.float32)], axis=1),
+      np.concatenate([items, bias], axis=1),
+  )
+
+
 def evaluate_scorer(scorer, train, test, eval_cfg, *, eval_users=None) -> dict[str, float]:
   """Full-ranking metrics of a closed-form model: `scorer.scores(users_B) -> [B, N]`
   (`metrics.evaluate_scores`) or, when it has them, its embeddings `query_UxD`/`items_NxD`;

@@ -195,8 +195,16 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
   return _finish(workdir, cfg_dict, mpath, splits, final, valid_final, selected_step, facts, log)
 
 
+def _served(query_UxD, items_NxD, splits, config):
+  """The embeddings as ranked: with eval.logp_bias, plus beta log p_j from train counts
+  (every metric of the evaluation, test_softmax_loss included, is then of those scores)."""
+  beta = float(config.eval.get("logp_bias", 0.0))
+  return evaluate.with_logp_bias(query_UxD, items_NxD, splits.train, beta)
+
+
 def _valid_metrics(spec, query_UxD, items_NxD, splits, config, valid_users) -> dict:
   """A validation evaluation: over `valid_users` (eval.num_users' sample; None: all)."""
+  query_UxD, items_NxD = _served(query_UxD, items_NxD, splits, config)
   return evaluate.evaluate_model(
       query_UxD,
       items_NxD,
@@ -211,6 +219,7 @@ def _valid_metrics(spec, query_UxD, items_NxD, splits, config, valid_users) -> d
 def _test_metrics(spec, query_UxD, items_NxD, splits, config) -> dict:
   """The one read of the test pairs: train and valid pairs masked."""
   known = _known_for_test(splits)
+  query_UxD, items_NxD = _served(query_UxD, items_NxD, splits, config)
   return evaluate.evaluate_model(
       query_UxD, items_NxD, known, splits.test, config.eval, temperature=spec.loss.temperature
   )

@@ -110,6 +110,7 @@ def get_config() -> ml_collections.ConfigDict:
   # always ranks every test user. results.json: run.eval_num_users.
   c.eval.num_users = 0
   c.eval.ks = (10, 20)
+  c.eval.logp_bias = 0.0  # beta: rank by score + beta log p_j (train popularity; 0: off)
   c.eval.chunk_size = 8192
   c.eval.save_embeddings = False  # write embeddings.npz (for the PCA picture)
   return c
