@@ -20,6 +20,10 @@ The config is a training config plus a `tune` section (`experiments.configs.comm
   tune.refit       True: the final runs train on train + valid (data.valid_fraction = 0)
                    for the selected number of epochs (steps scaled by 1 / (1 - valid
                    fraction)); False: they keep the carve and select on it again
+  tune.claims      optional: claims over the method labels (experiments/report.py's
+                   Claim: the paired difference of two methods' test metric over the
+                   final seeds against a threshold), declared before the run; report.md
+                   gives each one's 95% interval and verdict
 
 Trials: WORKDIR/trials/<method>/<n>/seed_<data_seed>; final runs:
 WORKDIR/final/<method>/seed_<s>. Finished runs are skipped, so an interrupted search
@@ -43,6 +47,7 @@ from absl import app, flags, logging
 import ml_collections
 import numpy as np
 
+from experiments import report as report_lib
 from experiments import sweep
 from experiments.sweep import ConfigError, Run
 from jaxrec import models
@@ -83,6 +88,13 @@ def check(config) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]
   labels = [m[0] for m in spec.methods]
   if len(set(labels)) != len(labels):
     raise ConfigError(f"tune.methods labels must be unique: {labels}")
+  try:
+    claims = report_lib.parse_claims(spec.get("claims", ()))
+  except ValueError as err:
+    raise ConfigError(f"tune.claims: {err}") from None
+  unknown = sorted({x for c in claims for x in (c.a, c.b) if x and x not in labels})
+  if unknown:
+    raise ConfigError(f"tune.claims name no method: {', '.join(unknown)}")
   for method in methods(base, spec):
     sweep.run_configs(method.base, [Run(_label(p), p) for p in method.points], [0])
   return base, spec
@@ -177,7 +189,15 @@ def run(config, workdir: str, *, log=print) -> dict:
         }
     )
   out["wall_seconds"] = time.time() - t0
+  claims = report_lib.parse_claims(spec.get("claims", ()))
+  rows = [{"strategy": r["method"], "seed": r["seed"], **r["test"]} for r in final_rows]
+  out["claims"] = [
+      {**j, "claim": j["claim"].text, "statistic": j["claim"].describe()}
+      for j in report_lib.judge(rows, claims)
+  ]
   _write(workdir, out, trial_rows, final_rows, metric, spec)
+  with open(os.path.join(workdir, "report.md"), "a") as f:
+    f.write("\n".join(report_lib.claims_section(rows, claims)) + ("\n" if claims else ""))
   return out
 
 

@@ -5,7 +5,9 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
+from scipy import stats
 
 from experiments import sweep, tune
 from experiments.configs import common, synthetic
@@ -45,8 +47,13 @@ def test_points_grid_and_random():
   assert tune.points({}, "random", 5, 0) == [()]
 
 
+_CLAIM = dict(text="mf finds held-out items", metric="recall@10", a="mf", op=">", threshold=0.0)
+
+
 def test_tune_picks_best_on_valid_and_reruns_with_refit(tmp_path):
-  out = tune.run(_config(), str(tmp_path), log=lambda *_: None)
+  cfg = _config()
+  cfg.tune.claims = (_CLAIM,)
+  out = tune.run(cfg, str(tmp_path), log=lambda *_: None)
   m = {x["method"]: x for x in out["methods"]}
   assert m["pop"]["num_trials"] == 1 and m["mf"]["num_trials"] == 3
   assert m["pop"]["seeds"] == [0] and m["mf"]["seeds"] == [0, 1]  # popularity ignores seeds
@@ -80,8 +87,19 @@ def test_tune_picks_best_on_valid_and_reruns_with_refit(tmp_path):
   mean = sum(r["metrics"]["recall@10"] for r in finals) / 2
   assert m["mf"]["test"]["recall@10"]["mean"] == pytest.approx(mean)
   assert m["mf"]["test"]["recall@10"]["n"] == 2
+  # the declared claim, judged on the final runs: mean -/+ t(0.975, 1) std / sqrt(2)
+  recalls = np.array([r["metrics"]["recall@10"] for r in finals])
+  half = stats.t.ppf(0.975, 1) * recalls.std(ddof=1) / np.sqrt(2)
+  (claim,) = out["claims"]
+  assert claim["n"] == 2 and claim["mean"] == pytest.approx(mean)
+  assert claim["lower"] == pytest.approx(mean - half) and claim["upper"] == pytest.approx(
+      mean + half
+  )
+  want = "held" if mean - half > 0 else "not resolved at 2 seeds"
+  assert claim["verdict"] == want
   report = (tmp_path / "report.md").read_text()
   assert "| mf | 3 x 200 |" in report and "| pop | 1 fits |" in report
+  assert "## Claims" in report and "| mf finds held-out items | recall@10: mf > 0 |" in report
   # trials.csv holds validation only
   header = (tmp_path / "trials.csv").read_text().splitlines()[0]
   assert "valid/recall@10" in header and "test/" not in header
@@ -105,5 +123,12 @@ def test_bad_tune_sections():
     tune.check(c)
   c.tune.only = "mf"
   assert [m.label for m in tune.methods(*tune.check(c))] == ["mf"]
+  c = _config()
+  c.tune.claims = ({**_CLAIM, "b": "nope"},)
+  with pytest.raises(sweep.ConfigError, match="tune.claims name no method: nope"):
+    tune.check(c)
+  c.tune.claims = ({**_CLAIM, "op": ">="},)
+  with pytest.raises(sweep.ConfigError, match="tune.claims"):
+    tune.check(c)
   with pytest.raises(sweep.ConfigError, match="no tune section"):
     tune.check(synthetic.get_config())

@@ -120,9 +120,11 @@ def tune(
     valid_fraction: float = 0.1,
     seeds=(0, 1, 2),
     refit: bool = True,
+    claims=(),
 ) -> ml_collections.ConfigDict:
   """The `tune` section that `experiments.tune` reads (its docstring describes the keys):
-  methods = ((label, {fixed key: value}, {searched key: (values, ...)}), ...)."""
+  methods = ((label, {fixed key: value}, {searched key: (values, ...)}), ...); claims:
+  experiments/report.py's Claim dicts over the method labels, judged on the final runs."""
   t = ml_collections.ConfigDict()
   t.title, t.select, t.mode, t.trials = title, select, mode, int(trials)
   t.methods = tuple(
@@ -131,6 +133,7 @@ def tune(
   )
   t.valid_fraction, t.data_seed, t.search_seed = float(valid_fraction), 0, 0
   t.seeds, t.refit, t.only = tuple(seeds), bool(refit), ""
+  t.claims = tuple(dict(c) for c in claims)
   return t
 
 
