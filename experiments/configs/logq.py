@@ -61,9 +61,63 @@ def strategies(config):
   ]
 
 
+LEARNING_RATES = (0.25, 0.5, 1.0)  # the `tune` variant's space for the trained arms
+
+
+def serving_label(temperature: float) -> str:
+  return f"T={temperature},no_logq+serving"
+
+
+def tune_methods():
+  """(label, fixed, space) of the `tune` variant: each method gets 3 trials.
+
+  log-Q on and off at each temperature search the Adagrad lr; the uncorrected model with
+  a popularity adjustment at serving (eval.logp_bias = beta: rank by cos + beta log p_j)
+  searches beta in {T/2, T, 2T} at lr 0.5 (an uncorrected in-batch softmax learns about
+  logit - log p_j at scale 1/T, so beta ~ T undoes it in cosine units); popularity and
+  EASE are the baselines."""
+  out = [
+      ("popularity", {"model.name": "popularity"}, {}),
+      ("EASE", {"model.name": "ease"}, {"model.ease_lambda": (100.0, 200.0, 500.0)}),
+  ]
+  for t in TEMPERATURES:
+    for q in (False, True):
+      fixed = {"loss.temperature": t, "sampler.logq": q}
+      out.append((label(t, q), fixed, {"train.learning_rate": LEARNING_RATES}))
+    betas = tuple(round(f * t, 4) for f in (0.5, 1.0, 2.0))
+    out.append(
+        (
+            serving_label(t),
+            {"loss.temperature": t, "sampler.logq": False, "train.learning_rate": 0.5},
+            {"eval.logp_bias": betas},
+        )
+    )
+  return out
+
+
+def tune_claims():
+  """Declared before the first `tune` run: at every temperature the corrected model beats
+  the uncorrected one (Yi et al., Table 1), and beats it with the serving adjustment too
+  (paired difference of test recall@10 over the final seeds > 0)."""
+  out = []
+  for t in TEMPERATURES:
+    for b, what in ((label(t, False), "no log-Q"), (serving_label(t), "no log-Q + beta log p")):
+      out.append(
+          dict(
+              text=f"T={t}: log-Q beats {what}",
+              metric="recall@10",
+              a=label(t, True),
+              op=">",
+              threshold=0.0,
+              b=b,
+          )
+      )
+  return out
+
+
 def get_config(arg=None):
   """Normalised two-tower MF, in-batch softmax, on ml-latest-small."""
-  v = common.parse_arg(arg, quick=False)
+  v = common.parse_arg(arg, quick=False, tune=False)
   c = common.movielens_base()
   c.model.update(name="mf", dim=64, normalize=True)
   c.loss.name = "sampled"
@@ -89,8 +143,24 @@ def get_config(arg=None):
           hash_alpha=0.01,
       ),
   )
+  if v.tune:
+    c.data.seed = 0  # one split; the seeds vary the training
+    c.eval.ks = (10, 20, 50, 100)
+    c.train.steps = 6000  # the cap; the step is chosen on validation
+    c.eval.every, c.eval.patience = 500, 3
+    c.tune = common.tune(
+        tune_methods(),
+        title="log-Q for in-batch negatives, tuned on validation",
+        select="valid/recall@10",
+        trials=3,
+        mode="grid",
+        claims=tune_claims(),
+    )
   if v.quick:
     common.quick_steps(c, 1000)
     c.sweep.seeds = (0,)
     c.sweep.simulation.steps = 4000
+    if v.tune:
+      c.eval.every = 250
+      c.tune.trials, c.tune.seeds = 1, (0, 1)
   return c
