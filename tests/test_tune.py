@@ -132,3 +132,20 @@ def test_bad_tune_sections():
     tune.check(c)
   with pytest.raises(sweep.ConfigError, match="no tune section"):
     tune.check(synthetic.get_config())
+
+
+def test_the_logq_tune_variant_gives_every_arm_the_same_budget_and_judges_pairs(tmp_path):
+  """configs/logq.py:tune: 3 trials for every searched arm, claims over its own arms (the
+  check validates every trial config and the claims' labels without reading data)."""
+  from experiments.configs import logq
+
+  c = logq.get_config("tune")
+  c.data.path = str(tmp_path)  # checked to exist, not read
+  base, spec = tune.check(c)
+  ms = {m.label: m for m in tune.methods(base, spec)}
+  assert {len(m.points) for label, m in ms.items() if label != "popularity"} == {3}
+  assert len(spec.claims) == 2 * len(logq.TEMPERATURES)
+  for claim in spec.claims:
+    assert claim["a"].endswith(",logq") and claim["b"] in ms and claim["threshold"] == 0.0
+  betas = [dict(p)["eval.logp_bias"] for p in ms[logq.serving_label(0.07)].points]
+  assert betas == [0.035, 0.07, 0.14]
