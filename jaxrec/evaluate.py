@@ -54,7 +54,8 @@ def with_logp_bias(query_UxD, items_NxD, train, beta: float):
 
   A popularity adjustment at serving (config eval.logp_bias = beta): beta > 0 lifts
   popular items, beta < 0 pushes them down, the counterpart of a log-Q correction applied
-  after training instead of in the loss (Menon et al. 2021's post-hoc logit adjustment).
+  after training instead of in the loss (the form of Menon et al. 2021's post-hoc logit
+  adjustment, its sign and size chosen on validation).
   beta = 0 returns the embeddings unchanged."""
   if not beta:
     return query_UxD, items_NxD
