@@ -149,3 +149,16 @@ def test_the_logq_tune_variant_gives_every_arm_the_same_budget_and_judges_pairs(
     assert claim["a"].endswith(",logq") and claim["b"] in ms and claim["threshold"] == 0.0
   betas = [dict(p)["eval.logp_bias"] for p in ms[logq.serving_label(0.07)].points]
   assert betas == [0.035, 0.07, 0.14]
+
+
+def test_the_gravity_mf_tune_variant_gives_every_arm_the_same_budget(tmp_path):
+  from experiments.configs import gravity_mf
+
+  c = gravity_mf.get_config("tune")
+  c.data.path = str(tmp_path)
+  base, spec = tune.check(c)
+  ms = {m.label: m for m in tune.methods(base, spec)}
+  assert {len(m.points) for label, m in ms.items() if label != "popularity"} == {3}
+  assert [(cl["a"], cl["b"]) for cl in spec.claims] == [
+      (label, "observed_only") for label, _ in gravity_mf.ARMS[1:]
+  ]
