@@ -162,3 +162,15 @@ def test_the_gravity_mf_tune_variant_gives_every_arm_the_same_budget(tmp_path):
   assert [(cl["a"], cl["b"]) for cl in spec.claims] == [
       (label, "observed_only") for label, _ in gravity_mf.ARMS[1:]
   ]
+
+
+def test_the_hard_negatives_tune_variant_gives_every_arm_the_same_budget(tmp_path):
+  from experiments.configs import hard_negatives as hn
+
+  c = hn.get_config("tune")
+  c.data.path = str(tmp_path)
+  base, spec = tune.check(c)
+  ms = {m.label: m for m in tune.methods(base, spec)}
+  assert {len(m.points) for label, m in ms.items() if label != "popularity"} == {3}
+  assert ms[hn.FULL].base.loss.name == "full" and ms[hn.EXACT].base.sampler.name == "hard_exact"
+  assert {cl["a"] for cl in spec.claims} <= set(ms) and {cl["b"] for cl in spec.claims} <= set(ms)

@@ -67,8 +67,42 @@ def strategies(config):
   return runs
 
 
+LEARNING_RATES = (0.001, 0.003, 0.01)  # the `tune` variant's Adam lr space, every arm alike
+EXACT, POOL, FULL = "hard_exact,f=1,T=0.5", "hard_pool,f=1,T=0.5", "full softmax"
+
+
+def tune_methods():
+  """(label, fixed, space) of the `tune` variant: all-uniform, the sweep's winner
+  (hard_exact, f = 1, T_h = 0.5), hard_pool at the same setting and the full softmax,
+  each searching Adam's lr (3 trials), with popularity and EASE."""
+  hard = {"sampler.hard_fraction": 1.0, "sampler.temperature": 0.5}
+  arms = (
+      (UNIFORM, {"sampler.name": "uniform"}),
+      (EXACT, {"sampler.name": "hard_exact", **hard}),
+      (POOL, {"sampler.name": "hard_pool", **hard}),
+      (FULL, {"loss.name": "full"}),
+  )
+  return (
+      ("popularity", {"model.name": "popularity"}, {}),
+      ("EASE", {"model.name": "ease"}, {"model.ease_lambda": (100.0, 200.0, 500.0)}),
+  ) + tuple((label, fixed, {"train.learning_rate": LEARNING_RATES}) for label, fixed in arms)
+
+
+def tune_claims():
+  """Declared before the first `tune` run: both hard samplers beat all-uniform, and
+  hard_exact comes within 0.01 of the full softmax (test recall@20, paired by seed)."""
+  claim = lambda text, a, b, threshold: dict(
+      text=text, metric="recall@20", a=a, op=">", threshold=threshold, b=b
+  )
+  return [
+      claim("hard_exact beats all-uniform", EXACT, UNIFORM, 0.0),
+      claim("hard_pool beats all-uniform", POOL, UNIFORM, 0.0),
+      claim("hard_exact within 0.01 of the full softmax", EXACT, FULL, -0.01),
+  ]
+
+
 def get_config(arg=None):
-  v = common.parse_arg(arg, quick=False)
+  v = common.parse_arg(arg, quick=False, tune=False)
   c = common.language_split_movielens()
   c.data.k_core = 10
   c.loss.name = "sampled"
@@ -84,7 +118,22 @@ def get_config(arg=None):
       fractions=(0.25, 0.5, 1.0),
       temperatures=(0.5, 1.0, 2.0),
   )
+  if v.tune:
+    c.data.seed = 0  # one split; the seeds vary the training
+    c.train.steps = 4000  # the cap; the step is chosen on validation
+    c.eval.every, c.eval.patience = 500, 3
+    c.tune = common.tune(
+        tune_methods(),
+        title="Hard negatives, tuned on validation",
+        select="valid/recall@20",
+        trials=3,
+        mode="grid",
+        claims=tune_claims(),
+    )
   if v.quick:
     common.quick_steps(c, 500)
     c.sweep.update(fractions=(0.5, 1.0), temperatures=(1.0,))
+    if v.tune:
+      c.eval.every = 250
+      c.tune.trials, c.tune.seeds = 1, (0, 1)
   return c
