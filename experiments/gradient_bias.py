@@ -272,6 +272,10 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
       "\nrel_norm_err = ||E g - g*|| / ||g*|| (* : below "
       "2x Monte-Carlo noise, an upper bound)\n",
       pivot_table(rows),
+      "\nThe measured rate of the bias (least squares over the resolved cells, fit_rates):\n",
+      rates_table(fit_rates(rows)),
+      "\nThe same over the resolved cells with K >= 16:\n",
+      rates_table(fit_rates(rows, min_k=16)),
       f"\nR = {p.draws} draws, B = {p.batch_size}; wrote "
       f"{os.path.join(sw.workdir, 'gradient_bias.csv')} and gradient_bias.png "
       f"({time.time() - t0:.1f}s)",
@@ -343,6 +347,60 @@ def pivot_table(rows: Sequence[dict]) -> str:
         f"| {dataset} | {sampler} | {'on' if logq else 'off'} | "
         + " | ".join(by_k.get(k, "-") for k in ks)
         + " |"
+    )
+  return "\n".join(lines)
+
+
+def fit_rates(rows: Sequence[dict], min_cells: int = 3, min_k: int = 1) -> list[dict]:
+  """The measured rate of the bias in K: per (dataset, sampler, logQ), the least-squares
+  slope b of log rel_norm_err = a + b log K over its resolved cells (rel_norm_err > 2x its
+  noise) with K >= min_k, with the 95% t-interval of b (n - 2 degrees of freedom); b = -1
+  is O(1/K), an asymptotic rate (min_k > 1 leaves out the small-K cells). Settings with
+  fewer than `min_cells` such cells are left out."""
+  cells: dict = {}
+  for r in rows:
+    if r["rel_norm_err"] > 2 * r["noise"] and int(r["K"]) >= min_k:
+      cells.setdefault((r["dataset"], r["sampler"], r["logq"]), []).append(
+          (float(r["K"]), float(r["rel_norm_err"]))
+      )
+  out = []
+  for (dataset, sampler, logq), pts in cells.items():
+    if len(pts) < min_cells or len({k for k, _ in pts}) < 2:
+      continue
+    x, y = np.log([k for k, _ in pts]), np.log([e for _, e in pts])
+    n = x.size
+    xc = x - x.mean()
+    slope = float(xc @ (y - y.mean()) / (xc @ xc))
+    resid = y - y.mean() - slope * xc
+    se = math.sqrt(float(resid @ resid) / (n - 2) / float(xc @ xc)) if n > 2 else math.nan
+    half = report_lib.t_quantile(0.975, n - 2) * se if n > 2 else math.nan
+    out.append(
+        dict(
+            dataset=dataset,
+            sampler=sampler,
+            logq=logq,
+            cells=n,
+            ks=tuple(int(k) for k, _ in sorted(pts)),
+            slope=slope,
+            lower=slope - half,
+            upper=slope + half,
+        )
+    )
+  return out
+
+
+def rates_table(fits: Sequence[dict]) -> str:
+  """fit_rates as a markdown table, with whether -1 (O(1/K)) lies in the interval."""
+  lines = [
+      "| dataset | sampler | logQ | resolved K | slope of log bias on log K | 95% interval | O(1/K)? |",
+      "|---|---|---|---|---|---|---|",
+  ]
+  for f in fits:
+    inside = f["lower"] <= -1.0 <= f["upper"]
+    lines.append(
+        f"| {f['dataset']} | {f['sampler']} | {'on' if f['logq'] else 'off'} | "
+        f"{', '.join(map(str, f['ks']))} | {f['slope']:.2f} | "
+        f"[{f['lower']:.2f}, {f['upper']:.2f}] | {'consistent' if inside else 'no'} |"
     )
   return "\n".join(lines)
 

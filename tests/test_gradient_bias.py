@@ -268,3 +268,31 @@ def test_runner_path_reads_the_config_and_fails_in_one_line(tmp_path):
   with pytest.raises(sweep.ConfigError, match="no dataset was measured"):
     run(datasets=("movielens",), data_path=str(tmp_path / "missing"))
   assert any("movielens: skipped" in m for m in messages)
+
+
+def test_fit_rates_recovers_a_known_slope_over_resolved_cells_only():
+  """log e = log 3 - 1.0 log K + noise: the slope and its interval against numpy's
+  polyfit and the textbook standard error; a cell below 2x its noise is left out."""
+  from scipy import stats
+
+  rng = np.random.default_rng(0)
+  ks = np.array([1, 4, 16, 64, 256])
+  err = 3.0 * ks**-1.0 * np.exp(rng.normal(0, 0.05, ks.size))
+  rows = [
+      dict(dataset="d", sampler="s", logq=True, K=int(k), rel_norm_err=float(e), noise=0.0)
+      for k, e in zip(ks, err)
+  ]
+  rows.append(dict(dataset="d", sampler="s", logq=True, K=1024, rel_norm_err=1.0, noise=0.6))
+  rows += [
+      dict(dataset="d", sampler="t", logq=False, K=k, rel_norm_err=0.1, noise=0.0) for k in (1, 4)
+  ]
+  (fit,) = gb.fit_rates(rows)  # "t" has 2 resolved cells: left out
+  assert fit["ks"] == tuple(ks) and fit["cells"] == 5
+  slope, intercept = np.polyfit(np.log(ks), np.log(err), 1)
+  resid = np.log(err) - (intercept + slope * np.log(ks))
+  x = np.log(ks)
+  se = np.sqrt(resid @ resid / 3 / ((x - x.mean()) @ (x - x.mean())))
+  assert fit["slope"] == pytest.approx(slope, abs=1e-9)
+  assert fit["upper"] - fit["slope"] == pytest.approx(stats.t.ppf(0.975, 3) * se, rel=1e-6)
+  assert fit["lower"] < -1.0 < fit["upper"]
+  assert "consistent" in gb.rates_table([fit])
