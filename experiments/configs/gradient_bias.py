@@ -38,7 +38,7 @@ Two choices make this affordable and precise (both tested in tests/test_gradient
     mean_r (g_r - beta g_IS,r) + beta E g_IS - g*, unbiased for any fixed beta; beta in
     [0, 1] minimises the estimate's variance (fitted on the same draws). Its Monte-Carlo
     error is much smaller than that of the raw mean_r g_r - g* (beta = 0, error ~
-    sqrt(variance / R), which swamps the O(1/K) bias beyond small K). `noise` is the RMS
+    sqrt(variance / R), which swamps the bias beyond small K). `noise` is the RMS
     error of the bias vector relative to ||g*||; bias below ~2x noise is not resolved.
     The raw estimate is kept in the CSV (raw_rel_norm_err, raw_one_minus_cos).
 

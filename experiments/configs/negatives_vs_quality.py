@@ -22,7 +22,8 @@ ranking. Plot: each metric vs K, solid = log-Q corrected, dashed = not, grey lin
 softmax.
 
 Claims: (1) the gap to the full softmax shrinks as K grows (the sampled softmax is a
-consistent but biased estimate; the bias is O(1/K)); (2) the log-Q correction matters for
+consistent but biased estimate whose bias is O(1/K) asymptotically; the measured rate
+on the synthetic world, K^-0.5 over K 1-256, is in docs/RESULTS.md, gradient_bias); (2) the log-Q correction matters for
 non-uniform proposals (popularity, in-batch): without it they converge to a different
 optimum (the popularity-discounted softmax) however large K is.
 
