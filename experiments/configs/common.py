@@ -137,6 +137,17 @@ def tune(
   return t
 
 
+def protocol(c, methods, *, title: str, select: str, claims, steps: int) -> None:
+  """An ablation's `tune` variant (issue 22's protocol): one split (data seed 0; the
+  seeds vary the training), a validation evaluation every 500 steps with patience 3 and a
+  cap of `steps`, and `tune` with 3 grid trials for every method and the claims
+  declared before the run."""
+  c.data.seed = 0
+  c.train.steps = int(steps)
+  c.eval.every, c.eval.patience = 500, 3
+  c.tune = tune(methods, title=title, select=select, trials=3, mode="grid", claims=claims)
+
+
 def time_curve(
     c: ml_collections.ConfigDict, evaluations: int, *, valid_fraction=0.1, num_users=500
 ) -> None:

@@ -139,16 +139,14 @@ def get_config(arg=None):
       predictions=dict(baseline=base, regularised=reg),
   )
   if v.tune:
-    c.data.seed = 0  # one split; the seeds vary the training
     c.eval.save_embeddings = False
-    c.eval.every, c.eval.patience = 500, 3  # the step chosen on validation, 5,000 at most
-    c.tune = common.tune(
+    common.protocol(
+        c,
         tune_methods(),
         title="Regularised MF with gravity, tuned on validation",
         select="valid/recall@20",
-        trials=3,
-        mode="grid",
         claims=tune_claims(),
+        steps=5000,
     )
   if v.quick:
     common.quick_steps(c, 1500)

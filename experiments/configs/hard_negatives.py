@@ -129,16 +129,13 @@ def get_config(arg=None):
       temperatures=(0.5, 1.0, 2.0),
   )
   if v.tune:
-    c.data.seed = 0  # one split; the seeds vary the training
-    c.train.steps = 4000  # the cap; the step is chosen on validation
-    c.eval.every, c.eval.patience = 500, 3
-    c.tune = common.tune(
+    common.protocol(
+        c,
         tune_methods(),
         title="Hard negatives, tuned on validation",
         select="valid/recall@20",
-        trials=3,
-        mode="grid",
         claims=tune_claims(),
+        steps=4000,
     )
   if v.quick:
     common.quick_steps(c, 500)

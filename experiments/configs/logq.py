@@ -154,17 +154,14 @@ def get_config(arg=None):
       ),
   )
   if v.tune:
-    c.data.seed = 0  # one split; the seeds vary the training
     c.eval.ks = (10, 20, 50, 100)
-    c.train.steps = 6000  # the cap; the step is chosen on validation
-    c.eval.every, c.eval.patience = 500, 3
-    c.tune = common.tune(
+    common.protocol(
+        c,
         tune_methods(),
         title="log-Q for in-batch negatives, tuned on validation",
         select="valid/recall@10",
-        trials=3,
-        mode="grid",
         claims=tune_claims(),
+        steps=6000,
     )
   if v.quick:
     common.quick_steps(c, 1000)
