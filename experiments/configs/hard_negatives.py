@@ -27,9 +27,11 @@ step chosen on it (4,000 at most), refit, seeds 0-2; popularity and EASE; the cl
 `tune_claims` declared before the run; 14 minutes on 2 cores):
   python -m experiments.tune --config=experiments/configs/hard_negatives.py:tune --workdir=runs/hn_tune
 Found (records/hard_negatives_tune, docs/RESULTS.md): hard_exact and hard_pool beat
-all-uniform at equal steps (recall@20 +0.020, +0.015; held), hard_exact against the full
-softmax is not resolved at 3 seeds, and all are below EASE (0.324). At equal training time
-uniform leads until it reaches the step cap (6 s).
+all-uniform (recall@20 +0.020, +0.015; held), but uniform had stopped at the cap while
+still improving. With the cap raised (`--config.train.steps=10000`, 25 minutes,
+records/hard_negatives_tune_10k) uniform selects step 9,500 and neither hard sampler beats
+it (-0.006, -0.003; not resolved); hard_exact is within 0.01 of the full softmax (held);
+all are below EASE (0.324). The finding below, at 2,000 steps, has the same cause.
 
 No paper anchors score-proportional hard negatives at these settings: the summary states
 which setting wins, by how much over all-uniform, and the per-seed spread.
