@@ -329,7 +329,7 @@ def run(config, workdir: str, log=print) -> dict:
   m = config.mvd
   with config.unlocked():
     del config["mvd"]
-  only = [x for x in config.tune.get("only", "").split(",") if x]
+  only = tune.only_labels(config.tune)
   if only and cfg.WALS not in only:
     raise tune.ConfigError(
         f"tune.only={config.tune.only!r} leaves out {cfg.WALS!r}, the first stage whose top "

@@ -124,10 +124,15 @@ class Method:
     self.points = points(self.space, spec.mode, int(spec.trials), int(spec.search_seed) + index)
 
 
+def only_labels(spec) -> list[str]:
+  """tune.only as a list of method labels ([]: every method)."""
+  return [x for x in spec.get("only", "").split(",") if x]
+
+
 def methods(base, spec) -> list[Method]:
   """tune.methods as `Method`s, only those named in tune.only when it is set."""
   out = [Method(base, spec, i, *m) for i, m in enumerate(spec.methods)]
-  only = [x for x in spec.get("only", "").split(",") if x]
+  only = only_labels(spec)
   unknown = [x for x in only if x not in [m.label for m in out]]
   if unknown:
     raise ConfigError(
@@ -195,9 +200,9 @@ def run(config, workdir: str, *, log=print) -> dict:
       {**j, "claim": j["claim"].text, "statistic": j["claim"].describe()}
       for j in report_lib.judge(rows, claims)
   ]
-  _write(workdir, out, trial_rows, final_rows, metric, spec)
-  with open(os.path.join(workdir, "report.md"), "a") as f:
-    f.write("\n".join(report_lib.claims_section(rows, claims)) + ("\n" if claims else ""))
+  _write(
+      workdir, out, trial_rows, final_rows, metric, spec, report_lib.claims_section(rows, claims)
+  )
   return out
 
 
@@ -263,7 +268,7 @@ def _cell(t: dict) -> str:
   return f"{t['mean']:.4f} ± {t['std']:.4f} (±{t['ci95']:.4f})"
 
 
-def _write(workdir, out, trial_rows, final_rows, metric, spec) -> None:
+def _write(workdir, out, trial_rows, final_rows, metric, spec, claim_lines) -> None:
   write_json_atomic(os.path.join(workdir, "tune.json"), out)
   flat = lambda r, with_test: {
       "method": r["method"],
@@ -321,7 +326,7 @@ def _write(workdir, out, trial_rows, final_rows, metric, spec) -> None:
       "",
       "tune s: the trials' summed wall time; final s/run: the mean wall time of one final "
       "run (each as its results.json recorded it, on the machine that ran it).",
-  ]
+  ] + list(claim_lines)
   with open(os.path.join(workdir, "report.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
 

@@ -134,16 +134,24 @@ def test_bad_tune_sections():
     tune.check(synthetic.get_config())
 
 
+def _protocol_variant(module, tmp_path):
+  """module.get_config("tune") checked (every trial config and the claims' labels, without
+  reading data: data.path only has to exist) -> (tune section, {label: Method}), after
+  asserting that every searched method gets the same 3 trials."""
+  c = module.get_config("tune")
+  c.data.path = str(tmp_path)
+  base, spec = tune.check(c)
+  ms = {m.label: m for m in tune.methods(base, spec)}
+  assert {len(m.points) for label, m in ms.items() if label != "popularity"} == {3}
+  return spec, ms
+
+
 def test_the_logq_tune_variant_gives_every_arm_the_same_budget_and_judges_pairs(tmp_path):
   """configs/logq.py:tune: 3 trials for every searched arm, claims over its own arms (the
   check validates every trial config and the claims' labels without reading data)."""
   from experiments.configs import logq
 
-  c = logq.get_config("tune")
-  c.data.path = str(tmp_path)  # checked to exist, not read
-  base, spec = tune.check(c)
-  ms = {m.label: m for m in tune.methods(base, spec)}
-  assert {len(m.points) for label, m in ms.items() if label != "popularity"} == {3}
+  spec, ms = _protocol_variant(logq, tmp_path)
   assert len(spec.claims) == 2 * len(logq.TEMPERATURES)
   for claim in spec.claims:
     assert claim["a"].endswith(",logq") and claim["b"] in ms and claim["threshold"] == 0.0
@@ -154,11 +162,7 @@ def test_the_logq_tune_variant_gives_every_arm_the_same_budget_and_judges_pairs(
 def test_the_gravity_mf_tune_variant_gives_every_arm_the_same_budget(tmp_path):
   from experiments.configs import gravity_mf
 
-  c = gravity_mf.get_config("tune")
-  c.data.path = str(tmp_path)
-  base, spec = tune.check(c)
-  ms = {m.label: m for m in tune.methods(base, spec)}
-  assert {len(m.points) for label, m in ms.items() if label != "popularity"} == {3}
+  spec, _ = _protocol_variant(gravity_mf, tmp_path)
   assert [(cl["a"], cl["b"]) for cl in spec.claims] == [
       (label, "observed_only") for label, _ in gravity_mf.ARMS[1:]
   ]
@@ -167,10 +171,6 @@ def test_the_gravity_mf_tune_variant_gives_every_arm_the_same_budget(tmp_path):
 def test_the_hard_negatives_tune_variant_gives_every_arm_the_same_budget(tmp_path):
   from experiments.configs import hard_negatives as hn
 
-  c = hn.get_config("tune")
-  c.data.path = str(tmp_path)
-  base, spec = tune.check(c)
-  ms = {m.label: m for m in tune.methods(base, spec)}
-  assert {len(m.points) for label, m in ms.items() if label != "popularity"} == {3}
+  spec, ms = _protocol_variant(hn, tmp_path)
   assert ms[hn.FULL].base.loss.name == "full" and ms[hn.EXACT].base.sampler.name == "hard_exact"
   assert {cl["a"] for cl in spec.claims} <= set(ms) and {cl["b"] for cl in spec.claims} <= set(ms)
