@@ -105,6 +105,7 @@ KEYS_ADDED_LATER = {
     "data.item_features": "",
     "data.item_feature_types": "",
     "sampler.correct_positive": _positive_correction_is_noop,
+    "eval.logp_bias": 0.0,
 }
 
 

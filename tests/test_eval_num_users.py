@@ -140,13 +140,14 @@ def test_periodic_evaluations_rank_the_same_sample(tmp_path, monkeypatch):
   assert seen[0].size == 25 and seen[3] is None
 
 
-def test_a_record_written_before_the_key_existed_still_matches(tmp_path):
+@pytest.mark.parametrize("key, other", [("num_users", 5), ("logp_bias", 0.5)])
+def test_a_record_written_before_the_key_existed_still_matches(tmp_path, key, other):
   cfg = workdir.config_to_dict(small_config())
   old = json.loads(json.dumps(cfg))
-  del old["eval"]["num_users"]
+  del old["eval"][key]
   assert workdir.same_config(old, cfg)
   changed = json.loads(json.dumps(cfg))
-  changed["eval"]["num_users"] = 5
+  changed["eval"][key] = other
   assert not workdir.same_config(old, changed)
   # A finished run recorded without the key is found finished by the same config.
   (tmp_path / "config.json").write_text(json.dumps(old))
