@@ -892,8 +892,10 @@ def kernel_tree_update(
 ) -> KernelTree:
   """The tree after rows ids_M changed from old_MxD to new_MxD (duplicate ids hold the
   same rows and count once): G_n += v_new v_new^T - v_old v_old^T on the path of each
-  row's leaf to the root (Blanc & Rendle, Fig. 1b). O(M D^2 log(N / L)), independent of N
-  beyond the depth; the counts do not change."""
+  row's leaf to the root (Blanc & Rendle, Fig. 1b), as scatter-adds on the levels with
+  more nodes than rows; a level with at most M nodes is rebuilt instead from its child
+  pairs (G_n = G_2n + G_2n+1: 2^l F dense adds rather than M F scattered ones). Cost
+  O(M D^2 log(N / (L M)) + min(M, N / L) D^2); the counts do not change."""
   p, _, f = tree.gram_Px2xF.shape
   first_M = _first_occurrence(ids_M)
   old_MxD = jnp.where(first_M[:, None], old_MxD, 0.0)
@@ -901,9 +903,16 @@ def kernel_tree_update(
   delta_MxF = _packed_outer(new_MxD) - _packed_outer(old_MxD)
   heap = tree.gram_Px2xF.reshape(2 * p, f)
   node_M = p + ids_M // leaf_size  # (N < leaf_size: one leaf, ids // leaf_size = 0)
-  for _ in range(p.bit_length()):  # the leaf, then each ancestor up to the root
-    heap = heap.at[node_M].add(delta_MxF)
-    node_M = node_M // 2
+  level_size = p  # nodes on the level of node_M
+  heap = heap.at[node_M].add(delta_MxF)
+  while level_size > 1:
+    level_size //= 2  # the parents' level: nodes level_size .. 2 level_size - 1
+    if level_size > ids_M.shape[0]:
+      node_M = node_M // 2
+      heap = heap.at[node_M].add(delta_MxF)
+    else:
+      pairs = heap[2 * level_size : 4 * level_size].reshape(level_size, 2, f)
+      heap = jax.lax.dynamic_update_slice(heap, pairs.sum(axis=1), (level_size, 0))
   return tree._replace(gram_Px2xF=heap.reshape(p, 2, f))
 
 
@@ -916,6 +925,7 @@ def kernel_sample(
     *,
     alpha,
     leaf_size: int,
+    shared_levels: int | None = None,
 ) -> Negatives:
   """K i.i.d. draws per row from q(j | x_b) = K(x_b, v_j) / sum_i K(x_b, v_i), with the
   quadratic kernel K(x, v) = alpha (x . v)^2 + 1 -> Negatives [B,K], exactly.
@@ -927,8 +937,12 @@ def kernel_sample(
   product telescopes to q(j | x) when the tree holds the statistics of items_NxD;
   log_q is the product of the probabilities the draw actually took (exact for the
   procedure even if float rounding made a parent differ slightly from its children's
-  sum). Cost per draw O(D^2 log(N / L) + L D), the D^2 a dot of the packed Gramian
-  (`KernelTree`); memory O(B L D) per slot of K.
+  sum). The first T = `shared_levels` steps are taken for a row's K draws at once: the
+  masses of the 2^T nodes of level T are one [B,F] x [F,2^T] product (a parent's mass is
+  its children's sum, so drawing a level-T node from them is those T steps), by default
+  T = min(depth, log2 K + 3), where it costs no more than the K T steps it replaces.
+  Cost per draw O(D^2 (log(N / L) - T) + L D) plus O(2^T D^2) per row, the D^2 a dot
+  of the packed Gramian (`KernelTree`); memory O(B L D) per slot of K.
   Unlike softmax(s), q is symmetric in s and never below 1 / (alpha max s^2 + 1) of the
   largest: a proposal whose logQ correction stays bounded (Blanc & Rendle, Sec. 4.3,
   alpha = 100 in their experiments). The row's positive can be drawn; the loss masks it.
@@ -944,12 +958,29 @@ def kernel_sample(
   # w * x x^T packed, once per query: a node's x^T G x is then one dot of length F
   xx_BxF = _packed_outer(x_BxD) * jnp.where(iu == ju, 1.0, 2.0).astype(jnp.float32)
   slots_L = jnp.arange(leaf, dtype=jnp.int32)
+  if shared_levels is None:
+    shared_levels = (num_samples - 1).bit_length() + 3
+  top = min(depth, check_int("shared_levels", shared_levels, 0))
+  k_top, k_slots = jax.random.split(key)
+  if top:  # level `top`: nodes 2^top .. 2^(top+1) - 1, the pairs 2^(top-1) .. 2^top - 1
+    half = 1 << (top - 1)
+    g_TxF = tree.gram_Px2xF[half : 2 * half].reshape(2 * half, -1)
+    mass_BxT = alpha * jnp.dot(xx_BxF, g_TxF.T) + tree.count_Px2[half : 2 * half].reshape(-1)
+    mass_BxT = jnp.maximum(mass_BxT, 0.0)
+    j_BxK = _draw_rows(jax.random.uniform(k_top, (batch, num_samples)), mass_BxT)
+    start_log_p_BxK = jnp.log(jnp.take_along_axis(mass_BxT, j_BxK, axis=1)) - jnp.log(
+        jnp.sum(mass_BxT, axis=1, keepdims=True)
+    )
+    start_node_BxK = (1 << top) + j_BxK
+  else:
+    start_node_BxK = jnp.ones((batch, num_samples), jnp.int32)
+    start_log_p_BxK = jnp.zeros((batch, num_samples), jnp.float32)
 
   def one_slot(k):  # the k-th draw of every row: [B]
-    u_BxV = jax.random.uniform(jax.random.fold_in(key, k), (batch, depth + 1))
-    node_B = jnp.ones((batch,), jnp.int32)
-    log_p_B = jnp.zeros((batch,), jnp.float32)
-    for level in range(depth):
+    u_BxV = jax.random.uniform(jax.random.fold_in(k_slots, k), (batch, depth + 1))
+    node_B = start_node_BxK[:, k]
+    log_p_B = start_log_p_BxK[:, k]
+    for level in range(top, depth):
       # Row gather of the packed child pair, then a batched mat-vec with xx.
       g_Bx2xF = jnp.take(tree.gram_Px2xF, node_B, axis=0)
       mass_Bx2 = alpha * jax.lax.batch_matmul(g_Bx2xF, xx_BxF[:, :, None])[:, :, 0]

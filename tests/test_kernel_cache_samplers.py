@@ -27,10 +27,13 @@ def _tv_bound(n_items, n_draws):
   return 0.5 * math.sqrt(n_items / n_draws) + math.sqrt(math.log(1e6) / (2 * n_draws))
 
 
-def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact():
+@pytest.mark.parametrize("shared_levels", [None, 0, 2])
+def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact(shared_levels):
   """10^6 draws (2 queries x 500k) over N=150 items in a depth-4 tree with an empty and a
   partial leaf: exp(log_q) equals the closed form (alpha s^2 + 1) / sum (numpy, float64),
-  and each query's empirical distribution is within the TV bound of it."""
+  and each query's empirical distribution is within the TV bound of it. The levels drawn
+  for a row's K draws at once: all 4 (the default at K = 500), none (a descent of 4 per
+  draw), 2 (then 2 per draw)."""
   alpha, rows, k = 2.0, 1000, 500
   items = _items()
   queries = np.random.default_rng(1).normal(size=(2, D)).astype(np.float32)
@@ -39,7 +42,14 @@ def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact():
   assert tree.gram_Px2xF.shape == (16, 2, D * (D + 1) // 2)
   draw = jax.jit(
       lambda key: samplers.kernel_sample(
-          key, tree, query_BxD, jnp.asarray(items), k, alpha=alpha, leaf_size=LEAF
+          key,
+          tree,
+          query_BxD,
+          jnp.asarray(items),
+          k,
+          alpha=alpha,
+          leaf_size=LEAF,
+          shared_levels=shared_levels,
       )
   )
   neg = draw(jax.random.PRNGKey(0))
