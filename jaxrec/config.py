@@ -227,6 +227,7 @@ class TrainSpec:
     _positive(t.log_every, "train.log_every")
     _positive(t.checkpoint_every, "train.checkpoint_every", allow_zero=True)
     _positive(t.checkpoint_seconds, "train.checkpoint_seconds", allow_zero=True)
+    _positive(t.get("max_seconds", 0.0), "train.max_seconds", allow_zero=True)
     return cls(
         batch_size=int(t.batch_size),
         batching=t.batching,
@@ -412,6 +413,7 @@ def select_metric(eval_cfg) -> str | None:
 
 def _check_eval(e, valid_fraction) -> None:
   _positive(e.every, "eval.every", allow_zero=True)
+  _positive(e.get("every_seconds", 0.0), "eval.every_seconds", allow_zero=True)
   _positive(e.patience, "eval.patience", allow_zero=True)
   n = e.get("num_users", 0)
   if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -436,8 +438,10 @@ def _check_eval(e, valid_fraction) -> None:
       raise ConfigError(
           f"eval.select={e.select!r} needs a validation part: data.valid_fraction > 0"
       )
-  if e.patience and not (e.select and e.every):
-    raise ConfigError(f"eval.patience={e.patience} needs eval.select and eval.every > 0")
+  if e.patience and not (e.select and (e.every or e.get("every_seconds", 0.0))):
+    raise ConfigError(
+        f"eval.patience={e.patience} needs eval.select and eval.every or eval.every_seconds > 0"
+    )
 
 
 def validate_config(config) -> None:

@@ -383,12 +383,26 @@ def _train_loop(
   stops early when the selector runs out of patience. Each metrics row holds
   `train_seconds`: `carried` (the resumed run's) + this process's training time so far,
   without the first (compiling) step and without evaluations (the x of quality against
-  time). -> (state, last step, this process's seconds training, seconds compiling)."""
+  time). Time-based (checked at the log lines): an evaluation at the first log line
+  after each eval.every_seconds of train_seconds, and a stop at the first one at or past
+  train.max_seconds (the caller evaluates that last step).
+  -> (state, last step, this process's seconds training, seconds compiling)."""
   steps, log_every = int(config.train.steps), int(config.train.log_every)
-  eval_every = int(config.eval.every) if splits.valid.num_interactions else 0
+  has_valid = bool(splits.valid.num_interactions)
+  eval_every = int(config.eval.every) if has_valid else 0
+  eval_seconds = float(config.eval.get("every_seconds", 0.0)) if has_valid else 0.0
+  max_seconds = float(config.train.get("max_seconds", 0.0))
+  next_eval_at = (math.floor(carried / eval_seconds) + 1) * eval_seconds if eval_seconds else 0
   train_seconds, compile_seconds, t_log, s_log = 0.0, None, clock(), start
   throttle = sharding.DispatchThrottle()  # <= 8 steps queued (XLA:CPU multi-device hang)
   done = start
+
+  def eta(done, sps, elapsed):  # seconds left: the steps at this speed, or the budget
+    left = (steps - done) / max(sps or 0.0, 1e-9)
+    return min(left, max(max_seconds - elapsed, 0.0)) if max_seconds else left
+
+  if max_seconds and carried >= max_seconds:
+    return state, done, train_seconds, compile_seconds  # the budget was spent before
   for done in range(start + 1, steps + 1):
     state, step_metrics = step.jitted_train_step(spec, state, ddata)
     throttle(step_metrics["loss"])
@@ -399,6 +413,11 @@ def _train_loop(
     is_eval = eval_every and done % eval_every == 0 and done != steps
     if done % log_every == 0 or done == steps or is_eval:
       loss = float(step_metrics["loss"])
+      elapsed = carried + train_seconds + clock() - t_log
+      out_of_time = bool(max_seconds) and elapsed >= max_seconds and done != steps
+      if eval_seconds and elapsed >= next_eval_at:
+        is_eval = bool(is_eval) or (done != steps and not out_of_time)
+        next_eval_at = (math.floor(elapsed / eval_seconds) + 1) * eval_seconds
       bad = int(state.first_bad_step)
       if bad >= 0 and not spec.train.skip_nonfinite:
         raise NonFiniteLossError(
@@ -432,7 +451,7 @@ def _train_loop(
           steps,
           loss,
           "-" if sps is None else f"{sps:.1f}",
-          workdir_io.fmt_seconds((steps - done) / max(sps or 0.0, 1e-9)),
+          workdir_io.fmt_seconds(eta(done, sps, elapsed)),
           f"  valid {selector.metric or 'recall'} {row.get('valid/' + (selector.metric or ''), '')}"
           if is_eval and selector.metric
           else "",
@@ -444,6 +463,10 @@ def _train_loop(
             config.eval.select,
             selector.patience,
         )
+        ckpt.maybe_save(done, state, final=True)
+        break
+      if out_of_time:
+        log("stop at step %d: %.1f s of training, train.max_seconds=%g", done, elapsed, max_seconds)
         ckpt.maybe_save(done, state, final=True)
         break
     ckpt.maybe_save(done, state, final=(done == steps))

@@ -106,6 +106,8 @@ KEYS_ADDED_LATER = {
     "data.item_feature_types": "",
     "sampler.correct_positive": _positive_correction_is_noop,
     "eval.logp_bias": 0.0,
+    "eval.every_seconds": 0.0,
+    "train.max_seconds": 0.0,
 }
 
 

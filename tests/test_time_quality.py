@@ -11,7 +11,7 @@ import pytest
 from experiments import report, sweep
 from experiments.configs import common, synthetic
 from experiments.configs import folding as folding_config
-from jaxrec import step, train
+from jaxrec import config, step, train
 import tiny
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -93,6 +93,40 @@ def test_a_resumed_run_continues_the_time_axis(tmp_path, monkeypatch):
   for s, t in want.items():
     assert got[s] == pytest.approx(t), (s, got)
   assert train.carried_train_seconds(str(wd / "metrics.jsonl")) == pytest.approx(0.58)
+
+
+def test_a_time_budget_stops_training_and_evaluates_on_a_time_schedule(tmp_path, monkeypatch):
+  """0.01 s a step after the compiling one, a log line every 5 steps: train_seconds at
+  step s is (s - 1) 0.01. every_seconds 0.1 evaluates at the first log line past 0.1 and
+  0.2 (steps 15 and 25); max_seconds 0.25 stops at the first one past it (step 30, 0.29 s),
+  which the final evaluation scores; the 100 s evaluations are not training time."""
+  _fake_clock(monkeypatch)
+  c = cfg(
+      **{
+          "train.log_every": 5,
+          "eval.every": 0,
+          "eval.every_seconds": 0.1,
+          "train.max_seconds": 0.25,
+          "train.checkpoint_every": 10,
+      }
+  )
+  res = train.train_and_evaluate(c, str(tmp_path / "w"), verbose=False)
+  assert res["run"]["steps"] == 30
+  rows = _rows(tmp_path / "w" / "metrics.jsonl")
+  valid = [(r["step"], r["train_seconds"]) for r in rows if "valid/recall@20" in r]
+  np.testing.assert_allclose(valid, [(15, 0.14), (25, 0.24), (30, 0.29)])
+  assert max(r["step"] for r in rows if "loss" in r) == 30
+  # run again: finished, nothing trained; with the results gone it resumes from the
+  # checkpoint at 30 whose budget is spent, and evaluates that step without training
+  os.remove(tmp_path / "w" / "results.json")
+  again = train.train_and_evaluate(c, str(tmp_path / "w"), verbose=False)
+  assert again["run"]["steps"] == 30 and again["run"]["resumed_from_step"] == 30
+
+
+@pytest.mark.parametrize("key", ["train.max_seconds", "eval.every_seconds"])
+def test_time_budgets_must_not_be_negative(key):
+  with pytest.raises(config.ConfigError, match=key):
+    config.validate_config(cfg(**{key: -1.0}))
 
 
 def test_a_closed_form_model_is_one_point_at_its_fit_seconds(tmp_path):

@@ -97,12 +97,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 500  # 0: no checkpoints by steps
   c.train.checkpoint_seconds = 0.0  # > 0: also a checkpoint this long after the last one
   c.train.skip_nonfinite = False  # skip a step whose loss is NaN/inf instead of stopping
+  # > 0: also stop once this many seconds of training (train_seconds) are spent, checked
+  # at each log line (so set train.log_every small); equal-time comparisons use it
+  c.train.max_seconds = 0.0
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = ()  # devices on the 'data' axis; () = all devices
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every = 0  # evaluate on valid every this many steps (0: only at the end)
+  c.eval.every_seconds = 0.0  # > 0: also at the first log line after each such interval
   c.eval.select = ""  # e.g. "valid/recall@20": report test at the best valid step
   c.eval.patience = 0  # stop after this many evaluations without a better eval.select
   # Validation evaluations (eval.every, eval.select, the last step) rank this many valid
