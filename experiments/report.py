@@ -357,15 +357,16 @@ def read_curve(run_dir: str, metric: str = QUALITY) -> list[tuple[int, float, fl
 
 
 def mean_curve(curves: Sequence[list[tuple[int, float, float]]]) -> list[tuple[float, float]]:
-  """Seeds' curves -> [(mean seconds, mean value)] at the steps every seed evaluated (a
-  seed that stopped early shortens the curve), in step order."""
+  """Seeds' curves -> [(mean seconds, mean value)] of their i-th evaluations, for i up to
+  the shortest curve (a seed that stopped early shortens it). A step schedule evaluates
+  every seed at the same steps; a time schedule (eval.every_seconds) at different steps
+  but in the same slots of training time, so evaluations are matched by their order."""
   if not curves:
     return []
-  steps = set.intersection(*({s for s, _, _ in c} for c in curves))
-  points = [{s: (t, v) for s, t, v in c} for c in curves]
+  n = min(len(c) for c in curves)
   return [
-      (float(np.mean([p[s][0] for p in points])), float(np.mean([p[s][1] for p in points])))
-      for s in sorted(steps)
+      (float(np.mean([c[i][1] for c in curves])), float(np.mean([c[i][2] for c in curves])))
+      for i in range(n)
   ]
 
 

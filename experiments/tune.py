@@ -31,7 +31,8 @@ continues (like `experiments.sweep`). Test pairs are read only by the final runs
 evaluation (and by the trials' own final evaluation, which tune never looks at: it ranks
 trials by their `valid` metrics alone). Writes trials.csv, final.csv, tune.json and
 report.md (the space, the budget, each method's winner and its test mean ± std and 95%
-t-interval over seeds).
+t-interval over seeds, the claims, and quality_vs_time.png: each method's winning trial's
+validation metric against its training seconds, with the equal-time table).
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ def run(config, workdir: str, *, log=print) -> dict:
   os.makedirs(workdir, exist_ok=True)
   t0 = time.time()
   out = {"select": spec.select, "mode": spec.mode, "trials": int(spec.trials), "methods": []}
-  trial_rows, final_rows = [], []
+  trial_rows, final_rows, curve_rows = [], [], []
   for method in methods(base, spec):
     tdir = os.path.join(workdir, "trials", sweep.slug(method.label))
     runs = [Run(f"{i:03d}", p) for i, p in enumerate(method.points)]
@@ -160,6 +161,8 @@ def run(config, workdir: str, *, log=print) -> dict:
       r["method"] = method.label
     trial_rows += rows
     best = max(rows, key=lambda r: r["valid"][metric])
+    best_dir = sweep.run_dir(tdir, best["trial"], int(spec.data_seed))
+    curve_rows.append({"strategy": method.label, "workdir": os.path.relpath(best_dir, workdir)})
     final_base, final_over = _final(method, best, spec)
     fdir = os.path.join(workdir, "final", sweep.slug(method.label))
     # a model whose fit ignores the seed (EASE, popularity) is run once, not once per seed
@@ -200,8 +203,20 @@ def run(config, workdir: str, *, log=print) -> dict:
       {**j, "claim": j["claim"].text, "statistic": j["claim"].describe()}
       for j in report_lib.judge(rows, claims)
   ]
+  time_lines = report_lib.time_section(workdir, curve_rows, metric=metric)
+  time_lines[3:3] = [
+      "Each method's winning trial (validation carve, data seed "
+      f"{spec.data_seed}: one run, so the means below are of that run).",
+      "",
+  ]
   _write(
-      workdir, out, trial_rows, final_rows, metric, spec, report_lib.claims_section(rows, claims)
+      workdir,
+      out,
+      trial_rows,
+      final_rows,
+      metric,
+      spec,
+      report_lib.claims_section(rows, claims) + time_lines,
   )
   return out
 
@@ -268,7 +283,7 @@ def _cell(t: dict) -> str:
   return f"{t['mean']:.4f} ± {t['std']:.4f} (±{t['ci95']:.4f})"
 
 
-def _write(workdir, out, trial_rows, final_rows, metric, spec, claim_lines) -> None:
+def _write(workdir, out, trial_rows, final_rows, metric, spec, extra_lines) -> None:
   write_json_atomic(os.path.join(workdir, "tune.json"), out)
   flat = lambda r, with_test: {
       "method": r["method"],
@@ -326,7 +341,7 @@ def _write(workdir, out, trial_rows, final_rows, metric, spec, claim_lines) -> N
       "",
       "tune s: the trials' summed wall time; final s/run: the mean wall time of one final "
       "run (each as its results.json recorded it, on the machine that ran it).",
-  ] + list(claim_lines)
+  ] + list(extra_lines)
   with open(os.path.join(workdir, "report.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
 

@@ -196,6 +196,13 @@ def test_budget_table_matches_a_hand_computed_example():
   np.testing.assert_allclose(
       report.mean_curve(curves["A"]), [(1.1, 0.11), (2.1, 0.21), (3.2, 0.31)]
   )
+  # a time schedule: the seeds evaluate at different steps, matched by order; the
+  # shorter seed bounds the curve
+  timed = [
+      [(180, 30.1, 0.10), (370, 60.2, 0.20), (560, 90.0, 0.30)],
+      [(200, 30.3, 0.12), (390, 60.0, 0.22)],
+  ]
+  np.testing.assert_allclose(report.mean_curve(timed), [(30.2, 0.11), (60.1, 0.21)])
   assert report.value_at(CURVES["A"][0], 2.0) == 0.20  # at or before: 2.0 itself counts
   assert report.value_at(CURVES["A"][0], 0.99) is None
 

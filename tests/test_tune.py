@@ -100,6 +100,14 @@ def test_tune_picks_best_on_valid_and_reruns_with_refit(tmp_path):
   report = (tmp_path / "report.md").read_text()
   assert "| mf | 3 x 200 |" in report and "| pop | 1 fits |" in report
   assert "## Claims" in report and "| mf finds held-out items | recall@10: mf > 0 |" in report
+  # quality against time: the winning trial's validation curve, read back from its
+  # metrics.jsonl; at the full budget each method shows its last evaluation
+  assert "## Quality against training time" in report
+  assert (tmp_path / "quality_vs_time.png").exists()
+  with open(tmp_path / "trials" / "mf" / best / "seed_0" / "metrics.jsonl") as f:
+    curve = [json.loads(line) for line in f if "valid/recall@10" in line]
+  (row,) = [r for r in report.splitlines() if r.startswith("| mf | ") and r.count("|") == 6]
+  assert row.split(" | ")[3] == f"{curve[-1]['valid/recall@10']:.3f}"
   # trials.csv holds validation only
   header = (tmp_path / "trials.csv").read_text().splitlines()[0]
   assert "valid/recall@10" in header and "test/" not in header
