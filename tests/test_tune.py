@@ -182,3 +182,23 @@ def test_the_hard_negatives_tune_variant_gives_every_arm_the_same_budget(tmp_pat
   spec, ms = _protocol_variant(hn, tmp_path)
   assert ms[hn.FULL].base.loss.name == "full" and ms[hn.EXACT].base.sampler.name == "hard_exact"
   assert {cl["a"] for cl in spec.claims} <= set(ms) and {cl["b"] for cl in spec.claims} <= set(ms)
+
+
+def test_the_folding_tune_variant_searches_each_arms_learning_rate_alike(tmp_path):
+  """configs/folding_movielens.py:tune (issue 22, item 4): every trained arm searches the
+  same three Adam rates (the full softmax's dense Adam and the samplers' lazy Adam each
+  get their best); the claims name only the tuned arms, and the held-out loss claims put
+  the full softmax below hard_exact and unigram."""
+  from experiments.configs import folding, folding_movielens
+
+  spec, ms = _protocol_variant(folding_movielens, tmp_path)
+  for label in folding.TUNE_ARMS:
+    assert ms[label].base.train.optimizer == "adam", label
+    rates = sorted(dict(p)["train.learning_rate"] for p in ms[label].points)
+    assert rates == [0.001, 0.003, 0.01], label
+  assert ms["full_softmax"].base.loss.name == "full"
+  assert ms["hard_exact"].base.sampler.name == "hard_exact"
+  named = {x for cl in spec.claims for x in (cl["a"], cl["b"]) if x}
+  assert named <= set(folding.TUNE_ARMS)
+  loss = [(cl["a"], cl["op"], cl["b"]) for cl in spec.claims if cl["metric"] == "test_softmax_loss"]
+  assert loss == [("full_softmax", "<", "hard_exact"), ("full_softmax", "<", "unigram0.75")]

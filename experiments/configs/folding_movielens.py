@@ -5,6 +5,11 @@ for reuse, jaxrec/host_malloc.py):
   JAXREC_GLIBC_MALLOC=keep python -m experiments.folding \
       --config=experiments/configs/folding_movielens.py --workdir=runs/folding_ml
 
+Under issue 22's protocol (each arm's learning rate tuned on validation, popularity and
+EASE rows, claims declared in configs/folding.py's `tune_claims`; ~6 hours, not run yet):
+  JAXREC_GLIBC_MALLOC=keep python -m experiments.tune \
+      --config=experiments/configs/folding_movielens.py:tune --workdir=runs/folding_ml_tune
+
 The same as `--config.data.name=movielens --config.data.path=../shared/data/ml-latest-small
 --config.data.language_split=4` on the default synthetic config, plus Adam (lr 0.003) and
 10,000 steps: 4 copies of the catalogue (38,896 items) with each user's items moved to one
