@@ -458,11 +458,13 @@ def time_section(
     *,
     metric: str = QUALITY,
     fractions: Sequence[float] = (0.25, 0.5, 1.0),
+    intro: str = "",
 ) -> list[str]:
-  """summary.md's "Quality against training time": quality_vs_time.png (drawn here) and
-  the table of `budget_table` (strategies in order of their last value; "no timing" for
-  runs recorded before train_seconds was logged, "no validation curve" for runs without
-  validation evaluations). The curves are read from each row's `workdir` (results.csv)."""
+  """summary.md's "Quality against training time": `intro` (a paragraph saying which runs
+  the curves are, if given), quality_vs_time.png (drawn here) and the table of
+  `budget_table` (strategies in order of their last value; "no timing" for runs recorded
+  before train_seconds was logged, "no validation curve" for runs without validation
+  evaluations). The curves are read from each row's `workdir` (results.csv)."""
   per: dict[str, list] = {}
   for r in rows:
     wd = r.get("workdir")
@@ -471,7 +473,7 @@ def time_section(
   untimed = [s for s, cs in per.items() if any(c is None for c in cs)]
   no_curve = [s for s, cs in per.items() if s not in untimed and not all(cs)]
   timed = {s: cs for s, cs in per.items() if s not in untimed and s not in no_curve}
-  head = ["", "## Quality against training time", ""]
+  head = ["", "## Quality against training time", ""] + ([intro, ""] if intro else [])
   if not timed:
     why = (
         "no timing: these runs' metrics.jsonl have no train_seconds (recorded before "
@@ -488,8 +490,8 @@ def time_section(
   plot_time_curves(sweep_dir, {s: means[s] for s in order}, budgets, metric)
   lines = head + [
       f"Validation {metric} against training seconds (without the first, compiling step "
-      "and without evaluations; cumulative over resumes), mean over seeds at the steps "
-      f"every seed evaluated: [{TIME_PLOT}]({TIME_PLOT}).",
+      "and without evaluations; cumulative over resumes), mean over seeds of their i-th "
+      f"evaluations, up to the fewest any seed made: [{TIME_PLOT}]({TIME_PLOT}).",
       "",
       f"![valid {metric} against training seconds]({TIME_PLOT})",
       "",

@@ -161,8 +161,7 @@ def run(config, workdir: str, *, log=print) -> dict:
       r["method"] = method.label
     trial_rows += rows
     best = max(rows, key=lambda r: r["valid"][metric])
-    best_dir = sweep.run_dir(tdir, best["trial"], int(spec.data_seed))
-    curve_rows.append({"strategy": method.label, "workdir": os.path.relpath(best_dir, workdir)})
+    curve_rows.append({"strategy": method.label, "workdir": os.path.relpath(best["dir"], workdir)})
     final_base, final_over = _final(method, best, spec)
     fdir = os.path.join(workdir, "final", sweep.slug(method.label))
     # a model whose fit ignores the seed (EASE, popularity) is run once, not once per seed
@@ -203,12 +202,13 @@ def run(config, workdir: str, *, log=print) -> dict:
       {**j, "claim": j["claim"].text, "statistic": j["claim"].describe()}
       for j in report_lib.judge(rows, claims)
   ]
-  time_lines = report_lib.time_section(workdir, curve_rows, metric=metric)
-  time_lines[3:3] = [
-      "Each method's winning trial (validation carve, data seed "
-      f"{spec.data_seed}: one run, so the means below are of that run).",
-      "",
-  ]
+  time_lines = report_lib.time_section(
+      workdir,
+      curve_rows,
+      metric=metric,
+      intro=f"Each method's winning trial (validation carve, data seed {spec.data_seed}: "
+      "one run, so the means below are of that run).",
+  )
   _write(
       workdir,
       out,
@@ -240,12 +240,13 @@ def _results(sdir, runs, seed, seeds=None) -> list[dict]:
   rows = []
   for run in runs:
     for s in seeds if seeds is not None else [seed]:
-      path = os.path.join(sweep.run_dir(sdir, run.strategy, int(s)), "results.json")
-      with open(path) as f:
+      run_dir = sweep.run_dir(sdir, run.strategy, int(s))
+      with open(os.path.join(run_dir, "results.json")) as f:
         res = json.load(f)
       rows.append(
           {
               "trial": run.strategy,
+              "dir": run_dir,
               "point": run.overrides,
               "seed": int(s),
               "valid": res["valid"],
