@@ -16,6 +16,7 @@ tree depth and size, and the ratio time(N_max) / time(N_min) of the medians. Tar
 
   python -m benchmarks.kernel_sampler_scaling                 # N = 10k, 1M
   python -m benchmarks.kernel_sampler_scaling --sizes=10000,100000 --steps=3 --repeats=2
+  python -m benchmarks.kernel_sampler_scaling --part=draw    # kernel_sample alone
 
 Memory: at N = 1M, L = 128, D = 32 the tree is 2 x 8192 nodes x D (D + 1) / 2 floats (35 MB)
 and the table 128 MB.
@@ -41,6 +42,17 @@ _LEAF = flags.DEFINE_integer("leaf", 128, "L: items per leaf (sampler.kernel_lea
 _ALPHA = flags.DEFINE_float("alpha", 100.0, "The kernel's alpha (sampler.kernel_alpha).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Steps per timed block.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed blocks per N (interleaved over N).")
+_PART = flags.DEFINE_enum(
+    "part",
+    "step",
+    ["step", "draw"],
+    "step: the draws and the tree and table updates; draw: kernel_sample alone.",
+)
+_SHARED_EXTRA = flags.DEFINE_integer(
+    "shared_extra",
+    samplers.KERNEL_SHARED_EXTRA,
+    "c: a row's K draws share the top T = min(depth, log2 K + c) levels of the tree.",
+)
 
 
 def _make_step(num_items: int):
@@ -50,7 +62,18 @@ def _make_step(num_items: int):
     k_query, k_pos, k_draw, k_move = jax.random.split(key, 4)
     query_BxD = jax.random.normal(k_query, (batch, items_NxD.shape[1])) * 0.3
     pos_B = jax.random.randint(k_pos, (batch,), 0, num_items, dtype=jnp.int32)
-    neg = samplers.kernel_sample(k_draw, tree, query_BxD, items_NxD, k, alpha=alpha, leaf_size=leaf)
+    neg = samplers.kernel_sample(
+        k_draw,
+        tree,
+        query_BxD,
+        items_NxD,
+        k,
+        alpha=alpha,
+        leaf_size=leaf,
+        shared_levels=(k - 1).bit_length() + _SHARED_EXTRA.value,
+    )
+    if _PART.value == "draw":
+      return tree, items_NxD, jnp.sum(neg.log_q)
     ids_M = jnp.concatenate([pos_B, neg.ids.reshape(-1)])
     old_MxD = items_NxD[ids_M]
     new_MxD = old_MxD + 0.01 * jax.random.normal(k_move, old_MxD.shape)
@@ -96,6 +119,7 @@ def main(argv):
   print(
       f"ratio time(N={sizes[-1]}) / time(N={sizes[0]}) = {hi / lo:.2f} (target <= 1.5; "
       f"B={_BATCH.value} K={_NUM_NEG.value} D={_DIM.value} L={_LEAF.value}, "
+      f"T = min(depth, log2 K + {_SHARED_EXTRA.value}), part={_PART.value}, "
       f"{jax.devices()[0].platform})"
   )
 

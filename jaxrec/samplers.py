@@ -916,6 +916,13 @@ def kernel_tree_update(
   return tree._replace(gram_Px2xF=heap.reshape(p, 2, f))
 
 
+# The default number of shared top levels is T = log2 K + KERNEL_SHARED_EXTRA: level T's
+# shared product costs 2^T F per row, a per-draw level 2 F per draw (K per row) as a gather
+# of scattered rows, several times slower per float on CPU than the dense product
+# (`python -m benchmarks.kernel_sampler_scaling --shared_extra=c` compares choices).
+KERNEL_SHARED_EXTRA = 3
+
+
 def kernel_sample(
     key: Array,
     tree: KernelTree,
@@ -959,7 +966,7 @@ def kernel_sample(
   xx_BxF = _packed_outer(x_BxD) * jnp.where(iu == ju, 1.0, 2.0).astype(jnp.float32)
   slots_L = jnp.arange(leaf, dtype=jnp.int32)
   if shared_levels is None:
-    shared_levels = (num_samples - 1).bit_length() + 3
+    shared_levels = (num_samples - 1).bit_length() + KERNEL_SHARED_EXTRA
   top = min(depth, check_int("shared_levels", shared_levels, 0))
   k_top, k_slots = jax.random.split(key)
   if top:  # level `top`: nodes 2^top .. 2^(top+1) - 1, the pairs 2^(top-1) .. 2^top - 1
@@ -967,7 +974,11 @@ def kernel_sample(
     g_TxF = tree.gram_Px2xF[half : 2 * half].reshape(2 * half, -1)
     mass_BxT = alpha * jnp.dot(xx_BxF, g_TxF.T) + tree.count_Px2[half : 2 * half].reshape(-1)
     mass_BxT = jnp.maximum(mass_BxT, 0.0)
-    j_BxK = _draw_rows(jax.random.uniform(k_top, (batch, num_samples)), mass_BxT)
+    j_BxK = _draw_rows(
+        jax.random.uniform(k_top, (batch, num_samples)),
+        mass_BxT,
+        "compare_all" if top <= 8 else "scan",  # O(2^T) or O(T) per draw
+    )
     start_log_p_BxK = jnp.log(jnp.take_along_axis(mass_BxT, j_BxK, axis=1)) - jnp.log(
         jnp.sum(mass_BxT, axis=1, keepdims=True)
     )

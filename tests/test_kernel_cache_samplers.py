@@ -27,19 +27,15 @@ def _tv_bound(n_items, n_draws):
   return 0.5 * math.sqrt(n_items / n_draws) + math.sqrt(math.log(1e6) / (2 * n_draws))
 
 
-@pytest.mark.parametrize("shared_levels", [None, 0, 2])
-def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact(shared_levels):
-  """10^6 draws (2 queries x 500k) over N=150 items in a depth-4 tree with an empty and a
-  partial leaf: exp(log_q) equals the closed form (alpha s^2 + 1) / sum (numpy, float64),
-  and each query's empirical distribution is within the TV bound of it. The levels drawn
-  for a row's K draws at once: all 4 (the default at K = 500), none (a descent of 4 per
-  draw), 2 (then 2 per draw)."""
+def _check_kernel_draws(items, leaf, shared_levels, rtol):
+  """10^6 draws (2 queries x 1000 rows x K = 500): exp(log_q) equals the closed form
+  (alpha s^2 + 1) / sum (numpy, float64) and each query's empirical distribution is within
+  the TV bound of it."""
   alpha, rows, k = 2.0, 1000, 500
-  items = _items()
-  queries = np.random.default_rng(1).normal(size=(2, D)).astype(np.float32)
+  n, dim = items.shape
+  queries = np.random.default_rng(1).normal(size=(2, dim)).astype(np.float32)
   query_BxD = jnp.asarray(np.repeat(queries, rows, axis=0))  # row b is query b // rows
-  tree = samplers.kernel_tree(jnp.asarray(items), LEAF)
-  assert tree.gram_Px2xF.shape == (16, 2, D * (D + 1) // 2)
+  tree = samplers.kernel_tree(jnp.asarray(items), leaf)
   draw = jax.jit(
       lambda key: samplers.kernel_sample(
           key,
@@ -48,7 +44,7 @@ def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact(shared_leve
           jnp.asarray(items),
           k,
           alpha=alpha,
-          leaf_size=LEAF,
+          leaf_size=leaf,
           shared_levels=shared_levels,
       )
   )
@@ -58,11 +54,28 @@ def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact(shared_leve
   kern = alpha * (queries.astype(np.float64) @ items.astype(np.float64).T) ** 2 + 1.0
   q = kern / kern.sum(1, keepdims=True)
   for b in range(2):
-    # float32 descent: 4 levels + a leaf, each a ratio of float32 masses (~1e-6 relative).
-    np.testing.assert_allclose(np.exp(log_q[b]), q[b, ids[b]], rtol=1e-4)
-    empirical = np.bincount(ids[b], minlength=N) / ids[b].size
+    np.testing.assert_allclose(np.exp(log_q[b]), q[b, ids[b]], rtol=rtol)
+    empirical = np.bincount(ids[b], minlength=n) / ids[b].size
     tv = 0.5 * np.abs(empirical - q[b]).sum()
-    assert tv <= _tv_bound(N, ids[b].size), (b, tv)
+    assert tv <= _tv_bound(n, ids[b].size), (b, tv)
+  return tree
+
+
+@pytest.mark.parametrize("shared_levels", [None, 0, 2])
+def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact(shared_levels):
+  """N=150 items in a depth-4 tree with an empty and a partial leaf. The levels drawn for a
+  row's K draws at once: all 4 (the default at K = 500), none (a descent of 4 per draw),
+  2 (then 2 per draw)."""
+  tree = _check_kernel_draws(_items(), LEAF, shared_levels, rtol=1e-4)
+  # float32 descent: 4 levels + a leaf, each a ratio of float32 masses (~1e-6 relative).
+  assert tree.gram_Px2xF.shape == (16, 2, D * (D + 1) // 2)
+
+
+def test_kernel_draws_with_a_wide_shared_level():
+  """N=1000 items, one per leaf (depth 10): the 2^9 nodes of a shared level 9 are drawn
+  from by binary search (kernel_sample's path for T > 8), then one level per draw."""
+  tree = _check_kernel_draws(_items(n=1000), 1, 9, rtol=1e-4)
+  assert tree.gram_Px2xF.shape == (1024, 2, D * (D + 1) // 2)
 
 
 def test_kernel_tree_update_equals_the_tree_rebuilt_from_scratch():
