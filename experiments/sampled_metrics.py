@@ -7,6 +7,7 @@ The sweep, the setting, the claim and what it measured: experiments/configs/samp
 from __future__ import annotations
 
 import itertools
+import json
 import os
 from typing import Sequence
 
@@ -155,25 +156,41 @@ def _seed_orders(rows, x, y, full_key, sampled_key) -> tuple[int, int]:
 def full_hit_rate(
     query_UxD, items_NxD, train_inter, test_inter, *, k: int = 10, user_batch: int = 256
 ) -> float:
-  """The exact counterpart of `metrics.sampled_hit_rate`: each test pair (u, i) (not a
-  train pair) is ranked against ALL items u never interacted with (train or test); hit
-  iff fewer than k of them score >= s_ui. Averaged over test pairs. Scores in float32."""
+  """`full_hit_rate_scores` of the dot-product scores q_u . v_j (float32)."""
   q = np.asarray(query_UxD, np.float32)
   v = np.asarray(items_NxD, np.float32)
-  n = v.shape[0]
+  return full_hit_rate_scores(
+      lambda ub: q[ub] @ v.T, v.shape[0], train_inter, test_inter, k=k, user_batch=user_batch
+  )
+
+
+def _test_pairs(num_items, train_inter, test_inter):
+  """(test keys outside train, every seen key: train or test), keys u * N + i, sorted."""
+  n = int(num_items)
   tr = np.unique(train_inter.user_ids.astype(np.int64) * n + train_inter.item_ids)
   te = np.unique(test_inter.user_ids.astype(np.int64) * n + test_inter.item_ids)
   te = te[~np.isin(te, tr, assume_unique=True)]
   if te.size == 0:
     raise ValueError("test has no (user, item) pair outside train")
-  seen = np.union1d(tr, te)  # sorted keys, so sorted by user
+  return te, np.union1d(tr, te)
+
+
+def full_hit_rate_scores(
+    scores_fn, num_items, train_inter, test_inter, *, k: int = 10, user_batch: int = 256
+) -> float:
+  """The exact counterpart of `metrics.sampled_hit_rate`: each test pair (u, i) (not a
+  train pair) is ranked against ALL items u never interacted with (train or test); hit
+  iff fewer than k of them score >= s_ui. Averaged over test pairs. scores_fn(users_b)
+  -> [b, N] scores (a copy is sorted in place)."""
+  n = int(num_items)
+  te, seen = _test_pairs(n, train_inter, test_inter)
   seen_u, seen_i = seen // n, seen % n
   te_u, te_i = te // n, te % n
   users = np.unique(te_u)
   hits = 0
   for lo in range(0, users.size, user_batch):
     ub = users[lo : lo + user_batch]
-    scores = q[ub] @ v.T  # [b, N]
+    scores = np.array(scores_fn(ub), np.float32)  # [b, N]
     a, b = np.searchsorted(te_u, [ub[0], ub[-1] + 1])
     rows = np.searchsorted(ub, te_u[a:b])
     pos = scores[rows, te_i[a:b]]
@@ -187,12 +204,43 @@ def full_hit_rate(
   return hits / te.size
 
 
-def _sampled(query, items, tr, te, seed, num_negatives):
-  import jax
+def sampled_hit_rate_scores(
+    scores_fn, num_items, train_inter, test_inter, *, num_negatives, k, key, user_batch=256
+) -> float:
+  """`metrics.sampled_hit_rate` from a scores function instead of embeddings (for a
+  closed-form model such as EASE): the same test pairs, the same negatives for the same
+  key (`metrics.sample_unseen_items`), hit iff fewer than k of them score >= s_ui."""
   from jaxrec import metrics
 
-  key = jax.random.fold_in(jax.random.PRNGKey(seed), 1234)  # same negatives for all models
-  return metrics.sampled_hit_rate(query, items, tr, te, num_negatives=num_negatives, k=10, key=key)
+  n = int(num_items)
+  te, seen = _test_pairs(n, train_inter, test_inter)
+  te_u, te_i = te // n, te % n
+  negs = metrics.sample_unseen_items(key, te_u, seen, n, num_negatives)
+  users = np.unique(te_u)
+  hits = 0
+  for lo in range(0, users.size, user_batch):
+    ub = users[lo : lo + user_batch]
+    scores = np.asarray(scores_fn(ub), np.float32)
+    a, b = np.searchsorted(te_u, [ub[0], ub[-1] + 1])
+    rows = np.searchsorted(ub, te_u[a:b])
+    pos = scores[rows, te_i[a:b]]
+    ahead = np.sum(scores[rows[:, None], negs[a:b]] >= pos[:, None], axis=1)
+    hits += int(np.sum(ahead < k))
+  return hits / te.size
+
+
+def _key(seed: int):
+  import jax
+
+  return jax.random.fold_in(jax.random.PRNGKey(seed), 1234)  # same negatives for all models
+
+
+def _sampled(query, items, tr, te, seed, num_negatives):
+  from jaxrec import metrics
+
+  return metrics.sampled_hit_rate(
+      query, items, tr, te, num_negatives=num_negatives, k=10, key=_key(seed)
+  )
 
 
 def hit_rates(query, items, tr, te, seed, num_negatives) -> dict[str, float]:
@@ -200,6 +248,87 @@ def hit_rates(query, items, tr, te, seed, num_negatives) -> dict[str, float]:
       FULL_HR: full_hit_rate(query, items, tr, te, k=10),
       SAMPLED: _sampled(query, items, tr, te, seed, num_negatives),
   }
+
+
+def run_hit_rates(run_dir: str, num_negatives: int, data_cache: dict) -> dict[str, float]:
+  """full_hr@10 and sampled_hr@10 of one finished launcher run (a tune final): from its
+  embeddings.npz, or for EASE (no embeddings) from its scores refitted on the same train
+  rows; test pairs and masked pairs as the run's final evaluation had them (train and
+  valid masked), the negatives keyed by the run's seed."""
+  import ml_collections
+
+  from jaxrec import baselines, evaluate
+  from jaxrec import config as config_lib
+
+  with open(os.path.join(run_dir, "results.json")) as f:
+    cfg = ml_collections.ConfigDict(json.load(f)["config"])
+  key = (json.dumps(cfg.data.to_dict(), sort_keys=True), config_lib.data_seed(cfg))
+  if key not in data_cache:
+    data_cache[key] = sweep.load_data(cfg.data, config_lib.data_seed(cfg))
+  splits = data_cache[key]
+  known = evaluate.known_pairs(splits.train, splits.valid)
+  path = os.path.join(run_dir, "embeddings.npz")
+  if os.path.exists(path):
+    z = np.load(path)
+    q, v = z["query"].astype(np.float32), z["items"].astype(np.float32)
+    scores_fn, num_items = (lambda ub: q[ub] @ v.T), v.shape[0]
+  elif cfg.model.name == "ease":
+    scorer = baselines.fit_ease(cfg, splits.train)
+    scores_fn, num_items = scorer.scores, splits.train.num_items
+  else:
+    raise FileNotFoundError(f"{path}: the run saved no embeddings (eval.save_embeddings)")
+  seed = int(cfg.seed)
+  return {
+      FULL_HR: full_hit_rate_scores(scores_fn, num_items, known, splits.test, k=10),
+      SAMPLED: sampled_hit_rate_scores(
+          scores_fn,
+          num_items,
+          known,
+          splits.test,
+          num_negatives=num_negatives,
+          k=10,
+          key=_key(seed),
+      ),
+  }
+
+
+def tune_analysis(workdir: str, base, final_rows: list[dict]) -> list[str]:
+  """`experiments.tune`'s analysis hook for the `tune` variant: adds full_hr@10 and
+  sampled_hr@10 to every final run's test metrics (so the declared claims can name them),
+  then the reorderings, the gap compression, the ranking table and the two plots of the
+  sweep's analysis, over the tuned models' means across seeds."""
+  num_negatives = int(base.sweep.num_negatives) if "sweep" in base else 100
+  cache = {}
+  for r in final_rows:
+    r["test"].update(run_hit_rates(r["dir"], num_negatives, cache))
+  rows = [{"strategy": r["method"], "seed": r["seed"], **r["test"]} for r in final_rows]
+  summary = {}
+  for r in rows:
+    summary.setdefault(r["strategy"], []).append(r)
+  summary = {
+      m: {
+          k: (float(np.mean([x[k] for x in rs])), float(np.std([x[k] for x in rs])))
+          for k in (FULL, FULL_HR, SAMPLED)
+      }
+      for m, rs in summary.items()
+  }
+  notes = reorder_notes(summary, rows, FULL) + reorder_notes(summary, rows, FULL_HR)
+  order = ranking({s: d[FULL][0] for s, d in summary.items()})
+  report_lib.plot_bars(workdir, summary, [FULL, FULL_HR, SAMPLED], "metrics_bars.png", order)
+  _plot_scatter(workdir, summary)
+  return [
+      "",
+      "## Sampled against full-ranking metrics",
+      "",
+      f"sampled_hr@10: each test pair against {num_negatives} uniform unseen items (the same "
+      f"draws for every model of a seed); {FULL_HR}: the same pairs against all unseen "
+      "items; recall@10: per user, full ranking. Each model's means over its final runs "
+      "(EASE and popularity: one run). metrics_bars.png, full_vs_sampled.png.",
+      "",
+      *[f"- {n}" for n in notes],
+      "",
+      *ranking_table(summary, [FULL, FULL_HR, SAMPLED]),
+  ]
 
 
 def popularity_row(config, seed: int, num_negatives: int, data=None) -> dict:

@@ -24,6 +24,10 @@ The config is a training config plus a `tune` section (`experiments.configs.comm
                    Claim: the paired difference of two methods' test metric over the
                    final seeds against a threshold), declared before the run; report.md
                    gives each one's 95% interval and verdict
+  tune.analysis    optional: "module.function" under experiments/, called as
+                   f(workdir, base, final_rows) after the final runs and before the
+                   claims are judged; it may add measures to each row's "test" dict
+                   (which the claims can then name) and returns report.md lines
 
 Trials: WORKDIR/trials/<method>/<n>/seed_<data_seed>; final runs:
 WORKDIR/final/<method>/seed_<s>. Finished runs are skipped, so an interrupted search
@@ -96,6 +100,8 @@ def check(config) -> tuple[ml_collections.ConfigDict, ml_collections.ConfigDict]
   unknown = sorted({x for c in claims for x in (c.a, c.b) if x and x not in labels})
   if unknown:
     raise ConfigError(f"tune.claims name no method: {', '.join(unknown)}")
+  if spec.get("analysis", ""):
+    sweep.lookup(spec.analysis)  # an unknown name fails here, before any training
   for method in methods(base, spec):
     sweep.run_configs(method.base, [Run(_label(p), p) for p in method.points], [0])
   return base, spec
@@ -196,6 +202,9 @@ def run(config, workdir: str, *, log=print) -> dict:
         }
     )
   out["wall_seconds"] = time.time() - t0
+  extra = []
+  if spec.get("analysis", ""):
+    extra = list(sweep.lookup(spec.analysis)(workdir, base, final_rows))
   claims = report_lib.parse_claims(spec.get("claims", ()))
   rows = [{"strategy": r["method"], "seed": r["seed"], **r["test"]} for r in final_rows]
   out["claims"] = [
@@ -216,7 +225,7 @@ def run(config, workdir: str, *, log=print) -> dict:
       final_rows,
       metric,
       spec,
-      report_lib.claims_section(rows, claims) + time_lines,
+      report_lib.claims_section(rows, claims) + extra + time_lines,
   )
   return out
 

@@ -204,6 +204,30 @@ def test_full_hit_rate_matches_brute_force():
     )
 
 
+def test_sampled_hit_rate_from_scores_matches_the_embedding_version():
+  """sampled_hit_rate_scores (numpy, any scores function: EASE's) on q . v gives what
+  metrics.sampled_hit_rate (jax, embeddings) gives for the same key: the same pairs and
+  negatives; continuous random scores, so no tie can differ between the two."""
+  import jax
+  from jaxrec import metrics
+  from jaxrec.data import Interactions
+
+  rng = np.random.default_rng(6)
+  U, N = 40, 200
+  q, v = rng.normal(size=(U, 5)).astype(np.float32), rng.normal(size=(N, 5)).astype(np.float32)
+  pairs = np.unique(rng.integers(0, U * N, 1500))
+  is_test = rng.random(pairs.size) < 0.3
+  mk = lambda p: Interactions((p // N).astype(np.int32), (p % N).astype(np.int32), U, N)
+  tr, te = mk(pairs[~is_test]), mk(pairs[is_test])
+  key = jax.random.PRNGKey(3)
+  for k in (1, 10):
+    want = metrics.sampled_hit_rate(q, v, tr, te, num_negatives=30, k=k, key=key)
+    got = sampled_metrics.sampled_hit_rate_scores(
+        lambda ub: q[ub] @ v.T, N, tr, te, num_negatives=30, k=k, key=key, user_batch=7
+    )
+    assert got == pytest.approx(want, abs=1e-12) and 0.0 < got < 1.0
+
+
 # ----------------------------------------------------------------------- end to end
 
 

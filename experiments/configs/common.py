@@ -121,6 +121,7 @@ def tune(
     seeds=(0, 1, 2),
     refit: bool = True,
     claims=(),
+    analysis: str = "",
 ) -> ml_collections.ConfigDict:
   """The `tune` section that `experiments.tune` reads (its docstring describes the keys):
   methods = ((label, {fixed key: value}, {searched key: (values, ...)}), ...); claims:
@@ -134,10 +135,13 @@ def tune(
   t.valid_fraction, t.data_seed, t.search_seed = float(valid_fraction), 0, 0
   t.seeds, t.refit, t.only = tuple(seeds), bool(refit), ""
   t.claims = tuple(dict(c) for c in claims)
+  t.analysis = analysis
   return t
 
 
-def protocol(c, methods, *, title: str, select: str, claims, steps: int) -> None:
+def protocol(
+    c, methods, *, title: str, select: str, claims, steps: int, analysis: str = ""
+) -> None:
   """An ablation's `tune` variant (issue 22's protocol): one split (data seed 0; the
   seeds vary the training), a validation evaluation every 500 steps with patience 3 and a
   cap of `steps`, and `tune` with 3 grid trials for every method and the claims
@@ -145,7 +149,9 @@ def protocol(c, methods, *, title: str, select: str, claims, steps: int) -> None
   c.data.seed = 0
   c.train.steps = int(steps)
   c.eval.every, c.eval.patience = 500, 3
-  c.tune = tune(methods, title=title, select=select, trials=3, mode="grid", claims=claims)
+  c.tune = tune(
+      methods, title=title, select=select, trials=3, mode="grid", claims=claims, analysis=analysis
+  )
 
 
 def time_curve(
