@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from experiments import report as report_lib
 from experiments import sweep
-from experiments.configs.negatives_vs_quality import FULL, label
+from experiments.configs.negatives_vs_quality import FULL, POPULARITY_LIKE, label
 
 METRICS = ("test_softmax_loss", "recall@20", "ndcg@20")
 
@@ -33,6 +33,29 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
       f"pool {max(int(c.sampler.pool_size), max(ks))}; not defined (n/a): "
       f"{', '.join(skipped) or 'none'}.",
       *tables(sw.summary, ks, names),
+  ]
+
+
+def tune_analysis(workdir: str, base, final_rows: list[dict]) -> list[str]:
+  """`experiments.tune`'s analysis hook for the `tune` variant: the sweep's checks, tables
+  by K and plot over the tuned arms' final runs (means over seeds)."""
+  del base
+  summary = report_lib.summarize(
+      [{"strategy": r["method"], "overrides": "", **r["test"]} for r in final_rows]
+  )
+  arms = [m.split(",") for m in summary if m.count(",") == 2]
+  ks = tuple(sorted({int(k.removeprefix("K=")) for _, k, _ in arms}))
+  names = tuple(dict.fromkeys(s for s, _, _ in arms))
+  plot(workdir, summary, ks, names)
+  return [
+      "",
+      "## By K",
+      "",
+      "Means ± std over each arm's final runs (its own selected learning rate and step); "
+      "negatives_vs_quality.png. The sweep's checks on these means:",
+      "",
+      *[f"- {n}" for n in checks(summary, ks, names, POPULARITY_LIKE)],
+      *tables(summary, ks, names),
   ]
 
 

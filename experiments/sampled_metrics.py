@@ -302,16 +302,7 @@ def tune_analysis(workdir: str, base, final_rows: list[dict]) -> list[str]:
   for r in final_rows:
     r["test"].update(run_hit_rates(r["dir"], num_negatives, cache))
   rows = [{"strategy": r["method"], "seed": r["seed"], **r["test"]} for r in final_rows]
-  summary = {}
-  for r in rows:
-    summary.setdefault(r["strategy"], []).append(r)
-  summary = {
-      m: {
-          k: (float(np.mean([x[k] for x in rs])), float(np.std([x[k] for x in rs])))
-          for k in (FULL, FULL_HR, SAMPLED)
-      }
-      for m, rs in summary.items()
-  }
+  summary = report_lib.summarize([{**r, "overrides": ""} for r in rows])
   notes = reorder_notes(summary, rows, FULL) + reorder_notes(summary, rows, FULL_HR)
   order = ranking({s: d[FULL][0] for s, d in summary.items()})
   report_lib.plot_bars(workdir, summary, [FULL, FULL_HR, SAMPLED], "metrics_bars.png", order)

@@ -279,3 +279,46 @@ def test_tune_runs_the_analysis_hook_and_judges_claims_on_what_it_adds(tmp_path)
   assert "## Sampled against full-ranking metrics" in text and "Kendall tau" in text
   for f in ("metrics_bars.png", "full_vs_sampled.png"):
     assert os.path.getsize(os.path.join(wd, f)) > 0
+
+
+def test_the_negatives_vs_quality_tune_variant_and_its_analysis(tmp_path):
+  """configs/negatives_vs_quality.py:tune: the full softmax and every sampler x K x log-Q
+  with K defined, 3 lr trials each, the declared loss claims; tune_analysis parses the
+  arms' labels back into the sweep's checks and tables (hand-made final rows: uniform
+  closes the gap to the full softmax as K grows, unigram's log-Q lowers the loss)."""
+  from experiments import negatives_vs_quality as nvq
+  from experiments.configs import negatives_vs_quality as cfg
+
+  spec, ms = _protocol_variant(cfg, tmp_path)
+  arms = [x for x in ms if x.count(",") == 2]
+  assert len(arms) == len(cfg.SAMPLERS) * len(cfg.TUNE_KS) * 2
+  assert ms["in_batch,K=128,logq"].base.sampler.batch_negatives == 128
+  assert [dict(p)["train.learning_rate"] for p in ms["full_softmax"].points] == [1.0, 2.0, 4.0]
+  assert len(spec.claims) == len(cfg.SAMPLERS) + len(cfg.POPULARITY_LIKE)
+  assert spec.analysis == "negatives_vs_quality.tune_analysis"
+
+  def row(method, seed, loss, recall):
+    return {
+        "method": method,
+        "seed": seed,
+        "test": {"test_softmax_loss": loss, "recall@20": recall, "ndcg@20": recall / 2},
+    }
+
+  rows = []
+  for seed in (0, 1):
+    rows += [
+        row("full_softmax", seed, 8.0 + 0.01 * seed, 0.30),
+        row("uniform,K=4,logq", seed, 9.0, 0.20),
+        row("uniform,K=128,logq", seed, 8.2, 0.28),
+        row("unigram,K=4,logq", seed, 8.5, 0.25),
+        row("unigram,K=128,logq", seed, 8.1, 0.29),
+        row("unigram,K=128,no_logq", seed, 8.9, 0.22),
+    ]
+  lines = nvq.tune_analysis(str(tmp_path), None, rows)
+  text = "\n".join(lines)
+  assert (
+      "PASS: uniform + log-Q: held-out loss gap to full softmax 0.995 at K=4 -> 0.195 at K=128"
+      in text
+  )
+  assert "PASS: log-Q matters for unigram at K=128" in text
+  assert os.path.getsize(tmp_path / "negatives_vs_quality.png") > 0

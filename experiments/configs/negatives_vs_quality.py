@@ -41,6 +41,12 @@ from experiments.configs import common
 KS = (1, 4, 16, 64, 256, 1024)
 SAMPLERS = ("uniform", "unigram", "in_batch", "mixed", "hard_exact", "hard_pool")
 FULL = "full_softmax"
+# non-uniform proposals whose correction changes the optimum (claim 2)
+POPULARITY_LIKE = ("unigram", "in_batch", "mixed")
+# The `tune` variant: K values defined for every sampler (in-batch needs K <= B = 128) and
+# the Adagrad rates every arm searches (the sweep's 2.0 in the middle).
+TUNE_KS = (4, 32, 128)
+LEARNING_RATES = (1.0, 2.0, 4.0)
 
 
 def label(sampler: str, k: int, logq: bool) -> str:
@@ -79,9 +85,49 @@ def strategies(config):
   return runs
 
 
+def tune_methods(config):
+  """(label, fixed, space) of the `tune` variant: popularity and EASE (lambda), then the
+  full softmax and every sampler x K of TUNE_KS x log-Q, each searching the Adagrad lr."""
+  out = [
+      ("popularity", {"model.name": "popularity"}, {}),
+      ("EASE", {"model.name": "ease"}, {"model.ease_lambda": (100.0, 200.0, 500.0)}),
+  ]
+  space = {"train.learning_rate": LEARNING_RATES}
+  return out + [(name, over, space) for name, over in strategies(config)]
+
+
+def tune_claims():
+  """Declared before the first `tune` run, on the held-out full-softmax loss (paired by
+  seed): (1) with log-Q every sampler gets closer to the full softmax's loss at K = 128
+  than at K = 4; (2) at K = 128 log-Q lowers the loss of each popularity-like proposal."""
+  lo, hi = TUNE_KS[0], TUNE_KS[-1]
+  out = [
+      dict(
+          text=f"{s} + log-Q: lower held-out loss at K = {hi} than at K = {lo}",
+          metric="test_softmax_loss",
+          a=label(s, hi, True),
+          op="<",
+          threshold=0.0,
+          b=label(s, lo, True),
+      )
+      for s in SAMPLERS
+  ]
+  return out + [
+      dict(
+          text=f"{s}, K = {hi}: log-Q lowers the held-out loss",
+          metric="test_softmax_loss",
+          a=label(s, hi, True),
+          op="<",
+          threshold=0.0,
+          b=label(s, hi, False),
+      )
+      for s in POPULARITY_LIKE
+  ]
+
+
 def get_config(arg=None):
   """MF two towers, D = 32, Adagrad; the loss and the sampler come per run."""
-  v = common.parse_arg(arg, quick=False)
+  v = common.parse_arg(arg, quick=False, tune=False)
   c = common.movielens_base()
   c.model.update(name="mf", dim=32)
   c.loss.name = "full"
@@ -106,9 +152,25 @@ def get_config(arg=None):
       ks=KS,
       samplers=SAMPLERS,
       # non-uniform proposals whose correction changes the optimum (claim 2)
-      predictions=dict(popularity_like=("unigram", "in_batch", "mixed")),
+      predictions=dict(popularity_like=POPULARITY_LIKE),
   )
+  if v.tune:
+    c.sweep.ks = TUNE_KS
+    common.protocol(
+        c,
+        tune_methods(c),
+        title="Sampled-softmax bias vs number of negatives, tuned on validation",
+        select="valid/recall@20",
+        claims=tune_claims(),
+        steps=int(c.train.steps),
+        analysis="negatives_vs_quality.tune_analysis",
+    )
   if v.quick:
     common.quick_steps(c, 500)
     c.sweep.ks = (4, 64)
+    if v.tune:
+      c.sweep.ks = (4, 64)
+      c.tune.methods = tune_methods(c)
+      c.tune.claims = ()
+      c.tune.trials, c.tune.seeds = 1, (0,)
   return c
