@@ -293,7 +293,8 @@ def test_the_negatives_vs_quality_tune_variant_and_its_analysis(tmp_path):
   arms = [x for x in ms if x.count(",") == 2]
   assert len(arms) == len(cfg.SAMPLERS) * len(cfg.TUNE_KS) * 2
   assert ms["in_batch,K=128,logq"].base.sampler.batch_negatives == 128
-  assert [dict(p)["train.learning_rate"] for p in ms["full_softmax"].points] == [1.0, 2.0, 4.0]
+  assert [dict(p)["train.learning_rate"] for p in ms["full_softmax"].points] == [2.0, 4.0, 8.0]
+  assert ms["full_softmax"].base.train.steps == cfg.TUNE_STEPS
   assert len(spec.claims) == len(cfg.SAMPLERS) + len(cfg.POPULARITY_LIKE)
   assert spec.analysis == "negatives_vs_quality.tune_analysis"
 
