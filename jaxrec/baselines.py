@@ -172,6 +172,42 @@ def inverse_spd_inplace(a: np.ndarray) -> np.ndarray:
   return a
 
 
+def item_components(offsets, items, num_users: int, num_items: int) -> np.ndarray:
+  """int [N]: the connected component of each item in the user-item graph (items i and j
+  are connected when some user has both; an item without users is its own component).
+  X^T X is block-diagonal over these components, and so is (X^T X + lam I)^-1."""
+  from scipy.sparse import coo_matrix
+  from scipy.sparse.csgraph import connected_components
+
+  users = np.repeat(np.arange(num_users), np.diff(offsets))
+  n = num_users + num_items  # bipartite graph: users 0..U-1, items U..U+N-1
+  graph = coo_matrix((np.ones(items.size, np.int8), (users, num_users + items)), shape=(n, n))
+  _, labels = connected_components(graph, directed=False)
+  return labels[num_users:]
+
+
+def _inverse_by_components(a: np.ndarray, labels_N: np.ndarray) -> np.ndarray:
+  """a^-1 of a symmetric positive definite a that is block-diagonal over labels_N (zero
+  between components), in a's memory. Components of at most half the rows are inverted
+  one by one (sum_c N_c^3 flops instead of N^3: 16x less for 4 equal blocks, as in the
+  language-split data); with a larger component, `inverse_spd_inplace` of the whole."""
+  _, inverse, sizes = np.unique(labels_N, return_inverse=True, return_counts=True)
+  n = a.shape[0]
+  if sizes.max() > n // 2:
+    return inverse_spd_inplace(a)
+  order = np.argsort(inverse, kind="stable")
+  bounds = np.concatenate([[0], np.cumsum(sizes)])
+  blocks = []
+  for c in range(sizes.size):
+    idx = order[bounds[c] : bounds[c + 1]]
+    blocks.append((idx, inverse_spd_inplace(np.ascontiguousarray(a[np.ix_(idx, idx)]))))
+  for r0 in range(0, n, _ROW_BLOCK):
+    a[r0 : r0 + _ROW_BLOCK] = 0.0
+  for idx, block in blocks:
+    a[np.ix_(idx, idx)] = block
+  return a
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Ease:
   """EASE scores s_u = x_u B (x_u the user's binary train row), B [N, N] float32."""
@@ -214,7 +250,8 @@ def ease(train, *, lam: float) -> Ease:
 
   All in float32 in one [N, N] buffer: the Gram matrix (`gram`) gets lam on its diagonal,
   is inverted in place by a Cholesky factorisation (`inverse_spd_inplace`; by 2 x 2
-  blocks above 24,576 items), and P is turned into B in place; peak memory is about
+  blocks above 24,576 items; one component of the user-item graph at a time when none
+  holds more than half the items, `_inverse_by_components`), and P is turned into B in place; peak memory is about
   4 N^2 bytes (6.7 GB for Gowalla's 40,981 items), plus 3 N^2 bytes of scratch when
   blocked, plus the train pairs. Time is dominated by the inverse, N^3 to 1.25 N^3 flops.
 
@@ -226,9 +263,9 @@ def ease(train, *, lam: float) -> Ease:
   if isinstance(lam, bool) or not isinstance(lam, (int, float, np.number)) or not lam > 0:
     raise ValueError(f"ease: lam must be a positive number, got {lam!r}")
   g = gram(train)
-  offsets, items, _, num_items = _binary_csr(train)
+  offsets, items, num_users, num_items = _binary_csr(train)
   g[np.diag_indices(num_items)] += np.float32(lam)
-  p = inverse_spd_inplace(g)
+  p = _inverse_by_components(g, item_components(offsets, items, num_users, num_items))
   del g
   scale = -1.0 / np.diag(p).astype(np.float32)  # copy, before p is overwritten
   for r0 in range(0, num_items, _ROW_BLOCK):

@@ -54,6 +54,40 @@ def test_ease_matches_numpy_closed_form(lam):
   np.testing.assert_array_equal(model.scores(np.array([0])), 0.0)  # no train items
 
 
+def test_ease_on_disjoint_groups_inverts_one_component_at_a_time(monkeypatch):
+  """Three groups of users and items that never meet (shuffled ids) plus two items no user
+  has: the item components are found (scipy's union, checked against the groups by hand)
+  and B equals numpy's float64 closed form over the whole matrix, with the per-component
+  inverse taken (and the whole-matrix inverse never called)."""
+  rng = np.random.default_rng(3)
+  num_items, num_users = 32, 45
+  perm = rng.permutation(num_items)
+  group_of_item = np.full(num_items, -1)
+  group_of_item[perm[:10]], group_of_item[perm[10:20]], group_of_item[perm[20:30]] = 0, 1, 2
+  x = np.zeros((num_users, num_items))
+  for u in range(num_users):
+    g = u % 3
+    members = np.flatnonzero(group_of_item == g)
+    x[u, rng.choice(members, size=rng.integers(2, 7), replace=False)] = 1.0
+  users, items = np.nonzero(x)
+  train = Interactions(users, items, num_users, num_items)
+  offsets, csr_items, _, _ = baselines._binary_csr(train)
+  labels = baselines.item_components(offsets, csr_items, num_users, num_items)
+  for g in range(3):  # each group one component (dense enough to be connected here)
+    assert len(set(labels[group_of_item == g])) == 1
+  assert len(set(labels)) == 5  # 3 groups + the 2 items without users
+  calls = []
+  whole = baselines.inverse_spd_inplace
+  monkeypatch.setattr(
+      baselines, "inverse_spd_inplace", lambda a: calls.append(a.shape[0]) or whole(a)
+  )
+  model = baselines.ease(train, lam=2.0)
+  assert sorted(calls) == [1, 1, 10, 10, 10]
+  want = _ease64(x, 2.0)
+  np.testing.assert_allclose(model.b_NxN, want, rtol=0, atol=1e-5 * np.abs(want).max())
+  assert np.all(model.b_NxN[np.ix_(group_of_item == 0, group_of_item == 1)] == 0.0)
+
+
 def test_ease_scores_in_gather_sub_batches(monkeypatch):
   train, _ = _world()
   model = baselines.ease(train, lam=5.0)
