@@ -294,6 +294,10 @@ def test_the_negatives_vs_quality_tune_variant_and_its_analysis(tmp_path):
   assert len(arms) == len(cfg.SAMPLERS) * len(cfg.TUNE_KS) * 2
   assert ms["in_batch,K=128,logq"].base.sampler.batch_negatives == 128
   assert [dict(p)["train.learning_rate"] for p in ms["full_softmax"].points] == [2.0, 4.0, 8.0]
+  halved = cfg.get_config("tune,lr_low=1.0")
+  halved.data.path = str(tmp_path)
+  full = {m.label: m for m in tune.methods(*tune.check(halved))}["full_softmax"]
+  assert [dict(p)["train.learning_rate"] for p in full.points] == [1.0, 2.0, 4.0]
   assert ms["full_softmax"].base.train.steps == cfg.TUNE_STEPS
   assert len(spec.claims) == len(cfg.SAMPLERS) + len(cfg.POPULARITY_LIKE)
   assert spec.analysis == "negatives_vs_quality.tune_analysis"

@@ -48,7 +48,7 @@ POPULARITY_LIKE = ("unigram", "in_batch", "mixed")
 # 1,000 steps and rates (1, 2, 4) was stopped before its test figures were read: 21 of 28
 # arms chose lr 4 (the grid's top) and 81 of 90 trials their last step (the cap).
 TUNE_KS = (4, 32, 128)
-LEARNING_RATES = (2.0, 4.0, 8.0)
+LR_LOW = 2.0  # the grid is (lr_low, 2 lr_low, 4 lr_low); variant `tune,lr_low=1.0` halves it
 TUNE_STEPS = 4000
 
 
@@ -88,14 +88,15 @@ def strategies(config):
   return runs
 
 
-def tune_methods(config):
+def tune_methods(config, lr_low: float = LR_LOW):
   """(label, fixed, space) of the `tune` variant: popularity and EASE (lambda), then the
-  full softmax and every sampler x K of TUNE_KS x log-Q, each searching the Adagrad lr."""
+  full softmax and every sampler x K of TUNE_KS x log-Q, each searching the Adagrad lr over
+  (lr_low, 2 lr_low, 4 lr_low)."""
   out = [
       ("popularity", {"model.name": "popularity"}, {}),
       ("EASE", {"model.name": "ease"}, {"model.ease_lambda": (100.0, 200.0, 500.0)}),
   ]
-  space = {"train.learning_rate": LEARNING_RATES}
+  space = {"train.learning_rate": tuple(lr_low * f for f in (1.0, 2.0, 4.0))}
   return out + [(name, over, space) for name, over in strategies(config)]
 
 
@@ -130,7 +131,7 @@ def tune_claims():
 
 def get_config(arg=None):
   """MF two towers, D = 32, Adagrad; the loss and the sampler come per run."""
-  v = common.parse_arg(arg, quick=False, tune=False)
+  v = common.parse_arg(arg, quick=False, tune=False, lr_low=LR_LOW)
   c = common.movielens_base()
   c.model.update(name="mf", dim=32)
   c.loss.name = "full"
@@ -161,7 +162,7 @@ def get_config(arg=None):
     c.sweep.ks = TUNE_KS
     common.protocol(
         c,
-        tune_methods(c),
+        tune_methods(c, v.lr_low),
         title="Sampled-softmax bias vs number of negatives, tuned on validation",
         select="valid/recall@20",
         claims=tune_claims(),
@@ -173,7 +174,7 @@ def get_config(arg=None):
     c.sweep.ks = (4, 64)
     if v.tune:
       c.sweep.ks = (4, 64)
-      c.tune.methods = tune_methods(c)
+      c.tune.methods = tune_methods(c, v.lr_low)
       c.tune.claims = ()
       c.tune.trials, c.tune.seeds = 1, (0,)
   return c
