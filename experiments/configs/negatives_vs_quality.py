@@ -8,6 +8,17 @@ Command (defaults: ml-latest-small, seed 0, K in {1, 4, 16, 64, 256, 1024}):
       [--config.sweep.samplers=uniform,unigram,...] [--config.x=y ...]
 Variant `:quick`: 500 steps and K in {4, 64}.
 
+Under the protocol (variant `tune`: each arm's lr from 3 trials on a 10% validation carve,
+a 4,000-step cap, K in TUNE_KS, popularity and EASE rows, 9 loss claims in `tune_claims`
+declared before the run; 31-34 min on 2 cores; `tune,lr_low=1.0` halves the lr grid):
+  python -m experiments.tune --config=experiments/configs/negatives_vs_quality.py:tune \
+      --workdir=runs/nvq_tune
+Found (records/negatives_vs_quality_tune and _lr1, docs/RESULTS.md): under both grids the
+loss falls with K for uniform, unigram, in-batch and mixed with log-Q, and log-Q lowers the
+loss of the popularity-like proposals at K = 128 (held). hard_exact's is flat in K (not
+resolved); hard_pool's rises slightly (not held). Several sampled arms end below the full
+softmax's held-out loss.
+
 Setting. A two-tower MF model (D = 32, dot-product scores, T = 1, row-wise Adagrad lr 2,
 batch 128, 1000 steps) trained for the same number of steps with the full softmax (the
 reference) and with the sampled softmax for every sampler x K x log-Q on/off. Each query
