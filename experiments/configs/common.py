@@ -139,6 +139,13 @@ def tune(
   return t
 
 
+def claim(text: str, metric: str, a: str, op: str, threshold=0.0, b: str = "", scale=1.0) -> dict:
+  """One declared claim (experiments/report.py's Claim): the per-seed statistic
+  metric(a) - scale x metric(b) (metric(a) alone without b) compared by `op` with
+  `threshold`."""
+  return dict(text=text, metric=metric, a=a, op=op, threshold=threshold, b=b, scale=scale)
+
+
 def protocol(
     c, methods, *, title: str, select: str, claims, steps: int, analysis: str = ""
 ) -> None:

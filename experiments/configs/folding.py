@@ -125,9 +125,7 @@ def claims(config) -> list[dict]:
     return []
   cg, rc, full, r = "cross_group@20", "recall@20", "full_softmax", p.recall_vs_full
 
-  def claim(text, metric, a, op, threshold, b="", scale=1.0):
-    return dict(text=text, metric=metric, a=a, op=op, threshold=threshold, b=b, scale=scale)
-
+  claim = common.claim
   out = [claim("positive-only folds", cg, "positive_only", ">", p.folds * (g - 1) / g)]
   for s in p.judged:
     out.append(claim(f"{s} keeps the groups apart", cg, s, "<", p.max_cross_group))
@@ -168,12 +166,11 @@ def tune_claims(config) -> list[dict]:
   out = [c for c in claims(config) if c["a"] in arms and (not c["b"] or c["b"] in arms)]
   for other in ("hard_exact", "unigram0.75"):
     out.append(
-        dict(
-            text=f"the full softmax reaches a lower held-out loss than {other}",
-            metric="test_softmax_loss",
-            a="full_softmax",
-            op="<",
-            threshold=0.0,
+        common.claim(
+            f"the full softmax reaches a lower held-out loss than {other}",
+            "test_softmax_loss",
+            "full_softmax",
+            "<",
             b=other,
         )
     )

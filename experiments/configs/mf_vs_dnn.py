@@ -66,9 +66,7 @@ def claims() -> list[dict]:
   """The four claims as paired statistics (the runner's rows: strategy = "world/method"
   for quality, "mf@N" / "dnn@N" for timing; metric names as in its report)."""
 
-  def claim(text, metric, a, op, threshold=0.0, b="", scale=1.0):
-    return dict(text=text, metric=metric, a=a, op=op, threshold=threshold, b=b, scale=scale)
-
+  claim = common.claim
   out = []
   # 1. MF scales more easily and its queries are cheaper: at the largest catalogue, the
   # DNN's training step and its query embedding take longer than MF's, and serving (query

@@ -116,27 +116,13 @@ def tune_claims():
   seed): (1) with log-Q every sampler gets closer to the full softmax's loss at K = 128
   than at K = 4; (2) at K = 128 log-Q lowers the loss of each popularity-like proposal."""
   lo, hi = TUNE_KS[0], TUNE_KS[-1]
-  out = [
-      dict(
-          text=f"{s} + log-Q: lower held-out loss at K = {hi} than at K = {lo}",
-          metric="test_softmax_loss",
-          a=label(s, hi, True),
-          op="<",
-          threshold=0.0,
-          b=label(s, lo, True),
-      )
+  pairs = [
+      (f"{s} + log-Q: lower held-out loss at K = {hi} than at K = {lo}", s, lo, True)
       for s in SAMPLERS
-  ]
-  return out + [
-      dict(
-          text=f"{s}, K = {hi}: log-Q lowers the held-out loss",
-          metric="test_softmax_loss",
-          a=label(s, hi, True),
-          op="<",
-          threshold=0.0,
-          b=label(s, hi, False),
-      )
-      for s in POPULARITY_LIKE
+  ] + [(f"{s}, K = {hi}: log-Q lowers the held-out loss", s, hi, False) for s in POPULARITY_LIKE]
+  return [
+      common.claim(text, "test_softmax_loss", label(s, hi, True), "<", b=label(s, k, q))
+      for text, s, k, q in pairs
   ]
 
 

@@ -90,20 +90,14 @@ def tune_claims():
   above MF D = 8 by recall@10, below it by sampled HR@10, on 3/3 seeds) survives tuning
   both models on validation (paired differences over the final seeds > 0)."""
   return [
-      dict(
-          text="WALS beats MF D = 8 by recall@10 (full ranking)",
-          metric="recall@10",
-          a="wals",
-          op=">",
-          threshold=0.0,
-          b="mf_d8",
+      common.claim(
+          "WALS beats MF D = 8 by recall@10 (full ranking)", "recall@10", "wals", ">", b="mf_d8"
       ),
-      dict(
-          text="MF D = 8 beats WALS by sampled HR@10 (100 negatives)",
-          metric="sampled_hr@10",
-          a="mf_d8",
-          op=">",
-          threshold=0.0,
+      common.claim(
+          "MF D = 8 beats WALS by sampled HR@10 (100 negatives)",
+          "sampled_hr@10",
+          "mf_d8",
+          ">",
           b="wals",
       ),
   ]
