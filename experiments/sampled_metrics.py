@@ -276,7 +276,10 @@ def run_hit_rates(run_dir: str, num_negatives: int, data_cache: dict) -> dict[st
     scorer = baselines.fit_ease(cfg, splits.train)
     scores_fn, num_items = scorer.scores, splits.train.num_items
   else:
-    raise FileNotFoundError(f"{path}: the run saved no embeddings (eval.save_embeddings)")
+    raise FileNotFoundError(
+        f"{path}: no embeddings (a run copied from records/ keeps none); remove "
+        f"{run_dir} and rerun the command to retrain it"
+    )
   seed = int(cfg.seed)
   return {
       FULL_HR: full_hit_rate_scores(scores_fn, num_items, known, splits.test, k=10),
