@@ -140,6 +140,10 @@ def test_bad_tune_sections():
   c.tune.claims = ({**_CLAIM, "op": ">="},)
   with pytest.raises(sweep.ConfigError, match="tune.claims"):
     tune.check(c)
+  c = _config()
+  c.tune.analysis = "sampled_metrics.nope"
+  with pytest.raises(sweep.ConfigError, match="no function 'sampled_metrics.nope'"):
+    tune.check(c)
   with pytest.raises(sweep.ConfigError, match="no tune section"):
     tune.check(synthetic.get_config())
 

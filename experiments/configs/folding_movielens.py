@@ -6,7 +6,8 @@ for reuse, jaxrec/host_malloc.py):
       --config=experiments/configs/folding_movielens.py --workdir=runs/folding_ml
 
 Under issue 22's protocol (each arm's learning rate tuned on validation, popularity and
-EASE rows, claims declared in configs/folding.py's `tune_claims`; ~6 hours, not run yet):
+EASE rows, claims declared in configs/folding.py's `tune_claims`; 5-6 hours, not finished:
+records/folding_ml_tune holds the runs done so far, and copying it to the workdir resumes):
   JAXREC_GLIBC_MALLOC=keep python -m experiments.tune \
       --config=experiments/configs/folding_movielens.py:tune --workdir=runs/folding_ml_tune
 
