@@ -6,6 +6,7 @@ experiments/configs/negatives_vs_quality.py.
 
 from __future__ import annotations
 
+import numpy as np
 
 from experiments import report as report_lib
 from experiments import sweep
@@ -56,7 +57,61 @@ def tune_analysis(workdir: str, base, final_rows: list[dict]) -> list[str]:
       "",
       *[f"- {n}" for n in checks(summary, ks, names, POPULARITY_LIKE)],
       *tables(summary, ks, names),
+      *rates_section(bias_rates(final_rows, names, ks)),
   ]
+
+
+def bias_rates(final_rows: list[dict], sampler_names, ks, min_points: int = 3) -> list[dict]:
+  """The rate at which each log-Q sampler's held-out loss approaches the full softmax's:
+  per seed, the least-squares slope b of log(gap_K) = a + b log K, gap_K = the arm's
+  test_softmax_loss at K minus the full softmax's at the same seed, over the K whose gap is
+  positive at every seed (at least `min_points` of them); then the mean slope and its 95%
+  t-interval over the seeds. b = -1 is O(1/K) (Bengio & Senecal 2008; Blanc & Rendle
+  2018 state the bias vanishes as K grows)."""
+  loss = {(r["method"], int(r["seed"])): r["test"]["test_softmax_loss"] for r in final_rows}
+  seeds = sorted(s for m, s in loss if m == FULL)
+  out = []
+  for name in sampler_names:
+    gaps = {
+        k: [loss[(label(name, k, True), s)] - loss[(FULL, s)] for s in seeds]
+        for k in ks
+        if all((label(name, k, True), s) in loss for s in seeds)
+    }
+    used = [k for k, g in gaps.items() if min(g) > 0]
+    if len(used) < min_points or not seeds:
+      continue
+    x = np.log(np.asarray(used, float))
+    slopes = [
+        float(np.polyfit(x, np.log([gaps[k][i] for k in used]), 1)[0]) for i in range(len(seeds))
+    ]
+    mean, lower, upper = report_lib.t_interval(slopes)
+    out.append(dict(sampler=name, ks=used, slopes=slopes, mean=mean, lower=lower, upper=upper))
+  return out
+
+
+def rates_section(fits: list[dict]) -> list[str]:
+  """bias_rates as report lines (none when no sampler had enough K)."""
+  if not fits:
+    return []
+  lines = [
+      "",
+      "### The rate of the bias in K (log-Q on)",
+      "",
+      "Slope b of log(held-out loss - the full softmax's) on log K, fitted per seed over the "
+      "K where the gap is positive at every seed; mean and 95% t-interval over the seeds. "
+      "b = -1 is O(1/K).",
+      "",
+      "| sampler | K fitted | slope per seed | mean slope [95% interval] | -1 inside? |",
+      "|---|---|---|---|---|",
+  ]
+  for f in fits:
+    inside = f["lower"] <= -1.0 <= f["upper"]
+    lines.append(
+        f"| {f['sampler']} | {', '.join(map(str, f['ks']))} | "
+        f"{', '.join(f'{b:.2f}' for b in f['slopes'])} | {f['mean']:.2f} "
+        f"[{f['lower']:.2f}, {f['upper']:.2f}] | {'yes' if inside else 'no'} |"
+    )
+  return lines
 
 
 def _get(summary, s, k, q, metric):

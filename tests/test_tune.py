@@ -331,3 +331,52 @@ def test_the_negatives_vs_quality_tune_variant_and_its_analysis(tmp_path):
   )
   assert "PASS: log-Q matters for unigram at K=128" in text
   assert os.path.getsize(tmp_path / "negatives_vs_quality.png") > 0
+
+
+def test_the_wide_negatives_vs_quality_variant_and_the_bias_rate_fit(tmp_path):
+  """configs/negatives_vs_quality.py:tune,wide: K from 1 to 4096 for uniform, unigram,
+  in-batch (batches of K rows above B = 128) and hard_exact, log-Q on, 3 lr trials each.
+  bias_rates on hand-made rows whose gap to the full softmax is c_seed K^-0.7 recovers
+  the slope -0.7 at every seed; a K where one seed's gap is <= 0 is left out of the fit."""
+  from experiments import negatives_vs_quality as nvq
+  from experiments.configs import negatives_vs_quality as cfg
+
+  c = cfg.get_config("tune,wide")
+  c.data.path = str(tmp_path)
+  base, spec = tune.check(c)
+  ms = {m.label: m for m in tune.methods(base, spec)}
+  assert len(ms) == 3 + len(cfg.WIDE_SAMPLERS) * len(cfg.WIDE_KS)
+  assert {len(m.points) for label, m in ms.items() if label != "popularity"} == {3}
+  big = ms["in_batch,K=4096,logq"].base
+  assert big.train.batch_size == 4096 and big.sampler.batch_negatives == 4096
+  assert ms["in_batch,K=64,logq"].base.train.batch_size == 128
+  assert ms["uniform,K=4096,logq"].base.sampler.num_negatives == 4096
+  assert [(cl["a"], cl["b"]) for cl in spec.claims][0] == (
+      "uniform,K=4096,logq",
+      "uniform,K=1,logq",
+  )
+
+  rows = []
+  for seed, scale in ((0, 1.0), (1, 1.5), (2, 0.8)):
+    rows.append({"method": "full_softmax", "seed": seed, "test": {"test_softmax_loss": 8.0}})
+    for k in (1, 4, 16, 64):
+      gap = scale * k**-0.7
+      rows.append(
+          {"method": f"uniform,K={k},logq", "seed": seed, "test": {"test_softmax_loss": 8.0 + gap}}
+      )
+      # hard_exact: below the full softmax at K = 64 on seed 1, so K = 64 is not fitted
+      gap_h = -0.01 if (k == 64 and seed == 1) else 0.5 * k**-0.3
+      rows.append(
+          {
+              "method": f"hard_exact,K={k},logq",
+              "seed": seed,
+              "test": {"test_softmax_loss": 8.0 + gap_h},
+          }
+      )
+  fits = {f["sampler"]: f for f in nvq.bias_rates(rows, ("uniform", "hard_exact"), (1, 4, 16, 64))}
+  np.testing.assert_allclose(fits["uniform"]["slopes"], [-0.7] * 3, atol=1e-9)
+  assert fits["uniform"]["ks"] == [1, 4, 16, 64]
+  np.testing.assert_allclose(fits["hard_exact"]["slopes"], [-0.3] * 3, atol=1e-9)
+  assert fits["hard_exact"]["ks"] == [1, 4, 16]
+  text = "\n".join(nvq.rates_section(list(fits.values())))
+  assert "| uniform | 1, 4, 16, 64 | -0.70, -0.70, -0.70 |" in text

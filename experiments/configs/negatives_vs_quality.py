@@ -13,6 +13,11 @@ a 4,000-step cap, K in TUNE_KS, popularity and EASE rows, 9 loss claims in `tune
 declared before the run; 31-34 min on 2 cores; `tune,lr_low=1.0` halves the lr grid):
   python -m experiments.tune --config=experiments/configs/negatives_vs_quality.py:tune \
       --workdir=runs/nvq_tune
+Variant `tune,wide` (issue 22: K from 1 to 4096 for uniform, unigram, in-batch and
+hard_exact with log-Q, each arm to convergence on validation, the bias rate fitted per seed
+in report.md; not run yet):
+  python -m experiments.tune --config=experiments/configs/negatives_vs_quality.py:tune,wide,lr_low=1.0 \
+      --workdir=runs/nvq_wide
 Found (records/negatives_vs_quality_tune and _lr1, docs/RESULTS.md): under both grids the
 loss falls with K for uniform, unigram, in-batch and mixed with log-Q, and log-Q lowers the
 loss of the popularity-like proposals at K = 128 (held). hard_exact's is flat in K (not
@@ -61,6 +66,10 @@ POPULARITY_LIKE = ("unigram", "in_batch", "mixed")
 TUNE_KS = (4, 32, 128)
 LR_LOW = 2.0  # the grid is (lr_low, 2 lr_low, 4 lr_low); variant `tune,lr_low=1.0` halves it
 TUNE_STEPS = 4000
+# The `tune,wide` variant (issue 22: K from 1 to 4096, log-Q on, each arm to convergence on
+# validation, the bias rate fitted): in-batch at K > B trains with batches of K.
+WIDE_KS = (1, 4, 16, 64, 256, 1024, 4096)
+WIDE_SAMPLERS = ("uniform", "unigram", "in_batch", "hard_exact")
 
 
 def label(sampler: str, k: int, logq: bool) -> str:
@@ -111,6 +120,40 @@ def tune_methods(config, lr_low: float = LR_LOW):
   return out + [(name, over, space) for name, over in strategies(config)]
 
 
+def wide_methods(config, lr_low: float = LR_LOW):
+  """(label, fixed, space) of the `tune,wide` variant: popularity, EASE, the full softmax
+  and WIDE_SAMPLERS x WIDE_KS with log-Q, each searching the lr grid of `tune_methods`. An
+  in-batch arm with K above the batch size B takes batches of K rows (K = B negatives: the
+  batch's positives)."""
+  batch, pool = int(config.train.batch_size), int(config.sampler.pool_size)
+  out = list(tune_methods(config, lr_low)[:3])  # popularity, EASE, the full softmax
+  space = out[2][2]
+  for s in WIDE_SAMPLERS:
+    for k in WIDE_KS:
+      extra = sampler_overrides(s, k, max(batch, k), pool)
+      if s == "in_batch" and k > batch:
+        extra["train.batch_size"] = k
+      over = {"loss.name": "sampled", "sampler.name": s, "sampler.logq": True, **extra}
+      out.append((label(s, k, True), over, space))
+  return out
+
+
+def wide_claims():
+  """Declared before the first `tune,wide` run: with log-Q every sampler reaches a lower
+  held-out loss at the largest K than at K = 1 (paired by seed)."""
+  lo, hi = WIDE_KS[0], WIDE_KS[-1]
+  return [
+      common.claim(
+          f"{s} + log-Q: lower held-out loss at K = {hi} than at K = {lo}",
+          "test_softmax_loss",
+          label(s, hi, True),
+          "<",
+          b=label(s, lo, True),
+      )
+      for s in WIDE_SAMPLERS
+  ]
+
+
 def tune_claims():
   """Declared before the first `tune` run, on the held-out full-softmax loss (paired by
   seed): (1) with log-Q every sampler gets closer to the full softmax's loss at K = 128
@@ -128,7 +171,7 @@ def tune_claims():
 
 def get_config(arg=None):
   """MF two towers, D = 32, Adagrad; the loss and the sampler come per run."""
-  v = common.parse_arg(arg, quick=False, tune=False, lr_low=LR_LOW)
+  v = common.parse_arg(arg, quick=False, tune=False, lr_low=LR_LOW, wide=False)
   c = common.movielens_base()
   c.model.update(name="mf", dim=32)
   c.loss.name = "full"
@@ -166,12 +209,18 @@ def get_config(arg=None):
         steps=TUNE_STEPS,
         analysis="negatives_vs_quality.tune_analysis",
     )
+    if v.wide:
+      c.sweep.ks, c.sweep.samplers = WIDE_KS, WIDE_SAMPLERS
+      c.tune.methods = tuple(wide_methods(c, v.lr_low))
+      c.tune.claims = tuple(wide_claims())
+      c.tune.title = "Sampled-softmax bias vs K from 1 to 4096, tuned on validation"
   if v.quick:
     common.quick_steps(c, 500)
-    c.sweep.ks = (4, 64)
-    if v.tune:
+    if not v.wide:
       c.sweep.ks = (4, 64)
-      c.tune.methods = tune_methods(c, v.lr_low)
+      if v.tune:
+        c.tune.methods = tune_methods(c, v.lr_low)
+    if v.tune:
       c.tune.claims = ()
       c.tune.trials, c.tune.seeds = 1, (0,)
   return c
