@@ -23,8 +23,7 @@ Variants (`--config=experiments/configs/folding.py:VARIANT`):
              each get their best rate; claims: the folding predictions below over these
              arms, and the full softmax reaching a lower held-out softmax loss than
              hard_exact and unigram (the untuned record had it the other way round).
-             Estimated from the untuned record's run times: 5-6 hours on 2 cores, most
-             of it the full softmax and hard_exact (17-21 minutes a run).
+             55 minutes on 2 cores (records/folding_ml_tune).
 Every `--config.*` flag is applied to every run (on top of the strategy's own overrides);
 `--config.sweep.only=uniform,full_softmax` trains a subset.
 
