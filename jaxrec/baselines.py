@@ -251,9 +251,10 @@ def ease(train, *, lam: float) -> Ease:
   All in float32 in one [N, N] buffer: the Gram matrix (`gram`) gets lam on its diagonal,
   is inverted in place by a Cholesky factorisation (`inverse_spd_inplace`; by 2 x 2
   blocks above 24,576 items; one component of the user-item graph at a time when none
-  holds more than half the items, `_inverse_by_components`), and P is turned into B in place; peak memory is about
-  4 N^2 bytes (6.7 GB for Gowalla's 40,981 items), plus 3 N^2 bytes of scratch when
-  blocked, plus the train pairs. Time is dominated by the inverse, N^3 to 1.25 N^3 flops.
+  holds more than half the items, `_inverse_by_components`), and P is turned into B in
+  place; peak memory is about 4 N^2 bytes (6.7 GB for Gowalla's 40,981 items), plus 3 N^2
+  bytes of scratch when blocked, or up to 2 N^2 bytes of component blocks when inverted
+  by components, plus the train pairs. Time is dominated by the inverse, N^3 to 1.25 N^3 flops.
 
   Gowalla (LightGCN split, `readers.load_lightgcn`), recall_full@20 / ndcg@20 by
   `metrics.evaluate_scores`: lam 80 0.1765 / 0.1467, lam 500 0.1693 / 0.1399 (BARS
