@@ -7,6 +7,7 @@ experiments/configs/popularity_tail.py.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Sequence
 
@@ -20,6 +21,7 @@ UNIGRAM = "unigram0.75"
 TOP_K = 20
 # (label, lowest count, highest count) of the training-count bins.
 BINS = (("0", 0, 0), ("1", 1, 1), ("2-4", 2, 4), ("5-19", 5, 19), (">=20", 20, None))
+TAIL_BINS = ("1", "2-4")  # the "tail share": top-20 slots given to items seen 1-4 times
 PUSH_BATCH = 256  # training pairs at which the push is measured
 PUSH_DRAWS = 128  # Monte-Carlo draws of the sampled push
 
@@ -63,6 +65,84 @@ def analysis(sw: sweep.Sweep) -> tuple[list[str], list[str]]:
       f"language_split = {config.data.language_split}, {config.train.steps} steps of "
       f"batch {config.train.batch_size}.",
   ]
+
+
+def tune_analysis(workdir: str, base, final_rows: list[dict]) -> list[str]:
+  """`experiments.tune`'s analysis hook for the `tune` variant. Per seed, on the tuned
+  final runs of RUNS (each trained on train + valid, so the bins count those rows): the
+  bin shares of top-20 slots and softmax mass, and the push ratios at the unigram run.
+  Adds to each RUNS row's test metrics `tail_top20` (share of top-20 slots on TAIL_BINS),
+  and to the unigram rows `push_rare`, `push_head` and `push_rare_minus_head` (unigram
+  proposal at the training K: sampled / exact push on count-1 and >= 20 items), which
+  the declared claims name; returns the verdict, the tables and the plot's report lines."""
+  ks = sorted({int(k) for k in base.sweep.push_ks} | {int(base.sampler.num_negatives)})
+  k_train = int(base.sampler.num_negatives)
+  by = {(r["method"], int(r["seed"])): r for r in final_rows}
+  seeds = sorted(s for m, s in by if m == UNIGRAM and all((r, s) in by for r in RUNS))
+  if not seeds:
+    return ["", f"(popularity_tail: no seed has a final run of every one of {', '.join(RUNS)})"]
+  per_seed, cache = [], {}
+  for seed in seeds:
+    cfg = _run_config(by[(UNIGRAM, seed)]["dir"])
+    train, _, test = _data(cfg, cache)
+    counts = np.bincount(train.item_ids, minlength=train.num_items)
+    masks = bin_masks(counts)
+    temperature = float(cfg["loss"]["temperature"])
+    d = {
+        "items": {n: float(m.mean()) for n, m in masks},
+        "test": shares(np.bincount(test.item_ids, minlength=train.num_items), masks),
+        "train": shares(counts, masks),
+        "runs": {},
+    }
+    for r in RUNS:
+      d["runs"][r] = analyse_run(by[(r, seed)]["dir"], train, counts, temperature)
+      by[(r, seed)]["test"]["tail_top20"] = sum(d["runs"][r]["top20"][b] for b in TAIL_BINS)
+    d["push"] = push_ratios(
+        by[(UNIGRAM, seed)]["dir"],
+        train,
+        counts,
+        ks,
+        alpha=float(cfg["sampler"]["alpha"]),
+        temperature=temperature,
+        seed=seed,
+    )
+    rare, head = d["push"][("unigram", k_train)]["1"], d["push"][("unigram", k_train)][">=20"]
+    by[(UNIGRAM, seed)]["test"].update(
+        push_rare=rare, push_head=head, push_rare_minus_head=rare - head
+    )
+    per_seed.append(d)
+  recall = {r: _mean_std([by[(r, s)]["test"]["recall@20"] for s in seeds]) for r in RUNS}
+  plot(workdir, per_seed)
+  return [
+      "",
+      "## The long tail (popularity_tail.png)",
+      "",
+      f"Seeds {', '.join(map(str, seeds))}; each run is its method's tuned final run. "
+      "tail_top20: the share of top-20 slots on items seen 1-4 times (training + validation "
+      f"rows); push_rare / push_head: the unigram proposal at K = {k_train} on the trained "
+      f"{UNIGRAM} model, sampled / exact push on count-1 / >= 20 items.",
+      "",
+      *[f"- {n}" for n in verdict(per_seed, ks)],
+      *tables(per_seed, recall),
+  ]
+
+
+def _run_config(run_dir: str) -> dict:
+  with open(os.path.join(run_dir, "results.json")) as f:
+    return json.load(f)["config"]
+
+
+def _data(cfg: dict, cache: dict):
+  """The (train, valid, test) splits a finished run trained and was tested on."""
+  import ml_collections
+
+  from jaxrec import config as config_lib
+
+  c = ml_collections.ConfigDict(cfg)
+  key = (json.dumps(cfg["data"], sort_keys=True), config_lib.data_seed(c))
+  if key not in cache:
+    cache[key] = sweep.load_data(c.data, config_lib.data_seed(c))
+  return cache[key]
 
 
 def bin_masks(counts_N: np.ndarray) -> list[tuple[str, np.ndarray]]:
@@ -214,7 +294,7 @@ def tables(per_seed: list[dict], recall: dict) -> list[str]:
 
 def verdict(per_seed: list[dict], ks: Sequence[int]) -> list[str]:
   k0 = min(ks)
-  tail = ("1", "2-4")
+  tail = TAIL_BINS
 
   def m(get):
     return float(np.mean([get(d) for d in per_seed]))

@@ -7,6 +7,13 @@ K = 64; 16 minutes on a 2-core box, 13 of them the full-softmax run):
       [--config.sweep.seeds=0] [--config.sweep.push_ks=64,256,1024]
 Variant `:quick`: 1,000 training steps (a smoke run).
 
+Under issue 22's protocol (variant `tune`: each run's Adam rate from 3 trials on a 10%
+validation carve with early stopping, popularity and EASE rows, 3 seeds, the claims in
+`tune_claims` declared before the run; the tail shares and the push measured on every
+final run by `popularity_tail.tune_analysis`):
+  JAXREC_GLIBC_MALLOC=keep python -m experiments.tune \
+      --config=experiments/configs/popularity_tail.py:tune --workdir=runs/popularity_tail_tune
+
 Setting. `configs/folding.py:movielens` (softmax DNN, Adam 0.003, 10,000 steps) trained
 with the folding ablation's full_softmax, uniform and unigram0.75 strategies (the same
 labels and overrides as `configs/folding.py`). Items are binned by their training
@@ -36,12 +43,67 @@ from experiments.configs import common
 from experiments.configs import folding
 
 RUNS = ("full_softmax", "uniform", "unigram0.75")
+# The recall bound of the claims: the folding ablation's (0.75 x the full softmax's recall@20).
+RECALL_VS_FULL = 0.75
+
+
+def tune_methods(config):
+  """(label, fixed, space): popularity, EASE and RUNS, each searching the Adam rate of the
+  folding tune (configs/folding.py's TUNE_LRS)."""
+  arms = dict(folding.strategies())
+  space = {"train.learning_rate": folding.TUNE_LRS[config.train.optimizer]}
+  return (
+      ("popularity", {"model.name": "popularity"}, {}),
+      ("EASE", {"model.name": "ease"}, {"model.ease_lambda": (100.0, 200.0, 500.0)}),
+  ) + tuple((label, arms[label], space) for label in RUNS)
+
+
+def tune_claims(config) -> list[dict]:
+  """Declared before the first `tune` run. The untuned sweep's findings, as claims over the
+  tuned final runs (paired by seed; metrics added by popularity_tail.tune_analysis):
+  unigram's model gives more top-20 slots to items seen 1-4 times than the full softmax's
+  and the uniform sampler's; at the trained unigram model the unigram proposal at the
+  training K pushes count-1 items below the exact rate and less than items seen >= 20
+  times; unigram misses the recall bound and uniform meets it."""
+  k, r = int(config.sampler.num_negatives), RECALL_VS_FULL
+  uni, claim = "unigram0.75", common.claim
+  return [
+      claim(f"{uni} gives more top-20 slots to the tail than {b}", "tail_top20", uni, ">", b=b)
+      for b in ("full_softmax", "uniform")
+  ] + [
+      claim(f"unigram proposal, K = {k}: count-1 push below exact", "push_rare", uni, "<", 1.0),
+      claim(
+          f"unigram proposal, K = {k}: count-1 items pushed less than items seen >= 20 times",
+          "push_rare_minus_head",
+          uni,
+          "<",
+          0.0,
+      ),
+      claim(
+          f"{uni} misses {r:g} x full softmax's recall",
+          "recall@20",
+          uni,
+          "<",
+          0.0,
+          "full_softmax",
+          r,
+      ),
+      claim(
+          f"uniform reaches {r:g} x full softmax's recall",
+          "recall@20",
+          "uniform",
+          ">",
+          0.0,
+          "full_softmax",
+          r,
+      ),
+  ]
 
 
 def get_config(arg=None):
   """configs/folding.py:movielens at the K = 64 of the ablation's first run (whose unigram
   miss this explains), embeddings saved."""
-  v = common.parse_arg(arg, quick=False)
+  v = common.parse_arg(arg, quick=False, tune=False)
   c = common.language_split_movielens()
   c.sampler.update(num_negatives=64, pool_size=256)
   c.eval.save_embeddings = True
@@ -54,6 +116,19 @@ def get_config(arg=None):
       analysis="popularity_tail.analysis",
       push_ks=(64, 256, 1024),
   )  # K values at which the push is measured
+  if v.tune:
+    common.time_curve(c, evaluations=5)  # as configs/folding.py's tune: 500 validation users
+    common.protocol(
+        c,
+        tune_methods(c),
+        title="Popularity proposal and the long tail, tuned on validation",
+        select="valid/recall@20",
+        claims=tune_claims(c),
+        steps=int(c.train.steps),
+        analysis="popularity_tail.tune_analysis",
+    )
   if v.quick:
     common.quick_steps(c, 1000)
+    if v.tune:
+      c.tune.claims, c.tune.trials, c.tune.seeds = (), 1, (0,)
   return c
