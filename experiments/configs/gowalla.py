@@ -127,4 +127,9 @@ def methods():
           {"sampler.name": "in_batch", "train.batch_size": 2048},
           softmax_space,
       ),
+      # The softmax DNN of the validation probes (records/probes_21/dnn_a: one ReLU layer of
+      # 64 over the user's bag of up to 32 train items, D 64), otherwise the D = 64 MF's
+      # tuned setting (cosine, T 0.1, 1,024 uniform negatives, Adam lr 0.01): one trial to
+      # the 40-epoch cap with early stopping, as the D = 256 MF had.
+      ("softmax DNN", {"model.name": "dnn"}, {}),
   )
