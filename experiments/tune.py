@@ -16,7 +16,7 @@ The config is a training config plus a `tune` section (`experiments.configs.comm
   tune.valid_fraction, tune.data_seed   the validation carve every trial sees
   tune.seeds       the seeds of the final runs (one run for a model whose fit ignores
                    the seed: EASE, popularity)
-  tune.only        labels to run now ("a,b"; default all): the report lists only these
+  tune.only        labels to run now ("a,b", or "a;b" for labels with commas; default all): the report lists only these
   tune.refit       True: the final runs train on train + valid (data.valid_fraction = 0)
                    for the selected number of epochs (steps scaled by 1 / (1 - valid
                    fraction)); False: they keep the carve and select on it again
@@ -132,8 +132,10 @@ class Method:
 
 
 def only_labels(spec) -> list[str]:
-  """tune.only as a list of method labels ([]: every method)."""
-  return [x for x in spec.get("only", "").split(",") if x]
+  """tune.only as a list of method labels ([]: every method): separated by ";" when the
+  string holds one (labels such as "uniform,K=4,logq" contain commas), else by ","."""
+  only = spec.get("only", "")
+  return [x for x in only.split(";" if ";" in only else ",") if x]
 
 
 def methods(base, spec) -> list[Method]:

@@ -337,7 +337,8 @@ def test_the_wide_negatives_vs_quality_variant_and_the_bias_rate_fit(tmp_path):
   """configs/negatives_vs_quality.py:tune,wide: K from 1 to 4096 for uniform, unigram,
   in-batch (batches of K rows above B = 128) and hard_exact, log-Q on, 3 lr trials each.
   bias_rates on hand-made rows whose gap to the full softmax is c_seed K^-0.7 recovers
-  the slope -0.7 at every seed; a K where one seed's gap is <= 0 is left out of the fit."""
+  the slope -0.7 at every seed; a K where one seed's gap is <= 0 is left out of the fit, and
+  rows without a held-out loss (popularity, EASE) are passed over."""
   from experiments import negatives_vs_quality as nvq
   from experiments.configs import negatives_vs_quality as cfg
 
@@ -351,6 +352,10 @@ def test_the_wide_negatives_vs_quality_variant_and_the_bias_rate_fit(tmp_path):
   assert big.train.batch_size == 4096 and big.sampler.batch_negatives == 4096
   assert ms["in_batch,K=64,logq"].base.train.batch_size == 128
   assert ms["uniform,K=4096,logq"].base.sampler.num_negatives == 4096
+  # labels with commas are picked with ";"
+  c.tune.only = "in_batch,K=4,logq;in_batch,K=1024,logq"
+  picked = [m.label for m in tune.methods(*tune.check(c))]
+  assert picked == ["in_batch,K=4,logq", "in_batch,K=1024,logq"]
   assert [(cl["a"], cl["b"]) for cl in spec.claims][0] == (
       "uniform,K=4096,logq",
       "uniform,K=1,logq",
@@ -358,6 +363,8 @@ def test_the_wide_negatives_vs_quality_variant_and_the_bias_rate_fit(tmp_path):
 
   rows = []
   for seed, scale in ((0, 1.0), (1, 1.5), (2, 0.8)):
+    # the popularity and EASE rows have no held-out softmax loss
+    rows.append({"method": "popularity", "seed": seed, "test": {"recall@20": 0.1}})
     rows.append({"method": "full_softmax", "seed": seed, "test": {"test_softmax_loss": 8.0}})
     for k in (1, 4, 16, 64):
       gap = scale * k**-0.7
