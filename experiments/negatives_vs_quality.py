@@ -74,6 +74,8 @@ def bias_rates(final_rows: list[dict], sampler_names, ks, min_points: int = 3) -
       if "test_softmax_loss" in r["test"]  # not the popularity and EASE rows
   }
   seeds = sorted(s for m, s in loss if m == FULL)
+  if not seeds:  # no full-softmax reference among the rows (e.g. a tune.only subset)
+    return []
   out = []
   for name in sampler_names:
     gaps = {
@@ -82,7 +84,7 @@ def bias_rates(final_rows: list[dict], sampler_names, ks, min_points: int = 3) -
         if all((label(name, k, True), s) in loss for s in seeds)
     }
     used = [k for k, g in gaps.items() if min(g) > 0]
-    if len(used) < min_points or not seeds:
+    if len(used) < min_points:
       continue
     x = np.log(np.asarray(used, float))
     slopes = [

@@ -385,6 +385,10 @@ def test_the_wide_negatives_vs_quality_variant_and_the_bias_rate_fit(tmp_path):
   assert fits["uniform"]["ks"] == [1, 4, 16, 64]
   np.testing.assert_allclose(fits["hard_exact"]["slopes"], [-0.3] * 3, atol=1e-9)
   assert fits["hard_exact"]["ks"] == [1, 4, 16]
+  # without the full-softmax reference (a tune.only subset) there is nothing to fit
+  assert (
+      nvq.bias_rates([r for r in rows if r["method"] != "full_softmax"], ("uniform",), (1, 4)) == []
+  )
   text = "\n".join(nvq.rates_section(list(fits.values())))
   assert "| uniform | 1, 4, 16, 64 | -0.70, -0.70, -0.70 |" in text
 
