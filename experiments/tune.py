@@ -16,7 +16,8 @@ The config is a training config plus a `tune` section (`experiments.configs.comm
   tune.valid_fraction, tune.data_seed   the validation carve every trial sees
   tune.seeds       the seeds of the final runs (one run for a model whose fit ignores
                    the seed: EASE, popularity)
-  tune.only        labels to run now ("a,b", or "a;b" for labels with commas; default all): the report lists only these
+  tune.only        labels to run now ("a,b", or "a;b" for labels with commas; default
+                   all): the report lists only these
   tune.refit       True: the final runs train on train + valid (data.valid_fraction = 0)
                    for the selected number of epochs (steps scaled by 1 / (1 - valid
                    fraction)); False: they keep the carve and select on it again
@@ -32,8 +33,7 @@ The config is a training config plus a `tune` section (`experiments.configs.comm
 Trials: WORKDIR/trials/<method>/<n>/seed_<data_seed>; final runs:
 WORKDIR/final/<method>/seed_<s>. Finished runs are skipped, so an interrupted search
 continues (like `experiments.sweep`). Test pairs are read only by the final runs' last
-evaluation (and by the trials' own final evaluation, which tune never looks at: it ranks
-trials by their `valid` metrics alone). Writes trials.csv, final.csv, tune.json and
+evaluation: the trials evaluate validation alone, and tune ranks them by it. Writes trials.csv, final.csv, tune.json and
 report.md (the space, the budget, each method's winner and its test mean ± std and 95%
 t-interval over seeds, the claims, and quality_vs_time.png: each method's winning trial's
 validation metric against its training seconds, with the equal-time table).
