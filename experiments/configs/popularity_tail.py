@@ -13,6 +13,12 @@ validation carve with early stopping, popularity and EASE rows, 3 seeds, the cla
 final run by `popularity_tail.tune_analysis`):
   JAXREC_GLIBC_MALLOC=keep python -m experiments.tune \
       --config=experiments/configs/popularity_tail.py:tune --workdir=runs/popularity_tail_tune
+Found (records/popularity_tail_tune and, with `--config.eval.patience=0`, _nostop;
+docs/RESULTS.md): the unigram model gives more top-20 slots to items seen 1-4 times than
+the full softmax and uniform (held under both stopping rules), but at the tuned unigram
+model the count-1 push is 1.08-1.11x exact, so the under-pushed-tail mechanism below is
+not held / not resolved. Early stopping cut the uniform arm in a dip (0.106); without it
+uniform reaches 0.184 and clears 0.75x the full softmax's 0.199.
 
 Setting. `configs/folding.py:movielens` (softmax DNN, Adam 0.003, 10,000 steps) trained
 with the folding ablation's full_softmax, uniform and unigram0.75 strategies (the same
