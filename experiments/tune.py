@@ -34,9 +34,10 @@ Trials: WORKDIR/trials/<method>/<n>/seed_<data_seed>; final runs:
 WORKDIR/final/<method>/seed_<s>. Finished runs are skipped, so an interrupted search
 continues (like `experiments.sweep`). Test pairs are read only by the final runs' last
 evaluation: the trials evaluate validation alone, and tune ranks them by it. Writes
-trials.csv, final.csv, tune.json and report.md (the space, the budget, each method's winner and its test mean ± std and 95%
-t-interval over seeds, the claims, and quality_vs_time.png: each method's winning trial's
-validation metric against its training seconds, with the equal-time table).
+trials.csv, final.csv, tune.json and report.md (the space, the budget, each method's
+winner and its test mean ± std and 95% t-interval over seeds, the claims, and
+quality_vs_time.png: each method's winning trial's validation metric against its training
+seconds, with the equal-time table).
 """
 
 from __future__ import annotations
