@@ -12,6 +12,7 @@ import contextlib
 import errno
 import fcntl
 import glob
+import inspect
 import json
 import os
 import platform as _platform
@@ -344,6 +345,16 @@ def fmt_metrics(m) -> str:
   return "  ".join(f"{k} {v:.4f}" for k, v in sorted(m.items()) if isinstance(v, float))
 
 
+def numpy_handler(ocp):
+  """orbax's handler for host (numpy) arrays, told not to copy them again before an async
+  write where this orbax has that option (`deepcopy_host_arrays`: not in every release; the
+  CUDA image of the GPU machine's orbax lacks it, and without it the handler copies)."""
+  handler = ocp.type_handlers.NumpyHandler
+  if "deepcopy_host_arrays" in inspect.signature(handler.__init__).parameters:
+    return handler(deepcopy_host_arrays=False)
+  return handler()
+
+
 class Checkpointer:
   """Orbax checkpoints under workdir/checkpoints, written asynchronously (the step goes on
   while orbax writes), every `every` steps and/or every `seconds` of wall time since the
@@ -389,7 +400,7 @@ class Checkpointer:
                   (int, ocp.type_handlers.ScalarHandler()),
                   (float, ocp.type_handlers.ScalarHandler()),
                   (np.number, ocp.type_handlers.ScalarHandler()),
-                  (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)),
+                  (np.ndarray, numpy_handler(ocp)),
                   (jax.Array, ocp.type_handlers.ArrayHandler()),
               ),
           ),

@@ -117,3 +117,30 @@ def test_restores_a_checkpoint_written_by_orbax_standard_save(tmp_path):
   assert at == 5
   for k in saved:
     np.testing.assert_array_equal(np.asarray(restored[k]), np.asarray(saved[k]))
+
+
+def test_saves_and_restores_with_an_orbax_whose_numpy_handler_lacks_the_copy_option(
+    tmp_path, monkeypatch
+):
+  # The GPU machine's orbax has no NumpyHandler(deepcopy_host_arrays=...): the Checkpointer
+  # failed there before training started. With such a handler, a save of host and device
+  # arrays restores what was written.
+  import orbax.checkpoint as ocp
+
+  base = ocp.type_handlers.NumpyHandler
+
+  class OlderNumpyHandler(base):
+    def __init__(self, metadata_key=None):
+      super().__init__(metadata_key=metadata_key)
+
+  monkeypatch.setattr(ocp.type_handlers, "NumpyHandler", OlderNumpyHandler)
+  assert isinstance(workdir.numpy_handler(ocp), OlderNumpyHandler)
+  state = {**_state(), "host": np.arange(6, dtype=np.float32) * 2}
+  want = jax.tree.map(np.array, state)
+  ckpt = workdir.Checkpointer(str(tmp_path), 1)
+  ckpt.maybe_save(3, state, final=True)
+  ckpt.close()
+  restored, at = workdir.Checkpointer(str(tmp_path), 1).restore(state)
+  assert at == 3
+  for k in want:
+    np.testing.assert_array_equal(np.asarray(restored[k]), want[k])
