@@ -404,6 +404,7 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
         scored(_read_rows(new_i, block)),
         lambda ids: scored(sharding.gather_rows(new_i, ids)),
         block.all_rows,
+        item_table_NxD.shape[0],
     )
     freq = spec.sampler.entry.update_state(freq, update, spec.sampler)
   if jax.tree.leaves(state.dense):

@@ -125,10 +125,22 @@ def _run_steps(c, world, steps):
 
 
 @pytest.mark.parametrize("normalize", [False, True])
-def test_train_step_keeps_the_kernel_tree_equal_to_a_rebuild(world, normalize):
+@pytest.mark.parametrize("num_negatives", [2, 8])
+def test_train_step_keeps_the_kernel_tree_equal_to_a_rebuild(world, normalize, num_negatives):
   """After 5 steps (each moves the batch's positives and negatives) the state's tree is
-  the tree of the item embeddings as the model scores them (normalised or not)."""
-  c = _small(**{"sampler.name": "kernel", "sampler.kernel_leaf": 16, "model.normalize": normalize})
+  the tree of the item embeddings as the model scores them (normalised or not). K = 2:
+  M = 32 + 32 x 2 = 96 touched rows < N = 200, the incremental update; K = 8: M = 288 >= N,
+  the rebuild from the table (`samplers.update_kernel`)."""
+  c = _small(
+      **{
+          "sampler.name": "kernel",
+          "sampler.kernel_leaf": 16,
+          "model.normalize": normalize,
+          "sampler.num_negatives": num_negatives,
+      }
+  )
+  touched = c.train.batch_size * (1 + num_negatives)
+  assert (touched >= world.train.num_items) == (num_negatives == 8)
   spec, state = _run_steps(c, world, 5)
   want = samplers.kernel_tree(step.item_embeddings(spec, state), 16)
   np.testing.assert_allclose(state.freq.gram_Px2xF, want.gram_Px2xF, atol=1e-4, rtol=1e-4)
