@@ -130,6 +130,7 @@ def test_saves_and_restores_with_an_orbax_whose_numpy_handler_lacks_the_copy_opt
   base = ocp.type_handlers.NumpyHandler
 
   class OlderNumpyHandler(base):
+
     def __init__(self, metadata_key=None):
       super().__init__(metadata_key=metadata_key)
 
