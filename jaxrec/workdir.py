@@ -347,8 +347,9 @@ def fmt_metrics(m) -> str:
 
 def numpy_handler(ocp):
   """orbax's handler for host (numpy) arrays, told not to copy them again before an async
-  write where this orbax has that option (`deepcopy_host_arrays`: not in every release; the
-  CUDA image of the GPU machine's orbax lacks it, and without it the handler copies)."""
+  write where this orbax has that option (`deepcopy_host_arrays`; not in every release:
+  the GPU machine's orbax lacks it). Without it orbax's own default applies; either way is
+  safe, since the saved host buffers are ours and untouched until the write finishes."""
   handler = ocp.type_handlers.NumpyHandler
   if "deepcopy_host_arrays" in inspect.signature(handler.__init__).parameters:
     return handler(deepcopy_host_arrays=False)
