@@ -19,6 +19,7 @@ import time
 
 import jax
 
+from benchmarks import end_to_end
 from experiments import sweep
 from experiments.configs import synthetic
 from jaxrec import config, data, step, tables
@@ -26,26 +27,9 @@ from jaxrec import config, data, step, tables
 SIZES = (10_000, 1_000_000)
 
 
-def _sparse_prepare(table_NxD, ids_M, grads_MxD):
-  """tables._prepare without its dense branch."""
-  unique_M, summed_MxD = tables.dedup_sum(ids_M, grads_MxD, table_NxD.shape[0])
-  return tables._scatter_ids(unique_M, table_NxD.shape[0]), summed_MxD
-
-
 def build(num_items: int):
   c = synthetic.get_config()
-  over = {
-      "data.num_users": 1000,
-      "data.num_items": num_items,
-      "data.interactions_per_user": 20,
-      "model.name": "dnn",
-      "model.dim": 64,
-      "loss.name": "sampled",
-      "sampler.name": "uniform",
-      "sampler.num_negatives": 1024,
-      "train.batch_size": 1024,
-      "train.optimizer": "adagrad",
-  }
+  over = end_to_end.world_overrides("dnn", num_items, users=1000, per_user=20)
   c = sweep.apply_overrides(c, tuple(over.items()))
   world = data.load_data(c.data, c.seed)
   spec = config.StepSpec.from_config(c)
@@ -62,7 +46,8 @@ def main():
   if mode not in ("asis", "sortpath"):
     sys.exit(f"usage: python -m benchmarks.dnn_update_paths [asis|sortpath], not {mode!r}")
   if mode == "sortpath":
-    tables._prepare = _sparse_prepare
+    # tables._prepare without its dense branch
+    tables._prepare = lambda t, ids, g: tables._sparse_combine(ids, g, t.shape[0])
   runs = {n: build(n) for n in SIZES}
   times = {n: [] for n in SIZES}
   for _ in range(5):

@@ -38,28 +38,39 @@ _CONFIG = "experiments/configs/synthetic.py"
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def world_overrides(model: str, num_items: int, users: int, per_user: int) -> dict:
+  """The benchmark's settings over experiments/configs/synthetic.py, as config overrides
+  (benchmarks.dnn_update_paths times the same step in process)."""
+  return {
+      "data.name": "synthetic",
+      "data.num_users": users,
+      "data.num_items": num_items,
+      "data.interactions_per_user": per_user,
+      "model.name": model,
+      "model.dim": 64,
+      "loss.name": "sampled",
+      "sampler.name": "uniform",
+      "sampler.num_negatives": 1024,
+      "train.batch_size": 1024,
+      "train.optimizer": "adagrad",
+  }
+
+
 def run_one(model: str, num_items: int, workdir: str) -> dict:
   """One launcher process -> its results.json facts + peak RSS (GB), or {"error": ...}."""
+  over = {
+      **world_overrides(model, num_items, _USERS.value, _PER_USER.value),
+      "train.steps": _STEPS.value,
+      "train.log_every": max(_STEPS.value // 4, 1),
+      "train.checkpoint_every": _CKPT.value,
+  }
   cmd = [
       sys.executable,
       "-m",
       "experiments.main",
       f"--config={_CONFIG}",
       f"--workdir={workdir}",
-      "--config.data.name=synthetic",
-      f"--config.data.num_users={_USERS.value}",
-      f"--config.data.num_items={num_items}",
-      f"--config.data.interactions_per_user={_PER_USER.value}",
-      f"--config.model.name={model}",
-      "--config.model.dim=64",
-      "--config.loss.name=sampled",
-      "--config.sampler.name=uniform",
-      "--config.sampler.num_negatives=1024",
-      "--config.train.batch_size=1024",
-      "--config.train.optimizer=adagrad",
-      f"--config.train.steps={_STEPS.value}",
-      f"--config.train.log_every={max(_STEPS.value // 4, 1)}",
-      f"--config.train.checkpoint_every={_CKPT.value}",
+      *(f"--config.{k}={v}" for k, v in over.items()),
   ]
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([_ROOT, os.environ.get("PYTHONPATH", "")]))
   t0 = time.time()

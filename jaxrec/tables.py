@@ -105,6 +105,12 @@ def _prepare(table_NxD: Array, ids_M: Array, grads_MxD: Array) -> tuple[Array, A
     )
   if ids_M.shape[0] >= num_rows:
     return _dense_combine(ids_M, grads_MxD, num_rows)
+  return _sparse_combine(ids_M, grads_MxD, num_rows)
+
+
+def _sparse_combine(ids_M: Array, grads_MxD: Array, num_rows: int) -> tuple[Array, Array]:
+  """`_prepare` when M < N ids touch the table: the sorted unique ids (padding slots made
+  distinct out-of-range ids) and their summed gradients, O(M log M + M D)."""
   unique_M, summed_MxD = dedup_sum(ids_M, grads_MxD, num_rows)
   return _scatter_ids(unique_M, num_rows), summed_MxD
 
