@@ -347,7 +347,8 @@ def test_report_without_results_csv(tmp_path):
 
 
 _PAUSED = r"""
-import os, sys, time
+import faulthandler, os, signal, sys, time
+faulthandler.register(signal.SIGUSR1)  # a hung child's stacks, for the test's message
 from jaxrec import train
 wd = sys.argv[1]
 def slow(*a, **kw):
@@ -379,7 +380,14 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path):
     assert p.poll() is None, p.communicate()
     time.sleep(0.05)
   p.send_signal(signal.SIGINT)
-  _, err = p.communicate(timeout=120)
+  try:
+    _, err = p.communicate(timeout=120)
+  except subprocess.TimeoutExpired:  # seen once under heavy load: say where the child was
+    p.send_signal(signal.SIGUSR1)
+    time.sleep(2)
+    p.kill()
+    _, err = p.communicate()
+    pytest.fail(f"no exit 120 s after SIGINT; the child's threads:\n{err[-6000:]}")
   assert p.returncode == 130, err[-3000:]
   lines = err.strip().splitlines()
   assert len(lines) == 1 and "interrupted" in lines[0], err
