@@ -18,7 +18,8 @@ batch (accidental hits removed, log-Q shift), row-wise Adagrad lr 0.05, N = 1,00
   inductor cannot compile sparse embedding gradients).
 W2 (full softmax): MF, D = 64, B = 1,024, softmax over all N = 100,000 items, Adagrad.
 - jaxrec: the launcher with `loss.name=full`, `loss.chunk_size=8192` (the streaming
-  log-sum-exp of jaxrec.chunked: no [B, N] logits kept for the backward pass);
+  log-sum-exp of jaxrec.chunked: no [B, N] logits kept for the backward pass), and with
+  `loss.chunk_size=0` (the [B, N] logits at once, as PyTorch computes them);
 - PyTorch: logits [B, N] and `F.cross_entropy`, dense tables and Adagrad, eager and compiled.
 
 Each variant runs in its own process (peak RSS = that process's ru_maxrss), the variants
@@ -75,7 +76,9 @@ def _peak_mb() -> float:
 # --- jaxrec -----------------------------------------------------------------------------
 
 
-def jaxrec_variant(workload: str, path: str, steps: int, checkpoint_every: int) -> dict:
+def jaxrec_variant(
+    workload: str, path: str, steps: int, checkpoint_every: int, chunk_size: int = 8192
+) -> dict:
   """The launcher's loop on the CSV; -> steps/s (training only) and peak RSS."""
   from experiments.configs import synthetic
   from jaxrec import train
@@ -90,7 +93,7 @@ def jaxrec_variant(workload: str, path: str, steps: int, checkpoint_every: int) 
   if workload == "w1":
     c.loss.name, c.sampler.name, c.sampler.num_negatives = "sampled", "uniform", K
   else:
-    c.loss.name, c.loss.chunk_size = "full", 8192
+    c.loss.name, c.loss.chunk_size = "full", chunk_size
   with tempfile.TemporaryDirectory() as wd:
     res = train.train_and_evaluate(c, wd, verbose=False)
   run = res["run"]
@@ -165,7 +168,12 @@ VARIANTS = {
         "torch eager",
         "torch compiled",
     ),
-    "w2": ("jaxrec loop, chunked full softmax", "torch eager", "torch compiled"),
+    "w2": (
+        "jaxrec loop, chunked full softmax",
+        "jaxrec loop, unchunked full softmax",
+        "torch eager",
+        "torch compiled",
+    ),
 }
 
 
@@ -173,7 +181,8 @@ def run_child(name: str) -> dict:
   workload, variant = name.split(":", 1)
   if variant.startswith("jaxrec"):
     every = 500 if "checkpoint" in variant else 0
-    return jaxrec_variant(workload, _DATA.value, _STEPS.value, every)
+    chunk = 0 if "unchunked" in variant else 8192
+    return jaxrec_variant(workload, _DATA.value, _STEPS.value, every, chunk)
   return torch_variant(workload, _DATA.value, _STEPS.value, compiled="compiled" in variant)
 
 
