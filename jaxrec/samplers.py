@@ -1017,6 +1017,31 @@ def kernel_sample(
   return Negatives(ids_KxB.T.astype(jnp.int32), log_q_KxB.T)
 
 
+def kernel_direct(num_items: int, num_samples: int, leaf_size: int) -> bool:
+  """Whether the `kernel` sampler scores the whole catalogue instead of keeping a tree:
+  when N <= K L, a row's one [N] kernel pass (N D) costs no more than the leaf scans of its
+  K draws down the tree (K L D), and the tree (O(N D^2) to build, O(M D^2 log(N / L)) to
+  update) is not needed."""
+  return num_items <= num_samples * kernel_leaf_size(num_items, leaf_size)
+
+
+def kernel_sample_direct(
+    key: Array, query_BxD: Array, items_NxD: Array, num_samples: int, *, alpha
+) -> Negatives:
+  """`kernel_sample`'s law, K i.i.d. draws per row from q(j | x_b) = K(x_b, v_j) /
+  sum_i K(x_b, v_i), K(x, v) = alpha (x . v)^2 + 1, drawn from the [B, N] kernel values
+  by `draw_from_logits_lse` on their logs (exact; log_q = log K(x_b, v_j) minus the row's
+  log-sum). O(B N D) per step and O(B N) memory, no tree: the `kernel` sampler's path
+  where `kernel_direct` holds."""
+  _check_embeddings(query_BxD, items_NxD)
+  num_samples = check_int("num_samples", num_samples, 1)
+  scores_BxN = jnp.dot(query_BxD.astype(jnp.float32), items_NxD.astype(jnp.float32).T)
+  log_kern_BxN = jnp.log(jnp.asarray(alpha, jnp.float32) * jnp.square(scores_BxN) + 1.0)
+  ids_BxK, lse_B = draw_from_logits_lse(key, log_kern_BxN, num_samples)
+  log_q_BxK = jnp.take_along_axis(log_kern_BxN, ids_BxK, axis=1) - lse_B[:, None]
+  return Negatives(ids_BxK.astype(jnp.int32), log_q_BxK)
+
+
 def kernel_log_q(query_BxD: Array, items_NxD: Array, alpha) -> Array:
   """log q(j | x_b) of the quadratic kernel over the whole catalogue, [B,N] (O(B N D);
   for tests and diagnostics)."""
@@ -1257,7 +1282,13 @@ def _hard_topk_rows(key, inputs: SamplerInputs, spec, k: int) -> Negatives:
 
 
 def draw_kernel(key, inputs: SamplerInputs, spec) -> Negatives:
-  """Blanc & Rendle's quadratic-kernel sampler (`kernel_sample`) over the step's tree."""
+  """Blanc & Rendle's quadratic-kernel sampler: `kernel_sample` over the step's tree, or
+  the same law from the [B, N] kernel (`kernel_sample_direct`) where `kernel_direct`
+  holds (N <= K L)."""
+  if kernel_direct(inputs.num_items, spec.num_negatives, spec.kernel_leaf):
+    return kernel_sample_direct(
+        key, inputs.query_BxD, inputs.items_NxD, spec.num_negatives, alpha=spec.kernel_alpha
+    )
   tree = inputs.state
   if tree is None:
     tree = kernel_tree(inputs.items_NxD, spec.kernel_leaf)
@@ -1272,11 +1303,20 @@ def draw_kernel(key, inputs: SamplerInputs, spec) -> Negatives:
   )
 
 
+def init_kernel(items_NxD: Array, spec):
+  """The `kernel` sampler's state: its tree, or () where it draws directly (`kernel_direct`)."""
+  if kernel_direct(items_NxD.shape[0], spec.num_negatives, spec.kernel_leaf):
+    return ()
+  return kernel_tree(items_NxD, spec.kernel_leaf)
+
+
 def update_kernel(tree: KernelTree, update: StateUpdate, spec) -> KernelTree:
   """The tree after a step: rebuilt from the new table when the step touched at least N
   rows (a rebuild costs O(N D^2); the M leaf-to-root paths O(M D^2 log(N / L)) and [M, F]
   outer products, 8.6 GB at M = 65,792 per-example draws and D = 256), else updated
-  along the touched rows' paths."""
+  along the touched rows' paths. No tree (`kernel_direct`): nothing to update."""
+  if kernel_direct(update.num_items, spec.num_negatives, spec.kernel_leaf):
+    return tree
   if update.all_rows:
     return kernel_tree(update.new_MxD, spec.kernel_leaf)
   if update.ids_M.shape[0] >= update.num_items:
@@ -1371,7 +1411,7 @@ REGISTRY: dict[str, Sampler] = {
         config_keys=("num_negatives", "kernel_alpha", "kernel_leaf"),
         per_example=True,
         needs_scores=True,
-        init_state=lambda items_NxD, spec: kernel_tree(items_NxD, spec.kernel_leaf),
+        init_state=init_kernel,
         update_state=update_kernel,
     ),
     "neg_cache": Sampler(

@@ -81,6 +81,46 @@ def test_kernel_draws_with_a_wide_shared_level():
   assert tree.gram_Px2xF.shape == (1024, 2, D * (D + 1) // 2)
 
 
+def test_kernel_draws_directly_where_n_is_at_most_k_leaf():
+  """N = 150 <= K L = 500 x 16: the registered sampler draws from the [B, N] kernel with no
+  tree (state ()), 10^6 draws (2 queries x 1,000 rows x 500), exp(log_q) equal to the
+  closed form (numpy, float64) and each query's empirical distribution within the TV
+  bound; one item fewer per leaf than N / K keeps the tree."""
+  assert samplers.kernel_direct(N, 500, LEAF) and samplers.kernel_direct(N, 10, 15)
+  assert not samplers.kernel_direct(N, 9, 16) and not samplers.kernel_direct(N, 10, 14)
+  alpha, rows, k = 2.0, 1000, 500
+  items = _items()
+  spec = config.SamplerSpec.from_config(
+      _small(
+          **{
+              "sampler.name": "kernel",
+              "sampler.num_negatives": k,
+              "sampler.kernel_leaf": LEAF,
+              "sampler.kernel_alpha": alpha,
+          }
+      ).sampler,
+      batch_size=2 * rows,
+  )
+  assert samplers.get("kernel").init_state(jnp.asarray(items), spec) == ()
+  queries = np.random.default_rng(1).normal(size=(2, D)).astype(np.float32)
+  inputs = samplers.SamplerInputs(
+      num_items=N,
+      pos_ids_B=jnp.zeros((2 * rows,), jnp.int32),
+      query_BxD=jnp.asarray(np.repeat(queries, rows, axis=0)),
+      items_NxD=jnp.asarray(items),
+      state=(),
+  )
+  neg = jax.jit(lambda key: samplers.get("kernel").draw(key, inputs, spec))(jax.random.PRNGKey(0))
+  ids = np.asarray(neg.ids).reshape(2, -1)
+  log_q = np.asarray(neg.log_q, np.float64).reshape(2, -1)
+  kern = alpha * (queries.astype(np.float64) @ items.astype(np.float64).T) ** 2 + 1.0
+  q = kern / kern.sum(1, keepdims=True)
+  for b in range(2):
+    np.testing.assert_allclose(np.exp(log_q[b]), q[b, ids[b]], rtol=1e-4)
+    tv = 0.5 * np.abs(np.bincount(ids[b], minlength=N) / ids[b].size - q[b]).sum()
+    assert tv <= _tv_bound(N, ids[b].size), (b, tv)
+
+
 def test_kernel_tree_update_equals_the_tree_rebuilt_from_scratch():
   """Rows 3 (twice, as a step's block holds it), 20, 77 and 149 (the partial last leaf)
   change: the incremental update equals kernel_tree of the new table."""
@@ -147,6 +187,21 @@ def test_train_step_keeps_the_kernel_tree_equal_to_a_rebuild(world, normalize, n
   spec, state = _run_steps(c, world, 5)
   want = samplers.kernel_tree(step.item_embeddings(spec, state), 16)
   np.testing.assert_allclose(state.freq.gram_Px2xF, want.gram_Px2xF, atol=1e-4, rtol=1e-4)
+
+
+def test_train_step_without_a_tree_where_the_kernel_draws_directly(world):
+  """N = 200 <= K L = 8 x 32: the train state keeps no tree and the steps train (finite
+  loss, item rows moved)."""
+  c = _small(**{"sampler.name": "kernel", "sampler.kernel_leaf": 32, "sampler.num_negatives": 8})
+  spec = config.StepSpec.from_config(c)
+  ddata = step.device_data(world.train, spec)
+  state = step.init_state(spec, c, world.train.num_users, world.train.num_items, 0)
+  before = np.asarray(state.tables["item"]).copy()
+  assert state.freq == ()
+  for _ in range(3):
+    state, metrics = step.jitted_train_step(spec, state, ddata)
+  assert state.freq == () and np.isfinite(float(metrics["loss"]))
+  assert not np.allclose(np.asarray(state.tables["item"]), before)
 
 
 def test_negative_cache_refresh_bounds_staleness():
