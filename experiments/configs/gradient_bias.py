@@ -61,7 +61,7 @@ Samplers, as the diagnostic sees them (q = the per-draw probability):
               inside it, with the sampler's q (an unbiased importance weight).
   kernel      q_bj proportional to alpha s_bj^2 + 1 (Blanc & Rendle 2018; alpha = the
               sampler's default kernel_alpha, 100), drawn from a tree built on the
-              trained items.
+              trained items, or from the [B, N] kernel where N <= K L (the same law).
   neg_cache   (by name, not in the default list) outside training its cache is the current
               items (staleness 0): the same law as hard_exact.
 K larger than the catalogue is skipped. hard_topk has no proper q and is not offered.
