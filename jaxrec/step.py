@@ -176,19 +176,57 @@ class Batch(NamedTuple):
   pos_ids_B: jax.Array
 
 
-def sample_batch(spec: StepSpec, data: DeviceData, key, step) -> Batch:
-  """B interactions: uniform with replacement ("random"), or the step's slice of a
-  per-epoch permutation ("epoch", dropping each epoch's last partial batch)."""
+def _mix32(h):
+  """murmur3's 32-bit finaliser (Appleby): an avalanching bijection of uint32."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+def feistel_permute(key, positions, n: int, rounds: int = 4):
+  """pi(positions) for a keyed pseudo-random permutation pi of [0, n), O(1) per position:
+  a balanced Feistel network on 2h bits (2^(2h) >= n, at most 4n) with round function
+  mix32(r ^ k_i) (4 rounds: Luby & Rackoff's construction), walked along its cycle until it
+  lands in [0, n) (Black & Rogaway 2002), so no [n] permutation is ever built."""
+  bits = max(2, (int(n) - 1).bit_length())
+  half = (bits + 1) // 2
+  mask = jnp.uint32((1 << half) - 1)
+  round_keys = jax.random.bits(key, (rounds,), jnp.uint32)
+
+  def encrypt(x):
+    left, right = x >> half, x & mask
+    for i in range(rounds):
+      left, right = right, left ^ (_mix32(right ^ round_keys[i]) & mask)
+    return (left << half) | right
+
+  def walk(x):
+    return jnp.where(x >= n, encrypt(x), x)
+
+  x = encrypt(positions.astype(jnp.uint32))
+  x = jax.lax.while_loop(lambda x: jnp.any(x >= n), walk, x)
+  return x.astype(jnp.int32)
+
+
+def sample_batch(spec: StepSpec, data: DeviceData, key, step, run_key=None) -> Batch:
+  """B interactions: uniform with replacement ("random", from the step's `key`), or the
+  step's slice of its epoch's permutation of the interactions ("epoch", dropping each
+  epoch's last partial batch): a Feistel permutation (`feistel_permute`) keyed by the run's
+  `run_key` and the epoch, the same for every step of an epoch, O(B) a step."""
   num_e = data.e_items.shape[0]
   batch_size = spec.train.batch_size
   if spec.train.batching == "random":
     e_B = jax.random.randint(key, (batch_size,), 0, num_e)
   else:
+    if run_key is None:
+      raise ValueError("sample_batch: train.batching=epoch needs the run's key (run_key)")
     steps_per_epoch = max(num_e // batch_size, 1)
     epoch, within = step // steps_per_epoch, step % steps_per_epoch
-    perm = jax.random.permutation(jax.random.fold_in(key, epoch), num_e)
-    e_B = jax.lax.dynamic_slice(perm, (within * batch_size,), (batch_size,))
-    e_B = e_B % num_e
+    # a stream of its own: fold_in(run_key, step) is the steps' (uint32 data, never 2^32-1)
+    epoch_key = jax.random.fold_in(jax.random.fold_in(run_key, 0xFFFFFFFF), epoch)
+    slots_B = within * batch_size + jnp.arange(batch_size)
+    e_B = feistel_permute(epoch_key, slots_B % num_e, num_e)
   return Batch(e_B, data.e_users[e_B], data.e_items[e_B])
 
 
@@ -306,7 +344,7 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   num_items, num_query_rows = item_table_NxD.shape[0], query_table.shape[0]
   key = jax.random.fold_in(state.key, state.step)
   k_batch, k_bag, k_neg = jax.random.split(key, 3)
-  batch = sample_batch(spec, data, k_batch, state.step)
+  batch = sample_batch(spec, data, k_batch, state.step, state.key)
   pos_ids_B = batch.pos_ids_B
 
   # The query side: user ids (MF) or the bag of the user's other items (DNN). Each device
