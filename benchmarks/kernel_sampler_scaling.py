@@ -7,7 +7,9 @@ L items of one leaf), then the tree update for
 the rows such a step touches (`kernel_tree_update`: the B positives and the B K drawn
 negatives, each moved by a small random step), jitted with the tree and the item table
 donated so that the update is in place. Per draw the cost is O(D^2 log(N / L) + L D): N
-enters only through the depth (and through cache misses in a larger tree).
+enters only through the depth (and through cache misses in a larger tree). It times the
+tree at both sizes; the registered `kernel` sampler would skip the tree where N <= K L
+(`samplers.kernel_direct`), which neither size here is (K L = 8,192).
 
 Printed per N: ms/step of the best and the median timed block (blocks of --steps steps,
 interleaved across the N's so that load from other processes hits every N alike), the
