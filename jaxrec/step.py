@@ -337,14 +337,23 @@ def _write_rows(row_opt, table_NxD, opt_state, block: ItemBlock, grads_MxD, step
   )
 
 
+def step_keys(state: TrainState):
+  """The step's keys (batch, bag, negatives): fold_in(run key, step), split in three."""
+  return jax.random.split(jax.random.fold_in(state.key, state.step), 3)
+
+
+def step_batch(spec: StepSpec, data: DeviceData, state: TrainState) -> Batch:
+  """The B training pairs `train_step` draws at state.step."""
+  return sample_batch(spec, data, step_keys(state)[0], state.step, state.key)
+
+
 def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   """One optimisation step -> (new_state, {"loss": mean per-example loss}). Jitted by
   `jitted_train_step`."""
   item_table_NxD, query_table = state.tables["item"], state.tables["query"]
   num_items, num_query_rows = item_table_NxD.shape[0], query_table.shape[0]
-  key = jax.random.fold_in(state.key, state.step)
-  k_batch, k_bag, k_neg = jax.random.split(key, 3)
-  batch = sample_batch(spec, data, k_batch, state.step, state.key)
+  _, k_bag, k_neg = step_keys(state)
+  batch = step_batch(spec, data, state)
   pos_ids_B = batch.pos_ids_B
 
   # The query side: user ids (MF) or the bag of the user's other items (DNN). Each device

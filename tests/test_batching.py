@@ -34,9 +34,9 @@ def test_feistel_permute_sends_a_position_anywhere_uniformly():
 
 
 def test_epoch_batching_visits_every_interaction_once_per_epoch():
-  """The train step's keys (a new one every step, the run's key for the epoch): the B x
-  steps_per_epoch rows of an epoch are distinct, as many as fit (the last partial batch is
-  dropped), and the next epoch takes another order."""
+  """The batches `train_step` draws (`step.step_batch`: a new key every step, the run's key
+  for the epoch): the B x steps_per_epoch rows of an epoch are distinct, as many as fit
+  (the last partial batch is dropped), and the next epoch takes another order."""
   c = synthetic.get_config()
   over = {
       "data.num_users": 60,
@@ -51,13 +51,12 @@ def test_epoch_batching_visits_every_interaction_once_per_epoch():
   ddata = step.device_data(world.train, spec)
   n = ddata.e_items.shape[0]
   per_epoch = n // 16
-  run_key = jax.random.PRNGKey(3)
+  state = step.init_state(spec, c, world.train.num_users, world.train.num_items, 3)
   epochs = []
   for e in range(2):
     rows = []
     for s in range(e * per_epoch, (e + 1) * per_epoch):
-      k_batch = jax.random.split(jax.random.fold_in(run_key, s), 3)[0]  # as train_step
-      b = step.sample_batch(spec, ddata, k_batch, jnp.int32(s), run_key)
+      b = step.step_batch(spec, ddata, state._replace(step=jnp.int32(s)))
       rows.extend(np.asarray(b.e_B).tolist())
       np.testing.assert_array_equal(b.pos_ids_B, ddata.e_items[b.e_B])
     assert len(set(rows)) == len(rows) == per_epoch * 16 and max(rows) < n

@@ -288,8 +288,8 @@ def test_step_loss_corrects_the_positive_by_its_own_log_q(world, name):
     users_q = np.asarray(step.query_embeddings(spec, state, ddata), np.float64)
     items_v = np.asarray(step.item_embeddings(spec, state), np.float64)
     # The step's batch and (for mixed) its uniform ids: the same keys the step derives.
-    k_batch, _, k_neg = jax.random.split(jax.random.fold_in(state.key, state.step), 3)
-    batch = step.sample_batch(spec, ddata, k_batch, state.step)
+    _, _, k_neg = step.step_keys(state)
+    batch = step.step_batch(spec, ddata, state)
     pos, users = np.asarray(batch.pos_ids_B), np.asarray(batch.users_B)
     _, metrics_out = step.jitted_train_step(spec, state, ddata)
     n = world.train.num_items
