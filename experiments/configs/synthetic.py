@@ -82,7 +82,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.sampler.correct_positive = True
   c.sampler.hard_fraction = 1.0  # hard samplers: this share of K is hard, the rest uniform
   c.sampler.kernel_alpha = 100.0  # kernel: q proportional to alpha * score^2 + 1 (Blanc & Rendle)
-  c.sampler.kernel_leaf = 128  # kernel: items per tree leaf (scored exactly inside a leaf)
+  # kernel: items per tree leaf (scored exactly inside a leaf); N <= K x this: no tree, the
+  # same law drawn from the [B, N] kernel
+  c.sampler.kernel_leaf = 128
   # neg_cache: share of the cached item embeddings re-read per step (round robin); a row is
   # at most ceil(1 / cache_refresh) - 1 steps stale (1.0: never stale).
   c.sampler.cache_refresh = 0.1
