@@ -383,11 +383,16 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path):
   try:
     _, err = p.communicate(timeout=120)
   except subprocess.TimeoutExpired:  # seen once under heavy load: say where the child was
+    try:  # SIGINT (bit 2 of these masks) blocked, ignored or still pending?
+      with open(f"/proc/{p.pid}/status") as f:
+        masks = [line.strip() for line in f if line.startswith(("SigPnd", "SigBlk", "SigIgn"))]
+    except OSError:
+      masks = []
     p.send_signal(signal.SIGUSR1)
     time.sleep(2)
     p.kill()
     _, err = p.communicate()
-    pytest.fail(f"no exit 120 s after SIGINT; the child's threads:\n{err[-6000:]}")
+    pytest.fail(f"no exit 120 s after SIGINT; {masks}; the child's threads:\n{err[-6000:]}")
   assert p.returncode == 130, err[-3000:]
   lines = err.strip().splitlines()
   assert len(lines) == 1 and "interrupted" in lines[0], err
