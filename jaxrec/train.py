@@ -69,8 +69,25 @@ def train_and_evaluate(
     return _run(config, cfg_dict, workdir, overwrite, data, verbose, test)
 
 
+class Heartbeat:
+  """The log of a quiet run (`verbose=False`: sweeps and tune): at most one line per
+  `every` seconds, none in the run's first `every` seconds, each prefixed by the workdir,
+  so a run that trains for hours inside a sweep still shows its step and ETA."""
+
+  def __init__(self, workdir: str, every: float = 60.0, clock=time.monotonic, out=None):
+    self.tag, self.every, self.clock = workdir, float(every), clock
+    self.out = out or workdir_io.log
+    self.next = clock() + self.every
+
+  def __call__(self, fmt, *args):
+    now = self.clock()
+    if now >= self.next:
+      self.next = now + self.every
+      self.out("  (%s) " + fmt, self.tag, *args)
+
+
 def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict:
-  log = workdir_io.log if verbose else (lambda *a: None)
+  log = workdir_io.log if verbose else Heartbeat(workdir)
   t_data = time.time()
   splits = (
       data_lib.as_splits(data)

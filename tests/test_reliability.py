@@ -623,3 +623,23 @@ def test_runner_unknown_key_in_one_line(tmp_path, tool):
   lines = r.stderr.strip().splitlines()
   assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
   assert "unknown config key 'config.train.stepz'" in lines[0]
+
+
+def test_quiet_runs_still_say_where_they_are_once_a_minute():
+  """A sweep's or tune's run (verbose=False) logs through train.Heartbeat: nothing in its
+  first minute (short runs stay silent), then at most one line a minute, tagged with the
+  workdir."""
+  from jaxrec import train
+
+  now, out = [0.0], []
+  beat = train.Heartbeat(
+      "runs/x/seed_0", 60.0, clock=lambda: now[0], out=lambda f, *a: out.append(f % a)
+  )
+  for t in (0.0, 30.0, 59.9):
+    now[0] = t
+    beat("step %d/%d", int(t), 100)
+  assert out == []
+  for t in (60.0, 61.0, 119.0, 120.5):
+    now[0] = t
+    beat("step %d/%d", int(t), 100)
+  assert out == ["  (runs/x/seed_0) step 60/100", "  (runs/x/seed_0) step 120/100"]
