@@ -56,6 +56,7 @@ _DATA = flags.DEFINE_string("data", "", "Internal: the variant's CSV.")
 _STEPS = flags.DEFINE_integer("steps", 0, "Internal: the variant's steps.")
 
 B, D, K, LR, USERS = 1024, 64, 1024, 0.05, 1000
+W2_CHUNK = 8192  # jaxrec's loss.chunk_size in W2's chunked variant
 
 
 def write_pairs(path: str, num_items: int, seed: int = 0) -> None:
@@ -77,7 +78,7 @@ def _peak_mb() -> float:
 
 
 def jaxrec_variant(
-    workload: str, path: str, steps: int, checkpoint_every: int, chunk_size: int = 8192
+    workload: str, path: str, steps: int, checkpoint_every: int, chunk_size: int
 ) -> dict:
   """The launcher's loop on the CSV; -> steps/s (training only) and peak RSS."""
   from experiments.configs import synthetic
@@ -181,7 +182,7 @@ def run_child(name: str) -> dict:
   workload, variant = name.split(":", 1)
   if variant.startswith("jaxrec"):
     every = 500 if "checkpoint" in variant else 0
-    chunk = 0 if "unchunked" in variant else 8192
+    chunk = 0 if "unchunked" in variant else W2_CHUNK
     return jaxrec_variant(workload, _DATA.value, _STEPS.value, every, chunk)
   return torch_variant(workload, _DATA.value, _STEPS.value, compiled="compiled" in variant)
 

@@ -841,6 +841,11 @@ class KernelTree(NamedTuple):
   count_Px2: Array
 
 
+def quadratic_kernel(scores, alpha):
+  """Blanc & Rendle's quadratic kernel from the scores s = x . v: K = alpha s^2 + 1."""
+  return alpha * jnp.square(scores) + 1.0
+
+
 def _triu(dim: int) -> tuple[np.ndarray, np.ndarray]:
   """Row and column indices of the upper triangle of a D x D matrix, F = D (D + 1) / 2."""
   return np.triu_indices(dim)
@@ -1006,7 +1011,7 @@ def kernel_sample(
     start_B = jnp.minimum(leaf_B * leaf, num_items - leaf)
     rows_BxLxD = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(items_NxD, s, leaf, 0))(start_B)
     ids_BxL = start_B[:, None] + slots_L[None, :]
-    kern_BxL = alpha * jnp.square(jnp.einsum("bd,bld->bl", x_BxD, rows_BxLxD)) + 1.0
+    kern_BxL = quadratic_kernel(jnp.einsum("bd,bld->bl", x_BxD, rows_BxLxD), alpha)
     kern_BxL = jnp.where(ids_BxL >= (leaf_B * leaf)[:, None], kern_BxL, 0.0)
     j_B = _draw_rows(u_BxV[:, depth:], kern_BxL)[:, 0]
     kern_B = jnp.take_along_axis(kern_BxL, j_B[:, None], axis=1)[:, 0]
@@ -1036,7 +1041,7 @@ def kernel_sample_direct(
   _check_embeddings(query_BxD, items_NxD)
   num_samples = check_int("num_samples", num_samples, 1)
   scores_BxN = jnp.dot(query_BxD.astype(jnp.float32), items_NxD.astype(jnp.float32).T)
-  log_kern_BxN = jnp.log(jnp.asarray(alpha, jnp.float32) * jnp.square(scores_BxN) + 1.0)
+  log_kern_BxN = jnp.log(quadratic_kernel(scores_BxN, jnp.asarray(alpha, jnp.float32)))
   ids_BxK, lse_B = draw_from_logits_lse(key, log_kern_BxN, num_samples)
   log_q_BxK = jnp.take_along_axis(log_kern_BxN, ids_BxK, axis=1) - lse_B[:, None]
   return Negatives(ids_BxK.astype(jnp.int32), log_q_BxK)
@@ -1045,7 +1050,7 @@ def kernel_sample_direct(
 def kernel_log_q(query_BxD: Array, items_NxD: Array, alpha) -> Array:
   """log q(j | x_b) of the quadratic kernel over the whole catalogue, [B,N] (O(B N D);
   for tests and diagnostics)."""
-  kern_BxN = alpha * jnp.square(jnp.dot(query_BxD, items_NxD.T)) + 1.0
+  kern_BxN = quadratic_kernel(jnp.dot(query_BxD, items_NxD.T), alpha)
   return jnp.log(kern_BxN) - jnp.log(jnp.sum(kern_BxN, axis=1, keepdims=True))
 
 

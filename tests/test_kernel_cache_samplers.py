@@ -32,7 +32,7 @@ def _check_kernel_draws(items, leaf, shared_levels, rtol, rows=1000):
   exp(log_q) equals the closed form (alpha s^2 + 1) / sum (numpy, float64) and each
   query's empirical distribution is within the TV bound of it."""
   alpha, k = 2.0, 500
-  n, dim = items.shape
+  dim = items.shape[1]
   queries = np.random.default_rng(1).normal(size=(2, dim)).astype(np.float32)
   query_BxD = jnp.asarray(np.repeat(queries, rows, axis=0))  # row b is query b // rows
   tree = samplers.kernel_tree(jnp.asarray(items), leaf)
@@ -48,7 +48,15 @@ def _check_kernel_draws(items, leaf, shared_levels, rtol, rows=1000):
           shared_levels=shared_levels,
       )
   )
-  neg = draw(jax.random.PRNGKey(0))
+  _assert_kernel_law(draw(jax.random.PRNGKey(0)), queries, items, alpha, rtol)
+  return tree
+
+
+def _assert_kernel_law(neg, queries, items, alpha, rtol):
+  """Draws of 2 queries (rows b // (B / 2)): exp(log_q) equals the closed form
+  (alpha s^2 + 1) / sum (numpy, float64), and each query's empirical distribution is
+  within the TV bound of it."""
+  n = items.shape[0]
   ids = np.asarray(neg.ids).reshape(2, -1)
   log_q = np.asarray(neg.log_q, np.float64).reshape(2, -1)
   kern = alpha * (queries.astype(np.float64) @ items.astype(np.float64).T) ** 2 + 1.0
@@ -58,7 +66,6 @@ def _check_kernel_draws(items, leaf, shared_levels, rtol, rows=1000):
     empirical = np.bincount(ids[b], minlength=n) / ids[b].size
     tv = 0.5 * np.abs(empirical - q[b]).sum()
     assert tv <= _tv_bound(n, ids[b].size), (b, tv)
-  return tree
 
 
 @pytest.mark.parametrize("shared_levels", [None, 0, 2])
@@ -111,14 +118,7 @@ def test_kernel_draws_directly_where_n_is_at_most_k_leaf():
       state=(),
   )
   neg = jax.jit(lambda key: samplers.get("kernel").draw(key, inputs, spec))(jax.random.PRNGKey(0))
-  ids = np.asarray(neg.ids).reshape(2, -1)
-  log_q = np.asarray(neg.log_q, np.float64).reshape(2, -1)
-  kern = alpha * (queries.astype(np.float64) @ items.astype(np.float64).T) ** 2 + 1.0
-  q = kern / kern.sum(1, keepdims=True)
-  for b in range(2):
-    np.testing.assert_allclose(np.exp(log_q[b]), q[b, ids[b]], rtol=1e-4)
-    tv = 0.5 * np.abs(np.bincount(ids[b], minlength=N) / ids[b].size - q[b]).sum()
-    assert tv <= _tv_bound(N, ids[b].size), (b, tv)
+  _assert_kernel_law(neg, queries, items, alpha, rtol=1e-4)
 
 
 def test_kernel_tree_update_equals_the_tree_rebuilt_from_scratch():
