@@ -3,7 +3,8 @@
 #   (a) sampled-softmax step time vs catalogue size (10k, 1M, 10M), sparse updates;
 #   (b) chunked full softmax GFLOP/s as a fraction of a square matmul (chunks 2048..32768);
 #   (c) exact top-100 over 1M items for 10k queries;
-# then benchmarks.end_to_end and (with torch) benchmarks.peers, their tables in text files.
+# then benchmarks.end_to_end, benchmarks.kernel_sampler_scaling and (with torch)
+# benchmarks.peers, their tables in text files.
 #
 # On a fresh machine with an NVIDIA driver (from the repository root):
 #   python3 -m pip install -e . "jax[cuda12]"     # "jax[cuda13]" for a CUDA 13 driver
@@ -60,6 +61,7 @@ EOF
 # (pip install -e '.[peers]'), the side-by-side table against PyTorch; their printed
 # tables go beside the JSON.
 "$PY" -m benchmarks.end_to_end | tee "${OUT%.json}_end_to_end.txt"
+"$PY" -m benchmarks.kernel_sampler_scaling --repeats=5 | tee "${OUT%.json}_kernel.txt"
 if "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m benchmarks.peers | tee "${OUT%.json}_peers.txt"
 else
