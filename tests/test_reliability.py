@@ -349,6 +349,10 @@ def test_report_without_results_csv(tmp_path):
 _PAUSED = r"""
 import faulthandler, os, signal, sys, time
 faulthandler.register(signal.SIGUSR1)  # a hung child's stacks, for the test's message
+# A terminal's foreground process has Python's SIGINT handler. A test suite started as a
+# background job (`cmd &` without job control) hands its children SIGINT *ignored*
+# (POSIX), and Python keeps an ignored SIGINT: without this line the child never sees it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from jaxrec import train
 wd = sys.argv[1]
 def slow(*a, **kw):
@@ -382,7 +386,7 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path):
   p.send_signal(signal.SIGINT)
   try:
     _, err = p.communicate(timeout=120)
-  except subprocess.TimeoutExpired:  # seen once under heavy load: say where the child was
+  except subprocess.TimeoutExpired:  # say where the child was
     try:  # SIGINT (bit 2 of these masks) blocked, ignored or still pending?
       with open(f"/proc/{p.pid}/status") as f:
         masks = [line.strip() for line in f if line.startswith(("SigPnd", "SigBlk", "SigIgn"))]
