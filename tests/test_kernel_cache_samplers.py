@@ -158,13 +158,19 @@ def world():
   return data.load_data(c.data, c.seed)
 
 
-def _run_steps(c, world, steps):
+def _init(c, world):
   spec = config.StepSpec.from_config(c)
+  return spec, step.init_state(spec, c, world.train.num_users, world.train.num_items, 0)
+
+
+def _run_steps(c, world, steps):
+  """-> (spec, state, the last step's metrics) after `steps` train steps from _init."""
+  spec, state = _init(c, world)
   ddata = step.device_data(world.train, spec)
-  state = step.init_state(spec, c, world.train.num_users, world.train.num_items, 0)
+  metrics = None
   for _ in range(steps):
-    state, _ = step.jitted_train_step(spec, state, ddata)
-  return spec, state
+    state, metrics = step.jitted_train_step(spec, state, ddata)
+  return spec, state, metrics
 
 
 @pytest.mark.parametrize("normalize", [False, True])
@@ -184,7 +190,7 @@ def test_train_step_keeps_the_kernel_tree_equal_to_a_rebuild(world, normalize, n
   )
   touched = c.train.batch_size * (1 + num_negatives)
   assert (touched >= world.train.num_items) == (num_negatives == 8)
-  spec, state = _run_steps(c, world, 5)
+  spec, state, _ = _run_steps(c, world, 5)
   want = samplers.kernel_tree(step.item_embeddings(spec, state), 16)
   np.testing.assert_allclose(state.freq.gram_Px2xF, want.gram_Px2xF, atol=1e-4, rtol=1e-4)
 
@@ -193,15 +199,10 @@ def test_train_step_without_a_tree_where_the_kernel_draws_directly(world):
   """N = 200 <= K L = 8 x 32: the train state keeps no tree and the steps train (finite
   loss, item rows moved)."""
   c = _small(**{"sampler.name": "kernel", "sampler.kernel_leaf": 32, "sampler.num_negatives": 8})
-  spec = config.StepSpec.from_config(c)
-  ddata = step.device_data(world.train, spec)
-  state = step.init_state(spec, c, world.train.num_users, world.train.num_items, 0)
-  before = np.asarray(state.tables["item"]).copy()
-  assert state.freq == ()
-  for _ in range(3):
-    state, metrics = step.jitted_train_step(spec, state, ddata)
-  assert state.freq == () and np.isfinite(float(metrics["loss"]))
-  assert not np.allclose(np.asarray(state.tables["item"]), before)
+  _, initial = _init(c, world)
+  _, state, metrics = _run_steps(c, world, 3)
+  assert initial.freq == () and state.freq == () and np.isfinite(float(metrics["loss"]))
+  assert not np.allclose(np.asarray(state.tables["item"]), np.asarray(initial.tables["item"]))
 
 
 def test_negative_cache_refresh_bounds_staleness():
@@ -229,7 +230,7 @@ def test_negative_cache_at_staleness_zero_reproduces_hard_exact(world):
   empirical distribution within the TV bound of it. With a stale cache (refresh 0.1)
   log_q is the softmax over the cached, not the current, embeddings."""
   c = _small(**{"sampler.name": "neg_cache", "sampler.cache_refresh": 1.0})
-  spec, state = _run_steps(c, world, 3)
+  spec, state, _ = _run_steps(c, world, 3)
   items = step.item_embeddings(spec, state)
   np.testing.assert_array_equal(state.freq.items_NxD, items)
   n = items.shape[0]
@@ -272,7 +273,7 @@ def test_negative_cache_at_staleness_zero_reproduces_hard_exact(world):
 def test_sampler_state_survives_a_checkpoint(tmp_path, world, name):
   """The sampler's state is part of TrainState: saved and restored with it."""
   c = _small(**{"sampler.name": name})
-  spec, state = _run_steps(c, world, 2)
+  spec, state, _ = _run_steps(c, world, 2)
   ckpt = workdir.Checkpointer(str(tmp_path), 1)
   ckpt.maybe_save(2, state, final=True)
   ckpt.close()
