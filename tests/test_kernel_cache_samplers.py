@@ -28,9 +28,8 @@ def _tv_bound(n_items, n_draws):
 
 
 def _check_kernel_draws(items, leaf, shared_levels, rtol, rows=1000):
-  """2 x rows x K = 500 draws (10^6 by default: 2 queries, each repeated over `rows` rows):
-  exp(log_q) equals the closed form (alpha s^2 + 1) / sum (numpy, float64) and each
-  query's empirical distribution is within the TV bound of it."""
+  """2 x rows x K = 500 tree draws (10^6 by default: 2 queries, each repeated over `rows`
+  rows), checked by _assert_kernel_law; returns the tree."""
   alpha, k = 2.0, 500
   dim = items.shape[1]
   queries = np.random.default_rng(1).normal(size=(2, dim)).astype(np.float32)

@@ -387,7 +387,7 @@ def test_ctrl_c_exits_130_in_one_line(tmp_path):
   try:
     _, err = p.communicate(timeout=120)
   except subprocess.TimeoutExpired:  # say where the child was
-    try:  # SIGINT (bit 2 of these masks) blocked, ignored or still pending?
+    try:  # SIGINT (signal 2: 0x2 in these masks) blocked, ignored or still pending?
       with open(f"/proc/{p.pid}/status") as f:
         masks = [line.strip() for line in f if line.startswith(("SigPnd", "SigBlk", "SigIgn"))]
     except OSError:
