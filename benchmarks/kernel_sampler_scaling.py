@@ -3,7 +3,7 @@ r"""Does the kernel sampler's per-step cost stay flat in the catalogue size N?
 One sampler step of the `kernel` sampler (Blanc & Rendle 2018, `jaxrec.samplers`): K
 per-example draws for each of B queries from the tree (`kernel_sample`: a descent of
 log2(N / L) levels, O(D^2) each, the top T of them shared by a query's K draws, then the
-L items of one leaf), then the tree update for
+L items of one leaf; the B K draws walked in node order, in blocks), then the tree update for
 the rows such a step touches (`kernel_tree_update`: the B positives and the B K drawn
 negatives, each moved by a small random step), jitted with the tree and the item table
 donated so that the update is in place. Per draw the cost is O(D^2 log(N / L) + L D): N

@@ -926,6 +926,8 @@ def kernel_tree_update(
 # of scattered rows, several times slower per float on CPU than the dense product
 # (`python -m benchmarks.kernel_sampler_scaling --shared_extra=c` compares choices).
 KERNEL_SHARED_EXTRA = 3
+# Floats of leaf rows (C L D) or tree pairs (C 2F) that one block of C draws reads at once.
+KERNEL_BLOCK_FLOATS = 1 << 22
 
 
 def kernel_sample(
@@ -953,8 +955,14 @@ def kernel_sample(
   masses of the 2^T nodes of level T are one [B,F] x [F,2^T] product (a parent's mass is
   its children's sum, so drawing a level-T node from them is those T steps), by default
   T = min(depth, log2 K + 3), where it costs no more than the K T steps it replaces.
+  Below T each step reads the left child's packed Gramian only (the right child's mass is
+  the node's minus the left's). The B K draws are sorted by their level-T node and walked
+  down in blocks of C = KERNEL_BLOCK_FLOATS / max(L D, 2 F) draws: a node's children keep
+  its place in the order, so neighbours in a block share the nodes and leaves they read
+  and each is fetched from memory about once per block, not once per draw (at N = 1M,
+  D = 32 the 128 MB table does not stay in cache; `benchmarks/kernel_sampler_scaling`).
   Cost per draw O(D^2 (log(N / L) - T) + L D) plus O(2^T D^2) per row, the D^2 a dot
-  of the packed Gramian (`KernelTree`); memory O(B L D) per slot of K.
+  of a packed Gramian (`KernelTree`); memory O(C L D) per block.
   Unlike softmax(s), q is symmetric in s and never below 1 / (alpha max s^2 + 1) of the
   largest: a proposal whose logQ correction stays bounded (Blanc & Rendle, Sec. 4.3,
   alpha = 100 in their experiments). The row's positive can be drawn; the loss masks it.
@@ -988,38 +996,71 @@ def kernel_sample(
         jnp.sum(mass_BxT, axis=1, keepdims=True)
     )
     start_node_BxK = (1 << top) + j_BxK
-  else:
+    start_mass_BxK = jnp.take_along_axis(mass_BxT, j_BxK, axis=1)
+  else:  # the root: node 1, the right half of pair 0
     start_node_BxK = jnp.ones((batch, num_samples), jnp.int32)
     start_log_p_BxK = jnp.zeros((batch, num_samples), jnp.float32)
+    root_B = alpha * jnp.dot(xx_BxF, tree.gram_Px2xF[0, 1]) + tree.count_Px2[0, 1]
+    start_mass_BxK = jnp.broadcast_to(jnp.maximum(root_B, 0.0)[:, None], (batch, num_samples))
 
-  def one_slot(k):  # the k-th draw of every row: [B]
-    u_BxV = jax.random.uniform(jax.random.fold_in(k_slots, k), (batch, depth + 1))
-    node_B = start_node_BxK[:, k]
-    log_p_B = start_log_p_BxK[:, k]
-    for level in range(top, depth):
-      # Row gather of the packed child pair, then a batched mat-vec with xx.
-      g_Bx2xF = jnp.take(tree.gram_Px2xF, node_B, axis=0)
-      mass_Bx2 = alpha * jax.lax.batch_matmul(g_Bx2xF, xx_BxF[:, :, None])[:, :, 0]
-      mass_Bx2 = jnp.maximum(mass_Bx2 + tree.count_Px2[node_B], 0.0)
-      total_B = mass_Bx2[:, 0] + mass_Bx2[:, 1]
-      right_B = u_BxV[:, level] * total_B >= mass_Bx2[:, 0]
-      right_B = jnp.where(mass_Bx2[:, 1] > 0, right_B, False)
-      right_B = jnp.where(mass_Bx2[:, 0] > 0, right_B, True)
-      log_p_B += jnp.log(jnp.where(right_B, mass_Bx2[:, 1], mass_Bx2[:, 0]) / total_B)
-      node_B = 2 * node_B + right_B.astype(jnp.int32)
-    leaf_B = node_B - p
-    start_B = jnp.minimum(leaf_B * leaf, num_items - leaf)
-    rows_BxLxD = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(items_NxD, s, leaf, 0))(start_B)
-    ids_BxL = start_B[:, None] + slots_L[None, :]
-    kern_BxL = quadratic_kernel(jnp.einsum("bd,bld->bl", x_BxD, rows_BxLxD), alpha)
-    kern_BxL = jnp.where(ids_BxL >= (leaf_B * leaf)[:, None], kern_BxL, 0.0)
-    j_B = _draw_rows(u_BxV[:, depth:], kern_BxL)[:, 0]
-    kern_B = jnp.take_along_axis(kern_BxL, j_B[:, None], axis=1)[:, 0]
-    log_p_B += jnp.log(kern_B) - jnp.log(jnp.sum(kern_BxL, axis=1))
-    return jnp.take_along_axis(ids_BxL, j_B[:, None], axis=1)[:, 0], log_p_B
+  # The B K draws sorted by their level-T node, walked down in blocks of C: a parent's
+  # order is kept by its children (2n + r), so neighbours share the nodes and leaves
+  # they read and a block reads each from memory once, not once per draw.
+  num_draws = batch * num_samples
+  f = xx_BxF.shape[1]
+  block = max(1, min(num_draws, KERNEL_BLOCK_FLOATS // max(leaf * dim, 2 * f)))
+  num_blocks = -(-num_draws // block)
+  order_R = jnp.argsort(start_node_BxK.reshape(-1), stable=True)
+  order_P = jnp.pad(order_R, (0, num_blocks * block - num_draws), mode="edge")
+  node_P = start_node_BxK.reshape(-1)[order_P]
+  log_p_P = start_log_p_BxK.reshape(-1)[order_P]
+  mass_P = start_mass_BxK.reshape(-1)[order_P]
+  left_gram_2PxF = tree.gram_Px2xF.reshape(2 * p, f)  # row 2n: node n's left child
+  u_PxV = jax.random.uniform(k_slots, (num_blocks * block, depth - top + 1))
 
-  ids_KxB, log_q_KxB = jax.lax.map(one_slot, jnp.arange(num_samples))
-  return Negatives(ids_KxB.T.astype(jnp.int32), log_q_KxB.T)
+  def one_block(args):  # C draws, in node order: [C]
+    node_C, row_C, log_p_C, mass_C, u_CxV = args
+    x_CxD, xx_CxF = x_BxD[row_C], xx_BxF[row_C]
+    for i in range(depth - top):
+      # Only the left child's mass is read (one packed Gramian of F floats); the right
+      # child's is the rest of the node's, an empty child's is 0.
+      g_CxF = left_gram_2PxF[2 * node_C]
+      count_Cx2 = tree.count_Px2[node_C]
+      left_C = alpha * jnp.sum(g_CxF * xx_CxF, axis=1) + count_Cx2[:, 0]
+      left_C = jnp.clip(left_C, 0.0, mass_C)
+      left_C = jnp.where(count_Cx2[:, 1] > 0, left_C, mass_C)
+      left_C = jnp.where(count_Cx2[:, 0] > 0, left_C, 0.0)
+      right_C = u_CxV[:, i] * mass_C >= left_C
+      chosen_C = jnp.where(right_C, mass_C - left_C, left_C)
+      log_p_C += jnp.log(chosen_C / mass_C)
+      mass_C = chosen_C
+      node_C = 2 * node_C + right_C.astype(jnp.int32)
+    leaf_C = node_C - p
+    start_C = jnp.minimum(leaf_C * leaf, num_items - leaf)
+    rows_CxLxD = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(items_NxD, s, leaf, 0))(start_C)
+    ids_CxL = start_C[:, None] + slots_L[None, :]
+    kern_CxL = quadratic_kernel(jnp.einsum("cd,cld->cl", x_CxD, rows_CxLxD), alpha)
+    kern_CxL = jnp.where(ids_CxL >= (leaf_C * leaf)[:, None], kern_CxL, 0.0)
+    j_C = _draw_rows(u_CxV[:, -1:], kern_CxL)[:, 0]
+    kern_C = jnp.take_along_axis(kern_CxL, j_C[:, None], axis=1)[:, 0]
+    log_p_C += jnp.log(kern_C) - jnp.log(jnp.sum(kern_CxL, axis=1))
+    return jnp.take_along_axis(ids_CxL, j_C[:, None], axis=1)[:, 0], log_p_C
+
+  blocks = (node_P, (order_P // num_samples).astype(jnp.int32), log_p_P, mass_P, u_PxV)
+  ids_P, log_q_P = jax.lax.map(
+      one_block, jax.tree.map(lambda a: a.reshape(num_blocks, block, *a.shape[1:]), blocks)
+  )
+  ids_R = (
+      jnp.zeros((num_draws,), jnp.int32)
+      .at[order_R]
+      .set(ids_P.reshape(-1)[:num_draws].astype(jnp.int32), unique_indices=True)
+  )
+  log_q_R = (
+      jnp.zeros((num_draws,), jnp.float32)
+      .at[order_R]
+      .set(log_q_P.reshape(-1)[:num_draws], unique_indices=True)
+  )
+  return Negatives(ids_R.reshape(batch, num_samples), log_q_R.reshape(batch, num_samples))
 
 
 def kernel_direct(num_items: int, num_samples: int, leaf_size: int) -> bool:
