@@ -128,6 +128,19 @@ def _block_size(n: int) -> int:
   return max(1, math.isqrt(n - 1) + 1)  # ceil(sqrt(n))
 
 
+def _draw_one_blocked(u1_R: Array, u2_R: Array, w_RxS: Array) -> Array:
+  """One index j per row with probability w[r, j] / sum_j w[r, j], as two `_draw_rows`
+  over b = ceil(sqrt(S)) entries: a block of b by its sum (from u1), then an entry inside
+  it (from u2). The same law as `_draw_rows` over the whole row, 4x faster on CPU at
+  S = 128 (one draw per row: the row's cumulative passes and S-wide search dominate)."""
+  rows, size = w_RxS.shape
+  b = _block_size(size)
+  w_RxCxb = jnp.pad(w_RxS, ((0, 0), (0, -(-size // b) * b - size))).reshape(rows, -1, b)
+  c_R = _draw_rows(u1_R[:, None], jnp.sum(w_RxCxb, axis=2))[:, 0]
+  inner_Rxb = jnp.take_along_axis(w_RxCxb, c_R[:, None, None], axis=1)[:, 0]
+  return c_R * b + _draw_rows(u2_R[:, None], inner_Rxb)[:, 0]
+
+
 def _search_in_block(cum_flat: Array, offset: Array, target: Array, size: int) -> Array:
   """First j in [0, size) with cum_flat[offset + j] > target (size if none).
 
@@ -924,8 +937,9 @@ def kernel_tree_update(
 # The default number of shared top levels is T = log2 K + KERNEL_SHARED_EXTRA: level T's
 # shared product costs 2^T F per row, a per-draw level 2 F per draw (K per row) as a gather
 # of scattered rows, several times slower per float on CPU than the dense product
-# (`python -m benchmarks.kernel_sampler_scaling --shared_extra=c` compares choices).
-KERNEL_SHARED_EXTRA = 3
+# (`python -m benchmarks.kernel_sampler_scaling --shared_extra=c` compares choices: at
+# N = 1M, K = 64, D = 32, c = 5 took the draws from 66 to 61 ms against c = 3; docs/RESULTS.md).
+KERNEL_SHARED_EXTRA = 5
 # Floats of leaf rows (C L D) or tree pairs (C 2F) that one block of C draws reads at once.
 KERNEL_BLOCK_FLOATS = 1 << 22
 
@@ -954,7 +968,7 @@ def kernel_sample(
   sum). The first T = `shared_levels` steps are taken for a row's K draws at once: the
   masses of the 2^T nodes of level T are one [B,F] x [F,2^T] product (a parent's mass is
   its children's sum, so drawing a level-T node from them is those T steps), by default
-  T = min(depth, log2 K + 3), where it costs no more than the K T steps it replaces.
+  T = min(depth, log2 K + 5), where it costs less than the K T steps it replaces.
   Below T each step reads the left child's packed Gramian only (the right child's mass is
   the node's minus the left's). The B K draws are sorted by their level-T node and walked
   down in blocks of C = KERNEL_BLOCK_FLOATS / max(L D, 2 F) draws: a node's children keep
@@ -1016,7 +1030,7 @@ def kernel_sample(
   log_p_P = start_log_p_BxK.reshape(-1)[order_P]
   mass_P = start_mass_BxK.reshape(-1)[order_P]
   left_gram_2PxF = tree.gram_Px2xF.reshape(2 * p, f)  # row 2n: node n's left child
-  u_PxV = jax.random.uniform(k_slots, (num_blocks * block, depth - top + 1))
+  u_PxV = jax.random.uniform(k_slots, (num_blocks * block, depth - top + 2))
 
   def one_block(args):  # C draws, in node order: [C]
     node_C, row_C, log_p_C, mass_C, u_CxV = args
@@ -1041,7 +1055,7 @@ def kernel_sample(
     ids_CxL = start_C[:, None] + slots_L[None, :]
     kern_CxL = quadratic_kernel(jnp.einsum("cd,cld->cl", x_CxD, rows_CxLxD), alpha)
     kern_CxL = jnp.where(ids_CxL >= (leaf_C * leaf)[:, None], kern_CxL, 0.0)
-    j_C = _draw_rows(u_CxV[:, -1:], kern_CxL)[:, 0]
+    j_C = _draw_one_blocked(u_CxV[:, -2], u_CxV[:, -1], kern_CxL)
     kern_C = jnp.take_along_axis(kern_CxL, j_C[:, None], axis=1)[:, 0]
     log_p_C += jnp.log(kern_C) - jnp.log(jnp.sum(kern_CxL, axis=1))
     return jnp.take_along_axis(ids_CxL, j_C[:, None], axis=1)[:, 0], log_p_C
