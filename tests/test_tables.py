@@ -268,3 +268,28 @@ def test_many_ids_take_the_dense_combine_path_with_the_same_result(name):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
   untouched = _untouched(ids, n)
   np.testing.assert_array_equal(np.asarray(dense_t)[untouched], table[untouched])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adagrad", "adam"])
+def test_ids_none_is_every_row_in_order_bit_for_bit(name):
+  """ids=None (the full softmax's update: every row, in order) takes dense elementwise math
+  instead of a gather and scatter over arange(N); 3 jitted steps equal ids = arange(N)
+  bit for bit (a row with zero gradient included), and grads that are not [N, D] fail."""
+  n = 7
+  rng = np.random.default_rng(5)
+  table = jnp.asarray(rng.normal(size=(n, D)).astype(np.float32))
+  opt = tables.get_row_optimizer(name, 0.1)
+  update = jax.jit(opt.update)
+  a_t, a_s = table, opt.init(table)
+  b_t, b_s = table, opt.init(table)
+  for step in range(3):
+    grads = rng.normal(size=(n, D)).astype(np.float32)
+    grads[2] = 0.0
+    a_t, a_s = update(a_t, a_s, None, jnp.asarray(grads), step)
+    b_t, b_s = update(b_t, b_s, jnp.arange(n, dtype=jnp.int32), jnp.asarray(grads), step)
+  np.testing.assert_array_equal(np.asarray(a_t), np.asarray(b_t))
+  for a, b in zip(jax.tree.leaves(a_s), jax.tree.leaves(b_s)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert not np.array_equal(np.asarray(a_t), np.asarray(table))
+  with pytest.raises(ValueError, match=r"ids=None \(every row\) needs grads \[N,D\]"):
+    opt.update(table, opt.init(table), None, jnp.zeros((n - 1, D)), 0)
