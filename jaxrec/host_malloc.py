@@ -19,8 +19,15 @@ the CPU time. With
 freed blocks are reused and the faults go (0.3 million; same run 6.4 -> 12.6 steps/s).
 What it costs: all threads share one arena's lock, which slows the small, fast steps of the
 1,000-item synthetic world (the default folding ablation's steps/s drop 13-33%), and memory
-freed stays with the process until it exits. `python -m benchmarks.host_malloc` measures
-both sides. The numbers a run computes do not change.
+freed stays with the process until it exits.
+
+JAXREC_GLIBC_MALLOC=reuse sets the last two only: threads keep their own arenas (no shared
+lock, small steps unchanged), and blocks too big for a thread's 64 MB heap come from the
+main heap and stay there. It keeps the full softmax's and the DNN's big-catalogue gains
+(the 38,896-item full softmax 1.49x, the DNN step at 1M items 23 -> 18 ms) but not
+hard_exact's (its buffers live in the thread arenas, which still hand memory back).
+`python -m benchmarks.host_malloc` measures all three modes. The numbers a run computes do
+not change.
 
 `apply()` must run before XLA's threads first allocate, i.e. before the first JAX
 computation; `jaxrec/__init__.py` calls it, so importing jaxrec first is enough. It does
@@ -37,7 +44,11 @@ from typing import Mapping, Optional
 ENV = "JAXREC_GLIBC_MALLOC"
 # mallopt(3) parameter numbers, from glibc's malloc.h
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8
-SETTINGS = ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))
+# mode -> mallopt settings
+SETTINGS = {
+    "keep": ((M_ARENA_MAX, 1), (M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1)),
+    "reuse": ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1)),
+}
 
 
 def is_glibc() -> bool:
@@ -49,12 +60,14 @@ def is_glibc() -> bool:
 
 
 def apply(env: Optional[Mapping[str, str]] = None) -> bool:
-  """With JAXREC_GLIBC_MALLOC=keep, sets SETTINGS with mallopt; True if glibc took them."""
+  """With JAXREC_GLIBC_MALLOC=keep or reuse, sets that mode's SETTINGS with mallopt; True
+  if glibc took them."""
   env = os.environ if env is None else env
   mode = env.get(ENV, "default")
-  if mode not in ("keep", "default"):
+  if mode not in ("keep", "reuse", "default"):
     raise ValueError(
-        f"{ENV}={mode!r}: use 'keep' (keep freed memory for reuse) or "
+        f"{ENV}={mode!r}: use 'keep' (keep freed memory for reuse, one shared arena), "
+        "'reuse' (the same without the shared arena) or "
         "'default' (glibc's own settings, also what an unset variable means)"
     )
   if mode == "default" or not is_glibc():
@@ -64,4 +77,4 @@ def apply(env: Optional[Mapping[str, str]] = None) -> bool:
   except (OSError, AttributeError):
     return False
   mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-  return all([mallopt(param, value) == 1 for param, value in SETTINGS])
+  return all([mallopt(param, value) == 1 for param, value in SETTINGS[mode]])
