@@ -131,8 +131,9 @@ def _block_size(n: int) -> int:
 def _draw_one_blocked(u1_R: Array, u2_R: Array, w_RxS: Array) -> Array:
   """One index j per row with probability w[r, j] / sum_j w[r, j], as two `_draw_rows`
   over b = ceil(sqrt(S)) entries: a block of b by its sum (from u1), then an entry inside
-  it (from u2). The same law as `_draw_rows` over the whole row, 4x faster on CPU at
-  S = 128 (one draw per row: the row's cumulative passes and S-wide search dominate)."""
+  it (from u2). The same law as `_draw_rows` over the whole row, with O(sqrt S)-wide
+  cumulative passes and searches instead of S-wide ones (the kernel's draw inside a leaf:
+  ~13 ms of a benchmark step at L = 128 before; docs/RESULTS.md)."""
   rows, size = w_RxS.shape
   b = _block_size(size)
   w_RxCxb = jnp.pad(w_RxS, ((0, 0), (0, -(-size // b) * b - size))).reshape(rows, -1, b)
@@ -938,7 +939,8 @@ def kernel_tree_update(
 # shared product costs 2^T F per row, a per-draw level 2 F per draw (K per row) as a gather
 # of scattered rows, several times slower per float on CPU than the dense product
 # (`python -m benchmarks.kernel_sampler_scaling --shared_extra=c` compares choices: at
-# N = 1M, K = 64, D = 32, c = 5 took the draws from 66 to 61 ms against c = 3; docs/RESULTS.md).
+# N = 1M, K = 64, D = 32, c = 5 ran the step in 95.0 and 88.1 ms against c = 3's 97.3 and
+# 93.5 in two alternating runs; docs/RESULTS.md).
 KERNEL_SHARED_EXTRA = 5
 # Floats of leaf rows (C L D) or tree pairs (C 2F) that one block of C draws reads at once.
 KERNEL_BLOCK_FLOATS = 1 << 22

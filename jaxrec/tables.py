@@ -13,7 +13,7 @@ Conventions shared by every optimizer here:
     ignored and their gradients discarded.
   * ids = None means every row, in order, with grads [N,D] (the full softmax): the same
     update as ids = arange(N), done as dense elementwise math with no gather or scatter
-    (in W2 of `benchmarks.peers`, N = 100k: 7% more steps/s, a quarter less peak memory).
+    (the full-softmax W2 of `benchmarks.peers`; docs/RESULTS.md).
   * rows that are not touched stay bit-identical, and so does their optimizer state
     (this is the "lazy" semantics of TF's LazyAdamOptimizer / sparse Adagrad).
   * `step` is the 0-based number of updates applied before this one (the train state's
