@@ -46,8 +46,11 @@ def main():
   if mode not in ("asis", "sortpath"):
     sys.exit(f"usage: python -m benchmarks.dnn_update_paths [asis|sortpath], not {mode!r}")
   if mode == "sortpath":
-    # tables._prepare without its dense branch
-    tables._prepare = lambda t, ids, g: tables._sparse_combine(ids, g, t.shape[0])
+    # tables._prepare without its dense branch (ids=None, every row in order, stays dense)
+    prepare = tables._prepare
+    tables._prepare = lambda t, ids, g: (
+        prepare(t, ids, g) if ids is None else tables._sparse_combine(ids, g, t.shape[0])
+    )
   runs = {n: build(n) for n in SIZES}
   times = {n: [] for n in SIZES}
   for _ in range(5):
