@@ -181,7 +181,7 @@ VARIANTS = {
 def run_child(name: str) -> dict:
   workload, variant = name.split(":", 1)
   if variant.startswith("jaxrec"):
-    every = 500 if "checkpoint" in variant else 0
+    every = 500 if variant.endswith("checkpoint / 500") else 0  # not "no checkpoints"
     from jaxrec import losses
 
     chunk = 0 if "unchunked" in variant else losses.DEFAULT_CHUNK_SIZE
