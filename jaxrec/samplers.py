@@ -1008,11 +1008,9 @@ def kernel_sample(
         mass_BxT,
         "compare_all" if top <= 8 else "scan",  # O(2^T) or O(T) per draw
     )
-    start_log_p_BxK = jnp.log(jnp.take_along_axis(mass_BxT, j_BxK, axis=1)) - jnp.log(
-        jnp.sum(mass_BxT, axis=1, keepdims=True)
-    )
-    start_node_BxK = (1 << top) + j_BxK
     start_mass_BxK = jnp.take_along_axis(mass_BxT, j_BxK, axis=1)
+    start_log_p_BxK = jnp.log(start_mass_BxK) - jnp.log(jnp.sum(mass_BxT, axis=1, keepdims=True))
+    start_node_BxK = (1 << top) + j_BxK
   else:  # the root: node 1, the right half of pair 0
     start_node_BxK = jnp.ones((batch, num_samples), jnp.int32)
     start_log_p_BxK = jnp.zeros((batch, num_samples), jnp.float32)
