@@ -63,6 +63,7 @@ def run_one(model: str, num_items: int, workdir: str) -> dict:
       "train.steps": _STEPS.value,
       "train.log_every": max(_STEPS.value // 4, 1),
       "train.checkpoint_every": _CKPT.value,
+      "train.checkpoint_seconds": 0.0,
   }
   cmd = [
       sys.executable,

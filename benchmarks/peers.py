@@ -89,7 +89,7 @@ def jaxrec_variant(
   c.model.name, c.model.dim = "mf", D
   c.train.batch_size, c.train.learning_rate, c.train.optimizer = B, LR, "adagrad"
   c.train.steps, c.train.log_every = steps, max(steps // 3, 1)
-  c.train.checkpoint_every = checkpoint_every
+  c.train.checkpoint_every, c.train.checkpoint_seconds = checkpoint_every, 0.0
   c.eval.ks = (20,)
   if workload == "w1":
     c.loss.name, c.sampler.name, c.sampler.num_negatives = "sampled", "uniform", K

@@ -204,6 +204,7 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
       "compile_seconds": compile_seconds,
       "train_seconds": train_seconds,
       "eval_seconds": eval_seconds,
+      "checkpoint_saves": ckpt.saves,  # scheduled ones, inside train_seconds (not the final)
       "wall_seconds": time.time() - t0,
       "data_seconds": data_seconds,
       "eval_num_users": n_valid_users,

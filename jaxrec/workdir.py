@@ -97,7 +97,6 @@ def _positive_correction_is_noop(cfg: dict, value) -> bool:
 # "absent" and "no-op" alike.
 KEYS_ADDED_LATER = {
     "eval.num_users": 0,
-    "train.checkpoint_seconds": 0.0,
     "sampler.kernel_alpha": 100.0,
     "sampler.kernel_leaf": 128,
     "sampler.cache_refresh": 0.1,
@@ -112,10 +111,17 @@ KEYS_ADDED_LATER = {
 }
 
 
+# Keys that say when a run saves, not what it computes (a resumed run replays the same
+# batches): two configs differing only in them are the same run.
+SCHEDULE_KEYS = ("train.checkpoint_every", "train.checkpoint_seconds")
+
+
 def comparable(cfg_dict: dict) -> dict:
-  """`cfg_dict` less the KEYS_ADDED_LATER that hold a no-op value (a copy)."""
+  """`cfg_dict` less the SCHEDULE_KEYS and the KEYS_ADDED_LATER that hold a no-op value
+  (a copy)."""
   out = json.loads(json.dumps(cfg_dict))
-  for dotted, noop in KEYS_ADDED_LATER.items():
+  noops = {**dict.fromkeys(SCHEDULE_KEYS, lambda cfg, value: True), **KEYS_ADDED_LATER}
+  for dotted, noop in noops.items():
     *path, last = dotted.split(".")
     section = out
     for key in path:
@@ -129,7 +135,7 @@ def comparable(cfg_dict: dict) -> dict:
 
 
 def same_config(a: dict, b: dict) -> bool:
-  """Whether two config dicts describe the same run (see KEYS_ADDED_LATER)."""
+  """Whether two config dicts describe the same run (see SCHEDULE_KEYS, KEYS_ADDED_LATER)."""
   return comparable(a) == comparable(b)
 
 
@@ -367,9 +373,9 @@ class Checkpointer:
   (`_snapshot`); orbax writes those, uncompressed, in the background, and the state stays
   free to be donated to the next step. (Handing orbax the state itself, as before, made
   the step after a save copy every table, since orbax's zero-copy host view kept it from
-  being donated; compression and fresh buffers each cost more CPU: with checkpoints every
-  500 steps the loop kept 0.61-0.80x of the bare step's steps/s at 1M items, 0.98x now,
-  benchmarks/loop_throughput.py.)
+  being donated; compression and fresh buffers each cost more CPU.) The write itself still
+  takes about a second of the 2 cores per 512 MB (page cache, kernel writeback), which is
+  why the launcher's default schedule is by time (benchmarks/loop_throughput.py; RESULTS).
   The buffers hold one copy of the state while checkpoints are on: the copy orbax made at
   each save before, kept."""
 
@@ -377,6 +383,7 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.every, self.seconds, self._clock = int(every), float(seconds), clock
     self._last_save = clock()
+    self.saves = 0  # scheduled saves so far (not the final one)
     self._mngr = None
     self._host = {}  # leaf index -> host buffer of the last save (reused)
     # Temporary folders of saves cut short (kill, full disk): never restorable, removed
@@ -461,6 +468,7 @@ class Checkpointer:
       snapshot = self._snapshot(state)
       self._mngr.save(step, args=self._ocp.args.PyTreeSave(snapshot), force=True)
       self._last_save = self._clock()
+      self.saves += not final
 
   def close(self):
     if self._mngr:

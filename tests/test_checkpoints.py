@@ -4,8 +4,11 @@ save writes and that it leaves the state free to be donated; older checkpoints r
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from jaxrec import workdir
+from experiments.configs import synthetic
+from jaxrec import train, workdir
+import tiny
 
 
 class _Clock:
@@ -43,7 +46,7 @@ def test_by_time_saves_once_seconds_have_passed_since_the_last_save(tmp_path):
       due.append(s)
       ckpt.maybe_save(s, {"w": np.zeros(2, np.float32)})
   ckpt.close()
-  assert due == [3, 6, 9]
+  assert due == [3, 6, 9] and ckpt.saves == 3
   assert _saved_steps(tmp_path / "b", 0, 10.0, times, 10) == [9, 10]
 
 
@@ -57,6 +60,35 @@ def test_steps_and_time_together_and_neither(tmp_path):
   # both off: no manager, nothing written, even for the final step
   assert _saved_steps(tmp_path / "b", 0, 0.0, still, 9) == []
   assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_the_launcher_counts_its_scheduled_saves_and_the_default_is_by_time(tmp_path):
+  # 60 steps, a save every 20: steps 20 and 40 are scheduled saves, step 60 the final one
+  # (not counted). The synthetic default saves by time only.
+  assert synthetic.get_config().train.checkpoint_every == 0
+  assert synthetic.get_config().train.checkpoint_seconds == 300.0
+  res = train.train_and_evaluate(
+      tiny.config(**{"train.checkpoint_every": 20}), str(tmp_path), verbose=False
+  )
+  assert res["run"]["checkpoint_saves"] == 2
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [40, 60]
+
+
+def test_the_schedule_is_not_part_of_a_runs_identity(tmp_path):
+  # A workdir claimed under one schedule is the same run under another (it resumes); a
+  # change of anything the run computes is still refused.
+  cfg = workdir.config_to_dict(tiny.config(**{"train.checkpoint_every": 20}))
+  other_schedule = workdir.config_to_dict(
+      tiny.config(**{"train.checkpoint_every": 0, "train.checkpoint_seconds": 60.0})
+  )
+  other_run = workdir.config_to_dict(tiny.config(**{"train.checkpoint_every": 20, "seed": 1}))
+  assert workdir.same_config(cfg, other_schedule) and not workdir.same_config(cfg, other_run)
+  del other_schedule["train"]["checkpoint_seconds"]  # a record from before the key existed
+  assert workdir.same_config(cfg, other_schedule)
+  workdir.claim(str(tmp_path), cfg, overwrite=False)
+  workdir.claim(str(tmp_path), other_schedule, overwrite=False)  # no refusal
+  with pytest.raises(ValueError, match="seed"):
+    workdir.claim(str(tmp_path), other_run, overwrite=False)
 
 
 def _donating_add_one():

@@ -23,7 +23,7 @@ def small_config(**over):
   c.train.steps = 60
   c.train.batch_size = 64
   c.train.log_every = 30
-  c.train.checkpoint_every = 0
+  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
   c.sampler.num_negatives = 16
   c.eval.ks = (5, 10)
   c.eval.save_embeddings = True

@@ -145,7 +145,7 @@ def _small(**over):
   c.data.num_users, c.data.num_items, c.data.interactions_per_user = 300, 200, 10
   c.model.dim, c.model.hidden = 8, (16,)
   c.train.steps, c.train.batch_size, c.train.log_every = 40, 32, 20
-  c.train.checkpoint_every = 0
+  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
   c.sampler.num_negatives = 8
   c.eval.ks = (10,)
   return sweep.apply_overrides(c, tuple(over.items()))

@@ -23,6 +23,7 @@ TINY = [
     "--config.train.steps=60",
     "--config.train.log_every=30",
     "--config.train.checkpoint_every=0",
+    "--config.train.checkpoint_seconds=0",
     "--config.train.batch_size=32",
     "--config.sampler.num_negatives=8",
 ]

@@ -15,6 +15,6 @@ def config(**over):
   c.train.steps = 60
   c.train.batch_size = 32
   c.train.log_every = 20
-  c.train.checkpoint_every = 0
+  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
   c.sampler.num_negatives = 8
   return sweep.apply_overrides(c, tuple(over.items()))

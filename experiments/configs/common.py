@@ -202,7 +202,12 @@ def language_split_movielens() -> ml_collections.ConfigDict:
   c = synthetic.get_config()
   c.data.update(name="movielens", path=ml_latest_small(), language_split=4)
   c.train.update(
-      optimizer="adam", learning_rate=0.003, steps=10000, log_every=2500, checkpoint_every=0
+      optimizer="adam",
+      learning_rate=0.003,
+      steps=10000,
+      log_every=2500,
+      checkpoint_every=0,
+      checkpoint_seconds=0.0,
   )
   c.sampler.update(num_negatives=256, pool_size=1024)
   return c

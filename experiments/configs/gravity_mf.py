@@ -119,6 +119,7 @@ def get_config(arg=None):
       optimizer="adagrad",
       log_every=1000,
       checkpoint_every=0,
+      checkpoint_seconds=0.0,
   )
   c.eval.update(ks=(10, 20), save_embeddings=True)
   base, reg = "observed_only", f"l2={L2}+gravity={GRAVITY}"

@@ -189,6 +189,7 @@ def get_config(arg=None):
       learning_rate=2.0,
       log_every=1000,
       checkpoint_every=0,
+      checkpoint_seconds=0.0,
   )
   c.sampler.update(pool_size=2048, freq_alpha=0.01)
   c.sweep = common.sweep(

@@ -121,7 +121,12 @@ def get_config(arg=None):
   c.loss.update(name="sampled", temperature=0.14)
   c.sampler.update(name="in_batch", logq=True)
   c.train.update(
-      steps=3000, learning_rate=0.5, optimizer="adagrad", checkpoint_every=0, log_every=1000
+      steps=3000,
+      learning_rate=0.5,
+      optimizer="adagrad",
+      checkpoint_every=0,
+      checkpoint_seconds=0.0,
+      log_every=1000,
   )
   c.eval.update(ks=(10, 20), save_embeddings=True)
   # WALS (model.name=wals): iALS, D = 64, w0 = 0.1, lambda = 0.1, 10 sweeps.
