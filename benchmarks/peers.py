@@ -18,7 +18,7 @@ batch (accidental hits removed, log-Q shift), row-wise Adagrad lr 0.05, N = 1,00
   inductor cannot compile sparse embedding gradients).
 W2 (full softmax): MF, D = 64, B = 1,024, softmax over all N = 100,000 items, Adagrad.
 - jaxrec: the launcher with `loss.name=full`, `loss.chunk_size` at the library's default
-  (`jaxrec.losses.DEFAULT_CHUNK_SIZE`, 2,048, the best on this CPU; the streaming
+  (`jaxrec.losses.DEFAULT_CHUNK_SIZE`, 4,096, the best on this CPU; the streaming
   log-sum-exp of jaxrec.chunked: no [B, N] logits kept for the backward pass), and with
   `loss.chunk_size=0` (the [B, N] logits at once, as PyTorch computes them);
 - PyTorch: logits [B, N] and `F.cross_entropy`, dense tables and Adagrad, eager and compiled.

@@ -22,10 +22,11 @@ Array = jax.Array
 POSITIVE_ONLY_KINDS = ("squared", "logistic")
 
 # A good `full_softmax(..., chunk_size=)` on CPU (benchmarks/full_softmax_memory.py, B=1024,
-# N=1M, D=64 on 2 shared cores: 1024..16384 all within ~25%, 2048 and 4096 best when
-# interleaved in one process; a [B,2048] f32 block is 8 MB, well inside the L3 cache).
-# Accelerators likely prefer larger chunks; not tuned here.
-DEFAULT_CHUNK_SIZE = 2048
+# N=1M, D=64 on 2 cores: 1024..16384 all within ~25%; 4096 ahead of 2048 by 6-10% when
+# interleaved in one process, and on benchmarks.peers' W2 (N=100k); docs/RESULTS.md).
+# The launcher's loss.chunk_size defaults to 0 (unchunked); this is the value the
+# benchmarks use. Accelerators likely prefer larger chunks; not tuned here.
+DEFAULT_CHUNK_SIZE = 4096
 
 
 def _check_temperature(temperature) -> None:
