@@ -225,8 +225,11 @@ def sampled_softmax(
     big_negative = jnp.finfo(neg_logits_BxK.dtype).min / 2
     neg_logits_BxK = jnp.where(hits_BxK, big_negative, neg_logits_BxK)
 
-  logits = jnp.concatenate([pos_logit_B[:, None], neg_logits_BxK], axis=1)
-  return jax.nn.logsumexp(logits, axis=1) - pos_logit_B
+  # logsumexp over [o_b, o_b1..o_bK] without building that [B, 1+K] array (a copy of the
+  # whole logits, and a slice of it in the backward pass)
+  max_B = jax.lax.stop_gradient(jnp.maximum(pos_logit_B, jnp.max(neg_logits_BxK, axis=1)))
+  sum_B = jnp.exp(pos_logit_B - max_B) + jnp.sum(jnp.exp(neg_logits_BxK - max_B[:, None]), axis=1)
+  return max_B + jnp.log(sum_B) - pos_logit_B
 
 
 # ---------------------------------------------------------------------------------------

@@ -316,6 +316,43 @@ def test_removing_accidental_hits_equals_dropping_that_negative(per_example):
     assert np.all(np.asarray(g_neg)[hits] == 0.0)
 
 
+def test_sampled_softmax_gradients_match_float64_numpy_at_small_and_large_logits():
+  # d loss_b / d o_bj = p_bj - [j = positive], p = softmax over [o_b, o_b1..o_bK]; through
+  # o = q . v - log(K q): d q_b = sum_j p_bj v_j - pos_b, d pos_b = (p_b0 - 1) q_b,
+  # d neg_k = sum_b p_bk q_b (shared negatives). Logit scales 1 and 300 (o up to ~1e3:
+  # exp overflows unless the max is taken out); one accidental hit, whose p is 0.
+  rng = np.random.default_rng(11)
+  b, k, d = 5, 7, 4
+  for scale in (1.0, 300.0):
+    q, pos, neg = _rand(rng, b, d, scale=scale), _rand(rng, b, d), _rand(rng, k, d)
+    pos_ids = np.arange(b, dtype=np.int32)
+    neg_ids = np.arange(10, 10 + k, dtype=np.int32)
+    neg_ids[2] = 1  # row 1's positive drawn as a negative
+    log_q = rng.uniform(-5, -1, k).astype(np.float32)
+    o_neg = np.float64(q) @ np.float64(neg).T - (np.log(k) + np.float64(log_q))[None, :]
+    o_neg[1, 2] = -np.inf
+    o_pos = np.sum(np.float64(q) * np.float64(pos), axis=1)
+    o = np.concatenate([o_pos[:, None], o_neg], axis=1)
+    p = np.exp(o - _np_lse(o)[:, None])
+    want_loss = _np_lse(o) - o_pos
+    want_dq = p[:, 1:] @ np.float64(neg) + (p[:, :1] - 1.0) * np.float64(pos)
+    want_dpos = (p[:, :1] - 1.0) * np.float64(q)
+    want_dneg = p[:, 1:].T @ np.float64(q)
+
+    def total(q, pos, neg):
+      per = losses.sampled_softmax(q, pos, neg, pos_ids=pos_ids, neg_ids=neg_ids, neg_log_q=log_q)
+      return per.sum(), per
+
+    (_, per), grads = jax.jit(jax.value_and_grad(total, argnums=(0, 1, 2), has_aux=True))(
+        q, pos, neg
+    )
+    tol = dict(rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(per, want_loss, **tol)
+    for got, want in zip(grads, (want_dq, want_dpos, want_dneg)):
+      assert np.all(np.isfinite(got))
+      np.testing.assert_allclose(got, want, **tol)
+
+
 def test_sampled_softmax_logq_matches_tf_formula():
   rng = np.random.default_rng(8)
   b, k, d = 5, 8, 4
