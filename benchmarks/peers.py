@@ -162,31 +162,39 @@ def torch_variant(workload: str, path: str, steps: int, compiled: bool) -> dict:
 
 # --- the run ----------------------------------------------------------------------------
 
+# workload -> variant name -> how its child runs: ("jaxrec", checkpoint_every, chunked full
+# softmax) or ("torch", compiled)
 VARIANTS = {
-    "w1": (
-        "jaxrec loop, no checkpoints",
-        "jaxrec loop, checkpoint / 500",
-        "torch eager",
-        "torch compiled",
-    ),
-    "w2": (
-        "jaxrec loop, chunked full softmax",
-        "jaxrec loop, unchunked full softmax",
-        "torch eager",
-        "torch compiled",
-    ),
+    "w1": {
+        "jaxrec loop, no checkpoints": ("jaxrec", 0, True),
+        "jaxrec loop, checkpoint / 500": ("jaxrec", 500, True),
+        "torch eager": ("torch", False),
+        "torch compiled": ("torch", True),
+    },
+    "w2": {
+        "jaxrec loop, chunked full softmax": ("jaxrec", 0, True),
+        "jaxrec loop, unchunked full softmax": ("jaxrec", 0, False),
+        "torch eager": ("torch", False),
+        "torch compiled": ("torch", True),
+    },
 }
+
+
+def _framework(workload: str, variant: str) -> str:
+  return VARIANTS[workload][variant][0]
 
 
 def run_child(name: str) -> dict:
   workload, variant = name.split(":", 1)
-  if variant.startswith("jaxrec"):
-    every = 500 if variant.endswith("checkpoint / 500") else 0  # not "no checkpoints"
+  framework, *how = VARIANTS[workload][variant]
+  if framework == "jaxrec":
     from jaxrec import losses
 
-    chunk = 0 if "unchunked" in variant else losses.DEFAULT_CHUNK_SIZE
+    every, chunked = how
+    chunk = losses.DEFAULT_CHUNK_SIZE if chunked else 0
     return jaxrec_variant(workload, _DATA.value, _STEPS.value, every, chunk)
-  return torch_variant(workload, _DATA.value, _STEPS.value, compiled="compiled" in variant)
+  (compiled,) = how
+  return torch_variant(workload, _DATA.value, _STEPS.value, compiled=compiled)
 
 
 def _spawn(name: str, path: str, steps: int) -> dict:
@@ -233,11 +241,12 @@ def main(argv):
         raise app.UsageError(f"--workloads: unknown {w!r}; choose from w1, w2")
       path = os.path.join(tmp, f"{w}.csv")
       write_pairs(path, sizes[w])
-      names = [v for v in VARIANTS[w] if have_torch or v.startswith("jaxrec")]
+      names = [v for v in VARIANTS[w] if have_torch or _framework(w, v) == "jaxrec"]
       best: dict[str, dict] = {}
       for r in range(_REPEATS.value):
         for v in names:
-          n = _TORCH_W1_STEPS.value if w == "w1" and v.startswith("torch") else steps[w]
+          torch_w1 = w == "w1" and _framework(w, v) == "torch"
+          n = _TORCH_W1_STEPS.value if torch_w1 else steps[w]
           res = _spawn(f"{w}:{v}", path, n)
           print(f"  {w} round {r + 1}: {v:34s} {json.dumps(res)}", flush=True)
           # the fastest round; a failed round only where no round succeeded
@@ -258,9 +267,10 @@ def main(argv):
           )
       ok = {v: r for v, r in best.items() if "error" not in r}
       jx = max(
-          (r["steps_per_second"] for v, r in ok.items() if v.startswith("jaxrec")), default=None
+          (r["steps_per_second"] for v, r in ok.items() if _framework(w, v) == "jaxrec"),
+          default=None,
       )
-      tv = [r["steps_per_second"] for v, r in ok.items() if v.startswith("torch")]
+      tv = [r["steps_per_second"] for v, r in ok.items() if _framework(w, v) == "torch"]
       if jx and tv:
         print(f"  ratio jaxrec (best loop) / PyTorch (best variant): {jx / max(tv):.2f}")
   print("RESULT " + json.dumps(summary))
