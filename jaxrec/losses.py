@@ -227,7 +227,8 @@ def sampled_softmax(
 
   # logsumexp over [o_b, o_b1..o_bK] without building that [B, 1+K] array (a copy of the
   # whole logits, and a slice of it in the backward pass)
-  max_B = jax.lax.stop_gradient(jnp.maximum(pos_logit_B, jnp.max(neg_logits_BxK, axis=1)))
+  max_neg_B = jnp.max(neg_logits_BxK, axis=1, initial=-jnp.inf)  # K = 0: -inf
+  max_B = jax.lax.stop_gradient(jnp.maximum(pos_logit_B, max_neg_B))
   sum_B = jnp.exp(pos_logit_B - max_B) + jnp.sum(jnp.exp(neg_logits_BxK - max_B[:, None]), axis=1)
   return max_B + jnp.log(sum_B) - pos_logit_B
 

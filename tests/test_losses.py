@@ -351,6 +351,10 @@ def test_sampled_softmax_gradients_match_float64_numpy_at_small_and_large_logits
     for got, want in zip(grads, (want_dq, want_dpos, want_dneg)):
       assert np.all(np.isfinite(got))
       np.testing.assert_allclose(got, want, **tol)
+  # K = 0: the softmax over the positive alone, loss 0 and zero gradients.
+  q = _rand(rng, b, d)
+  per, g_q = jax.value_and_grad(lambda q: losses.sampled_softmax(q, q, np.zeros((0, d))).sum())(q)
+  assert per == 0.0 and np.all(np.asarray(g_q) == 0.0)
 
 
 def test_sampled_softmax_logq_matches_tf_formula():
