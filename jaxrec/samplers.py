@@ -919,6 +919,8 @@ def kernel_tree_update(
   first_M = _first_occurrence(ids_M)
   old_MxD = jnp.where(first_M[:, None], old_MxD, 0.0)
   new_MxD = jnp.where(first_M[:, None], new_MxD, 0.0)
+  # the [M, D] rows first: fused into the [M, F] products below, their gathers from the
+  # table ran once per product entry (docs/RESULTS.md)
   old_MxD, new_MxD = jax.lax.optimization_barrier((old_MxD, new_MxD))
   delta_MxF = _packed_outer(new_MxD) - _packed_outer(old_MxD)
   heap = tree.gram_Px2xF.reshape(2 * p, f)
