@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments.configs import common
 from jaxrec import config as config_lib
 from jaxrec import data as jaxrec_data
 from jaxrec import step as step_lib
@@ -67,7 +68,7 @@ def loop_run(config, data, steps, checkpoints: bool) -> dict:
   with c.unlocked():
     c.train.steps = steps
     if not checkpoints:
-      c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+      common.no_checkpoints(c)
   with tempfile.TemporaryDirectory() as wd:
     return train.train_and_evaluate(c, wd, data=data, verbose=False)["run"]
 

@@ -297,7 +297,7 @@ def base_config(dataset: str, *, data_path: str, train_steps: int, seed: int):
   config.loss.name = "full"
   config.train.steps = train_steps
   config.train.log_every = train_steps
-  config.train.checkpoint_every, config.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(config)
   config.eval.every = 0
   config.eval.save_embeddings = True
   return config

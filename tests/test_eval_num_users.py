@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import sweep
-from experiments.configs import synthetic
+from experiments.configs import common, synthetic
 from jaxrec import config, data, evaluate, metrics, train, workdir
 
 
@@ -23,7 +23,7 @@ def small_config(**over):
   c.train.steps = 60
   c.train.batch_size = 64
   c.train.log_every = 30
-  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(c)
   c.sampler.num_negatives = 16
   c.eval.ks = (5, 10)
   c.eval.save_embeddings = True

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments import sweep
-from experiments.configs import synthetic
+from experiments.configs import common, synthetic
 from jaxrec import config, data, metrics, models, step, train
 from jaxrec.data import features
 
@@ -218,7 +218,7 @@ def _small(tmp_path, model="dnn", steps=300):
   c.model.name = model
   c.model.dim, c.model.hidden = 16, (32,)
   c.train.steps, c.train.batch_size, c.train.log_every = steps, 128, 100
-  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(c)
   c.sampler.num_negatives = 32
   world = data.load_data(c.data, c.seed)
   groups = world.train.user_groups

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from experiments import sweep
-from experiments.configs import synthetic
+from experiments.configs import common, synthetic
 from jaxrec import config, data, samplers, step, train, workdir
 
 N, D, LEAF = 150, 4, 16  # 10 leaves (the last holds 6 items) in a tree of 16: depth 4
@@ -145,7 +145,7 @@ def _small(**over):
   c.data.num_users, c.data.num_items, c.data.interactions_per_user = 300, 200, 10
   c.model.dim, c.model.hidden = 8, (16,)
   c.train.steps, c.train.batch_size, c.train.log_every = 40, 32, 20
-  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(c)
   c.sampler.num_negatives = 8
   c.eval.ks = (10,)
   return sweep.apply_overrides(c, tuple(over.items()))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from experiments import sweep
-from experiments.configs import synthetic
+from experiments.configs import common, synthetic
 from jaxrec import baselines, config, data, metrics, train
 
 
@@ -24,7 +24,7 @@ def small_config(**over):
   c.train.steps = 300
   c.train.batch_size = 128
   c.train.log_every = 100
-  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(c)
   c.sampler.num_negatives = 32
   c.eval.ks = (10, 20)
   return sweep.apply_overrides(c, tuple(over.items()))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from experiments import sweep
-from experiments.configs import synthetic
+from experiments.configs import common, synthetic
 from jaxrec import config, data, metrics, samplers, step, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +27,7 @@ def small_config(**over):
   c.train.steps = 400
   c.train.batch_size = 128
   c.train.log_every = 200
-  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(c)
   c.sampler.num_negatives = 32
   c.sampler.pool_size = 64
   return sweep.apply_overrides(c, tuple(over.items()))

@@ -19,7 +19,8 @@ def _config(trials=3, refit=True, mode="grid"):
   c = synthetic.get_config()
   c.data.update(num_users=300, num_items=200, interactions_per_user=12)
   c.model.update(name="mf", dim=8)
-  c.train.update(steps=200, batch_size=64, log_every=50, checkpoint_every=0, checkpoint_seconds=0.0)
+  c.train.update(steps=200, batch_size=64, log_every=50)
+  common.no_checkpoints(c)
   c.sampler.num_negatives = 16
   c.eval.update(every=50, ks=(10,))
   c.tune = common.tune(

@@ -1,7 +1,7 @@
 """The tiny synthetic-world config that several test modules train (seconds a run)."""
 
 from experiments import sweep
-from experiments.configs import synthetic
+from experiments.configs import common, synthetic
 
 
 def config(**over):
@@ -15,6 +15,6 @@ def config(**over):
   c.train.steps = 60
   c.train.batch_size = 32
   c.train.log_every = 20
-  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(c)
   c.sampler.num_negatives = 8
   return sweep.apply_overrides(c, tuple(over.items()))

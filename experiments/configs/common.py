@@ -180,6 +180,11 @@ def quick_steps(c: ml_collections.ConfigDict, steps: int) -> None:
   c.train.log_every = min(int(c.train.log_every), 500)
 
 
+def no_checkpoints(c: ml_collections.ConfigDict) -> None:
+  """Both checkpoint schedules off (by steps and by time): no save, not even the final one."""
+  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+
+
 def movielens_base() -> ml_collections.ConfigDict:
   """The MovieLens base of the ablations, pinned here so that retuning configs/movielens.py
   does not silently change them: the synthetic config's defaults with ml-latest-small, a
@@ -206,8 +211,7 @@ def language_split_movielens() -> ml_collections.ConfigDict:
       learning_rate=0.003,
       steps=10000,
       log_every=2500,
-      checkpoint_every=0,
-      checkpoint_seconds=0.0,
   )
+  no_checkpoints(c)
   c.sampler.update(num_negatives=256, pool_size=1024)
   return c

@@ -206,7 +206,7 @@ def get_config(arg=None):
     c.sweep.only = ",".join(label for label, _ in strategies() if label not in NOT_IN_DEFAULT)
   if v.quick:
     common.quick_steps(c, 1000)
-    c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+    common.no_checkpoints(c)
     c.sweep.update(
         seeds=(0,),
         only=",".join(QUICK),

@@ -118,8 +118,6 @@ def get_config(arg=None):
       learning_rate=0.5,
       optimizer="adagrad",
       log_every=1000,
-      checkpoint_every=0,
-      checkpoint_seconds=0.0,
   )
   c.eval.update(ks=(10, 20), save_embeddings=True)
   base, reg = "observed_only", f"l2={L2}+gravity={GRAVITY}"
@@ -139,6 +137,7 @@ def get_config(arg=None):
       genre_min_ratings=20,  # genre metrics over items with at least this many ratings
       predictions=dict(baseline=base, regularised=reg),
   )
+  common.no_checkpoints(c)
   if v.tune:
     c.eval.save_embeddings = False
     common.protocol(

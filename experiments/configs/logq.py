@@ -136,8 +136,6 @@ def get_config(arg=None):
       learning_rate=0.5,
       optimizer="adagrad",
       log_every=1000,
-      checkpoint_every=0,
-      checkpoint_seconds=0.0,
   )
   c.eval.ks = (10, 50, 100)
   c.sweep = common.sweep(
@@ -159,6 +157,7 @@ def get_config(arg=None):
           hash_alpha=0.01,
       ),
   )
+  common.no_checkpoints(c)
   if v.tune:
     c.eval.ks = (10, 20, 50, 100)
     common.protocol(

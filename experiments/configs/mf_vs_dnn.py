@@ -181,7 +181,7 @@ def get_config(arg=None):
   v = common.parse_arg(arg, quick=False)
   c = synthetic.get_config()
   c.data.seed = 0  # one world and split; the seeds vary initialisation and sampling
-  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(c)
   c.eval.save_embeddings = True  # the runner ranks candidate sets from embeddings.npz
   c.mvd = ml_collections.ConfigDict()
   c.mvd.interest_noise = 0.3  # P(a user's `interest` feature is a random topic)

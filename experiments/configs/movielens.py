@@ -54,7 +54,7 @@ def get_config(arg=None):
   c.train.optimizer = "adagrad"
   c.train.learning_rate = 1.0
   c.train.log_every = 1000
-  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(c)
   c.eval.ks = (10, 20)
   if not v.tune:  # the tune winner ("softmax MF, uniform sampled (2048)"), refit
     c.model.name, c.model.dim = "mf", 512

@@ -188,8 +188,6 @@ def get_config(arg=None):
       optimizer="adagrad",
       learning_rate=2.0,
       log_every=1000,
-      checkpoint_every=0,
-      checkpoint_seconds=0.0,
   )
   c.sampler.update(pool_size=2048, freq_alpha=0.01)
   c.sweep = common.sweep(
@@ -204,6 +202,7 @@ def get_config(arg=None):
       # non-uniform proposals whose correction changes the optimum (claim 2)
       predictions=dict(popularity_like=POPULARITY_LIKE),
   )
+  common.no_checkpoints(c)
   if v.tune:
     c.sweep.ks = TUNE_KS
     common.protocol(

@@ -124,10 +124,9 @@ def get_config(arg=None):
       steps=3000,
       learning_rate=0.5,
       optimizer="adagrad",
-      checkpoint_every=0,
-      checkpoint_seconds=0.0,
       log_every=1000,
   )
+  common.no_checkpoints(c)
   c.eval.update(ks=(10, 20), save_embeddings=True)
   # WALS (model.name=wals): iALS, D = 64, w0 = 0.1, lambda = 0.1, 10 sweeps.
   c.model.update(unobserved_weight=0.1, regularization=0.1, iterations=10)

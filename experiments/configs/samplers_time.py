@@ -56,7 +56,7 @@ def get_config(arg=None):
   c.train.steps = 1_000_000  # not reached: the time budget stops every run
   c.train.max_seconds = BUDGET_SECONDS
   c.train.log_every = 10  # the budget and the evaluations are checked at the log lines
-  c.train.checkpoint_every, c.train.checkpoint_seconds = 0, 0.0
+  common.no_checkpoints(c)
   c.data.valid_fraction = 0.1
   c.eval.every, c.eval.every_seconds = 0, BUDGET_SECONDS / EVALUATIONS
   c.eval.patience, c.eval.select, c.eval.num_users = 0, "valid/recall@20", 0
