@@ -12,7 +12,9 @@ Printed per N: ms/step of the best and the median timed block (blocks of --steps
 interleaved across the N's so that load from other processes hits every N alike), the
 number of `copy` instructions of an [N,D] buffer in the compiled step (0 means no
 per-step table copy; with N == num_users the user table matches too), and the ratio
-time(N_max) / time(N_min). Target for the sparse step: <= 1.3.
+time(N_max) / time(N_min). Target for the sparse step: <= 1.3. As in the launcher, the
+state's buffers of >= 1 GiB (the 10M tables) are put on 2 MiB pages first
+(`jaxrec.host_malloc.huge_pages`; --nohuge_pages leaves them on 4 KiB pages).
 
   pip install -e . && python benchmarks/step_scaling.py   # sparse 10k,1M,10M; dense 10k,1M
   python benchmarks/step_scaling.py --sizes=10000,100000 --dense_sizes=10000 --steps=10
@@ -36,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxrec import losses, models, tables
+from jaxrec import host_malloc, losses, models, tables
 
 _SIZES = flags.DEFINE_list(
     "sizes", ["10000", "1000000", "10000000"], "Item catalogue sizes N for the sparse step."
@@ -52,6 +54,12 @@ _STEPS = flags.DEFINE_integer("steps", 20, "Steps per timed block.")
 _REPEATS = flags.DEFINE_integer("repeats", 5, "Timed blocks per N (interleaved over N).")
 _WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps after compilation.")
 _LR = flags.DEFINE_float("learning_rate", 0.05, "Adagrad learning rate.")
+_HUGE = flags.DEFINE_bool(
+    "huge_pages",
+    True,
+    "Back the tables' buffers of >= 1 GiB with 2 MiB pages, as the launcher does "
+    "(jaxrec.host_malloc.huge_pages).",
+)
 
 
 class State(NamedTuple):
@@ -151,6 +159,8 @@ def _setup(kind: str, num_items: int):
     step = make_dense_step(u, num_items, b, k, opt)
     opt_state = opt.init((user_table, item_table))
   state = State(jnp.zeros((), jnp.int32), user_table, item_table, opt_state)
+  if _HUGE.value:
+    host_malloc.huge_pages(jax.tree.leaves(state))
   copies = full_table_copies(step, state, key, num_items, d)
   for i in range(_WARMUP.value):
     state, loss = step(state, jax.random.fold_in(key, i))

@@ -15,11 +15,12 @@ import math
 import os
 import time
 
+import jax
 import ml_collections
 import numpy as np
 
 from jaxrec import data as data_lib
-from jaxrec import evaluate, models, sharding, step
+from jaxrec import evaluate, host_malloc, models, sharding, step
 from jaxrec import workdir as workdir_io
 from jaxrec.config import (
     ConfigError,
@@ -146,6 +147,10 @@ def _run(config, cfg_dict, workdir, overwrite, data, verbose, test=True) -> dict
       state, ddata = sharding.place_state(state, mesh), sharding.place_data(ddata, mesh)
     if start:
       log("resumed from the checkpoint at step %d", start)
+    jax.block_until_ready(state)  # the init's values are computed here, not timed below
+    t_huge = time.time()
+    if huge := host_malloc.huge_pages(jax.tree.leaves(state)):
+      log("%.2f GB of tables in 2 MiB pages (%.1fs)", huge / 2**30, time.time() - t_huge)
 
     mpath = workdir_io.metrics_path(workdir, start)
     carried = carried_train_seconds(mpath)  # training time of the runs this one resumes

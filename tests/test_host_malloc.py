@@ -87,3 +87,68 @@ def test_importing_host_malloc_does_not_import_jax():
   code = "import sys, jaxrec.host_malloc; print('jax' in sys.modules)"
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "False"
+
+
+def _anon_huge_kib(lo: int, hi: int) -> int:
+  """AnonHugePages (KiB) of this process's mappings that overlap [lo, hi)."""
+  total, inside = 0, False
+  with open("/proc/self/smaps") as f:
+    for line in f:
+      head = line.split()[0]
+      if not head.endswith(":"):  # a mapping's first line: "start-end perms ..."
+        start, end = (int(v, 16) for v in head.split("-"))
+        inside = start < hi and end > lo
+      elif inside and head == "AnonHugePages:":
+        total += int(line.split()[1])
+  return total
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="Linux only")
+def test_huge_pages_collapse_a_buffer_in_place(monkeypatch):
+  import jax.numpy as jnp
+  import numpy as np
+
+  x = jnp.arange(24 << 20, dtype=jnp.float32) * 0.5  # 96 MiB
+  before = np.asarray(x).copy()
+  start = x.unsafe_buffer_pointer()
+  lo = -(-start // host_malloc.HUGE_PAGE) * host_malloc.HUGE_PAGE
+  hi = (start + x.nbytes) // host_malloc.HUGE_PAGE * host_malloc.HUGE_PAGE
+  assert host_malloc.huge_pages([x], min_bytes=x.nbytes + 1) == 0  # below the threshold
+  monkeypatch.setenv(host_malloc.HUGE_PAGES_ENV, "0")
+  assert host_malloc.huge_pages([x], min_bytes=x.nbytes) == 0  # turned off
+  assert _anon_huge_kib(lo, hi) == 0
+  monkeypatch.delenv(host_malloc.HUGE_PAGES_ENV)
+  collapsed = host_malloc.huge_pages([x], min_bytes=x.nbytes)
+  np.testing.assert_array_equal(np.asarray(x), before)  # values and address unchanged
+  assert x.unsafe_buffer_pointer() == start
+  if collapsed == 0:
+    pytest.skip("this kernel collapsed nothing (no THP or no MADV_COLLAPSE, Linux < 6.1)")
+  assert collapsed == hi - lo
+  assert _anon_huge_kib(lo, hi) * 1024 == hi - lo
+
+
+@pytest.mark.parametrize("model,sampler", [("mf", "uniform"), ("dnn", "kernel")])
+def test_train_step_keeps_the_tables_buffers(model, sampler):
+  """The advice lasts because the jitted step, with its state donated, updates the tables,
+  their optimizer state and the kernel tree in place: same buffers after steps."""
+  import jax
+
+  import tiny
+  from jaxrec import data as data_lib
+  from jaxrec import step
+  from jaxrec.config import StepSpec
+
+  c = tiny.config(**{"model.name": model, "sampler.name": sampler, "data.num_items": 4000})
+  train = data_lib.load_data(c.data, 0)[0]
+  spec = StepSpec.from_config(c)
+  ddata = step.device_data(train, spec)
+  state = step.init_state(spec, c, train.num_users, train.num_items, 0)
+
+  def big(s):
+    return [x.unsafe_buffer_pointer() for x in jax.tree.leaves(s) if x.size >= 2000]
+
+  before = big(state)
+  assert len(before) >= (5 if sampler == "kernel" else 4)  # tables, optimizer state, tree
+  for _ in range(3):
+    state, _ = step.jitted_train_step(spec, state, ddata)
+  assert big(state) == before
