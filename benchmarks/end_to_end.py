@@ -1,7 +1,7 @@
 """End to end through the launcher: data, steps/s, evaluation and memory per catalogue size.
 
   python -m benchmarks.end_to_end [--sizes=10000,1000000,10000000] [--models=mf,dnn]
-      [--users=1000] [--steps=600] [--checkpoint_every=0] [--timeout=1200]
+      [--users=1000] [--steps=600] [--checkpoint_every=0] [--timeout=1200] [--rounds=1]
 
 Each (model, size) is one `python -m experiments.main` process on the synthetic world
 (sampled softmax, uniform K=1024, B=1024, D=64, Adagrad) with its own workdir, so its peak
@@ -13,13 +13,18 @@ compile seconds beside them. Printed per model as ratios to the smallest size's 
 one run. The number of users stays fixed across sizes (the evaluation then grows with N
 alone); checkpoints are off by default (`--checkpoint_every` turns them on; at 10M items
 one is ~5 GB for MF, ~10 GB for the DNN). A run that fails (e.g. out of memory) prints its
-last line and the table goes on.
+last line and the table goes on. With --rounds=R every (model, size) runs R times, the
+sizes alternating within each round so that a slow spell of a shared box hits every size
+alike; the table shows each column's median over the rounds, and the steps/s ratio of
+every round is printed beside it (a 10M run's steps/s has moved from 0.69x to 0.91x of
+10k's between two runs minutes apart on a shared 2-core box).
 
 Quick look (a couple of minutes on 2 cores): --sizes=10000,1000000 --models=mf --steps=300
 """
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,6 +39,9 @@ _PER_USER = flags.DEFINE_integer("interactions_per_user", 20, "Interactions per 
 _STEPS = flags.DEFINE_integer("steps", 600, "Training steps per run.")
 _CKPT = flags.DEFINE_integer("checkpoint_every", 0, "train.checkpoint_every (0: none).")
 _TIMEOUT = flags.DEFINE_integer("timeout", 1200, "Seconds before a run is stopped.")
+_ROUNDS = flags.DEFINE_integer(
+    "rounds", 1, "Runs of each (model, size), sizes alternating; the table shows medians."
+)
 _CONFIG = "experiments/configs/synthetic.py"
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -129,22 +137,47 @@ def table(rows: dict, models, sizes) -> str:
   return "\n".join(lines)
 
 
+def median_row(runs: list) -> dict:
+  """Each column's median over a (model, size)'s runs; an error if every run failed."""
+  ok = [r for r in runs if "error" not in r]
+  if not ok:
+    return runs[-1]
+  return {k: statistics.median(r[k] for r in ok if r.get(k) is not None) for k in ok[0]}
+
+
 def main(argv):
   del argv
+  if _ROUNDS.value < 1:
+    raise app.UsageError(f"--rounds must be >= 1, got {_ROUNDS.value}")
   sizes = sorted(int(s) for s in _SIZES.value)
   models = list(_MODELS.value)
-  rows = {}
-  for model in models:
-    for n in sizes:
-      with tempfile.TemporaryDirectory(prefix="e2e_") as wd:
-        rows[(model, n)] = run_one(model, n, wd)
-      print(f"{model} N={n}: {json.dumps(rows[(model, n)])}", flush=True)
+  runs = {(m, n): [] for m in models for n in sizes}
+  for r in range(_ROUNDS.value):
+    for model in models:
+      for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="e2e_") as wd:
+          runs[(model, n)].append(run_one(model, n, wd))
+        round_ = f" (round {r + 1}/{_ROUNDS.value})" if _ROUNDS.value > 1 else ""
+        print(f"{model} N={n}{round_}: {json.dumps(runs[(model, n)][-1])}", flush=True)
+  rows = {key: median_row(rs) for key, rs in runs.items()}
   load = os.getloadavg()[0]
   print(
       f"\nusers {_USERS.value}, {_PER_USER.value} interactions each, {_STEPS.value} steps, "
       f"checkpoint_every {_CKPT.value}, {os.cpu_count()} CPUs, load average {load:.1f}"
+      + (f"; medians of {_ROUNDS.value} rounds" if _ROUNDS.value > 1 else "")
   )
   print(table(rows, models, sizes))
+  if _ROUNDS.value > 1:
+    for model in models:
+      base = runs[(model, sizes[0])]
+      for n in sizes[1:]:
+        ratios = [
+            f"{a['steps_per_second'] / b['steps_per_second']:.2f}"
+            if a.get("steps_per_second") and b.get("steps_per_second")
+            else "-"
+            for a, b in zip(runs[(model, n)], base)
+        ]
+        print(f"{model} N={n}: steps/s / N={sizes[0]}'s, round by round: {', '.join(ratios)}")
   out = {f"{m}/{n}": r for (m, n), r in rows.items()}
   print("RESULT " + json.dumps(out))
 
