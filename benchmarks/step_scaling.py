@@ -13,7 +13,7 @@ interleaved across the N's so that load from other processes hits every N alike)
 number of `copy` instructions of an [N,D] buffer in the compiled step (0 means no
 per-step table copy; with N == num_users the user table matches too), and the ratio
 time(N_max) / time(N_min). Target for the sparse step: <= 1.3. As in the launcher, the
-state's buffers of >= 1 GiB (the 10M tables) are put on 2 MiB pages first
+state's buffers of >= 64 MiB (the 1M and 10M tables) are put on 2 MiB pages first
 (`jaxrec.host_malloc.huge_pages`; --nohuge_pages leaves them on 4 KiB pages).
 
   pip install -e . && python benchmarks/step_scaling.py   # sparse 10k,1M,10M; dense 10k,1M
@@ -57,7 +57,7 @@ _LR = flags.DEFINE_float("learning_rate", 0.05, "Adagrad learning rate.")
 _HUGE = flags.DEFINE_bool(
     "huge_pages",
     True,
-    "Back the tables' buffers of >= 1 GiB with 2 MiB pages, as the launcher does "
+    "Back the tables' buffers of >= 64 MiB with 2 MiB pages, as the launcher does "
     "(jaxrec.host_malloc.huge_pages).",
 )
 

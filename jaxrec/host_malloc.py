@@ -34,8 +34,8 @@ computation; `jaxrec/__init__.py` calls it, so importing jaxrec first is enough.
 nothing unless JAXREC_GLIBC_MALLOC=keep, and off glibc (macOS, musl).
 
 `huge_pages(arrays)` is separate, and on by default in the launcher (JAXREC_HUGE_PAGES=0
-turns it off): it backs the train state's buffers of 1 GiB or more (the [N,D] tables and
-their optimizer state at millions of items, which the jitted step updates in place) with
+turns it off): it backs the train state's buffers of 64 MiB or more (the [N,D] tables and
+their optimizer state from about 250k items up, which the jitted step updates in place) with
 2 MiB transparent huge pages. A sampled step touches a few thousand random rows of those
 tables, and with 4 KiB pages each row costs a TLB miss whose page walk itself misses the
 cache (5 GB of table and Adagrad state at 10M items have 10 MB of page tables). Measured
@@ -96,7 +96,7 @@ MADV_HUGEPAGE, MADV_COLLAPSE = 14, 25
 HUGE_PAGE = 2 << 20
 
 
-def huge_pages(arrays: Iterable[Any], min_bytes: int = 1 << 30) -> int:
+def huge_pages(arrays: Iterable[Any], min_bytes: int = 64 << 20) -> int:
   """Backs the host buffers of `arrays` of >= min_bytes with transparent huge pages.
 
   For each CPU buffer (each addressable shard of a sharded array) it advises
