@@ -20,6 +20,8 @@ every round is printed beside it (a 10M run's steps/s has moved from 0.69x to 0.
 10k's between two runs minutes apart on a shared 2-core box).
 
 Quick look (a couple of minutes on 2 cores): --sizes=10000,1000000 --models=mf --steps=300
+Steady state, as docs/RESULTS.md's acceptance rows measure it (about 12 minutes for MF at
+10k and 10M): --sizes=10000,10000000 --models=mf --steps=3000 --rounds=3
 """
 
 import json
