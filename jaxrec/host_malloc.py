@@ -40,7 +40,7 @@ their optimizer state from about 250k items up, which the jitted step updates in
 tables, and with 4 KiB pages each row costs a TLB miss whose page walk itself misses the
 cache (5 GB of table and Adagrad state at 10M items have 10 MB of page tables). Measured
 (docs/RESULTS.md): the bare MF step at 10M items 1.44x -> 1.22x its 10k-item time (1M:
-1.21x -> 1.13x), the launcher's MF at 10M 0.79x -> 0.86-0.92x of 10k's steps/s; the price
+1.21x -> 1.13x), the launcher's MF at 10M 0.79x -> 0.86-0.94x of 10k's steps/s; the price
 is the kernel copying the buffers into huge pages once, about 1-2 s per GB on a 2-core box
 (10 s for the 4.8 GB at 10M items on a fragmented day).
 This module does not import jax.
