@@ -140,11 +140,13 @@ def table(rows: dict, models, sizes) -> str:
 
 
 def median_row(runs: list) -> dict:
-  """Each column's median over a (model, size)'s runs; an error if every run failed."""
+  """Each column's median over a (model, size)'s runs (None where no run has a value); an
+  error if every run failed."""
   ok = [r for r in runs if "error" not in r]
   if not ok:
     return runs[-1]
-  return {k: statistics.median(r[k] for r in ok if r.get(k) is not None) for k in ok[0]}
+  values = {k: [r[k] for r in ok if r.get(k) is not None] for k in ok[0]}
+  return {k: statistics.median(v) if v else None for k, v in values.items()}
 
 
 def main(argv):

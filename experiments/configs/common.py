@@ -206,12 +206,7 @@ def language_split_movielens() -> ml_collections.ConfigDict:
   10,000 steps, K = 256 negatives and a pool of 1,024."""
   c = synthetic.get_config()
   c.data.update(name="movielens", path=ml_latest_small(), language_split=4)
-  c.train.update(
-      optimizer="adam",
-      learning_rate=0.003,
-      steps=10000,
-      log_every=2500,
-  )
+  c.train.update(optimizer="adam", learning_rate=0.003, steps=10000, log_every=2500)
   no_checkpoints(c)
   c.sampler.update(num_negatives=256, pool_size=1024)
   return c

@@ -132,11 +132,7 @@ def get_config(arg=None):
   c.model.update(name="mf", dim=64, normalize=True)
   c.loss.name = "sampled"
   c.sampler.update(name="in_batch", logq=True, freq_alpha=0.01)
-  c.train.update(
-      learning_rate=0.5,
-      optimizer="adagrad",
-      log_every=1000,
-  )
+  c.train.update(learning_rate=0.5, optimizer="adagrad", log_every=1000)
   c.eval.ks = (10, 50, 100)
   c.sweep = common.sweep(
       "logq",

@@ -120,12 +120,7 @@ def get_config(arg=None):
   c.model.normalize = True
   c.loss.update(name="sampled", temperature=0.14)
   c.sampler.update(name="in_batch", logq=True)
-  c.train.update(
-      steps=3000,
-      learning_rate=0.5,
-      optimizer="adagrad",
-      log_every=1000,
-  )
+  c.train.update(steps=3000, learning_rate=0.5, optimizer="adagrad", log_every=1000)
   common.no_checkpoints(c)
   c.eval.update(ks=(10, 20), save_embeddings=True)
   # WALS (model.name=wals): iALS, D = 64, w0 = 0.1, lambda = 0.1, 10 sweeps.
