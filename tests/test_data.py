@@ -7,7 +7,6 @@ independent Python computation (a dict-based remap of the raw rows).
 import collections
 import io
 import pathlib
-import time
 import zipfile
 
 import numpy as np
@@ -613,11 +612,14 @@ def test_folding_world_validation(kwargs, match):
     jd.make_folding_world(**kwargs)
 
 
-def test_folding_world_10k_users_is_fast():
-  start = time.perf_counter()
-  jd.make_folding_world(num_users=10000)
-  # Measured ~0.3 s on a loaded 2-core machine; 5 s only guards against a lost vectorisation.
-  assert time.perf_counter() - start < 5.0
+def test_folding_world_10k_users_has_k_distinct_items_each():
+  # No wall-clock bound here (issue 23: speed lives in benchmarks and records; the launcher
+  # generates 100k users x 1M items in 2.2 s, docs/RESULTS.md). What 10k users must hold:
+  w = jd.make_folding_world(num_users=10000)
+  users, items = np.asarray(w.user_ids), np.asarray(w.item_ids)
+  np.testing.assert_array_equal(np.bincount(users, minlength=10000), np.full(10000, 20))
+  pairs = users.astype(np.int64) * w.num_items + items
+  assert np.unique(pairs).size == pairs.size  # distinct items within each user
 
 
 # --------------------------------------------------------------------------------------
@@ -808,15 +810,9 @@ def test_download_refuses_unsafe_archive(tmp_path):
     not SHARED_DATA.is_dir(), reason=f"real data sets not present at {SHARED_DATA} (optional)"
 )
 def test_real_data_sets_load_with_known_sizes():
-  start = time.perf_counter()
   ml = jd.load_movielens(SHARED_DATA / "ml-latest-small")
-  ml_seconds = time.perf_counter() - start
   assert (ml.num_interactions, ml.num_users, ml.num_items) == (100836, 610, 9724)
   assert ml.item_raw.max() == 193609 and ml.weights.min() == 0.5 and ml.weights.max() == 5.0
-  start = time.perf_counter()
   lf = jd.load_lastfm(SHARED_DATA / "lastfm-2k")
-  lf_seconds = time.perf_counter() - start
   assert (lf.num_interactions, lf.num_users, lf.num_items) == (92834, 1892, 17632)
   assert 65 in lf.item_raw.tolist()  # the "65  " row parsed, not dropped
-  # Generous bounds (a loaded 2-core CI box); typically ~0.1 s each.
-  assert ml_seconds < 5 and lf_seconds < 5, (ml_seconds, lf_seconds)
