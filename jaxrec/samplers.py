@@ -142,6 +142,32 @@ def _draw_one_blocked(u1_R: Array, u2_R: Array, w_RxS: Array) -> Array:
   return c_R * b + _draw_rows(u2_R[:, None], inner_Rxb)[:, 0]
 
 
+def _draw_rows_blocked_cdf(u_RxK: Array, w_RxS: Array) -> Array:
+  """`_draw_rows`'s law for rows whose zero weights, if any, are a suffix (the kernel's
+  level masses: only the trailing empty nodes weigh 0), with no cumulative scan: the
+  row is cut into c blocks of b = ceil(sqrt(S)); the CDF inside each block and the
+  blocks' starting offsets are two matmuls with triangles of ones ([R,c,b] x [b,b] and
+  [R,c] x [c,c]), then a target's block is the count of block offsets <= it and its entry
+  the count of that block's cumulative weights <= it (O(c + b) per draw). A cumulative
+  sum over S = 4,096 is a reduce-window on XLA:CPU that took ~2 ms for B = 256 rows,
+  about what the binary search after it cost again (`kernel_sample`'s shared level)."""
+  rows, size = w_RxS.shape
+  b = _block_size(size)
+  c = -(-size // b)
+  w_RxCxb = jnp.pad(w_RxS, ((0, 0), (0, c * b - size))).reshape(rows, c, b)
+  within_RxCxb = jnp.dot(w_RxCxb, jnp.asarray(np.triu(np.ones((b, b), np.float32))))
+  total_RxC = within_RxCxb[:, :, -1]
+  start_RxC = jnp.dot(total_RxC, jnp.asarray(np.triu(np.ones((c, c), np.float32), 1)))
+  target_RxK = u_RxK * (start_RxC[:, -1:] + total_RxC[:, -1:])
+  block_RxK = jnp.sum(start_RxC[:, None, :] <= target_RxK[:, :, None], axis=2) - 1
+  block_RxK = jnp.clip(block_RxK, 0, c - 1)
+  cum_RxKxb = start_RxC[:, :, None] + within_RxCxb
+  cum_RxKxb = jnp.take_along_axis(cum_RxKxb, block_RxK[:, :, None], axis=1)
+  j_RxK = block_RxK * b + jnp.sum(cum_RxKxb <= target_RxK[:, :, None], axis=2)
+  last_R = size - 1 - jnp.argmax(jnp.flip(w_RxS > 0, axis=-1), axis=-1)
+  return jnp.minimum(j_RxK, last_R[:, None]).astype(jnp.int32)
+
+
 def _search_in_block(cum_flat: Array, offset: Array, target: Array, size: int) -> Array:
   """First j in [0, size) with cum_flat[offset + j] > target (size if none).
 
@@ -837,22 +863,24 @@ class KernelTree(NamedTuple):
   """Blanc & Rendle (ICML 2018, Sec. 4) divide-and-conquer statistics for the quadratic
   kernel, over leaves of L consecutive items (leaf c holds ids [c L, min((c+1) L, N))).
 
-  Heap order: node 1 is the root, nodes P..2P-1 the leaves (P = the next power of two
-  >= C = ceil(N / L); leaves c >= C are empty), node n has children 2n and 2n+1, node 0 is
-  unused. Each node stores the Gramian G_n = sum_{j under n} v_j v_j^T and the count c_n,
-  so that its kernel mass for a query x is
+  A complete binary tree of depth d = log2 P (P = the next power of two >= C = ceil(N / L);
+  leaves c >= C are empty), one array per level: level l (0 = the root, d = the leaves)
+  has 2^l nodes, and node i of level l has the children 2i and 2i + 1 of level l + 1.
+  Each node stores the Gramian G_n = sum_{j under n} v_j v_j^T and the count c_n, so that
+  its kernel mass for a query x is
 
     M_n(x) = sum_{j under n} (alpha (x . v_j)^2 + 1) = alpha x^T G_n x + c_n
            = alpha <packed(G_n), packed(w * x x^T)> + c_n,
 
   packed(.) the F = D (D + 1) / 2 entries of the upper triangle (`_triu`) and w = 1 on the
-  diagonal, 2 off it. Stored packed as child pairs ([P,2,F], pair n = nodes 2n, 2n+1): a
-  descent step reads one contiguous block of 2F floats, about half of two D x D matrices.
+  diagonal, 2 off it. A level in an array of its own is a dot's operand as it stands (the
+  shared level of `kernel_sample`) and is rebuilt by a dense sum (`kernel_tree_update`);
+  as slices of one heap, both cost a copy of the level (~4 ms a step at N = 1M, D = 32).
   Memory 2P (F + 1) floats (N=1M, L=128, D=64: 136 MB).
   """
 
-  gram_Px2xF: Array
-  count_Px2: Array
+  grams: tuple[Array, ...]  # level l: [2^l, F] packed Gramians
+  counts: tuple[Array, ...]  # level l: [2^l] item counts (float32)
 
 
 def quadratic_kernel(scores, alpha):
@@ -888,22 +916,12 @@ def kernel_tree(items_NxD: Array, leaf_size: int) -> KernelTree:
   iu, ju = _triu(dim)
   gram_CxF = jnp.einsum("cld,cle->cde", x_CxLxD, x_CxLxD)[:, iu, ju]
   count_C = jnp.minimum(num_items - leaf * jnp.arange(num_leaves), leaf).astype(jnp.float32)
-  levels_g = [jnp.zeros((p, iu.size), items_NxD.dtype).at[:num_leaves].set(gram_CxF)]
-  levels_c = [jnp.zeros((p,), jnp.float32).at[:num_leaves].set(count_C)]
-  while levels_g[0].shape[0] > 1:  # parents: sums of the child pairs
-    levels_g.insert(0, levels_g[0][0::2] + levels_g[0][1::2])
-    levels_c.insert(0, levels_c[0][0::2] + levels_c[0][1::2])
-  heap_g = jnp.concatenate([jnp.zeros((1, iu.size), items_NxD.dtype)] + levels_g)
-  heap_c = jnp.concatenate([jnp.zeros((1,), jnp.float32)] + levels_c)
-  return KernelTree(heap_g.reshape(p, 2, iu.size), heap_c.reshape(p, 2))
-
-
-def _first_occurrence(ids_M: Array) -> Array:
-  """bool [M]: True at the first occurrence of each id (duplicates counted once)."""
-  order = jnp.argsort(ids_M)
-  sorted_ids = ids_M[order]
-  dup = jnp.concatenate([jnp.zeros((1,), bool), sorted_ids[1:] == sorted_ids[:-1]])
-  return jnp.zeros(ids_M.shape, bool).at[order].set(~dup)
+  grams = [jnp.zeros((p, iu.size), items_NxD.dtype).at[:num_leaves].set(gram_CxF)]
+  counts = [jnp.zeros((p,), jnp.float32).at[:num_leaves].set(count_C)]
+  while grams[0].shape[0] > 1:  # parents: sums of the child pairs
+    grams.insert(0, grams[0][0::2] + grams[0][1::2])
+    counts.insert(0, counts[0][0::2] + counts[0][1::2])
+  return KernelTree(tuple(grams), tuple(counts))
 
 
 def kernel_tree_update(
@@ -913,29 +931,26 @@ def kernel_tree_update(
   same rows and count once): G_n += v_new v_new^T - v_old v_old^T on the path of each
   row's leaf to the root (Blanc & Rendle, Fig. 1b), as scatter-adds on the levels with
   more nodes than rows; a level with at most M nodes is rebuilt instead from its child
-  pairs (G_n = G_2n + G_2n+1: 2^l F dense adds rather than M F scattered ones). Cost
-  O(M D^2 log(N / (L M)) + min(M, N / L) D^2); the counts do not change."""
-  p, _, f = tree.gram_Px2xF.shape
-  first_M = _first_occurrence(ids_M)
-  old_MxD = jnp.where(first_M[:, None], old_MxD, 0.0)
-  new_MxD = jnp.where(first_M[:, None], new_MxD, 0.0)
-  # the [M, D] rows first: fused into the [M, F] products below, their gathers from the
-  # table ran once per product entry (docs/RESULTS.md)
-  old_MxD, new_MxD = jax.lax.optimization_barrier((old_MxD, new_MxD))
+  pairs (G_n = G_2n + G_2n+1: 2^l F dense adds rather than M F scattered ones). The rows
+  are sorted by id first, so that the scatters walk each level in order. Cost
+  O(M D^2 log(N / (L M)) + min(M, N / L) D^2 + M log M); the counts do not change."""
+  depth = len(tree.grams) - 1
+  f = tree.grams[-1].shape[1]
+  order_M = jnp.argsort(ids_M)
+  ids_M = ids_M[order_M]
+  first_M = jnp.concatenate([jnp.ones((1,), bool), ids_M[1:] != ids_M[:-1]])
+  old_MxD = jnp.where(first_M[:, None], old_MxD[order_M], 0.0)
+  new_MxD = jnp.where(first_M[:, None], new_MxD[order_M], 0.0)
   delta_MxF = _packed_outer(new_MxD) - _packed_outer(old_MxD)
-  heap = tree.gram_Px2xF.reshape(2 * p, f)
-  node_M = p + ids_M // leaf_size  # (N < leaf_size: one leaf, ids // leaf_size = 0)
-  level_size = p  # nodes on the level of node_M
-  heap = heap.at[node_M].add(delta_MxF)
-  while level_size > 1:
-    level_size //= 2  # the parents' level: nodes level_size .. 2 level_size - 1
-    if level_size > ids_M.shape[0]:
-      node_M = node_M // 2
-      heap = heap.at[node_M].add(delta_MxF)
+  leaf_M = ids_M // leaf_size  # (N < leaf_size: one leaf, ids // leaf_size = 0)
+  grams = list(tree.grams)
+  for level in range(depth, -1, -1):
+    if level == depth or (1 << level) > ids_M.shape[0]:
+      node_M = leaf_M >> (depth - level)
+      grams[level] = grams[level].at[node_M].add(delta_MxF, indices_are_sorted=True)
     else:
-      pairs = heap[2 * level_size : 4 * level_size].reshape(level_size, 2, f)
-      heap = jax.lax.dynamic_update_slice(heap, pairs.sum(axis=1), (level_size, 0))
-  return tree._replace(gram_Px2xF=heap.reshape(p, 2, f))
+      grams[level] = grams[level + 1].reshape(1 << level, 2, f).sum(axis=1)
+  return tree._replace(grams=tuple(grams))
 
 
 # The default number of shared top levels is T = log2 K + KERNEL_SHARED_EXTRA: level T's
@@ -944,7 +959,7 @@ def kernel_tree_update(
 # (`python -m benchmarks.kernel_sampler_scaling --shared_extra=c` compares choices: at
 # N = 1M, K = 64, D = 32, c = 5 ran the step in 95.0 and 88.1 ms against c = 3's 97.3 and
 # 93.5 in two alternating runs; docs/RESULTS.md).
-KERNEL_SHARED_EXTRA = 5
+KERNEL_SHARED_EXTRA = 6
 # Floats of leaf rows (C L D) or tree pairs (C 2F) that one block of C draws reads at once.
 KERNEL_BLOCK_FLOATS = 1 << 22
 
@@ -973,7 +988,9 @@ def kernel_sample(
   sum). The first T = `shared_levels` steps are taken for a row's K draws at once: the
   masses of the 2^T nodes of level T are one [B,F] x [F,2^T] product (a parent's mass is
   its children's sum, so drawing a level-T node from them is those T steps), by default
-  T = min(depth, log2 K + 5), where it costs less than the K T steps it replaces.
+  T = min(depth, log2 K + KERNEL_SHARED_EXTRA), where it costs less than the K T steps it
+  replaces; a node of level T is drawn by inverse CDF (`_draw_rows_blocked_cdf` for
+  T > 8).
   Below T each step reads the left child's packed Gramian only (the right child's mass is
   the node's minus the left's). The B K draws are sorted by their level-T node and walked
   down in blocks of C = KERNEL_BLOCK_FLOATS / max(L D, 2 F) draws: a node's children keep
@@ -989,8 +1006,7 @@ def kernel_sample(
   batch, dim, num_items = _check_embeddings(query_BxD, items_NxD)
   num_samples = check_int("num_samples", num_samples, 1)
   leaf = kernel_leaf_size(num_items, leaf_size)
-  p = tree.gram_Px2xF.shape[0]
-  depth = p.bit_length() - 1
+  depth = len(tree.grams) - 1
   alpha = jnp.asarray(alpha, jnp.float32)
   x_BxD = query_BxD.astype(jnp.float32)
   iu, ju = _triu(dim)
@@ -1001,23 +1017,20 @@ def kernel_sample(
     shared_levels = (num_samples - 1).bit_length() + KERNEL_SHARED_EXTRA
   top = min(depth, check_int("shared_levels", shared_levels, 0))
   k_top, k_slots = jax.random.split(key)
-  if top:  # level `top`: nodes 2^top .. 2^(top+1) - 1, the pairs 2^(top-1) .. 2^top - 1
-    half = 1 << (top - 1)
-    g_TxF = tree.gram_Px2xF[half : 2 * half].reshape(2 * half, -1)
-    mass_BxT = alpha * jnp.dot(xx_BxF, g_TxF.T) + tree.count_Px2[half : 2 * half].reshape(-1)
+  if top:  # the 2^T nodes of level T, one [B,F] x [F,2^T] product
+    mass_BxT = alpha * jnp.dot(xx_BxF, tree.grams[top].T) + tree.counts[top]
     mass_BxT = jnp.maximum(mass_BxT, 0.0)
-    j_BxK = _draw_rows(
-        jax.random.uniform(k_top, (batch, num_samples)),
-        mass_BxT,
-        "compare_all" if top <= 8 else "scan",  # O(2^T) or O(T) per draw
-    )
-    start_mass_BxK = jnp.take_along_axis(mass_BxT, j_BxK, axis=1)
+    u_BxK = jax.random.uniform(k_top, (batch, num_samples))
+    if top <= 8:  # O(2^T) per draw
+      start_node_BxK = _draw_rows(u_BxK, mass_BxT)
+    else:  # O(2^(T/2)) per draw, and no cumulative scan over 2^T
+      start_node_BxK = _draw_rows_blocked_cdf(u_BxK, mass_BxT)
+    start_mass_BxK = jnp.take_along_axis(mass_BxT, start_node_BxK, axis=1)
     start_log_p_BxK = jnp.log(start_mass_BxK) - jnp.log(jnp.sum(mass_BxT, axis=1, keepdims=True))
-    start_node_BxK = (1 << top) + j_BxK
-  else:  # the root: node 1, the right half of pair 0
-    start_node_BxK = jnp.ones((batch, num_samples), jnp.int32)
+  else:  # the root
+    start_node_BxK = jnp.zeros((batch, num_samples), jnp.int32)
     start_log_p_BxK = jnp.zeros((batch, num_samples), jnp.float32)
-    root_B = alpha * jnp.dot(xx_BxF, tree.gram_Px2xF[0, 1]) + tree.count_Px2[0, 1]
+    root_B = alpha * jnp.dot(xx_BxF, tree.grams[0][0]) + tree.counts[0][0]
     start_mass_BxK = jnp.broadcast_to(jnp.maximum(root_B, 0.0)[:, None], (batch, num_samples))
 
   # The B K draws sorted by their level-T node, walked down in blocks of C: a parent's
@@ -1032,7 +1045,6 @@ def kernel_sample(
   node_P = start_node_BxK.reshape(-1)[order_P]
   log_p_P = start_log_p_BxK.reshape(-1)[order_P]
   mass_P = start_mass_BxK.reshape(-1)[order_P]
-  left_gram_2PxF = tree.gram_Px2xF.reshape(2 * p, f)  # row 2n: node n's left child
   u_PxV = jax.random.uniform(k_slots, (num_blocks * block, depth - top + 2))
 
   def one_block(args):  # C draws, in node order: [C]
@@ -1041,8 +1053,8 @@ def kernel_sample(
     for i in range(depth - top):
       # Only the left child's mass is read (one packed Gramian of F floats); the right
       # child's is the rest of the node's, an empty child's is 0.
-      g_CxF = left_gram_2PxF[2 * node_C]
-      count_Cx2 = tree.count_Px2[node_C]
+      g_CxF = tree.grams[top + i + 1][2 * node_C]
+      count_Cx2 = tree.counts[top + i + 1].reshape(-1, 2)[node_C]
       left_C = alpha * jnp.sum(g_CxF * xx_CxF, axis=1) + count_Cx2[:, 0]
       left_C = jnp.clip(left_C, 0.0, mass_C)
       left_C = jnp.where(count_Cx2[:, 1] > 0, left_C, mass_C)
@@ -1052,7 +1064,7 @@ def kernel_sample(
       log_p_C += jnp.log(chosen_C / mass_C)
       mass_C = chosen_C
       node_C = 2 * node_C + right_C.astype(jnp.int32)
-    leaf_C = node_C - p
+    leaf_C = node_C
     start_C = jnp.minimum(leaf_C * leaf, num_items - leaf)
     rows_CxLxD = jax.vmap(lambda s: jax.lax.dynamic_slice_in_dim(items_NxD, s, leaf, 0))(start_C)
     ids_CxL = start_C[:, None] + slots_L[None, :]

@@ -478,7 +478,10 @@ def train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   return new_state, {"loss": loss}
 
 
-@functools.partial(jax.jit, static_argnums=0, donate_argnums=1)
+# keep_unused: a donated buffer the step does not read (a kernel-tree level it rebuilds from
+# its children) would otherwise be pruned from the call, and its output would get a new
+# buffer each step, losing the buffer's huge pages (`host_malloc.huge_pages`).
+@functools.partial(jax.jit, static_argnums=0, donate_argnums=1, keep_unused=True)
 def jitted_train_step(spec: StepSpec, state: TrainState, data: DeviceData):
   return train_step(spec, state, data)
 

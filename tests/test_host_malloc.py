@@ -144,11 +144,14 @@ def test_train_step_keeps_the_tables_buffers(model, sampler):
   ddata = step.device_data(train, spec)
   state = step.init_state(spec, c, train.num_users, train.num_items, 0)
 
-  def big(s):
-    return [x.unsafe_buffer_pointer() for x in jax.tree.leaves(s) if x.size >= 2000]
+  def buffers(s):  # the tables and their optimizer state; each level of the kernel tree
+    tables = [x for x in jax.tree.leaves(s) if x.size >= 2000]
+    levels = [x for x in jax.tree.leaves(s.freq) if x.ndim == 2]  # (the sampler's state)
+    return [x.unsafe_buffer_pointer() for x in tables + levels]
 
-  before = big(state)
-  assert len(before) >= (5 if sampler == "kernel" else 4)  # tables, optimizer state, tree
+  before = buffers(state)
+  # 4000 items in leaves of 128: 32 leaves, levels of 1, 2, .., 32 nodes
+  assert len(before) == (4 + 6 if sampler == "kernel" else 4)
   for _ in range(3):
     state, _ = step.jitted_train_step(spec, state, ddata)
-  assert big(state) == before
+  assert buffers(state) == before

@@ -74,17 +74,17 @@ def test_kernel_draws_follow_the_quadratic_kernel_and_log_q_is_exact(shared_leve
   2 (then 2 per draw)."""
   tree = _check_kernel_draws(_items(), LEAF, shared_levels, rtol=1e-4)
   # float32 descent: 4 levels + a leaf, each a ratio of float32 masses (~1e-6 relative).
-  assert tree.gram_Px2xF.shape == (16, 2, D * (D + 1) // 2)
+  assert [g.shape for g in tree.grams] == [(2**l, D * (D + 1) // 2) for l in range(5)]
 
 
 def test_kernel_draws_with_a_wide_shared_level():
   """N=1000 items, one per leaf (depth 10): the 2^9 nodes of a shared level 9 are drawn
-  from by binary search (kernel_sample's path for T > 8), then one level per draw.
+  from by the blocked CDF (kernel_sample's path for T > 8), then one level per draw.
   10^5 draws per query (TV bound 0.058 over 1,000 items; a uniform draw would sit near
   0.4): this path costs ~10x the others per draw on CPU, and the exact log_q check does
   not depend on the count."""
   tree = _check_kernel_draws(_items(n=1000), 1, 9, rtol=1e-4, rows=200)
-  assert tree.gram_Px2xF.shape == (1024, 2, D * (D + 1) // 2)
+  assert len(tree.grams) == 11 and tree.grams[-1].shape == (1024, D * (D + 1) // 2)
 
 
 def test_kernel_draws_directly_where_n_is_at_most_k_leaf():
@@ -133,11 +133,12 @@ def test_kernel_tree_update_equals_the_tree_rebuilt_from_scratch():
   )
   want = samplers.kernel_tree(jnp.asarray(new), LEAF)
   # float32 sums of ~10-150 outer products of O(1) entries: errors ~1e-5 absolute.
-  np.testing.assert_allclose(got.gram_Px2xF, want.gram_Px2xF, atol=1e-4, rtol=1e-5)
-  np.testing.assert_array_equal(got.count_Px2, want.count_Px2)
+  for level in range(len(want.grams)):
+    np.testing.assert_allclose(got.grams[level], want.grams[level], atol=1e-4, rtol=1e-5)
+    np.testing.assert_array_equal(got.counts[level], want.counts[level])
   # and the root's Gramian is the upper triangle of the whole table's V^T V (numpy)
   iu, ju = np.triu_indices(D)
-  np.testing.assert_allclose(got.gram_Px2xF[0, 1], (new.T @ new)[iu, ju], rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(got.grams[0][0], (new.T @ new)[iu, ju], rtol=1e-4, atol=1e-4)
 
 
 def _small(**over):
@@ -191,7 +192,8 @@ def test_train_step_keeps_the_kernel_tree_equal_to_a_rebuild(world, normalize, n
   assert (touched >= world.train.num_items) == (num_negatives == 8)
   spec, state, _ = _run_steps(c, world, 5)
   want = samplers.kernel_tree(step.item_embeddings(spec, state), 16)
-  np.testing.assert_allclose(state.freq.gram_Px2xF, want.gram_Px2xF, atol=1e-4, rtol=1e-4)
+  for got_g, want_g in zip(state.freq.grams, want.grams, strict=True):
+    np.testing.assert_allclose(got_g, want_g, atol=1e-4, rtol=1e-4)
 
 
 def test_train_step_without_a_tree_where_the_kernel_draws_directly(world):
