@@ -957,8 +957,8 @@ def kernel_tree_update(
 # shared product costs 2^T F per row, a per-draw level 2 F per draw (K per row) as a gather
 # of scattered rows, several times slower per float on CPU than the dense product
 # (`python -m benchmarks.kernel_sampler_scaling --shared_extra=c` compares choices: at
-# N = 1M, K = 64, D = 32, c = 5 ran the step in 95.0 and 88.1 ms against c = 3's 97.3 and
-# 93.5 in two alternating runs; docs/RESULTS.md).
+# N = 1M, K = 64, D = 32, c = 4 / 5 / 6 ran the step in 85.9 / 85.0 / 84.0 ms, interleaved
+# in one process (c = 7, the whole depth, ~95 in a probe); docs/RESULTS.md).
 KERNEL_SHARED_EXTRA = 6
 # Floats of leaf rows (C L D) or tree pairs (C 2F) that one block of C draws reads at once.
 KERNEL_BLOCK_FLOATS = 1 << 22
