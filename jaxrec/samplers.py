@@ -90,6 +90,35 @@ def _is_concrete(x) -> bool:
 # ---------------------------------------------------------------------------------------
 
 
+def argsort_bounded(keys_M: Array, bound: int) -> Array:
+  """Stable argsort of int keys in [0, bound) -> int32 [M], as jnp.argsort(keys,
+  stable=True), by LSD radix passes of plain uint32 sorts.
+
+  XLA:CPU sorts one uint32 array ~4.5x faster than the (key, index) pairs of an argsort
+  (16,640 keys: 0.64 vs 3.0 ms on the 2-core box). Each pass sorts (digit << b) | i, where
+  the low b = bits(M - 1) bits hold the position i in the current order, so the low bits
+  of the sorted words are the stable order by that digit; digits of 32 - b key bits, least
+  significant first: one pass where a key and a position fit in 32 bits (16,640 keys
+  below 2^17), two for keys below 2^34 - 2b. Falls back to jnp.argsort where M > 2^24.
+  """
+  m = keys_M.shape[0]
+  pos_bits = max(1, (m - 1).bit_length())
+  key_bits = max(1, (int(bound) - 1).bit_length())
+  digit_bits = 32 - pos_bits
+  if digit_bits < 8:
+    return jnp.argsort(keys_M, stable=True).astype(jnp.int32)
+  keys_u = keys_M.astype(jnp.uint32)
+  pos_u = jnp.arange(m, dtype=jnp.uint32)
+  order_M = None
+  for shift in range(0, key_bits, digit_bits):
+    current = keys_u if order_M is None else keys_u[order_M]
+    digit = (current >> shift) & jnp.uint32((1 << digit_bits) - 1)
+    words = jnp.sort((digit << pos_bits) | pos_u)
+    perm_M = (words & jnp.uint32((1 << pos_bits) - 1)).astype(jnp.int32)
+    order_M = perm_M if order_M is None else order_M[perm_M]
+  return order_M
+
+
 def _cdf_and_last(w_xS: Array) -> tuple[Array, Array]:
   """Cumulative weights along the last axis, made exactly flat over zero weights.
 
@@ -836,7 +865,7 @@ def hard_topk(
   if num_samples > pool_size:
     raise ValueError(f"num_samples={num_samples} must be <= pool_size={pool_size}")
   pool_M = jax.random.randint(key, (pool_size,), 0, num_items, dtype=jnp.int32)
-  order = jnp.argsort(pool_M)
+  order = argsort_bounded(pool_M, num_items)
   sorted_ids = pool_M[order]
   dup_sorted = jnp.concatenate([jnp.zeros((1,), bool), sorted_ids[1:] == sorted_ids[:-1]])
   dup_M = jnp.zeros((pool_size,), bool).at[order].set(dup_sorted)
@@ -936,7 +965,7 @@ def kernel_tree_update(
   O(M D^2 log(N / (L M)) + min(M, N / L) D^2 + M log M); the counts do not change."""
   depth = len(tree.grams) - 1
   f = tree.grams[-1].shape[1]
-  order_M = jnp.argsort(ids_M)
+  order_M = argsort_bounded(ids_M, tree.counts[-1].shape[0] * leaf_size)  # ids < P L
   ids_M = ids_M[order_M]
   first_M = jnp.concatenate([jnp.ones((1,), bool), ids_M[1:] != ids_M[:-1]])
   old_MxD = jnp.where(first_M[:, None], old_MxD[order_M], 0.0)
@@ -1040,7 +1069,7 @@ def kernel_sample(
   f = xx_BxF.shape[1]
   block = max(1, min(num_draws, KERNEL_BLOCK_FLOATS // max(leaf * dim, 2 * f)))
   num_blocks = -(-num_draws // block)
-  order_R = jnp.argsort(start_node_BxK.reshape(-1), stable=True)
+  order_R = argsort_bounded(start_node_BxK.reshape(-1), 1 << top)
   order_P = jnp.pad(order_R, (0, num_blocks * block - num_draws), mode="edge")
   node_P = start_node_BxK.reshape(-1)[order_P]
   log_p_P = start_log_p_BxK.reshape(-1)[order_P]

@@ -8,6 +8,7 @@ against a slightly wrong q give p < 1e-6). Bins with expected count < 5 are merg
 """
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,30 @@ def _np_log_softmax(s):
 
 
 # ----------------------------------------------------------------------------- uniform
+
+
+@pytest.mark.parametrize(
+    "m,bound,passes",
+    [
+        (1000, 50, 1),  # many ties: stability decides the order
+        (16640, 1 << 17, 1),  # 15 position bits + 17 key bits: one pass
+        (16640, 1 << 20, 2),  # a 1M-item catalogue's ids
+        (3000, 1 << 31, 2),  # any non-negative int32
+        (1, 1, 0),  # XLA drops the sort of one element
+    ],
+)
+def test_argsort_bounded_is_numpys_stable_argsort(m, bound, passes):
+  """`argsort_bounded` (LSD radix passes of packed uint32 sorts) against numpy's stable
+  argsort; with the keys near the bound and with heavy ties."""
+  rng = np.random.default_rng(m)
+  keys = rng.integers(0, bound, size=m, dtype=np.int64)
+  keys[: m // 3] = bound - 1 - rng.integers(0, 3, size=m // 3)  # ties at the top bits
+  keys = keys.astype(np.int32)
+  fn = jax.jit(lambda k: samplers.argsort_bounded(k, bound))
+  got = np.asarray(fn(jnp.asarray(keys)))
+  np.testing.assert_array_equal(got, np.argsort(keys, kind="stable"))
+  compiled = fn.lower(jnp.asarray(keys)).compile().as_text()
+  assert len(re.findall(r"= u32\[\d+\]\{0\} sort\(", compiled)) == passes  # one uint32 sort each
 
 
 def test_uniform_with_replacement_is_uniform():
