@@ -217,6 +217,9 @@ def _runs(world, num_devices):
   for name, over in (
       ("sampled", {}),
       ("full", {"model.name": "mf", "loss.name": "full", "loss.chunk_size": 96}),
+      # the kernel tree (replicated) over leaves of 8: N = 1,000 > K L = 64, and a step's
+      # 48 x 9 rows < N update the tree along their paths
+      ("kernel", {"sampler.name": "kernel", "sampler.num_negatives": 8, "sampler.kernel_leaf": 8}),
   ):
     wd = tempfile.mkdtemp()
     r = train.train_and_evaluate(
@@ -487,7 +490,7 @@ def test_wals_on_sharded_factors_gives_the_one_device_factors_and_metrics(result
   _same_metrics(one, four, "wals/metric/")
 
 
-@pytest.mark.parametrize("name", ["sampled", "full"])
+@pytest.mark.parametrize("name", ["sampled", "full", "kernel"])
 def test_training_on_four_devices_gives_the_one_device_result(results, name):
   """Same config, same seed: loss at the log steps, trained embeddings and metrics."""
   one, four = results
