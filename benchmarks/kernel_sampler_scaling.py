@@ -21,7 +21,9 @@ tree depth and size, and the ratio time(N_max) / time(N_min) of the medians. Tar
   python -m benchmarks.kernel_sampler_scaling --part=draw    # kernel_sample alone
 
 Memory: at N = 1M, L = 128, D = 32 the tree is 2 x 8192 nodes x D (D + 1) / 2 floats (35 MB)
-and the table 128 MB.
+and the table 128 MB. As in the launcher, buffers of >= 64 MiB (the 1M table) are put on
+2 MiB pages first (`jaxrec.host_malloc.huge_pages`; --nohuge_pages leaves them on 4 KiB
+pages).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 
+from jaxrec import host_malloc
 from jaxrec import samplers
 
 _SIZES = flags.DEFINE_list("sizes", ["10000", "1000000"], "Catalogue sizes N.")
@@ -49,6 +52,12 @@ _PART = flags.DEFINE_enum(
     "step",
     ["step", "draw"],
     "step: the draws and the tree and table updates; draw: kernel_sample alone.",
+)
+_HUGE = flags.DEFINE_bool(
+    "huge_pages",
+    True,
+    "Back buffers of >= 64 MiB with 2 MiB pages, as the launcher does "
+    "(jaxrec.host_malloc.huge_pages).",
 )
 _SHARED_EXTRA = flags.DEFINE_integer(
     "shared_extra",
@@ -94,6 +103,7 @@ def main(argv):
   for n in sizes:
     items = jax.random.normal(jax.random.PRNGKey(n), (n, _DIM.value)) / _DIM.value**0.5
     tree = samplers.kernel_tree(items, _LEAF.value)
+    huge = host_malloc.huge_pages(jax.tree.leaves((tree, items))) if _HUGE.value else 0
     step = _make_step(n)
     t0 = time.perf_counter()
     tree, items, out = step(tree, items, jax.random.PRNGKey(0))
@@ -102,7 +112,7 @@ def main(argv):
     mb = sum(g.nbytes for g in tree.grams) / 2**20
     print(
         f"N={n}: compiled+1 step {time.perf_counter() - t0:.1f}s; depth {len(tree.grams) - 1}, "
-        f"{nodes} nodes ({mb:.0f} MB)",
+        f"{nodes} nodes ({mb:.0f} MB); {huge / 2**20:.0f} MB on 2 MiB pages",
         flush=True,
     )
     runs[n] = [step, tree, items, []]
