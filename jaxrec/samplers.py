@@ -177,9 +177,9 @@ def _draw_rows_blocked_cdf(u_RxK: Array, w_RxS: Array) -> Array:
   row is cut into c blocks of b = ceil(sqrt(S)); the CDF inside each block and the
   blocks' starting offsets are two matmuls with triangles of ones ([R,c,b] x [b,b] and
   [R,c] x [c,c]), then a target's block is the count of block offsets <= it and its entry
-  the count of that block's cumulative weights <= it (O(c + b) per draw). A cumulative
-  sum over S = 4,096 is a reduce-window on XLA:CPU that took ~2 ms for B = 256 rows,
-  about what the binary search after it cost again (`kernel_sample`'s shared level)."""
+  the count of that block's cumulative weights <= it (O(c + b) per draw). XLA:CPU runs a
+  cumulative sum as a reduce-window: ~2 ms a step for B = 256 rows of S = 2,048, with the
+  binary search after it, in a `jax.profiler` trace of the 1M kernel step."""
   rows, size = w_RxS.shape
   b = _block_size(size)
   c = -(-size // b)
@@ -904,7 +904,8 @@ class KernelTree(NamedTuple):
   packed(.) the F = D (D + 1) / 2 entries of the upper triangle (`_triu`) and w = 1 on the
   diagonal, 2 off it. A level in an array of its own is a dot's operand as it stands (the
   shared level of `kernel_sample`) and is rebuilt by a dense sum (`kernel_tree_update`);
-  as slices of one heap, both cost a copy of the level (~4 ms a step at N = 1M, D = 32).
+  as slices of one heap, both cost a copy of the level (~4 ms of a 1M step at D = 32, in a
+  `jax.profiler` trace).
   Memory 2P (F + 1) floats (N=1M, L=128, D=64: 136 MB).
   """
 
