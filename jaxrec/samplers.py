@@ -81,6 +81,9 @@ def _check_embeddings(query_BxD, items_NxD) -> tuple[int, int, int]:
   return batch, dim, num_items
 
 
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
 def _is_concrete(x) -> bool:
   return not isinstance(x, jax.core.Tracer)
 
@@ -184,9 +187,12 @@ def _draw_rows_blocked_cdf(u_RxK: Array, w_RxS: Array) -> Array:
   b = _block_size(size)
   c = -(-size // b)
   w_RxCxb = jnp.pad(w_RxS, ((0, 0), (0, c * b - size))).reshape(rows, c, b)
-  within_RxCxb = jnp.dot(w_RxCxb, jnp.asarray(np.triu(np.ones((b, b), np.float32))))
+  # float32 products (HIGHEST: no TF32 on a GPU), or the CDF would drift ~1e-3 from the
+  # weights that log_q is computed from
+  tri_bxb, tri_cxc = np.triu(np.ones((b, b), np.float32)), np.triu(np.ones((c, c), np.float32), 1)
+  within_RxCxb = jnp.dot(w_RxCxb, jnp.asarray(tri_bxb), precision=_HIGHEST)
   total_RxC = within_RxCxb[:, :, -1]
-  start_RxC = jnp.dot(total_RxC, jnp.asarray(np.triu(np.ones((c, c), np.float32), 1)))
+  start_RxC = jnp.dot(total_RxC, jnp.asarray(tri_cxc), precision=_HIGHEST)
   target_RxK = u_RxK * (start_RxC[:, -1:] + total_RxC[:, -1:])
   block_RxK = jnp.sum(start_RxC[:, None, :] <= target_RxK[:, :, None], axis=2) - 1
   block_RxK = jnp.clip(block_RxK, 0, c - 1)
@@ -1048,7 +1054,7 @@ def kernel_sample(
   top = min(depth, check_int("shared_levels", shared_levels, 0))
   k_top, k_slots = jax.random.split(key)
   if top:  # the 2^T nodes of level T, one [B,F] x [F,2^T] product
-    mass_BxT = alpha * jnp.dot(xx_BxF, tree.grams[top].T) + tree.counts[top]
+    mass_BxT = alpha * jnp.dot(xx_BxF, tree.grams[top].T, precision=_HIGHEST) + tree.counts[top]
     mass_BxT = jnp.maximum(mass_BxT, 0.0)
     u_BxK = jax.random.uniform(k_top, (batch, num_samples))
     if top <= 8:  # O(2^T) per draw
@@ -1060,7 +1066,7 @@ def kernel_sample(
   else:  # the root
     start_node_BxK = jnp.zeros((batch, num_samples), jnp.int32)
     start_log_p_BxK = jnp.zeros((batch, num_samples), jnp.float32)
-    root_B = alpha * jnp.dot(xx_BxF, tree.grams[0][0]) + tree.counts[0][0]
+    root_B = alpha * jnp.dot(xx_BxF, tree.grams[0][0], precision=_HIGHEST) + tree.counts[0][0]
     start_mass_BxK = jnp.broadcast_to(jnp.maximum(root_B, 0.0)[:, None], (batch, num_samples))
 
   # The B K draws sorted by their level-T node, walked down in blocks of C: a parent's
