@@ -22,7 +22,13 @@ from jaxrec.data import DataError
 flags.DEFINE_bool("debug", False, "Show the traceback of an expected error (or JAXREC_DEBUG=1).")
 
 USAGE, INTERRUPTED = 2, 130
-EXPECTED = (ConfigError, DataError, workdir_io.WorkdirBusyError, OSError)
+EXPECTED = (
+    ConfigError,
+    DataError,
+    workdir_io.WorkdirBusyError,
+    workdir_io.CheckpointLayoutError,
+    OSError,
+)
 
 
 def debug() -> bool:

@@ -15,6 +15,7 @@ import glob
 import inspect
 import json
 import os
+import re
 import platform as _platform
 import shutil
 import subprocess
@@ -32,6 +33,11 @@ class WorkdirBusyError(RuntimeError):
 
 class DiskFullError(OSError):
   """No space left while writing a run's files; names the path and the last checkpoint."""
+
+
+class CheckpointLayoutError(ValueError):
+  """A checkpoint holds a train state of another layout (another jaxrec's, e.g. the kernel
+  tree before 5871b82): not damage, so it is neither set aside nor silently replaced."""
 
 
 @contextlib.contextmanager
@@ -430,7 +436,15 @@ class Checkpointer:
             ),
         )
         return type(state)(*restored) if isinstance(restored, (list, tuple)) else restored, step
-      except Exception as err:  # a damaged checkpoint: set it aside, try the previous one
+      except Exception as err:
+        if "structures do not match" in str(err):  # orbax: the saved pytree differs
+          keys = re.findall(r"^(\S+):$", str(err), flags=re.M)
+          raise CheckpointLayoutError(
+              f"checkpoint at step {step} in {self.directory} holds a train state of another "
+              f"layout (written by another jaxrec version?; differs in {', '.join(keys[:4])}); "
+              "use another --workdir, or move its checkpoints/ away to start over"
+          ) from None
+        # a damaged checkpoint: set it aside, try the previous one
         aside = os.path.join(self.directory, f"{step}.unreadable-{int(time.time())}")
         os.replace(os.path.join(self.directory, str(step)), aside)
         self._mngr.reload()

@@ -1,6 +1,8 @@
 """Checkpoints: schedules (by steps, by wall time since the last save, or both); what a
 save writes and that it leaves the state free to be donated; older checkpoints restore."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -132,6 +134,21 @@ def test_a_save_leaves_the_state_donatable_and_writes_the_values_it_was_given(tm
   for k in want1:
     np.testing.assert_array_equal(np.asarray(restored[k]), want1[k])
     np.testing.assert_array_equal(want1[k], np.asarray(_state()[k]) + 1)
+
+
+def test_a_checkpoint_of_another_state_layout_is_an_error_and_stays(tmp_path):
+  """A state whose pytree changed (a renamed field, as the kernel tree's in 5871b82) is
+  not a damaged checkpoint: restore names the keys and leaves the checkpoint in place,
+  where it used to set it aside and start the run over from step 0."""
+  ckpt = workdir.Checkpointer(str(tmp_path), 1)
+  ckpt.maybe_save(3, _state(), final=True)
+  ckpt.close()
+  other = {"tables": _state()["table"], "step": _state()["step"]}
+  with pytest.raises(workdir.CheckpointLayoutError, match="step 3 .* another layout.*table"):
+    workdir.Checkpointer(str(tmp_path), 1).restore(other)
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3"]
+  restored, at = workdir.Checkpointer(str(tmp_path), 1).restore(_state())  # still whole
+  assert at == 3
 
 
 def test_restores_a_checkpoint_written_by_orbax_standard_save(tmp_path):
