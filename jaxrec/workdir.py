@@ -15,8 +15,8 @@ import glob
 import inspect
 import json
 import os
-import re
 import platform as _platform
+import re
 import shutil
 import subprocess
 import time
