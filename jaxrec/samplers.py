@@ -122,6 +122,13 @@ def argsort_bounded(keys_M: Array, bound: int) -> Array:
   return order_M
 
 
+def _last_positive(w_xS: Array) -> Array:
+  """int32 index of the last positive-weight entry along the last axis (the clamp for an
+  inverse-CDF target that rounds up to the total)."""
+  size = w_xS.shape[-1]
+  return (size - 1 - jnp.argmax(jnp.flip(w_xS > 0, axis=-1), axis=-1)).astype(jnp.int32)
+
+
 def _cdf_and_last(w_xS: Array) -> tuple[Array, Array]:
   """Cumulative weights along the last axis, made exactly flat over zero weights.
 
@@ -133,9 +140,7 @@ def _cdf_and_last(w_xS: Array) -> tuple[Array, Array]:
   """
   cum = jnp.cumsum(w_xS, axis=-1)
   cum = jax.lax.cummax(jnp.where(w_xS > 0, cum, 0.0), axis=w_xS.ndim - 1)
-  size = w_xS.shape[-1]
-  last = size - 1 - jnp.argmax(jnp.flip(w_xS > 0, axis=-1), axis=-1)
-  return cum, last.astype(jnp.int32)
+  return cum, _last_positive(w_xS)
 
 
 def _searchsorted_rows(cum_RxS: Array, target_RxK: Array, method: str = "compare_all") -> Array:
@@ -199,8 +204,7 @@ def _draw_rows_blocked_cdf(u_RxK: Array, w_RxS: Array) -> Array:
   cum_RxKxb = start_RxC[:, :, None] + within_RxCxb
   cum_RxKxb = jnp.take_along_axis(cum_RxKxb, block_RxK[:, :, None], axis=1)
   j_RxK = block_RxK * b + jnp.sum(cum_RxKxb <= target_RxK[:, :, None], axis=2)
-  last_R = size - 1 - jnp.argmax(jnp.flip(w_RxS > 0, axis=-1), axis=-1)
-  return jnp.minimum(j_RxK, last_R[:, None]).astype(jnp.int32)
+  return jnp.minimum(j_RxK, _last_positive(w_RxS)[:, None]).astype(jnp.int32)
 
 
 def _search_in_block(cum_flat: Array, offset: Array, target: Array, size: int) -> Array:
