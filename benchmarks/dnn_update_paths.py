@@ -11,8 +11,15 @@ A step's bag ids (B x 64 = 65,536) outnumber a 10k table's rows, so `tables._pre
 combines them densely there (O((M + N) D)); at 1M it sorts them (`tables.dedup_sum`) and
 updates the M gathered rows. With the sort path at both sizes, the ratio isolates what N
 itself costs.
+
+Also printed per size: XLA's temporary buffer for one step (`memory_analysis`) and the
+minor page faults per timed step. glibc serves a block over its mmap threshold (at most
+32 MiB) with a fresh mmap and unmaps it when freed, so a step whose temporaries pass 32 MiB
+faults its pages in (zeroed by the kernel) every step; JAXREC_GLIBC_MALLOC=reuse
+(jaxrec/host_malloc.py) keeps such blocks in the heap instead.
 """
 
+import resource
 import statistics
 import sys
 import time
@@ -38,7 +45,9 @@ def build(num_items: int):
   for _ in range(3):  # compile and warm up
     state, metrics = step.jitted_train_step(spec, state, ddata)
   jax.block_until_ready(metrics)
-  return spec, state, ddata
+  compiled = step.jitted_train_step.lower(spec, state, ddata).compile()
+  temp_mib = compiled.memory_analysis().temp_size_in_bytes / 2**20
+  return spec, state, ddata, temp_mib
 
 
 def main():
@@ -53,17 +62,23 @@ def main():
     )
   runs = {n: build(n) for n in SIZES}
   times = {n: [] for n in SIZES}
+  faults = {n: 0 for n in SIZES}
   for _ in range(5):
     for n in SIZES:
-      spec, state, ddata = runs[n]
+      spec, state, ddata, temp_mib = runs[n]
+      f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
       t0 = time.perf_counter()
       for _ in range(20):
         state, metrics = step.jitted_train_step(spec, state, ddata)
       jax.block_until_ready(metrics)
       times[n].append((time.perf_counter() - t0) / 20 * 1e3)
-      runs[n] = (spec, state, ddata)
+      faults[n] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+      runs[n] = (spec, state, ddata, temp_mib)
   for n in SIZES:
-    print(f"{mode} N={n}: best {min(times[n]):.1f} ms, median {statistics.median(times[n]):.1f} ms")
+    print(
+        f"{mode} N={n}: best {min(times[n]):.1f} ms, median {statistics.median(times[n]):.1f}"
+        f" ms; XLA temporaries {runs[n][3]:.2f} MiB, {faults[n] / 100:.0f} minor faults/step"
+    )
   print(f"{mode}: time(1M) / time(10k) = {min(times[SIZES[1]]) / min(times[SIZES[0]]):.2f} (best)")
 
 
