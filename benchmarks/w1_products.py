@@ -8,10 +8,13 @@ both frameworks:
   dU_BxD     = G_BxK V_KxD        (backward, query side)
   dV_KxD     = G_BxK^T U_BxD      (backward, negatives)
 
-This times each product on its own (median of --repeats calls after two warm-ups), jax in
-one subprocess and torch in another, the two alternating over --rounds, and prints the
-medians per framework and their sums. It shows how much of the gap between jaxrec's W1 step
-and issue 23's 2x-PyTorch target lies in the products themselves (docs/RESULTS.md).
+This times each product on its own, and the step's core: the three products with the
+softmax between them (G = softmax(U V^T) row-wise; dU, dV as above), one call from U and V.
+Medians of --repeats calls after two warm-ups, jax (one jitted function each) in one
+subprocess and torch in another, the two alternating over --rounds; printed: the medians
+per framework and the three products' sum. A step cannot be faster than its core, so this
+bounds what jaxrec's W1 step can reach with XLA:CPU's products against issue 23's 2x-PyTorch
+target (docs/RESULTS.md).
 
   python -m benchmarks.w1_products [--rounds=3] [--repeats=200]
 
@@ -34,6 +37,7 @@ _CHILD = flags.DEFINE_string("child", "", "Internal: jax or torch; time it and p
 
 B, K, D = 1024, 1024, 64
 PRODUCTS = ("forward U V^T", "dU = G V", "dV = G^T U")
+CORE = "core: softmax + 3 products"
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -65,10 +69,18 @@ def time_jax(repeats: int) -> dict:
       jax.jit(lambda g, u: g.T @ u),
   )
   args = ((u, v), (g, v), (g, u))
-  return {
+  out = {
       p: _median_ms(lambda f=f, a=a: f(*a).block_until_ready(), repeats)
       for p, f, a in zip(PRODUCTS, fns, args)
   }
+
+  @jax.jit
+  def core(u, v):
+    g = jax.nn.softmax(u @ v.T, axis=1)
+    return g @ v, g.T @ u
+
+  out[CORE] = _median_ms(lambda: jax.block_until_ready(core(u, v)), repeats)
+  return out
 
 
 def time_torch(repeats: int) -> dict:
@@ -76,7 +88,14 @@ def time_torch(repeats: int) -> dict:
 
   u, v, g = (torch.from_numpy(x) for x in _operands())
   fns = (lambda: u @ v.T, lambda: g @ v, lambda: g.T @ u)
-  return {p: _median_ms(f, repeats) for p, f in zip(PRODUCTS, fns)}
+  out = {p: _median_ms(f, repeats) for p, f in zip(PRODUCTS, fns)}
+
+  def core():
+    g = torch.softmax(u @ v.T, 1)
+    return g @ v, g.T @ u
+
+  out[CORE] = _median_ms(core, repeats)
+  return out
 
 
 def _spawn(framework: str, repeats: int) -> dict | None:
@@ -108,18 +127,19 @@ def main(argv):
       res = _spawn(f, _REPEATS.value)
       if res is not None:
         runs[f].append(res)
-        print(f"  round {r + 1} {f:5s} " + "  ".join(f"{p}: {res[p]:.3f}" for p in PRODUCTS))
+        cells = "  ".join(f"{p}: {res[p]:.3f}" for p in (*PRODUCTS, CORE))
+        print(f"  round {r + 1} {f:5s} {cells}")
   print(f"W1's products alone (B = K = {B:,}, D = {D}, float32), median ms over rounds:")
   sums = {}
   for f in frameworks:
     if not runs[f]:
       continue
-    med = {p: statistics.median(x[p] for x in runs[f]) for p in PRODUCTS}
-    sums[f] = sum(med.values())
+    med = {p: statistics.median(x[p] for x in runs[f]) for p in (*PRODUCTS, CORE)}
+    sums[f] = sum(med[p] for p in PRODUCTS)
     cells = "  ".join(f"{p}: {med[p]:.3f}" for p in PRODUCTS)
-    print(f"  {f:5s} {cells}  sum {sums[f]:.3f}")
+    print(f"  {f:5s} {cells}  sum {sums[f]:.3f}  {CORE}: {med[CORE]:.3f}")
   if len(sums) == 2:
-    print(f"  sum jax / sum torch: {sums['jax'] / sums['torch']:.2f}")
+    print(f"  products' sum jax / torch: {sums['jax'] / sums['torch']:.2f}")
 
 
 if __name__ == "__main__":
