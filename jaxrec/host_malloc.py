@@ -6,9 +6,11 @@ off on big catalogues and cost on small ones, so they are not the default.
 XLA:CPU allocates every step's temporaries and outputs afresh and frees them after the step
 (the full softmax over the 38,896 items of the language-split MovieLens with B = 256 makes
 40 MB score buffers). glibc's defaults hand such blocks back to the kernel when they are
-freed: blocks over the mmap threshold are unmapped, the heap top is trimmed, and XLA's
-worker threads allocate from per-thread arenas whose heaps are at most 64 MB. So each step
-faults its pages in again, and the kernel zeroes each one: 200 hard_exact steps on that
+freed: blocks over the mmap threshold are unmapped (the threshold rises to the size of
+the blocks freed, but never past 32 MiB), the heap top is trimmed, and XLA's worker threads
+allocate from per-thread arenas whose heaps are at most 64 MB. So each step faults its
+pages in again (the softmax DNN's step at 1M items: 32.25 MiB of temporaries, ~8,200 faults
+a step, `benchmarks.dnn_update_paths`), and the kernel zeroes each one: 200 hard_exact steps on that
 catalogue took 9.0 million minor page faults on 2 cores, and the kernel took a third of
 the CPU time. With
 
@@ -31,7 +33,7 @@ not change.
 
 `apply()` must run before XLA's threads first allocate, i.e. before the first JAX
 computation; `jaxrec/__init__.py` calls it, so importing jaxrec first is enough. It does
-nothing unless JAXREC_GLIBC_MALLOC=keep, and off glibc (macOS, musl).
+nothing unless JAXREC_GLIBC_MALLOC is keep or reuse, and off glibc (macOS, musl).
 
 `huge_pages(arrays)` is separate, and on by default in the launcher (JAXREC_HUGE_PAGES=0
 turns it off): it backs the train state's buffers of 64 MiB or more (the [N,D] tables and
