@@ -7,7 +7,7 @@ interleaved blocks of 20 jitted steps, and the ratio of the best 1M block to the
   python -m benchmarks.dnn_update_paths            # as the code runs it
   python -m benchmarks.dnn_update_paths sortpath   # the sort path at both sizes
 
-A step's bag ids (B x 64 = 65,536) outnumber a 10k table's rows, so `tables._prepare`
+A step's bag ids (B x max_bag = 1,024 x 32 = 32,768) outnumber a 10k table's rows, so `tables._prepare`
 combines them densely there (O((M + N) D)); at 1M it sorts them (`tables.dedup_sum`) and
 updates the M gathered rows. With the sort path at both sizes, the ratio isolates what N
 itself costs.
