@@ -148,6 +148,29 @@ def test_sampled_folding_auc_is_unbiased_within_its_stated_error():
   np.testing.assert_allclose(full["folding_auc"], exact, rtol=1e-6)
 
 
+def test_pair_wins_counts_every_valid_pair_over_full_and_partial_row_batches():
+  """`metrics._pair_wins` scores its rows 64 query rows at a time; 100 rows = one full
+  batch and a remainder of 36. Integer embeddings make the float32 scores exact and ties
+  common, so the count must equal numpy's double loop exactly:
+  sum_{a, b valid} [s_a > s_b] + [s_a == s_b] / 2 per row."""
+  rng = np.random.default_rng(11)
+  rows, m, num_items = 100, 24, 50
+  query = rng.integers(-2, 3, (rows, 3)).astype(np.float32)
+  items = rng.integers(-2, 3, (num_items, 3)).astype(np.float32)
+  other = rng.integers(0, num_items, (rows, m)).astype(np.int32)
+  same = rng.integers(0, num_items, (rows, m)).astype(np.int32)
+  other_ok = rng.uniform(size=(rows, m)) < 0.8
+  same_ok = rng.uniform(size=(rows, m)) < 0.8
+  got = np.asarray(metrics._pair_wins(query, items, other, same, other_ok, same_ok))
+  s_a = np.einsum("bd,bmd->bm", query, items[other])
+  s_b = np.einsum("bd,bmd->bm", query, items[same])
+  ok = other_ok[:, :, None] & same_ok[:, None, :]
+  diff = s_a[:, :, None] - s_b[:, None, :]
+  want = np.sum(ok * ((diff > 0) + 0.5 * (diff == 0)), axis=(1, 2))
+  assert np.mean(diff[ok] == 0) > 0.05  # ties are common
+  np.testing.assert_array_equal(got, want)
+
+
 def test_heldout_folding_is_evaluates_keys():
   query, items, train, test = random_world(3)
   got = metrics.heldout_folding(query, items, train, test, chunk_size=11, query_batch=4)
