@@ -100,10 +100,12 @@ def logsumexp_backward(
     scores_BxC = jnp.dot(query_BxD, items_CxD.T).astype(acc_dtype)
     gp_BxC = g_B[:, None].astype(acc_dtype) * jnp.exp(scores_BxC - lse_B[:, None])
     gp_BxC = gp_BxC.astype(query_BxD.dtype)
-    # d items = gp^T q, computed as (q^T gp)^T: a [D,C] product and a cheap transpose,
-    # where a [C,D] one ran ~4x slower on XLA:CPU. (An optimization barrier here once was
-    # meant to keep that form; XLA:CPU compiles the same program without it.)
-    ditems_DxC = jnp.dot(query_BxD.T, gp_BxC)
+    # d items = gp^T q, computed as (q^T gp)^T: the barrier keeps XLA from folding the
+    # transpose back into a transposed-LHS dot, which XLA:CPU runs ~4x slower; the
+    # [D,C] -> [C,D] transpose itself is cheap. Without it the W2 full softmax (B 1,024,
+    # N 100k, chunks of 4,096) ran 12% slower through the launcher (docs/RESULTS.md),
+    # although at B 256 and N 20k the compiled program is the same.
+    ditems_DxC = jax.lax.optimization_barrier(jnp.dot(query_BxD.T, gp_BxC))
     return jnp.dot(gp_BxC, items_CxD), ditems_DxC.T
 
   def body(i, carry):
