@@ -36,12 +36,12 @@ import json
 import os
 import platform
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 
 from absl import app, flags
+
+from benchmarks import child
 
 _WORKLOADS = flags.DEFINE_list("workloads", ["w1", "w2"], "Workloads to run: w1, w2.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Interleaved rounds; the best of each kept.")
@@ -198,14 +198,7 @@ def run_child(name: str) -> dict:
 
 
 def _spawn(name: str, path: str, steps: int) -> dict:
-  cmd = [sys.executable, "-m", "benchmarks.peers", f"--child={name}", f"--data={path}"]
-  cmd.append(f"--steps={steps}")
-  r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-  for line in r.stdout.splitlines():
-    if line.startswith("RESULT "):
-      return json.loads(line[len("RESULT ") :])
-  tail = (r.stderr.strip().splitlines() or ["(no output)"])[-1]
-  return {"error": tail[:200]}
+  return child.run("benchmarks.peers", f"--child={name}", f"--data={path}", f"--steps={steps}")
 
 
 def _versions(have_torch: bool) -> str:

@@ -25,11 +25,11 @@ from __future__ import annotations
 
 import json
 import statistics
-import subprocess
-import sys
 import time
 
 from absl import app, flags
+
+from benchmarks import child
 
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "Alternating rounds of the two frameworks.")
 _REPEATS = flags.DEFINE_integer("repeats", 200, "Timed calls per product per round.")
@@ -99,13 +99,11 @@ def time_torch(repeats: int) -> dict:
 
 
 def _spawn(framework: str, repeats: int) -> dict | None:
-  cmd = [sys.executable, "-m", "benchmarks.w1_products", f"--child={framework}"]
-  r = subprocess.run(cmd + [f"--repeats={repeats}"], capture_output=True, text=True, check=False)
-  for line in r.stdout.splitlines():
-    if line.startswith("RESULT "):
-      return json.loads(line[len("RESULT ") :])
-  print(f"  {framework}: failed: {(r.stderr.strip().splitlines() or ['?'])[-1][:200]}")
-  return None
+  res = child.run("benchmarks.w1_products", f"--child={framework}", f"--repeats={repeats}")
+  if "error" in res:
+    print(f"  {framework}: failed: {res['error']}")
+    return None
+  return res
 
 
 def main(argv):
